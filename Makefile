@@ -1,0 +1,33 @@
+# Usual targets. `make install` makes .venv; every other target uses it.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test lint format demo bench docker clean
+
+install:
+	$(PY) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test]'
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check mcp_defense tests benchmarks
+	$(BIN)/ruff format --check mcp_defense tests benchmarks
+	$(BIN)/mcp-defense policy lint policies
+
+format: install
+	$(BIN)/ruff format mcp_defense tests benchmarks
+	$(BIN)/ruff check --fix mcp_defense tests benchmarks
+
+demo: install
+	$(BIN)/mcp-defense demo
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+docker:
+	docker build -t mcp-defense .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

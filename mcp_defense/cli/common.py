@@ -1,0 +1,95 @@
+"""Options and helpers shared by every command group (one definition of --policy/--set)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from mcp_defense.policy.diagnostics import Diagnostic, format_github, format_json, format_text
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+
+PolicyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--policy", "-p", help="Policy file or directory (repeatable). Replaces the "
+                 "built-in pack; policies can `import \"builtin:rules.mcpd\"`."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Set a policy variable, e.g. --set workspace=/src (repeatable)."),
+]
+
+
+class Fmt(str, Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def usage_error(message: str) -> typer.Exit:
+    err_console().print(f"[bold red]error:[/] {message}")
+    return typer.Exit(EXIT_USAGE)
+
+
+def parse_sets(sets: Sequence[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in sets or ():
+        if "=" not in item:
+            raise usage_error(f"--set expects NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        if not k.isidentifier():
+            raise usage_error(f"--set: {k!r} is not a valid variable name")
+        out[k] = v
+    return out
+
+
+def render_diagnostics(diags: Sequence[Diagnostic], fmt: str) -> str:
+    if fmt == "json":
+        return format_json(diags)
+    if fmt == "github":
+        return format_github(diags)
+    return format_text(diags)
+
+
+def print_diagnostics_rich(console: Console, diags: Sequence[Diagnostic]) -> None:
+    """Coloured on a terminal; identical text to `format_text` otherwise."""
+    if not console.is_terminal:
+        text = format_text(diags)
+        if text:
+            console.out(text, highlight=False)
+        return
+    for d in diags:
+        colour = "red" if d.is_error else "yellow"
+        console.print(f"[bold]{d.span}[/]: [{colour}]{d.severity}[/]: {d.message} [dim]\\[{d.code}][/]")
+        if d.source_line:
+            console.out("    " + d.source_line.rstrip().expandtabs(1), highlight=False)
+            console.print("    " + " " * max(d.span.column - 1, 0) + f"[{colour}]^[/]")
+
+
+def load_or_exit(policy: Sequence[str] | None, sets: Sequence[str] | None) -> Any:
+    """Compile the policy set or print its diagnostics on stderr and exit 2."""
+    from mcp_defense.policy.loader import load
+
+    result = load(policy or None, parse_sets(sets))
+    if result.table is None:
+        console = err_console()
+        print_diagnostics_rich(console, result.errors)
+        console.print(f"[bold red]policy has {len(result.errors)} error(s)[/]; run "
+                      "`mcp-defense policy lint` for details")
+        raise typer.Exit(EXIT_USAGE)
+    return result.table
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,42 @@
+"""The `mcp-defense` command: one typer app, one sub-app or command module per group.
+
+Exit codes (all commands): 0 success / allowed, 1 findings (lint errors, test failures,
+changed decisions), 2 usage error or unreadable input. Runtimes (stdio, demo) exit with the
+server's code, or 1 when the server was killed by policy.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="mcp-defense",
+    help=(
+        "Runtime defense for AI coding agents: decides every MCP tool call against "
+        "policy-as-code.\n\nExit codes: 0 ok, 1 findings/denied/killed, 2 usage error."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Each command module adds itself; import order is the order in --help.
+    from mcp_defense.cli import policy as _policy
+
+    _policy.register(app)
+    for name in ("stdio", "record", "demo", "hook"):
+        try:
+            mod = __import__(f"mcp_defense.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as e:  # a command group not built yet
+            if e.name != f"mcp_defense.cli.{name}":
+                raise
+            continue
+        mod.register(app)
+
+
+_register()
+
+if __name__ == "__main__":
+    app()

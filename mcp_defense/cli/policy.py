@@ -1,0 +1,308 @@
+"""`mcp-defense policy …`: lint, eval, explain, compile, bench (test and watch live beside)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from mcp_defense.cli.common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    Fmt,
+    PolicyOpt,
+    SetOpt,
+    load_or_exit,
+    parse_sets,
+    print_diagnostics_rich,
+    render_diagnostics,
+    usage_error,
+)
+from mcp_defense.protocol.calls import call_from_line
+
+policy_app = typer.Typer(
+    help="Write, check and try policies.\n\nExit codes: 0 ok, 1 findings, 2 usage error.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(policy_app, name="policy")
+    for name in ("policy_test", "policy_watch"):
+        try:
+            mod = __import__(f"mcp_defense.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != f"mcp_defense.cli.{name}":
+                raise
+            continue
+        mod.register(policy_app)
+
+
+# ---------------------------------------------------------------------------------------------
+# lint
+
+
+@policy_app.command()
+def lint(
+    paths: Annotated[list[str] | None, typer.Argument(help="Files or directories "
+                                                       "(default: the built-in pack).")] = None,
+    sets: SetOpt = None,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text, json, or github "
+                                     "(GitHub Actions annotations).")] = Fmt.text,
+) -> None:
+    """Check policies: syntax, names, variables, CEL types and cost, dead rules, unused jewels.
+
+    Exit codes: 0 no errors (warnings allowed), 1 errors found, 2 usage error.
+    """
+    from mcp_defense.policy.loader import load
+
+    result = load(paths or None, parse_sets(sets))
+    diags = result.diagnostics
+    if fmt is Fmt.text:
+        out = Console(highlight=False)
+        print_diagnostics_rich(out, diags)
+        n_err = len(result.errors)
+        n_warn = len(diags) - n_err
+        files = len(result.files)
+        status = "[bold red]" if n_err else "[bold green]"
+        out.print(f"{status}{n_err} error(s)[/], {n_warn} warning(s) in {files} file(s)"
+                  + (f"; policy version {result.table.version}" if result.table else ""))
+    else:
+        text = render_diagnostics(diags, fmt.value)
+        if text:
+            sys.stdout.write(text + "\n")
+    raise typer.Exit(EXIT_FINDINGS if result.errors else EXIT_OK)
+
+
+# ---------------------------------------------------------------------------------------------
+# eval
+
+
+def _open_input(source: str) -> Any:
+    if source == "-":
+        return sys.stdin.buffer
+    try:
+        return open(source, "rb")  # noqa: SIM115 - closed by the caller
+    except OSError as e:
+        raise usage_error(f"cannot read {source}: {e.strerror}") from None
+
+
+def eval_lines(table: Any, lines: Any, archetype: str, write: Any) -> int:
+    """The eval loop: one JSON line out per line in, in order. Returns how many lines."""
+    version = table.version
+    decide = table.decide
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    buf: list[str] = []
+    n = 0
+    for raw in lines:
+        n += 1
+        line = raw.rstrip(b"\r\n")
+        if not line.strip():
+            out: dict[str, Any] = {"decision": "deny", "rule": "malformed_input",
+                                   "reason": "empty line", "policy_version": version}
+        else:
+            lc = call_from_line(line, archetype)
+            if lc.call is None:
+                out = {"decision": "deny", "rule": "malformed_input", "reason": lc.error,
+                       "policy_version": version}
+            else:
+                d = decide(lc.call)
+                out = {"decision": d.action.value, "rule": d.rule, "reason": d.reason,
+                       "policy_version": version}
+            if lc.request_id is not None:
+                out["id"] = lc.request_id
+        buf.append(dumps(out))
+        if len(buf) >= 512:
+            write("\n".join(buf) + "\n")
+            buf.clear()
+    if buf:
+        write("\n".join(buf) + "\n")
+    return n
+
+
+@policy_app.command("eval")
+def eval_cmd(
+    source: Annotated[str, typer.Argument(help="JSON lines file, or - for stdin.")] = "-",
+    archetype: Annotated[str, typer.Option("--archetype", "-a", help="Archetype for lines "
+                                           "without their own \"archetype\" field.")] = "",
+    policy: PolicyOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Decide tool calls read as JSON lines; print exactly one JSON line per input line.
+
+    Each line is a JSON-RPC tools/call request or {"archetype": …, "params": {"name": …,
+    "arguments": {…}}}. Output: {"decision", "rule", "reason", "policy_version"} plus "id"
+    when the request had one. Unreadable lines get a deny line.
+
+    Exit codes: 0 done (whatever was decided), 2 usage error or unreadable input/policy.
+    """
+    table = load_or_exit(policy, sets)
+    stream = _open_input(source)
+    try:
+        eval_lines(table, stream, archetype, sys.stdout.write)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+        sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# explain
+
+_STYLE = {
+    "allow": "green", "alert": "yellow", "require_approval": "magenta", "deny": "red",
+    "kill": "bold red",
+}
+
+
+def _first_call(source: str) -> bytes:
+    stream = _open_input(source)
+    try:
+        for raw in stream:
+            if raw.strip():
+                return raw.rstrip(b"\r\n")
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    raise usage_error("no tool call on input")
+
+
+def render_explanation(exp: Any, console: Console) -> None:
+    d = exp.decision
+    style = _STYLE.get(d.action.value, "white")
+    root = Tree(f"[bold]{exp.call.tool}[/] on [cyan]{exp.call.archetype}[/] → "
+                f"[{style}]{d.action.value}[/] [dim]{d.rule or '(default)'}[/]  {d.reason}")
+    if exp.error:
+        root.add(f"[red]not evaluated:[/] {exp.error}")
+    if exp.facts is not None:
+        f = exp.facts
+        facts = root.add("[bold]facts[/]")
+        for name in ("paths", "urls", "hosts", "endpoints", "programs", "commands"):
+            values = getattr(f, name)
+            if values:
+                facts.add(f"call.{name} = {list(values)!r}")
+        effects = [n for n in ("reads", "writes", "spawns", "network") if getattr(f, n)]
+        facts.add(f"effects: {', '.join(effects) or 'none'}")
+    rules = root.add("[bold]rules[/] (in decision order)")
+    for r in exp.rules:
+        mark = {"decided": "[bold]★ decided[/]", "matched": "[yellow]matched[/]",
+                "not matched": "[dim]no[/]", "error": "[red]error[/]",
+                "folded": "[dim]folded[/]", "not indexed": "[dim]skipped[/]"}.get(r.status, r.status)
+        node = rules.add(f"{mark} [bold]{r.name}[/] [dim]p{r.priority} {r.action} {r.source}[/]"
+                         + (f"  {r.detail}" if r.detail else ""))
+        for clause, value in r.clauses:
+            node.add(f"[dim]{value:>5}[/]  {clause}")
+    if exp.deciding_clause:
+        root.add(f"[bold]deciding clause:[/] {exp.deciding_clause}")
+    console.print(root)
+
+
+@policy_app.command()
+def explain(
+    source: Annotated[str, typer.Argument(help="A JSON line (file or - for stdin).")] = "-",
+    archetype: Annotated[str, typer.Option("--archetype", "-a")] = "",
+    policy: PolicyOpt = None,
+    sets: SetOpt = None,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text or json.")] = Fmt.text,
+) -> None:
+    """Show the facts extracted from one call, every rule considered, and why it was decided.
+
+    Exit codes: 0 explained, 2 usage error or unreadable input/policy.
+    """
+    table = load_or_exit(policy, sets)
+    lc = call_from_line(_first_call(source), archetype)
+    if lc.call is None:
+        raise usage_error(f"cannot read the call: {lc.error}")
+    exp = table.explain(lc.call)
+    if fmt is Fmt.json:
+        sys.stdout.write(json.dumps(exp.to_dict(), indent=2) + "\n")
+    else:
+        render_explanation(exp, Console(highlight=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# compile
+
+
+@policy_app.command("compile")
+def compile_cmd(
+    paths: Annotated[list[str] | None, typer.Argument(help="Files or directories.")] = None,
+    sets: SetOpt = None,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text or json.")] = Fmt.text,
+) -> None:
+    """Compile policies and summarise the decision table (rules per archetype, matchers, version).
+
+    Exit codes: 0 compiled, 2 policy errors or usage error.
+    """
+    table = load_or_exit(paths, sets)
+    summary = dict(table.summary)
+    summary["version"] = table.version
+    summary["files"] = list(table.files)
+    if fmt is Fmt.json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=list) + "\n")
+        return
+    console = Console(highlight=False)
+    t = Table(title=f"decision table {table.version}", title_justify="left")
+    for col in ("archetype", "tool rules", "indexed tools", "flow rules", "orphan rules",
+                "folded away"):
+        t.add_column(col)
+    for name, a in sorted(summary["archetypes"].items()):
+        t.add_row(name, str(a["rules"]), str(len(a["indexed_tools"])), str(a["flow_rules"]),
+                  str(a["orphan_rules"]), ", ".join(a["dropped"]) or "-")
+    console.print(t)
+    console.print(f"{summary['rules']} rules · {summary['jewel_globs']} jewel globs in "
+                  f"3 matchers · {summary['classify']['tools']} tool classifiers · "
+                  f"{summary['classify']['keys']} argument keys · {summary['tests']} inline "
+                  f"tests · default {summary['default']} · join "
+                  f"{'/'.join(summary['join']['keys'])} within {summary['join']['window_s']}s")
+    console.print(f"[dim]{len(table.files)} files: " + ", ".join(table.files) + "[/]")
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+
+
+@policy_app.command()
+def bench(
+    policy: PolicyOpt = None,
+    sets: SetOpt = None,
+    n: Annotated[int, typer.Option("--n", help="Decisions per measurement.")] = 20000,
+    lines: Annotated[int, typer.Option("--lines", help="Lines for the eval throughput run.")] = 100_000,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text or json.")] = Fmt.text,
+) -> None:
+    """Measure decision latency (median µs per decide) and `policy eval` throughput.
+
+    Exit codes: 0 measured, 2 usage error.
+    """
+    from mcp_defense.policy.bench import run_bench
+
+    if n < 100 or lines < 100:
+        raise usage_error("--n and --lines must be at least 100")
+    given = list(sets or [])
+    if not any(x.startswith("workspace=") for x in given):
+        given.append("workspace=/workspace")  # the demo calls use /workspace
+    table = load_or_exit(policy, given)
+    results = run_bench(table, n=n, lines=lines, progress=sys.stderr.isatty())
+    if fmt is Fmt.json:
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+        return
+    console = Console(highlight=False)
+    t = Table(title=f"policy bench (table {table.version})", title_justify="left")
+    t.add_column("case")
+    t.add_column("decision")
+    t.add_column("median µs", justify="right")
+    t.add_column("p95 µs", justify="right")
+    for case in results["cases"]:
+        t.add_row(case["name"], case["decision"], f"{case['median_us']:.2f}",
+                  f"{case['p95_us']:.2f}")
+    console.print(t)
+    console.print(f"all cases: median [bold]{results['median_us']:.2f} µs[/] per decision "
+                  f"(target ≤ 7 µs)")
+    console.print(f"policy eval: [bold]{results['eval_calls_per_s']:,.0f} calls/s[/] over "
+                  f"{results['eval_lines']:,} lines (target ≥ 50,000)")
+

@@ -1,0 +1,130 @@
+"""`mcp-defense stdio … -- SERVER COMMAND`: run an MCP server behind the policy proxy.
+
+The flags are the published tool's, because users' MCP configs already contain them. Flags
+for features a later release implements fail loudly (exit 2) instead of being ignored: a
+user who asked for flow correlation or a SIEM sink must not believe they have it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from mcp_defense.cli.common import PolicyOpt, SetOpt, load_or_exit, usage_error
+from mcp_defense.events.record import open_recorder
+from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_MESSAGE_BYTES
+from mcp_defense.proxy.approval import DEFAULT_TIMEOUT_S, Approver
+from mcp_defense.proxy.stdio import StdioProxy
+
+_NOT_YET = "not implemented yet in this release (it would be silently ignored, so it is refused)"
+
+
+def stdio(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="The MCP server command, after `--`.", show_default=False),
+    ] = None,
+    archetype: Annotated[
+        str,
+        typer.Option("--archetype", "-a", help="What the server is (filesystem, github, database, "
+                     "web-fetch, shell, code-execution, generic, or one your policy defines)."),
+    ] = "",
+    agent_id: Annotated[str, typer.Option("--agent-id", help="Who is calling (recorded, `agent.id`).")] = "unknown",
+    policy: PolicyOpt = None,
+    sets: SetOpt = None,
+    observe: Annotated[
+        bool, typer.Option("--observe", help="Decide and record everything, block nothing.")
+    ] = False,
+    approval: Annotated[
+        bool,
+        typer.Option("--approval", help="Ask on /dev/tty for require_approval decisions "
+                     "(without it they are denied)."),
+    ] = False,
+    approval_timeout: Annotated[
+        float, typer.Option("--approval-timeout", help="Seconds before an unanswered prompt denies.")
+    ] = DEFAULT_TIMEOUT_S,
+    record: Annotated[
+        str | None, typer.Option("--record", help="Append events as JSON lines to FILE.")
+    ] = None,
+    max_message_bytes: Annotated[
+        int,
+        typer.Option("--max-message-bytes", min=1024, help="Refuse (with an error) any single "
+                     "message larger than this, in either direction."),
+    ] = DEFAULT_MAX_MESSAGE_BYTES,
+    archetypes: Annotated[
+        list[str] | None,
+        typer.Option("--archetypes", help="Extra policy file with archetype definitions "
+                     "(published tool's flag; same as an extra --policy)."),
+    ] = None,
+    flow_source: Annotated[str | None, typer.Option("--flow-source", help=f"Flow source ({_NOT_YET}).")] = None,
+    window: Annotated[str | None, typer.Option("--window", help=f"Correlation window ({_NOT_YET}).")] = None,
+    siem_splunk: Annotated[str | None, typer.Option("--siem-splunk", help=f"Splunk HEC URL ({_NOT_YET}).")] = None,
+    siem_webhook: Annotated[str | None, typer.Option("--siem-webhook", help=f"Webhook URL ({_NOT_YET}).")] = None,
+) -> None:
+    """Run an MCP server behind the policy proxy (put the server command after `--`).
+
+    Denied tool calls never reach the server: the client gets JSON-RPC error -32010 with decision, rule, reason and correlation id in error.data.
+
+    Exit code: the server's; 1 if policy killed it; 2 on a usage or policy error; 127 if the server cannot be started.
+    """
+    for flag, value in (("--flow-source", flow_source), ("--window", window),
+                        ("--siem-splunk", siem_splunk), ("--siem-webhook", siem_webhook)):
+        if value is not None:
+            raise usage_error(f"{flag} is {_NOT_YET}")
+    if not command:
+        raise usage_error("no server command: put it after `--`, e.g. "
+                          "`mcp-defense stdio --archetype filesystem -- npx -y "
+                          "@modelcontextprotocol/server-filesystem /workspace`")
+    if not archetype:
+        raise usage_error("--archetype is required (e.g. filesystem, github, shell, generic)")
+    set_list = list(sets or [])
+    if not any(s.split("=", 1)[0] == "workspace" for s in set_list):
+        set_list.append(f"workspace={os.getcwd()}")
+    paths = list(policy or []) + list(archetypes or [])
+    if archetypes and not policy:
+        paths.insert(0, "builtin:")  # --archetypes adds to the built-in pack, it does not replace it
+    table = load_or_exit(paths or None, set_list)
+    if archetype not in table.archetypes:
+        known = ", ".join(sorted(table.archetypes))
+        raise usage_error(f"unknown archetype {archetype!r}; the policy defines: {known}")
+    try:
+        recorder = open_recorder(record)
+    except OSError as e:
+        raise usage_error(f"--record {record}: {e.strerror or e}") from e
+    proxy = StdioProxy(
+        command,
+        archetype=archetype,
+        agent_id=agent_id,
+        get_table=lambda: table,
+        observe=observe,
+        approver=Approver(approval_timeout) if approval else None,
+        recorder=recorder,
+        max_message_bytes=max_message_bytes,
+    )
+    try:
+        code = proxy.run()
+    finally:
+        recorder.close()
+    sys.stderr.flush()
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "stdio",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )(stdio)
+
+
+def main() -> None:
+    """`python -m mcp_defense.cli.stdio …`: the command alone, without the other groups."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(app)  # a single-command app: `python -m mcp_defense.cli.stdio --archetype … -- …`
+    app(prog_name="mcp-defense stdio")
+
+
+if __name__ == "__main__":
+    main()

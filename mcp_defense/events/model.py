@@ -1,0 +1,222 @@
+"""The one event family: everything a runtime reports is one of these, as one JSON object.
+
+Recordings (`--record`), the flight recorder, replay (`policy test`) and SIEM sinks all read
+and write these shapes through `Event.to_dict` / `event_from_dict`, so the wire format has a
+single definition. `docs/record.schema.json` is generated from `SCHEMA` below.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+_corr_counter = itertools.count(1)
+_corr_prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFFFF:06x}"
+
+
+def new_correlation_id() -> str:
+    """`tc_` + process-unique prefix + counter: unique per runtime, cheap, sortable."""
+    return f"tc_{_corr_prefix}_{next(_corr_counter):06d}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Event:
+    type: ClassVar[str] = "event"
+    ts: str = field(default_factory=now_iso)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"type": self.type}
+        d.update(asdict(self))
+        return d
+
+
+@dataclass(slots=True, kw_only=True)
+class SessionStart(Event):
+    type: ClassVar[str] = "session_start"
+    session_id: str
+    agent_id: str
+    archetype: str
+    policy_version: str
+    server_command: list[str] = field(default_factory=list)
+    server_pid: int = 0
+    observe: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolCallEvent(Event):
+    """One decided tools/call. `arguments` is the raw JSON object the client sent."""
+
+    type: ClassVar[str] = "tool_call"
+    correlation_id: str
+    agent_id: str
+    archetype: str
+    tool: str
+    arguments: Any
+    decision: str
+    rule: str
+    reason: str
+    policy_version: str
+    session_id: str = ""
+    request_id: Any = None
+    enforced: bool = True  # False under --observe or learning mode
+    approval: str = ""  # "", "approved", "rejected" (with the reason in `reason`)
+    paths: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    expect: str | None = None  # set by a reviewer; `policy test` prefers it to `decision`
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolResultEvent(Event):
+    type: ClassVar[str] = "tool_result"
+    correlation_id: str
+    request_id: Any = None
+    is_error: bool = False
+    duration_ms: float = 0.0
+    size: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class FramingEvent(Event):
+    """A message refused before policy (bad JSON, bad UTF-8, too large, too deep, batch...)."""
+
+    type: ClassVar[str] = "framing_refused"
+    direction: str  # "client->server" | "server->client"
+    reason: str
+    request_id: Any = None
+    size: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class PolicyReloaded(Event):
+    type: ClassVar[str] = "policy_reloaded"
+    old_version: str
+    new_version: str
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+
+@dataclass(slots=True, kw_only=True)
+class PolicyReloadFailed(Event):
+    type: ClassVar[str] = "policy_reload_failed"
+    version_in_force: str
+    diagnostics: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class FlowEvent(Event):
+    """A network flow and its verdict. `correlation_ids` empty means an orphan."""
+
+    type: ClassVar[str] = "flow"
+    src_ip: str = ""
+    src_port: int = 0
+    dst_ip: str = ""
+    dst_port: int = 0
+    protocol: str = "tcp"
+    pid: int = 0
+    cgroup_id: int = 0
+    binary: str = ""
+    source: str = ""  # which flow source saw it
+    correlation_ids: list[str] = field(default_factory=list)
+    orphan: bool = False
+    verdict: str = "allow"
+    rule: str = ""
+    reason: str = ""
+    policy_version: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class KillEvent(Event):
+    type: ClassVar[str] = "kill"
+    server_pid: int
+    rule: str
+    reason: str
+    flow: dict[str, Any] = field(default_factory=dict)
+    correlation_ids: list[str] = field(default_factory=list)
+    signal: str = "SIGKILL"
+    killed_pids: list[int] = field(default_factory=list)  # every process that got the signal
+    survivors: list[int] = field(default_factory=list)  # still alive after the kill timeout
+
+
+@dataclass(slots=True, kw_only=True)
+class ServerExit(Event):
+    type: ClassVar[str] = "server_exit"
+    server_pid: int
+    returncode: int | None
+    pending_requests: int = 0
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        SessionStart,
+        ToolCallEvent,
+        ToolResultEvent,
+        FramingEvent,
+        PolicyReloaded,
+        PolicyReloadFailed,
+        FlowEvent,
+        KillEvent,
+        ServerExit,
+    )
+}
+
+
+class EventFormatError(ValueError):
+    """A recorded line that is not a valid event; carries a message fit for file:line reports."""
+
+
+def event_from_dict(d: Any) -> Event:
+    """Rebuild an event, rejecting unknown types and missing or mistyped required fields."""
+    if not isinstance(d, dict):
+        raise EventFormatError("event is not a JSON object")
+    etype = d.get("type")
+    cls = EVENT_TYPES.get(etype) if isinstance(etype, str) else None
+    if cls is None:
+        raise EventFormatError(f"unknown event type {etype!r}")
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in d:
+            kwargs[f.name] = d[f.name]
+    try:
+        ev = cls(**kwargs)
+    except TypeError as e:
+        missing = [
+            f.name
+            for f in fields(cls)
+            if f.name not in d and f.default is f.default_factory  # type: ignore[misc]
+        ]
+        raise EventFormatError(f"{etype}: missing required field(s) {', '.join(missing) or e}") from e
+    _check_types(ev)
+    return ev
+
+
+_STR_FIELDS = {"ts", "correlation_id", "agent_id", "archetype", "tool", "decision", "rule",
+               "reason", "policy_version", "session_id"}
+
+
+def _check_types(ev: Event) -> None:
+    for f in fields(ev):
+        v = getattr(ev, f.name)
+        if f.name in _STR_FIELDS and not isinstance(v, str):
+            raise EventFormatError(f"{ev.type}: field {f.name!r} must be a string, got {type(v).__name__}")
+    if isinstance(ev, ToolCallEvent):
+        from mcp_defense.policy.facts import Action
+
+        valid = {a.value for a in Action}
+        if ev.decision not in valid:
+            raise EventFormatError(f"tool_call: decision {ev.decision!r} is not one of {sorted(valid)}")
+        if ev.expect is not None and ev.expect not in valid:
+            raise EventFormatError(f"tool_call: expect {ev.expect!r} is not one of {sorted(valid)}")

@@ -1,0 +1,145 @@
+"""The one front door from policy files to a DecisionTable (runtimes call only this).
+
+Resolves `import`s (relative to the importing file, or `builtin:NAME` for the shipped pack),
+loads each file once, and keeps the result of parsing each file keyed by its content hash so a
+reload only re-parses what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcp_defense.policy import ast
+from mcp_defense.policy.compile import compile_files
+from mcp_defense.policy.diagnostics import ERROR, Diagnostic, PolicyError
+from mcp_defense.policy.parser import parse
+from mcp_defense.policy.table import DecisionTable
+from mcp_defense.resources import BUILTIN_PREFIX, builtin_policy_dir
+
+PolicyLoadError = PolicyError  # the name runtimes import
+
+
+@dataclass
+class LoadResult:
+    table: DecisionTable | None
+    diagnostics: list[Diagnostic]
+    files: list[Path]  # every file read, imports included (what hot reload watches)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+
+@dataclass
+class ParseCache:
+    """Parsed files by (path, content hash): unchanged files are not parsed again on reload."""
+
+    entries: dict[tuple[str, str], ast.PolicyFile] = field(default_factory=dict)
+
+    def parse(self, path: str, text: str) -> ast.PolicyFile:
+        key = (path, hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest())
+        hit = self.entries.get(key)
+        if hit is None:
+            hit = parse(text, path)
+            self.entries = {k: v for k, v in self.entries.items() if k[0] != path}
+            self.entries[key] = hit
+        return hit
+
+
+def _display(p: Path) -> str:
+    """Paths in diagnostics: relative to cwd when under it, `builtin:` for the shipped pack."""
+    try:
+        return BUILTIN_PREFIX + str(p.relative_to(builtin_policy_dir()))
+    except ValueError:
+        pass
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def _expand_inputs(paths: Sequence[str | Path], diags: list[Diagnostic]) -> list[Path]:
+    out: list[Path] = []
+    for raw in paths:
+        s = str(raw)
+        p = (builtin_policy_dir() / s[len(BUILTIN_PREFIX):]) if s.startswith(BUILTIN_PREFIX) else Path(s)
+        if p.is_dir():
+            found = sorted(p.rglob("*.mcpd"))
+            if not found:
+                diags.append(Diagnostic(ast.Span(s, 1, 1), ERROR, "no-policy",
+                                        f"{s}: directory contains no .mcpd files"))
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            diags.append(Diagnostic(ast.Span(s, 1, 1), ERROR, "not-found", f"{s}: no such file"))
+    return out
+
+
+def load(
+    paths: Sequence[str | Path] | None = None,
+    variables: Mapping[str, str] | None = None,
+    *,
+    cache: ParseCache | None = None,
+) -> LoadResult:
+    """Parse, resolve imports, check and compile. Never raises for policy problems."""
+    cache = cache or ParseCache()
+    diags: list[Diagnostic] = []
+    roots = _expand_inputs(list(paths) if paths else [builtin_policy_dir()], diags)
+    files: list[ast.PolicyFile] = []
+    read: list[Path] = []
+    seen: set[Path] = set()
+
+    def visit(p: Path, via: ast.Import | None) -> None:
+        rp = p.resolve()
+        if rp in seen:
+            return
+        seen.add(rp)
+        read.append(rp)
+        try:
+            text = rp.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            span = via.path.span if via else ast.Span(_display(rp), 1, 1)
+            diags.append(Diagnostic(span, ERROR, "unreadable", f"cannot read {_display(rp)}: {e}"))
+            return
+        try:
+            pf = cache.parse(_display(rp), text)
+        except PolicyError as e:
+            diags.extend(e.diagnostics)
+            return
+        for imp in pf.imports:
+            target = imp.path.value
+            if target.startswith(BUILTIN_PREFIX):
+                tp = builtin_policy_dir() / target[len(BUILTIN_PREFIX):]
+            else:
+                tp = rp.parent / target
+            if tp.is_dir():
+                for sub in sorted(tp.rglob("*.mcpd")):
+                    visit(sub, imp)
+            elif tp.is_file():
+                visit(tp, imp)
+            else:
+                lines = pf.source.splitlines()
+                diags.append(Diagnostic(imp.path.span, ERROR, "import-not-found",
+                                        f"import {target!r}: no such file or directory",
+                                        lines[imp.span.line - 1] if lines else ""))
+        files.append(pf)  # imports first, so their definitions come earlier in order
+
+    for root in roots:
+        visit(root, None)
+    if any(d.is_error for d in diags):
+        return LoadResult(None, diags, read)
+    table, more = compile_files(files, variables, strict=False)
+    return LoadResult(table, diags + more, read)
+
+
+def load_table(paths: Sequence[str | Path] | None = None,
+               variables: Mapping[str, str] | None = None) -> DecisionTable:
+    """Like `load`, but raises PolicyLoadError (with every diagnostic) unless it compiled."""
+    result = load(paths, variables)
+    if result.table is None:
+        raise PolicyError(result.diagnostics)
+    return result.table

@@ -1,0 +1,543 @@
+"""The compiled, immutable decision table and the only code on the decision hot path.
+
+`decide` = extract facts → pick the archetype's pre-sorted rule list (by tool name when rules
+are indexed that way) → run lowered closures in order → the first match wins. Rules are sorted
+at compile time by (priority desc, severity desc, definition order), so the first match *is* the
+documented conflict-resolution winner and evaluation stops there.
+
+Nothing here parses policy text or CEL source; closures were built by the compiler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Formatter
+from types import MappingProxyType
+from typing import Any
+
+from mcp_defense.policy.extract import Classifier, Environment, extract
+from mcp_defense.policy.facts import (
+    Action,
+    CallFacts,
+    Decision,
+    ExtractionError,
+    FlowFacts,
+    JoinSpec,
+    ToolCall,
+)
+from mcp_defense.policy.globs import GlobSet
+
+# Rule names the engine itself decides with (fail closed); documented in docs/language.md.
+UNKNOWN_ARCHETYPE = "unknown_archetype"
+MALFORMED_ARGUMENTS = "malformed_arguments"
+RULE_ERROR = "rule_error"
+INTERNAL_ERROR = "internal_error"
+DEFAULT_RULE = ""
+
+
+class _Id:
+    __slots__ = ("id",)
+
+    def __init__(self, ident: str) -> None:
+        self.id = ident
+
+
+class EvalCtx:
+    """What a lowered closure reads: `call`, `flow`, `agent`, `session`, plus `witness`."""
+
+    __slots__ = ("call", "flow", "agent", "session", "archetype", "vars", "witness")
+
+    def __init__(
+        self,
+        call: CallFacts | None,
+        flow: FlowFacts | None,
+        agent_id: str,
+        session_id: str,
+        archetype: Any,
+        variables: Mapping[str, str],
+    ) -> None:
+        self.call = call
+        self.flow = flow
+        self.agent = _Id(agent_id)
+        self.session = _Id(session_id)
+        self.archetype = archetype
+        self.vars = variables
+        self.witness: dict[str, Any] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Archetypes as compile-time constants
+
+
+@dataclass(frozen=True, slots=True)
+class NetEntry:
+    """One `network` entry: host glob (or CIDR) and port (None = any port)."""
+
+    text: str
+    host_re: re.Pattern[str] | None
+    network: Any  # ipaddress network for CIDR entries
+    port: int | None
+
+    def admits(self, host: str, port: int | None) -> bool:
+        if self.port is not None and port is not None and port != self.port:
+            return False
+        if self.port is not None and port is None:
+            return False
+        if self.network is not None:
+            import ipaddress
+
+            try:
+                return ipaddress.ip_address(host) in self.network
+            except ValueError:
+                return False
+        return self.host_re is not None and self.host_re.fullmatch(host) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchetypeConst:
+    """The archetype as CEL sees it (`archetype.*`), folded into every rule at compile time."""
+
+    name: str
+    network: str  # none | any | list
+    spawn: bool
+    learning: bool
+    description: str
+    paths: GlobSet | None  # None = any
+    writes: GlobSet | None  # None = any
+    net_entries: tuple[NetEntry, ...]
+    spawn_programs: GlobSet | None  # None = any (when spawn is true)
+    learn_s: float | None
+    source: str
+    _resolved: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+
+    def allows_path(self, path: str) -> bool:
+        return self.paths is None or self.paths.matches(path)
+
+    def allows_write(self, path: str) -> bool:
+        return self.writes is None or self.writes.matches(path)
+
+    def allows_host(self, host: str) -> bool:
+        if self.network == "any":
+            return True
+        if self.network == "none":
+            return False
+        h = host.lower().rstrip(".")
+        return any(e.admits(h, None) or (e.port is not None and e.admits(h, e.port))
+                   for e in self.net_entries)
+
+    def allows_endpoint(self, endpoint: str) -> bool:
+        if self.network == "any":
+            return True
+        if self.network == "none":
+            return False
+        host, port = split_endpoint(endpoint)
+        return any(e.admits(host, port) for e in self.net_entries)
+
+    def allows_program(self, program: str) -> bool:
+        if not self.spawn:
+            return False
+        return self.spawn_programs is None or self.spawn_programs.matches(os.path.basename(program))
+
+    def allows_flow(self, flow: Any) -> bool:
+        """A flow usually carries only an IP: host-name entries are resolved once and cached."""
+        if self.network == "any":
+            return True
+        if self.network == "none":
+            return False
+        port = int(_get(flow, "dst_port") or 0) or None
+        host = str(_get(flow, "host") or "")
+        ip = str(_get(flow, "dst_ip") or "")
+        for e in self.net_entries:
+            if host and e.admits(host.lower(), port):
+                return True
+            if ip and e.admits(ip, port):
+                return True
+            if ip and e.network is None and ip in self._resolve(e.text):
+                if e.port is None or e.port == port:
+                    return True
+        return False
+
+    def _resolve(self, entry: str) -> tuple[str, ...]:
+        cached = self._resolved.get(entry)
+        if cached is not None:
+            return cached
+        host, _ = split_endpoint(entry)
+        ips: tuple[str, ...] = ()
+        if host and "*" not in host:
+            import socket
+
+            try:
+                ips = tuple(sorted({ai[4][0] for ai in socket.getaddrinfo(host, None)}))
+            except OSError:
+                ips = ()
+        self._resolved[entry] = ips
+        return ips
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int | None]:
+    """'host:port' / '[v6]:port' / 'host' → (lower-case host, port or None)."""
+    s = endpoint.strip()
+    if s.startswith("["):
+        end = s.find("]")
+        host = s[1:end] if end > 0 else s[1:]
+        rest = s[end + 1 :] if end > 0 else ""
+        port_s = rest[1:] if rest.startswith(":") else ""
+    elif s.count(":") == 1:
+        host, port_s = s.split(":", 1)
+    else:
+        host, port_s = s, ""
+    port = int(port_s) if port_s.isdigit() else None
+    return host.lower().rstrip("."), port
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonTemplate:
+    """A reason with `{fact}` holes, split once at compile time."""
+
+    parts: tuple[tuple[str, str | None], ...]
+
+    @staticmethod
+    def parse(text: str) -> ReasonTemplate:
+        parts: list[tuple[str, str | None]] = []
+        try:
+            for literal, name, _spec, _conv in Formatter().parse(text):
+                parts.append((literal, name if name else None))
+        except ValueError:
+            parts = [(text, None)]
+        return ReasonTemplate(tuple(parts))
+
+    def fields(self) -> tuple[str, ...]:
+        return tuple(n for _, n in self.parts if n)
+
+    def render(self, values: Callable[[str], str]) -> str:
+        return "".join(lit + (values(name) if name else "") for lit, name in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    name: str
+    kind: str  # rule | flow | orphan
+    action: Action
+    priority: int
+    order: int
+    fn: Callable[[EvalCtx], Any]
+    reason: ReasonTemplate
+    source: str  # file:line:col
+    learn: bool
+    when: str  # CEL source, for explain and diagnostics only
+    tools: tuple[str, ...] = ()  # non-empty: rule can only fire for these tool names
+    clauses: tuple[tuple[str, Callable[[EvalCtx], Any]], ...] = ()  # for explain only
+
+    @property
+    def sort_key(self) -> tuple[int, int, int]:
+        return (-self.priority, -self.action.severity, self.order)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchetypeRules:
+    const: ArchetypeConst
+    generic: tuple[CompiledRule, ...]
+    by_tool: Mapping[str, tuple[CompiledRule, ...]]
+    flow: tuple[CompiledRule, ...]
+    orphan: tuple[CompiledRule, ...]
+    dropped: tuple[str, ...]  # rule names folded to `false` for this archetype
+
+
+@dataclass(frozen=True, slots=True)
+class InlineTest:
+    name: str
+    source: str  # file:line:col
+    archetype: str
+    tool: str
+    arguments: Any
+    agent: str
+    expect: str
+    expect_rule: str | None
+
+
+_FACT_LISTS = {
+    "path": "paths",
+    "host": "hosts",
+    "url": "urls",
+    "endpoint": "endpoints",
+    "program": "programs",
+}
+
+
+def _call_value(name: str, ctx: EvalCtx, rule: CompiledRule) -> str:
+    call = ctx.call
+    w = ctx.witness
+    if name in w:
+        return str(w[name])
+    attr = _FACT_LISTS.get(name)
+    if attr is not None and call is not None:
+        key = "call." + attr
+        if key in w:
+            return str(w[key])
+        items = getattr(call, attr)
+        return str(items[0]) if items else ""
+    if name == "tool":
+        return call.tool if call is not None else ""
+    if name == "command":
+        return " ".join(call.commands)[:200] if call is not None else ""
+    if name == "archetype":
+        return ctx.archetype.name
+    if name == "rule":
+        return rule.name
+    if name == "agent":
+        return ctx.agent.id
+    flow = ctx.flow
+    if flow is not None:
+        if name == "port":
+            return str(flow.dst_port)
+        if name == "dst":
+            return f"{flow.host or flow.dst_ip}:{flow.dst_port}"
+        if name == "host":
+            return flow.host or flow.dst_ip
+        if hasattr(flow, name):
+            return str(getattr(flow, name))
+    if name in ctx.vars:
+        return str(ctx.vars[name])
+    return "{" + name + "}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning mode
+
+
+class LearningState:
+    """When each archetype's learning period started; persisted so restarts don't reset it.
+
+    A runtime passes one to `decide`; replays and `policy eval` don't, so they show what
+    enforcement would do.
+    """
+
+    def __init__(self, path: Path | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self._starts: dict[str, float] = {}
+        if path is not None and path.exists():
+            try:
+                data = json.loads(path.read_text())
+                self._starts = {str(k): float(v) for k, v in data.items()}
+            except (OSError, ValueError, AttributeError):
+                self._starts = {}
+
+    def until(self, archetype: str, period_s: float) -> float:
+        start = self._starts.get(archetype)
+        if start is None:
+            start = self.clock()
+            self._starts[archetype] = start
+            if self.path is not None:
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self.path.write_text(json.dumps(self._starts))
+                except OSError:
+                    pass
+        return start + period_s
+
+    def active(self, archetype: str, period_s: float) -> bool:
+        return self.clock() < self.until(archetype, period_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    name: str
+    kind: str
+    action: str
+    priority: int
+    source: str
+    when: str
+    status: str  # matched | not matched | error | folded | not indexed | not reached
+    detail: str = ""
+    clauses: tuple[tuple[str, str], ...] = ()  # (clause source, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    call: ToolCall
+    facts: CallFacts | None
+    decision: Decision
+    rules: tuple[RuleTrace, ...]
+    deciding_clause: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        f = self.facts
+        return {
+            "archetype": self.call.archetype,
+            "tool": self.call.tool,
+            "facts": None if f is None else {
+                "paths": list(f.paths), "urls": list(f.urls), "hosts": list(f.hosts),
+                "endpoints": list(f.endpoints), "commands": list(f.commands),
+                "programs": list(f.programs), "reads": f.reads, "writes": f.writes,
+                "spawns": f.spawns, "network": f.network,
+            },
+            "error": self.error,
+            "decision": {**self.decision.to_dict(), "source": self.decision.source},
+            "deciding_clause": self.deciding_clause,
+            "rules": [
+                {
+                    "name": r.name, "kind": r.kind, "action": r.action, "priority": r.priority,
+                    "source": r.source, "status": r.status, "detail": r.detail,
+                    "clauses": [{"clause": c, "value": v} for c, v in r.clauses],
+                }
+                for r in self.rules
+            ],
+        }
+
+
+class DecisionTable:
+    """Immutable result of compiling a policy set. Safe to share between threads."""
+
+    __slots__ = (
+        "version", "files", "variables", "_archetypes", "_classifier", "_env", "_default",
+        "join", "tests", "rule_fingerprints", "_explainer", "summary", "_jewels",
+    )
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        files: Sequence[str],
+        variables: Mapping[str, str],
+        archetypes: Mapping[str, ArchetypeRules],
+        classifier: Classifier,
+        env: Environment,
+        default: tuple[Action, str, str],
+        join: JoinSpec,
+        tests: Sequence[InlineTest],
+        rule_fingerprints: Mapping[str, str],
+        explainer: Any,
+        summary: Mapping[str, Any],
+        jewels: Callable[[str], str],
+    ) -> None:
+        self.version = version
+        self.files = tuple(files)
+        self.variables = MappingProxyType(dict(variables))
+        self._archetypes = MappingProxyType(dict(archetypes))
+        self._classifier = classifier
+        self._env = env
+        self._default = default
+        self.join = join
+        self.tests = tuple(tests)
+        self.rule_fingerprints = MappingProxyType(dict(rule_fingerprints))
+        self._explainer = explainer
+        self.summary = MappingProxyType(dict(summary))
+        self._jewels = jewels
+
+    # -- introspection
+    @property
+    def archetypes(self) -> frozenset[str]:
+        return frozenset(self._archetypes)
+
+    def archetype(self, name: str) -> ArchetypeConst | None:
+        a = self._archetypes.get(name)
+        return a.const if a is not None else None
+
+    def rules_for(self, archetype: str) -> ArchetypeRules | None:
+        return self._archetypes.get(archetype)
+
+    def jewel(self, path: str) -> str:
+        return self._jewels(path)
+
+    def facts(self, tool: Any, arguments: Any, annotations: Mapping[str, Any] | None = None) -> CallFacts:
+        """The extractor as this table is configured (raises ExtractionError)."""
+        return extract(tool, arguments, self._classifier, self._env, annotations)
+
+    # -- decisions
+    def _mk(self, action: Action, rule: str, reason: str, corr: str, source: str = "",
+            learning: bool = False) -> Decision:
+        return Decision(action, rule, reason, self.version, corr, source, learning)
+
+    def decide(self, call: ToolCall, learning: LearningState | None = None) -> Decision:
+        """Decide one tools/call. Never raises: anything unexpected is a deny (fail closed)."""
+        try:
+            return self._decide(call, learning)
+        except Exception as e:  # noqa: BLE001 - the fail-closed boundary
+            return self._mk(Action.DENY, INTERNAL_ERROR,
+                            f"internal error while deciding: {type(e).__name__}: {e}",
+                            call.correlation_id)
+
+    def _decide(self, call: ToolCall, learning: LearningState | None) -> Decision:
+        arch = self._archetypes.get(call.archetype)
+        if arch is None:
+            return self._mk(Action.DENY, UNKNOWN_ARCHETYPE,
+                            f"unknown archetype {call.archetype!r}", call.correlation_id)
+        try:
+            facts = extract(call.tool, call.arguments, self._classifier, self._env,
+                            call.annotations)
+        except ExtractionError as e:
+            return self._mk(Action.DENY, MALFORMED_ARGUMENTS, str(e), call.correlation_id)
+        ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, self.variables)
+        rules = arch.by_tool.get(facts.tool, arch.generic) if arch.by_tool else arch.generic
+        for rule in rules:
+            try:
+                hit = rule.fn(ctx)
+            except Exception as e:  # noqa: BLE001 - CEL runtime error: fail closed
+                return self._mk(Action.DENY, RULE_ERROR,
+                                f"rule {rule.name} could not be evaluated: {e}",
+                                call.correlation_id, rule.source)
+            if hit is True:
+                return self._rule_decision(rule, ctx, arch.const, call.correlation_id, learning)
+        action, reason, source = self._default
+        return self._mk(action, DEFAULT_RULE, reason, call.correlation_id, source)
+
+    def _rule_decision(self, rule: CompiledRule, ctx: EvalCtx, arch: ArchetypeConst,
+                       corr: str, learning: LearningState | None) -> Decision:
+        reason = rule.reason.render(lambda n: _call_value(n, ctx, rule))
+        action = rule.action
+        if (learning is not None and rule.learn and arch.learn_s
+                and action.severity > Action.ALERT.severity
+                and learning.active(arch.name, arch.learn_s)):
+            until = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                  time.gmtime(learning.until(arch.name, arch.learn_s)))
+            return self._mk(Action.ALERT, rule.name,
+                            f"learning until {until}, would {action.value}: {reason}",
+                            corr, rule.source, learning=True)
+        return self._mk(action, rule.name, reason, corr, rule.source)
+
+    def decide_flow(self, archetype: str, flow: FlowFacts, orphan: bool,
+                    agent_id: str = "", session_id: str = "", correlation_id: str = "") -> Decision:
+        """Decide a network flow with `flow rule`s (or `orphan rule`s). Default: allow."""
+        try:
+            arch = self._archetypes.get(archetype)
+            if arch is None:
+                return self._mk(Action.ALERT, UNKNOWN_ARCHETYPE,
+                                f"unknown archetype {archetype!r}", correlation_id)
+            ctx = EvalCtx(None, flow, agent_id, session_id, arch.const, self.variables)
+            for rule in (arch.orphan if orphan else arch.flow):
+                try:
+                    hit = rule.fn(ctx)
+                except Exception as e:  # noqa: BLE001
+                    return self._mk(Action.ALERT, RULE_ERROR,
+                                    f"flow rule {rule.name} could not be evaluated: {e}",
+                                    correlation_id, rule.source)
+                if hit is True:
+                    reason = rule.reason.render(lambda n, r=rule: _call_value(n, ctx, r))
+                    return self._mk(rule.action, rule.name, reason, correlation_id, rule.source)
+            return self._mk(Action.ALLOW, DEFAULT_RULE, "no flow rule matched", correlation_id)
+        except Exception as e:  # noqa: BLE001
+            return self._mk(Action.ALERT, INTERNAL_ERROR, f"internal error: {e}", correlation_id)
+
+    def explain(self, call: ToolCall) -> Explanation:
+        """Every rule considered for this call, which matched and why (not the hot path)."""
+        return self._explainer(self, call)

@@ -1,0 +1,29 @@
+"""Shared fixtures: the built-in table compiled once per session with workspace=/workspace."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MCPD_STATE_DIR", str(Path(__file__).parent / ".state-unused"))
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def builtin_table():
+    import mcp_defense
+
+    return mcp_defense.compile(None, {"workspace": "/workspace", "home": "/home/alice"})
+
+
+@pytest.fixture
+def decide(builtin_table):
+    from mcp_defense.policy.facts import ToolCall
+
+    def _decide(archetype: str, tool: str, arguments, **kw):
+        return builtin_table.decide(ToolCall(archetype=archetype, tool=tool, arguments=arguments, **kw))
+
+    return _decide

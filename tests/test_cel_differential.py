@@ -1,0 +1,546 @@
+"""Differential tests: lowered CEL closures against cel-python, the reference semantics.
+
+For every `when` in the shipped policies and a built-in corpus covering each operator, macro
+and function (error cases included), hypothesis generates call and flow contexts, and
+`lower(...).fn(ctx)` must give exactly what `reference_evaluate` gives: the same value with the
+same type, or an error on both sides. Each expression is lowered twice: with `archetype` and
+`vars` folded as compile-time constants (what the compiler does) and with nothing folded (so
+the runtime paths for them are exercised too).
+
+The helpers here (function stubs, contexts, outcome comparison) are shared with test_cel.py.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mcp_defense.policy import cel, schema
+from mcp_defense.policy.facts import CallFacts, FlowFacts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic function stubs, called by both evaluators
+
+
+def _jewel(p: str) -> str:
+    if ".ssh/id_" in p or p.endswith("/.aws/credentials") or p.startswith("/proc/"):
+        return "crown"
+    if p.endswith(".env") or p.endswith("/.gitconfig"):
+        return "auth"
+    if "/.github/workflows/" in p or p.endswith("CLAUDE.md"):
+        return "config"
+    return ""
+
+
+def _jewel_set(p: str) -> str:
+    return "developer_credentials" if _jewel(p) else ""
+
+
+def _glob(p: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(p, pattern)
+
+
+def _basename(p: str) -> Any:
+    b = p.rstrip("/").rsplit("/", 1)[-1]
+    return b if b else None  # a wrong result type on purpose: both sides must reject it
+
+
+def _ip(h: str) -> Any:
+    try:
+        return ipaddress.ip_address(h)
+    except ValueError:
+        return None
+
+
+def _is_ip(h: str) -> bool:
+    return _ip(h) is not None
+
+
+def _is_loopback(h: str) -> bool:
+    ip = _ip(h)
+    return h == "localhost" or (ip is not None and ip.is_loopback)
+
+
+def _is_link_local(h: str) -> bool:
+    ip = _ip(h)
+    return ip is not None and ip.is_link_local
+
+
+def _is_private(h: str) -> bool:
+    ip = _ip(h)
+    return ip is not None and ip.is_private and not ip.is_loopback and not ip.is_link_local
+
+
+def _is_metadata(h: str) -> bool:
+    return h in ("169.254.169.254", "metadata.google.internal", "100.100.100.200")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Stands in for the compiler's archetype constant: the fields CEL reads, plus what the
+    receiver-function stubs need."""
+
+    name: str = "filesystem"
+    network: str = "none"
+    spawn: bool = False
+    learning: bool = False
+    root: str = "/w/"
+    hosts: tuple[str, ...] = ("api.github.com",)
+    programs: tuple[str, ...] = ("git", "ls")
+
+
+FUNCTIONS: dict[str, Any] = {
+    "jewel": _jewel,
+    "jewel_set": _jewel_set,
+    "glob": _glob,
+    "basename": _basename,
+    "is_ip": _is_ip,
+    "is_loopback": _is_loopback,
+    "is_link_local": _is_link_local,
+    "is_private": _is_private,
+    "is_metadata": _is_metadata,
+    "allows_path": lambda a, p: p.startswith(a.root),
+    "allows_write": lambda a, p: p.startswith(a.root) and not p.endswith(".lock"),
+    "allows_host": lambda a, h: a.network == "any" or h in a.hosts,
+    "allows_endpoint": lambda a, e: a.network == "any" or e.rsplit(":", 1)[0] in a.hosts,
+    "allows_program": lambda a, p: p in a.programs,
+    "allows_flow": lambda a, f: a.network == "any" or f.host in a.hosts,
+}
+
+VARS = {"workspace": "/w", "home": "/home/u"}
+
+
+def make_env(scope: frozenset[str] | None = None) -> cel.CelEnv:
+    return cel.CelEnv(scope if scope is not None else frozenset(schema.VARIABLES),
+                      tuple(VARS), FUNCTIONS)
+
+
+class Ident:
+    __slots__ = ("id",)
+
+    def __init__(self, ident: str) -> None:
+        self.id = ident
+
+
+@dataclass
+class Ctx:
+    """The shape the compiled table hands to closures (`EvalCtx`)."""
+
+    call: CallFacts | None
+    flow: FlowFacts | None
+    archetype: Any = field(default_factory=Arch)
+    vars: dict[str, str] = field(default_factory=lambda: dict(VARS))
+    agent: Ident = field(default_factory=lambda: Ident("agent-1"))
+    session: Ident = field(default_factory=lambda: Ident("s-1"))
+    witness: dict[str, Any] = field(default_factory=dict)
+
+    def activation(self) -> dict[str, Any]:
+        return {"call": self.call, "flow": self.flow, "archetype": self.archetype,
+                "agent": self.agent, "session": self.session, "vars": self.vars}
+
+    def constants(self) -> dict[str, Any]:
+        return {"archetype": self.archetype, "vars": self.vars}
+
+
+def norm(v: Any) -> Any:
+    """A comparable, type-tagged form: `True` and `1` differ, tuples equal lists."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return ("bool", v)
+    if isinstance(v, int):
+        return ("int", int(v))
+    if isinstance(v, float):
+        return ("double", "nan" if math.isnan(v) else v)
+    if isinstance(v, str):
+        return ("string", str(v))
+    if isinstance(v, (list, tuple)):
+        return ("list", [norm(x) for x in v])
+    if isinstance(v, dict):
+        return ("map", {k: norm(x) for k, x in v.items()})
+    return ("object", id(v))
+
+
+def outcome(fn: Any, *args: Any) -> Any:
+    """("ok", value) or ("error",); anything but CelEvalError escapes and fails the test."""
+    try:
+        return ("ok", norm(fn(*args)))
+    except cel.CelEvalError:
+        return ("error",)
+
+
+def lowered_outcome(source: str, env: cel.CelEnv, ctx: Ctx, fold: bool) -> Any:
+    try:
+        low = cel.lower(cel.parse(source), env, ctx.constants() if fold else {})
+    except cel.CelEvalError:  # folded to an error: it fails on every call
+        return ("error",)
+    return outcome(low.fn, ctx)
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus
+
+
+def policy_whens() -> list[str]:
+    """Every `when` in the shipped policies and examples (the lead's parser when it is there,
+    else one `when` per line)."""
+    files = sorted((ROOT / "policies").glob("*.mcpd")) + sorted((ROOT / "examples").rglob("*.mcpd"))
+    out: list[str] = []
+    for f in files:
+        text = f.read_text()
+        try:
+            from mcp_defense.policy.parser import parse as parse_policy
+
+            out.extend(r.when.strip() for r in parse_policy(text, str(f)).rules)
+        except Exception:
+            out.extend(m.group(1).strip() for m in re.finditer(r"^\s*when\s+(.+)$", text, re.M))
+    return list(dict.fromkeys(out))
+
+
+BUILTIN = [
+    # facts, equality, logic
+    'call.tool == "read_file"',
+    'call.tool != "read_file" && call.reads',
+    'call.tool in ["write_file", "edit_file", "move_file"]',
+    'call.writes || call.spawns || call.network',
+    '!call.reads',
+    'call.reads ? "r" : (call.writes ? "w" : "-")',
+    'call.paths == []',
+    'call.paths == ["/w/a.txt"]',
+    'size(call.paths) > 1 && call.paths[0] != call.paths[1]',
+    'call.paths.size() == 0 || call.paths[size(call.paths) - 1].endsWith(".env")',
+    'call.paths[-1]',
+    'call.paths[5]',
+    'call.hosts + ["x"] == call.hosts + ["x"]',
+    '"/w/a.txt" in call.paths',
+    'agent.id == "agent-1" && session.id.startsWith("s-")',
+    # macros and custom functions (the shipped rules' shapes and more)
+    'call.paths.exists(p, jewel(p) == "crown")',
+    'call.paths.exists(p, jewel(p) in ["crown", "auth"])',
+    'call.paths.all(p, p.startsWith(vars.workspace + "/"))',
+    'call.paths.exists_one(p, jewel(p) != "")',
+    'call.paths.map(p, jewel_set(p))',
+    'call.paths.filter(p, glob(p, "/w/**")).size()',
+    'call.paths.map(p, basename(p))',
+    'call.paths.exists(p, basename(p) == "id_rsa")',
+    'call.paths.exists(p, !archetype.allows_path(p))',
+    'call.writes && call.paths.exists(p, !archetype.allows_write(p))',
+    'call.hosts.exists(h, is_loopback(h) || is_link_local(h) || is_private(h))',
+    'call.hosts.exists(h, is_metadata(h) || is_ip(h) && !archetype.allows_host(h))',
+    'call.endpoints.all(e, archetype.allows_endpoint(e))',
+    'call.spawns && archetype.spawn && call.programs.exists(p, !archetype.allows_program(p))',
+    'call.commands.exists(c, c.matches("^(curl|wget)$"))',
+    'call.urls.exists(u, u.startsWith("http://") && !u.contains("localhost"))',
+    'call.paths.exists(p, call.hosts.exists(h, p.contains(h)))',
+    'call.paths.map(p, call.hosts.filter(h, p.endsWith(h)))',
+    '[1, 2, 3].map(x, x * 2) == [2, 4, 6]',
+    '[[1], [2, 3]].exists(l, l.exists(x, x == 3))',
+    '{"read_file": "r", "write_file": "w"}[call.tool] == "r"',
+    'call.tool in {"read_file": 1, "fetch": 2}',
+    'archetype.network == "none" ? call.network : call.hosts.exists(h, !archetype.allows_host(h))',
+    '!archetype.spawn && call.spawns',
+    'archetype.spawn == false && call.spawns',
+    'archetype.learning || archetype.name == "filesystem"',
+    'vars.home + "/.ssh" == "/home/u/.ssh"',
+    # flows
+    'flow.dst_port == 53 && archetype.network != "none"',
+    '!archetype.allows_flow(flow) && flow.dst_port != 53',
+    'is_metadata(flow.dst_ip) || is_metadata(flow.host)',
+    'flow.pid > 0 && flow.cgroup_id >= flow.pid || flow.binary.endsWith("/curl")',
+    'flow.src_port - flow.dst_port < 1000',
+    # dyn arguments: field access, has, comparisons, conversions, methods
+    'has(call.args.path)',
+    'has(call.args.nested.inner)',
+    'has(call.args.path.inner)',
+    'call.args.path == "/etc/passwd"',
+    'call.args.path != "/etc/passwd"',
+    '"/etc/passwd" == call.args.path',
+    'call.args.path.startsWith("/etc/")',
+    'call.args.path.endsWith(".env")',
+    'call.args.path.contains("..")',
+    'call.args.path.matches("^/(etc|root)/")',
+    'call.args.path.matches(call.args.pattern)',
+    'matches(call.args.path, "[a-z]+")',
+    'call.args.path.size() > 3',
+    'size(call.args.path) == size(call.args.items)',
+    'jewel(call.args.path) == "crown"',
+    'archetype.allows_path(call.args.path)',
+    'call.args.n > 10',
+    'call.args.n <= call.args.d',
+    'call.args.d >= 1.5',
+    'call.args.flag',
+    'call.args.flag == true',
+    'call.args.flag == 1',
+    '1 == call.args.flag',
+    'call.args.flag && call.writes',
+    'call.args.flag || !call.args.flag',
+    '!call.args.flag',
+    'call.args.flag ? call.args.n : 0',
+    'call.args.x == call.args.y',
+    'call.args.x != call.args.y',
+    'call.args.x < call.args.y',
+    'call.args.x >= call.args.y',
+    'call.args.x in call.args.items',
+    'call.args.x in call.args.nested',
+    'call.args.x in [call.args.y, "a"]',
+    '"a" in call.args.items',
+    '1 in call.args.items',
+    'call.args.mode in ["r", "w"]',
+    'call.args.mode in {"r": true}',
+    'call.args.x == null',
+    'call.args.x != null',
+    'null == call.args.x',
+    'call.args.items == call.args.x',
+    'call.args.nested == call.args.x',
+    'call.args.nested != call.args.x',
+    'call.args == call.annotations',
+    'call.args.items[0] == "a"',
+    'call.args.items[call.args.n]',
+    'call.args.nested["inner"]',
+    'call.args.nested[call.args.mode]',
+    'call.args.path[0]',
+    'call.args.items.exists(i, i == "a")',
+    'call.args.items.all(i, i != null)',
+    'call.args.items.exists_one(i, i)',
+    'call.args.items.map(i, i == 1)',
+    'call.args.items.filter(i, i)',
+    'call.args.nested.exists(k, k == "inner")',
+    'call.args.path.exists(c, c == "/")',
+    'call.args.path.exists(c, c.contains("/"))',
+    'call.args.items.exists(i, i.contains("a"))',
+    'call.args.x.contains(call.args.y)',
+    'size(call.args.x)',
+    'int(call.args.x) > 0',
+    'int(call.args.path)',
+    'int(call.args.d)',
+    'double(call.args.x) < 2.5',
+    'double(call.args.n) > 2.0',
+    'string(int(call.args.n) + 0)',
+    'call.annotations.readOnlyHint == true || call.annotations.destructiveHint == false',
+    'has(call.annotations.readOnlyHint) && call.annotations.readOnlyHint',
+    # arithmetic and conversions on static types
+    'int(call.args.n) + 9223372036854775800 > 0',
+    'int(call.args.n) * int(call.args.n) >= 0',
+    '-int(call.args.n) < 1',
+    '7 / int(call.args.n)',
+    '-7 % int(call.args.n)',
+    '9223372036854775807 + 1 > 0',
+    '-(-9223372036854775807 - 1) != 0',
+    'int("0x1F") + int("-12") + int(" 3 ")',
+    'int(2.9) + int(-2.9)',
+    'int(double("1e30"))',
+    'int(double("inf"))',
+    'int(double("nan"))',
+    'double(call.args.path) == 1.0',
+    'string(size(call.paths)) + "x"',
+    'string(-0.5)',
+    '"a" + call.tool + "b"',
+    '("a" + call.tool).contains("a")',
+    '[call.tool + "x"][0].contains("x")',
+    '-2.5 < -double(call.args.d)',
+    # errors and the ways they are absorbed
+    '1/0 == 1',
+    '1/0 == 1 && false',
+    'false && 1/0 == 1',
+    '1/0 == 1 || true',
+    'true || 1/0 == 1',
+    '1/0 == 1 || false',
+    'call.args.missing == 1 || call.writes',
+    'call.writes && call.args.missing == 1',
+    'call.args.missing == 1 ? 1 : 2',
+    'call.args.path ? call.args.items.map(i, 1/0) : [1]',
+    'false && call.args.items.map(i, 1/0) == []',
+    'call.args.items.map(i, 1/0) == [] || true',
+    'call.args.items.exists(i, [i].map(j, 1/0) == [])',
+    'call.args.items.exists_one(i, 1/0 == i) || true',
+    'has(call.args.nested[string(size(call.args.items.map(i, 1/0)))].k)',
+    'call.args.n.exists(i, true) || true',
+    'call.args.n ? call.args.n.exists(i, true) : true',
+    'call.args.items.exists(i, i.exists(j, true))',
+    'call.args.items.exists(i, i)',
+    'call.args.items.all(i, i)',
+    'call.args.items.all(x, x > 1 / 0)',
+    'call.paths.exists(p, basename(p).size() > 100)',
+]
+
+CORPUS = list(dict.fromkeys(policy_whens() + BUILTIN))
+
+
+def test_corpus_is_big_and_checks() -> None:
+    env = make_env()
+    assert len(BUILTIN) >= 40
+    bad = []
+    for src in CORPUS:
+        try:
+            cel.check(cel.parse(src), env)
+        except cel.CelError as e:
+            bad.append(f"{src}: {e}")
+    assert not bad, "\n".join(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Contexts
+
+_I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+_SMALL_INT = st.integers(min_value=-5, max_value=20)
+_TEXT = st.text(alphabet="/.ab-_xyz:0Xé", max_size=8)
+_PATHS = st.sampled_from(["/w/a.txt", "/home/u/.ssh/id_rsa", "/w/.env", "/w/.github/workflows/ci.yml",
+                          "/etc/passwd", "/w/CLAUDE.md", "/proc/1/environ", "/w/x.lock", "", "/",
+                          "/tmp/a", "../x", "localhost"])
+_HOSTS = st.sampled_from(["localhost", "127.0.0.1", "169.254.169.254", "api.github.com",
+                          "10.0.0.1", "example.com", "::1", "fe80::1", "100.100.100.200", ""])
+_PATTERNS = st.sampled_from(["^/etc", "a+", "(", "[", "é", "^$", ".*", "\\d", "x|y"])
+
+_scalar = st.one_of(st.none(), st.booleans(), _SMALL_INT, _I64,
+                    st.floats(allow_nan=False, allow_infinity=False, width=32),
+                    st.sampled_from([0.0, -0.0, 1.0, 1.5, 2.5, 20.0]), _TEXT,
+                    st.sampled_from(["a", "1", "0x1F", "1.5", "r", "w", "inner", "", "/"]))
+_json = st.recursive(_scalar, lambda inner: st.one_of(
+    st.lists(inner, max_size=4),
+    st.dictionaries(st.sampled_from(["a", "inner", "r", "k"]), inner, max_size=3)),
+    max_leaves=8)
+
+
+def _typed(preferred: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(preferred, preferred, preferred, _json)
+
+
+_ARG_KEYS: dict[str, st.SearchStrategy[Any]] = {
+    "path": _typed(st.one_of(_PATHS, _TEXT)),
+    "n": _typed(_SMALL_INT),
+    "d": _typed(st.sampled_from([0.0, 1.5, -2.5, 3.0, 1e10])),
+    "flag": _typed(st.booleans()),
+    "items": _typed(st.lists(st.one_of(st.sampled_from(["a", 1, True, None, 2, "b"]), _json),
+                             max_size=4)),
+    "mode": _typed(st.sampled_from(["r", "w", "x"])),
+    "nested": _typed(st.dictionaries(st.sampled_from(["inner", "r", "a"]), _json, max_size=3)),
+    "pattern": _typed(_PATTERNS),
+    "x": _json,
+    "y": _json,
+}
+
+
+@st.composite
+def _args(draw: st.DrawFn) -> dict[str, Any]:
+    out = {}
+    for k, strat in _ARG_KEYS.items():
+        if draw(st.integers(0, 9)) < 8:  # keys go missing too
+            out[k] = draw(strat)
+    return out
+
+
+@st.composite
+def contexts(draw: st.DrawFn) -> Ctx:
+    call = CallFacts(
+        tool=draw(st.sampled_from(["read_file", "write_file", "fetch", "run", "edit_file", ""])),
+        args=draw(_args()),
+        paths=tuple(draw(st.lists(_PATHS, max_size=3))),
+        urls=tuple(draw(st.lists(st.sampled_from(["http://localhost:80/", "https://x.io:443/",
+                                                  "http://a.b:8080/p"]), max_size=2))),
+        hosts=tuple(draw(st.lists(_HOSTS, max_size=3))),
+        endpoints=tuple(draw(st.lists(st.sampled_from(["api.github.com:443", "x.io:443"]),
+                                      max_size=2))),
+        commands=tuple(draw(st.lists(st.sampled_from(["curl", "ls", "wget", "-x"]), max_size=3))),
+        programs=tuple(draw(st.lists(st.sampled_from(["git", "curl", "ls", "sh"]), max_size=2))),
+        reads=draw(st.booleans()), writes=draw(st.booleans()), spawns=draw(st.booleans()),
+        network=draw(st.booleans()),
+        annotations=draw(st.dictionaries(st.sampled_from(["readOnlyHint", "destructiveHint"]),
+                                         st.one_of(st.booleans(), _json), max_size=2)),
+    )
+    flow = draw(st.one_of(st.none(), st.builds(
+        FlowFacts, src_ip=_HOSTS, src_port=st.integers(0, 65535), dst_ip=_HOSTS,
+        dst_port=st.sampled_from([53, 443, 80, 8080]), host=_HOSTS,
+        pid=st.integers(0, 5), cgroup_id=st.integers(0, 5),
+        binary=st.sampled_from(["", "/usr/bin/curl", "/bin/sh"]), calls=st.integers(0, 3))))
+    arch = Arch(network=draw(st.sampled_from(["none", "any", "list"])), spawn=draw(st.booleans()),
+                learning=draw(st.booleans()),
+                name=draw(st.sampled_from(["filesystem", "github"])))
+    return Ctx(call, flow, arch)
+
+
+# ---------------------------------------------------------------------------------------------
+# The differential tests
+
+_ENV = make_env()
+cel.reference_evaluate("true", {}, _ENV)  # celpy raises the recursion limit on first use
+
+
+@cache
+def _lowered(source: str, fold: bool, arch: Arch) -> Any:
+    try:
+        return cel.lower(cel.parse(source), _ENV,
+                         {"archetype": arch, "vars": dict(VARS)} if fold else {})
+    except cel.CelEvalError:
+        return None  # folded to an error
+
+
+def _check_corpus(ctx: Ctx, sources: list[str]) -> list[str]:
+    act = cel._ref_activation(ctx.activation(), _ENV)  # converted once for the whole corpus
+    bad = []
+    for source in sources:
+        want = outcome(cel._ref_run, source, act, _ENV)
+        for fold in (True, False):
+            low = _lowered(source, fold, ctx.archetype)
+            ctx.witness.clear()
+            got = ("error",) if low is None else outcome(low.fn, ctx)
+            if got != want:
+                bad.append(f"{source!r} (fold={fold}): lowered {got}, celpy {want}")
+    return bad
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ctx=contexts())
+def test_lowered_matches_celpy(ctx: Ctx) -> None:
+    """Every corpus expression, on each generated call/flow context."""
+    bad = _check_corpus(ctx, CORPUS)
+    assert not bad, "\n".join(bad)
+
+
+def test_reference_evaluate_is_the_reference() -> None:
+    ctx = Ctx(CallFacts("read_file", {"path": "/w/.env"}, paths=("/w/.env",)), None)
+    assert cel.reference_evaluate('call.paths.exists(p, jewel(p) == "auth")',
+                                  ctx.activation(), _ENV) is True
+    with pytest.raises(cel.CelEvalError):
+        cel.reference_evaluate("call.args.nope == 1", ctx.activation(), _ENV)
+
+
+_PAIR_OPS = ["==", "!=", "<", "<=", ">", ">=", "in"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=_json, b=_json, op=st.sampled_from(_PAIR_OPS))
+def test_dyn_operators_match_celpy(a: Any, b: Any, op: str) -> None:
+    """celpy's operators on every pair of JSON values (its asymmetries and list/map quirks)."""
+    source = f"call.args.a {op} call.args.b"
+    ctx = Ctx(CallFacts("t", {"a": a, "b": b}), None)
+    want = outcome(cel.reference_evaluate, source, ctx.activation(), _ENV)
+    assert lowered_outcome(source, _ENV, ctx, True) == want, (a, op, b, want)
+
+
+_UNARY = ["!call.args.a", "size(call.args.a)", "int(call.args.a)", "double(call.args.a)",
+          "call.args.a.exists(x, x == call.args.b)", "call.args.a.filter(x, x)",
+          "call.args.a.map(x, x == call.args.b)", "call.args.a[call.args.b]",
+          "call.args.a.contains(call.args.b)", "call.args.a.startsWith(call.args.b)",
+          "has(call.args.a.k)", "call.args.a.k", "call.args.a ? 1 : 2",
+          "call.args.a && call.args.b", "call.args.a || call.args.b",
+          "call.args.a.all(x, x)", "call.args.a.exists(x, x)", "call.args.a.exists_one(x, x)"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=_json, b=_json, source=st.sampled_from(_UNARY))
+def test_dyn_forms_match_celpy(a: Any, b: Any, source: str) -> None:
+    ctx = Ctx(CallFacts("t", {"a": a, "b": b}), None)
+    want = outcome(cel.reference_evaluate, source, ctx.activation(), _ENV)
+    assert lowered_outcome(source, _ENV, ctx, True) == want, (source, a, b, want)

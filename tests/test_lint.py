@@ -1,0 +1,116 @@
+"""`policy lint`: positioned diagnostics, never a traceback, three formats, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mcp_defense.cli.main import app
+
+DATA = Path(__file__).parent / "data" / "policies"
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _cwd(monkeypatch):
+    # Diagnostics show paths relative to the cwd; run from tests/data so snapshots are stable.
+    monkeypatch.chdir(DATA.parent)
+
+
+class _Result:
+    def __init__(self, r) -> None:
+        self.exit_code = r.exit_code
+        # the version hash changes with every edit of the built-in pack; keep snapshots stable
+        self.output = re.sub(r"policy version [0-9a-f]{12}", "policy version <hash>", r.output)
+
+
+def lint(*args: str):
+    return _Result(runner.invoke(app, ["policy", "lint", *args, "--set", "workspace=/workspace",
+                                       "--set", "home=/home/alice"]))
+
+
+def test_builtin_pack_is_clean() -> None:
+    r = lint()
+    assert r.exit_code == 0, r.output
+    assert "0 error(s), 0 warning(s)" in r.output
+
+
+def test_broken_policy_text(snapshot) -> None:
+    r = lint("policies/broken.mcpd")
+    assert r.exit_code == 1
+    assert "Traceback" not in r.output
+    assert r.output == snapshot
+
+
+def test_broken_policy_every_kind_of_error() -> None:
+    r = lint("policies/broken.mcpd", "--format", "json")
+    assert r.exit_code == 1
+    codes = {d["code"] for d in json.loads(r.output)}
+    assert codes >= {"import-not-found"}
+    # imports fail first; without the missing import every other check runs
+    src = (DATA / "broken.mcpd").read_text().replace('import "missing.mcpd"\n', "")
+    p = DATA.parent / "broken_noimport.mcpd"
+    p.write_text(src)
+    try:
+        r = lint(str(p.name), "--format", "json")
+    finally:
+        p.unlink()
+    diags = json.loads(r.output)
+    codes = {d["code"] for d in diags}
+    assert {"unknown-level", "undefined-variable", "cel", "cel-type", "duplicate-rule",
+            "unknown-archetype", "bad-action", "cel-cost", "unknown-rule"} <= codes, codes
+    for d in diags:
+        assert d["line"] > 0 and d["column"] > 0 and d["file"] == "broken_noimport.mcpd"
+
+
+def test_broken_policy_full_text(snapshot) -> None:
+    src = (DATA / "broken.mcpd").read_text().replace('import "missing.mcpd"\n', "")
+    p = DATA.parent / "broken_full.mcpd"
+    p.write_text(src)
+    try:
+        r = lint(p.name)
+    finally:
+        p.unlink()
+    assert r.exit_code == 1
+    assert r.output == snapshot
+
+
+def test_warnings_only_exit_zero(snapshot) -> None:
+    r = lint("policies/warnings.mcpd")
+    assert r.exit_code == 0, r.output
+    assert "never-fires" in r.output and "unused-jewels" in r.output
+    assert r.output == snapshot
+
+
+def test_github_format() -> None:
+    r = lint("policies/broken.mcpd", "--format", "github")
+    assert r.exit_code == 1
+    assert r.output.startswith("::error file=policies/broken.mcpd,line=2,col=8,")
+
+
+def test_usage_errors_exit_2() -> None:
+    r = runner.invoke(app, ["policy", "lint", "--set", "novalue"])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["policy", "lint", "--format", "xml"])
+    assert r.exit_code == 2
+
+
+def test_missing_file_is_an_error() -> None:
+    r = lint("nope.mcpd")
+    assert r.exit_code == 1
+    assert "nope.mcpd:1:1: error: nope.mcpd: no such file" in r.output
+
+
+def test_syntax_error_in_cli(tmp_path: Path) -> None:
+    p = tmp_path / "s.mcpd"
+    p.write_text('rule x {\n  when call.reads\n  deny "a" "b"\n}\n')
+    r = lint(str(p))
+    assert r.exit_code == 1
+    assert f"{p}:3:12: error: unexpected '\"b\"'" in r.output
+    assert r.output.count("^") == 1
+    _ = os

@@ -1,0 +1,243 @@
+"""The proxy as a process: exit codes, signals, server death, client EOF, kill decisions,
+stderr pass-through and the /dev/tty approval prompt (driven through a real pty).
+
+Policy-dependent cases run the real CLI; pure process behaviour runs the same StdioProxy
+through the fast-starting harness (see stdio_proxy_mode)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import signal
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+from stdio_helpers import RAW_SERVER, Proc, call, read_events
+from stdio_proxy_mode import cli_cmd, harness_cmd
+
+from mcp_defense.protocol.jsonrpc import POLICY_DENIED, SERVER_CLOSED
+
+ALLOWED = ("read_file", {"path": "/workspace/main.py"})
+NEEDS_APPROVAL = ("read_file", {"path": "/workspace/app/.env.local"})
+
+
+@pytest.fixture
+def procs():
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+def start(procs: list[Proc], tmp: Path, argv: list[str], **popen) -> Proc:
+    p = Proc(argv, tmp, **popen)
+    procs.append(p)
+    return p
+
+
+def logged_server(tmp: Path) -> tuple[list[str], Path]:
+    log = tmp / "server.log"
+    return [*RAW_SERVER, "--log", str(log)], log
+
+
+def wait_for(pred, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_server_exit_code_is_propagated_and_pending_requests_get_errors(procs, tmp_path):
+    server, _ = logged_server(tmp_path)
+    rec = tmp_path / "rec.jsonl"
+    p = start(procs, tmp_path, cli_cmd(server, "--record", str(rec)))
+    p.initialize()
+    p.send(call(1, "hang", {}))
+    p.send(call(2, "hang", {}))
+    p.send(call(3, "stop_server", {"status": 3}))
+    replies = {r["id"]: r for r in (p.recv(), p.recv(), p.recv())}
+    assert set(replies) == {1, 2, 3}
+    assert all(r["error"]["code"] == SERVER_CLOSED for r in replies.values())
+    assert "exited (code 3)" in replies[1]["error"]["message"]
+    assert p.wait() == 3
+    exit_ev = [e for e in read_events(rec) if e["type"] == "server_exit"]
+    assert exit_ev and exit_ev[0]["returncode"] == 3 and exit_ev[0]["pending_requests"] == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_are_forwarded_to_the_server(procs, tmp_path, signum):
+    server, log = logged_server(tmp_path)
+    p = start(procs, tmp_path, harness_cmd(server))
+    p.initialize()
+    p.request(call(1, *ALLOWED))  # the server is up and has its handlers installed
+    p.proc.send_signal(signum)
+    assert p.wait() == 42 + signum  # the server's own exit code, not the signal's
+    assert f"SIGNAL {int(signum)}" in log.read_text()
+
+
+def test_client_eof_closes_server_stdin(procs, tmp_path):
+    server, log = logged_server(tmp_path)
+    p = start(procs, tmp_path, harness_cmd(server))
+    p.initialize()
+    p.close_stdin()
+    assert p.wait() == 0  # the server saw EOF and exited by itself
+    assert "SIGNAL" not in log.read_text()
+
+
+def test_client_eof_then_term_for_a_server_that_ignores_stdin(procs, tmp_path):
+    code = "import os, signal, time; signal.signal(signal.SIGTERM, lambda *a: os._exit(7)); time.sleep(60)"
+    p = start(procs, tmp_path, harness_cmd([sys.executable, "-c", code]))
+    time.sleep(0.3)
+    p.close_stdin()
+    assert p.wait() == 7
+
+
+def test_client_eof_then_kill_for_a_server_that_ignores_term(procs, tmp_path):
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    p = start(procs, tmp_path, harness_cmd([sys.executable, "-c", code]))
+    time.sleep(0.3)
+    p.close_stdin()
+    assert p.wait() == 128 + signal.SIGKILL
+
+
+def test_server_stderr_passes_through(procs, tmp_path):
+    server = ["sh", "-c", f"echo server-says-hi >&2; exec {' '.join(RAW_SERVER)}"]
+    p = start(procs, tmp_path, harness_cmd(server))
+    p.initialize()
+    assert wait_for(lambda: "server-says-hi" in p.stderr())
+
+
+def test_unstartable_server(procs, tmp_path):
+    p = start(procs, tmp_path, harness_cmd([str(tmp_path / "no-such-server")]))
+    assert p.wait() == 127
+    assert "cannot start server" in p.stderr()
+
+
+def test_kill_decision_denies_and_kills_the_server_process_group(procs, tmp_path):
+    pidfile = tmp_path / "child.pid"
+    server = ["sh", "-c", f"sleep 1000 & echo $! > {pidfile}; exec {' '.join(RAW_SERVER)}"]
+    rec = tmp_path / "rec.jsonl"
+    p = start(procs, tmp_path, cli_cmd(server, "--record", str(rec), policy=True))
+    p.initialize()
+    assert wait_for(pidfile.exists)
+    child = int(pidfile.read_text())
+    reply = p.request(call(5, "self_destruct", {}))
+    assert reply["error"]["code"] == POLICY_DENIED and reply["error"]["data"]["decision"] == "kill"
+    assert p.wait() == 1  # killed by policy
+
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{child}/stat").read_text().split(")")[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    assert wait_for(gone), "the server's child survived: the kill must reach the process group"
+    kinds = [e["type"] for e in read_events(rec)]
+    assert "kill" in kinds and kinds.index("tool_call") < kinds.index("kill")
+
+
+def test_alert_is_forwarded_and_recorded(procs, tmp_path):
+    server, log = logged_server(tmp_path)
+    rec = tmp_path / "rec.jsonl"
+    p = start(procs, tmp_path, cli_cmd(server, "--record", str(rec), policy=True))
+    p.initialize()
+    reply = p.request(call(6, "fetch_url", {"url": "http://127.0.0.1:9/"}))
+    assert "result" in reply
+    ev = [e for e in read_events(rec) if e["type"] == "tool_call"][0]
+    assert ev["decision"] == "alert" and ev["rule"] == "network_alert"
+
+
+# --- approval on the controlling terminal -------------------------------------------------
+
+
+class Tty:
+    """The proxy runs with a pty as its controlling terminal; the test is the human."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self.seen = b""
+
+    def popen_kw(self) -> dict:
+        slave = self.slave
+
+        def become_session_leader_with_ctty() -> None:
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+        return {"preexec_fn": become_session_leader_with_ctty, "pass_fds": (slave,)}
+
+    def wait_prompt(self, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while b"auto-deny" not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.master], [], [], left)[0]:
+                raise TimeoutError(f"no prompt; tty so far: {self.seen!r}")
+            self.seen += os.read(self.master, 4096)
+        text, self.seen = self.seen.decode(errors="replace"), b""
+        return text
+
+    def press(self, key: bytes) -> None:
+        os.write(self.master, key)
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def tty():
+    t = Tty()
+    yield t
+    t.close()
+
+
+def test_approval_allow_once_then_deny_for_session(procs, tmp_path, tty):
+    server, log = logged_server(tmp_path)
+    rec = tmp_path / "rec.jsonl"
+    p = start(procs, tmp_path, cli_cmd(server, "--record", str(rec), approval_timeout=20), **tty.popen_kw())
+    p.initialize()
+    p.send(call(1, *NEEDS_APPROVAL))
+    prompt = tty.wait_prompt()
+    assert "sensitive_path" in prompt and ".env.local" in prompt
+    tty.press(b"a")
+    assert "result" in p.recv()
+    p.send(call(2, *NEEDS_APPROVAL))
+    tty.wait_prompt()
+    tty.press(b"D")
+    err = p.recv()["error"]
+    assert err["code"] == POLICY_DENIED and err["data"]["approval"] == "rejected"
+    assert "for this session" in err["data"]["reason"]
+    # Remembered: no third prompt.
+    err = p.request(call(3, *NEEDS_APPROVAL))["error"]
+    assert "denied for this session" in err["data"]["reason"]
+    assert b"auto-deny" not in tty.seen
+    approvals = [(e["request_id"], e["approval"]) for e in read_events(rec) if e["type"] == "tool_call"]
+    assert approvals == [(1, "approved"), (2, "rejected"), (3, "rejected")]
+    assert log.read_text().count(".env.local") == 1
+
+
+def test_approval_times_out_closed(procs, tmp_path, tty):
+    server, log = logged_server(tmp_path)
+    p = start(procs, tmp_path, harness_cmd(server, approval_timeout=0.5), **tty.popen_kw())
+    p.initialize()
+    p.send(call(1, *NEEDS_APPROVAL))
+    tty.wait_prompt()
+    err = p.recv()["error"]
+    assert err["code"] == POLICY_DENIED and "timed out" in err["data"]["reason"]
+    assert ".env.local" not in log.read_text()
+
+
+def test_approval_without_a_terminal_fails_closed(procs, tmp_path):
+    server, log = logged_server(tmp_path)
+    p = start(procs, tmp_path, harness_cmd(server, approval_timeout=5), start_new_session=True)
+    p.initialize()
+    err = p.request(call(1, *NEEDS_APPROVAL))["error"]
+    assert err["code"] == POLICY_DENIED and "no terminal" in err["data"]["reason"]
+    assert ".env.local" not in log.read_text()
