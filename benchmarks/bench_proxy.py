@@ -38,7 +38,9 @@ INIT = {
 
 class LineClient:
     def __init__(self, argv: list[str], cwd: str) -> None:
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd, bufsize=0)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd, bufsize=0
+        )
         self.wfd = self.proc.stdin.fileno()
         self.rfd = self.proc.stdout.fileno()
         self.buf = b""
@@ -96,8 +98,12 @@ class LineClient:
 
 def round_trips(client: LineClient, calls: int, warmup: int, path: str) -> list[float]:
     times: list[float] = []
-    msg = {"jsonrpc": "2.0", "id": 0, "method": "tools/call",
-           "params": {"name": "read_file", "arguments": {"path": path}}}
+    msg = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "tools/call",
+        "params": {"name": "read_file", "arguments": {"path": path}},
+    }
     for i in range(warmup + calls):
         msg["id"] = i + 1
         data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
@@ -118,8 +124,18 @@ def proxy_argv(table: str, server: list[str], workspace: str, record: str | None
         if record:
             argv += ["--record", record]
         return argv + ["--"] + server
-    argv = [sys.executable, "-m", "mcp_defense.cli.main", "stdio", "--archetype", "filesystem",
-            "--agent-id", "bench", "--set", f"workspace={workspace}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "mcp_defense.cli.main",
+        "stdio",
+        "--archetype",
+        "filesystem",
+        "--agent-id",
+        "bench",
+        "--set",
+        f"workspace={workspace}",
+    ]
     if record:
         argv += ["--record", record]
     return argv + ["--"] + server
@@ -139,7 +155,9 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def bench_server(name: str, calls: int, warmup: int, table: str, workspace: str, record: str | None) -> dict:
+def bench_server(
+    name: str, calls: int, warmup: int, table: str, workspace: str, record: str | None
+) -> dict:
     server = SERVERS[name] + ([workspace] if name == "sdk" else [])
     target = os.path.join(workspace, "main.py")
     direct = LineClient(server, workspace)
@@ -156,45 +174,75 @@ def bench_server(name: str, calls: int, warmup: int, table: str, workspace: str,
     direct.close()
     proxied.close()
     d, p = statistics.median(d_times), statistics.median(p_times)
-    return {"server": name, "calls": len(d_times), "direct_us": round(d, 1), "proxied_us": round(p, 1),
-            "ratio": round(p / d, 2), "overhead_us": round(p - d, 1),
-            "direct_p90_us": round(statistics.quantiles(d_times, n=10)[-1], 1),
-            "proxied_p90_us": round(statistics.quantiles(p_times, n=10)[-1], 1)}
+    return {
+        "server": name,
+        "calls": len(d_times),
+        "direct_us": round(d, 1),
+        "proxied_us": round(p, 1),
+        "ratio": round(p / d, 2),
+        "overhead_us": round(p - d, 1),
+        "direct_p10_us": round(statistics.quantiles(d_times, n=10)[0], 1),
+        "proxied_p10_us": round(statistics.quantiles(p_times, n=10)[0], 1),
+        "direct_p90_us": round(statistics.quantiles(d_times, n=10)[-1], 1),
+        "proxied_p90_us": round(statistics.quantiles(p_times, n=10)[-1], 1),
+    }
 
 
 def bench_memory(table: str, workspace: str, size: int) -> dict:
-    server = SERVERS["sdk"] + [workspace]
+    """Peak RSS (VmHWM) of the proxy process: the result first, then the argument, because
+    the high-water mark only grows."""
+    server = SERVERS["raw"]
     client = LineClient(proxy_argv(table, server, workspace, None), workspace)
     client.initialize()
-    time.sleep(0.2)
+    round_trips(client, 20, 0, os.path.join(workspace, "main.py"))
     pid = client.proc.pid
-    before = rss_kib(pid)
-    text = "x" * size
+    before = peak_rss_kib(pid)
     t0 = time.perf_counter()
-    client.send({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                 "params": {"name": "sha256", "arguments": {"text": text}}})
-    reply = client.recv_line()
-    t_arg = time.perf_counter() - t0
-    assert b"isError\":false" in reply or b'"isError"' not in reply, reply[:200]
-    peak_arg = peak_rss_kib(pid)
-    t0 = time.perf_counter()
-    client.send({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                 "params": {"name": "big_result", "arguments": {"size": size}}})
+    client.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "big_result", "arguments": {"size": size}},
+        }
+    )
     reply = client.recv_large_line()
     t_res = time.perf_counter() - t0
     peak_res = peak_rss_kib(pid)
+    result_bytes = len(reply)
+    text = "x" * size
+    t0 = time.perf_counter()
+    client.send(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "sha256", "arguments": {"text": text}},
+        }
+    )
+    reply = client.recv_line()
+    t_arg = time.perf_counter() - t0
+    assert b'"result"' in reply, reply[:200]
+    peak_arg = peak_rss_kib(pid)
     client.close()
     mib = size / (1 << 20)
-    return {"message_mib": mib, "proxy_rss_before_mib": round(before / 1024, 1),
-            "peak_after_16mib_argument_mib": round(peak_arg / 1024, 1),
-            "peak_after_16mib_result_mib": round(peak_res / 1024, 1),
-            "peak_growth_over_message": round((peak_res - before) / 1024 / mib, 2),
-            "argument_round_trip_s": round(t_arg, 3), "result_round_trip_s": round(t_res, 3),
-            "result_bytes": len(reply)}
+    return {
+        "message_mib": mib,
+        "proxy_peak_rss_before_mib": round(before / 1024, 1),
+        "peak_after_16mib_result_mib": round(peak_res / 1024, 1),
+        "peak_after_16mib_argument_mib": round(peak_arg / 1024, 1),
+        "result_growth_x_message": round((peak_res - before) / 1024 / mib, 2),
+        "argument_growth_x_message": round((peak_arg - before) / 1024 / mib, 2),
+        "result_round_trip_s": round(t_res, 3),
+        "argument_round_trip_s": round(t_arg, 3),
+        "result_bytes": result_bytes,
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--server", choices=["raw", "sdk", "both"], default="both")

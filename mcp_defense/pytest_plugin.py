@@ -33,18 +33,38 @@ _HAS_TEST = re.compile(rb'(?m)^[ \t]*test[ \t]+"')
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mcpd", "mcp-defense policy tests (.mcpd inline tests)")
-    group.addoption("--mcpd", action="store_true", default=False,
-                    help="Collect inline tests from *.mcpd files.")
-    group.addoption("--mcpd-set", action="append", default=[], metavar="NAME=VALUE",
-                    help="Set a policy variable for .mcpd tests (repeatable).")
-    group.addoption("--mcpd-policy", action="append", default=[], metavar="PATH",
-                    help="Extra policy file compiled with every .mcpd file (repeatable).")
-    parser.addini("mcpd_paths", "Collect .mcpd inline tests under these paths (enables the "
-                  "plugin).", type="paths", default=[])
-    parser.addini("mcpd_set", "Policy variables NAME=VALUE for .mcpd tests.", type="linelist",
-                  default=[])
-    parser.addini("mcpd_policy", "Extra policy files compiled with every .mcpd file.",
-                  type="paths", default=[])
+    group.addoption(
+        "--mcpd", action="store_true", default=False, help="Collect inline tests from *.mcpd files."
+    )
+    group.addoption(
+        "--mcpd-set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Set a policy variable for .mcpd tests (repeatable).",
+    )
+    group.addoption(
+        "--mcpd-policy",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="Extra policy file compiled with every .mcpd file (repeatable).",
+    )
+    parser.addini(
+        "mcpd_paths",
+        "Collect .mcpd inline tests under these paths (enables the plugin).",
+        type="paths",
+        default=[],
+    )
+    parser.addini(
+        "mcpd_set", "Policy variables NAME=VALUE for .mcpd tests.", type="linelist", default=[]
+    )
+    parser.addini(
+        "mcpd_policy",
+        "Extra policy files compiled with every .mcpd file.",
+        type="paths",
+        default=[],
+    )
 
 
 def _enabled_for(config: pytest.Config, path: Path) -> bool:
@@ -87,7 +107,8 @@ class McpdFile(pytest.File):
 
         config = self.config
         extra = [str(p) for p in config.getini("mcpd_policy")] + list(
-            config.getoption("mcpd_policy"))
+            config.getoption("mcpd_policy")
+        )
         result = load([str(self.path), *extra], _variables(config))
         if result.table is None:
             raise self.CollectError("policy does not compile:\n" + format_text(result.errors))
@@ -125,8 +146,7 @@ class McpdItem(pytest.Item):
         msg.write("\n\n" + explanation_text(self.table, inline_call(t)))
         raise McpdTestFailure(msg.getvalue())
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Any = None) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, McpdTestFailure):
             return str(excinfo.value)
         return str(super().repr_failure(excinfo, style=style))

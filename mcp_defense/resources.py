@@ -27,4 +27,19 @@ def builtin_policy_dir() -> Path:
     return _find("policies")
 
 
+def examples_dir() -> Path:
+    return _find("examples")
+
+
+def state_dir() -> Path:
+    """Where runtimes keep state across restarts (learning periods): $MCPD_STATE_DIR, else
+    $XDG_STATE_HOME/mcp-defense, else ~/.local/state/mcp-defense."""
+    import os
+
+    if os.environ.get("MCPD_STATE_DIR"):
+        return Path(os.environ["MCPD_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "mcp-defense"
+
+
 BUILTIN_PREFIX = "builtin:"

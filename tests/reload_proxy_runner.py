@@ -38,7 +38,11 @@ def main() -> int:
     recorder = open_recorder(a.record, live=False)
     ref = TableRef(first.table)
     reloader = PolicyReloader(
-        a.policy, variables, ref=ref, emit=recorder.emit, archetypes=[a.archetype],
+        a.policy,
+        variables,
+        ref=ref,
+        emit=recorder.emit,
+        archetypes=[a.archetype],
         watch=not a.no_reload,
     )
     proxy = StdioProxy(command, archetype=a.archetype, get_table=ref.get, recorder=recorder)

@@ -22,7 +22,11 @@ INIT = {
     "jsonrpc": "2.0",
     "id": 0,
     "method": "initialize",
-    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
 }
 
 
@@ -44,9 +48,19 @@ def real_policy_available() -> bool:
 def proxy_argv(server: list[str], *flags: str, workspace: str | Path = "/workspace") -> list[str]:
     """The proxy command line: the real CLI over the built-in policy pack."""
     return [
-        sys.executable, "-m", "mcp_defense.cli.main", "stdio",
-        "--archetype", "filesystem", "--agent-id", "test-agent",
-        "--set", f"workspace={workspace}", *flags, "--", *server,
+        sys.executable,
+        "-m",
+        "mcp_defense.cli.main",
+        "stdio",
+        "--archetype",
+        "filesystem",
+        "--agent-id",
+        "test-agent",
+        "--set",
+        f"workspace={workspace}",
+        *flags,
+        "--",
+        *server,
     ]
 
 
@@ -56,7 +70,12 @@ def tiny_proxy_argv(server: list[str], *flags: str) -> list[str]:
 
 
 def call(rid: Any, tool: str, arguments: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    }
 
 
 def line(obj: Any) -> bytes:
@@ -71,7 +90,12 @@ class Proc:
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in wait()
         kw.setdefault("env", child_env())
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0, **kw
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            bufsize=0,
+            **kw,
         )
         self.buf = b""
 

@@ -28,5 +28,9 @@ def cli_cmd(
 
 
 def harness_cmd(server: list[str], *flags: str, approval_timeout: float | None = None) -> list[str]:
-    extra = [] if approval_timeout is None else ["--approval-tty", "/dev/tty", "--approval-timeout", str(approval_timeout)]
+    extra = (
+        []
+        if approval_timeout is None
+        else ["--approval-tty", "/dev/tty", "--approval-timeout", str(approval_timeout)]
+    )
     return tiny_proxy_argv(server, *extra, *flags)

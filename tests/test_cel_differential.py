@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -474,6 +475,7 @@ def contexts(draw: st.DrawFn) -> Ctx:
 # The differential tests
 
 _ENV = make_env()
+_SCALE = int(os.environ.get("CEL_DIFF_SCALE", "1"))  # e.g. 20 for a long bug hunt
 cel.reference_evaluate("true", {}, _ENV)  # celpy raises the recursion limit on first use
 
 
@@ -500,7 +502,8 @@ def _check_corpus(ctx: Ctx, sources: list[str]) -> list[str]:
     return bad
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40 * _SCALE, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(ctx=contexts())
 def test_lowered_matches_celpy(ctx: Ctx) -> None:
     """Every corpus expression, on each generated call/flow context."""
@@ -519,7 +522,7 @@ def test_reference_evaluate_is_the_reference() -> None:
 _PAIR_OPS = ["==", "!=", "<", "<=", ">", ">=", "in"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * _SCALE, deadline=None)
 @given(a=_json, b=_json, op=st.sampled_from(_PAIR_OPS))
 def test_dyn_operators_match_celpy(a: Any, b: Any, op: str) -> None:
     """celpy's operators on every pair of JSON values (its asymmetries and list/map quirks)."""
@@ -538,7 +541,7 @@ _UNARY = ["!call.args.a", "size(call.args.a)", "int(call.args.a)", "double(call.
           "call.args.a.all(x, x)", "call.args.a.exists(x, x)", "call.args.a.exists_one(x, x)"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * _SCALE, deadline=None)
 @given(a=_json, b=_json, source=st.sampled_from(_UNARY))
 def test_dyn_forms_match_celpy(a: Any, b: Any, source: str) -> None:
     ctx = Ctx(CallFacts("t", {"a": a, "b": b}), None)

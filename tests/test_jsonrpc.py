@@ -102,7 +102,9 @@ def test_framer_matches_reference_for_any_chunking(lines, cuts, limit):
         i += c
     chunks.append(data[i:])
     got = feed_all(LineFramer(limit), [c for c in chunks if c])
-    want = [line + b"\n" if len(line) <= limit else Oversize(len(line), line[:4096]) for line in lines]
+    want = [
+        line + b"\n" if len(line) <= limit else Oversize(len(line), line[:4096]) for line in lines
+    ]
     assert got == want
 
 
@@ -111,15 +113,23 @@ def test_framer_matches_reference_for_any_chunking(lines, cuts, limit):
 
 def test_classify_request_notification_response_error():
     m = parse_message(CALL)
-    assert (m.kind, m.id, m.method, m.params["name"]) == (Kind.REQUEST, 7, "tools/call", "read_file")
-    assert parse_message(b'{"jsonrpc":"2.0","method":"notifications/initialized"}').kind is Kind.NOTIFICATION
+    assert (m.kind, m.id, m.method, m.params["name"]) == (
+        Kind.REQUEST,
+        7,
+        "tools/call",
+        "read_file",
+    )
+    assert (
+        parse_message(b'{"jsonrpc":"2.0","method":"notifications/initialized"}').kind
+        is Kind.NOTIFICATION
+    )
     assert parse_message(b'{"jsonrpc":"2.0","id":"a","result":{}}').kind is Kind.RESPONSE
     err = parse_message(b'{"jsonrpc":"2.0","id":null,"error":{"code":-1,"message":"x"}}')
     assert err.kind is Kind.ERROR and err.id is None
 
 
 def test_batch_elements_are_classified():
-    m = parse_message(b'[' + CALL + b',{"jsonrpc":"2.0","method":"x"},3]')
+    m = parse_message(b"[" + CALL + b',{"jsonrpc":"2.0","method":"x"},3]')
     assert m.kind is Kind.BATCH
     assert [e.kind for e in m.elements] == [Kind.REQUEST, Kind.NOTIFICATION, Kind.INVALID]
     assert parse_message(b"[]").kind is Kind.INVALID
@@ -134,9 +144,21 @@ def test_batch_elements_are_classified():
         (b'\xef\xbb\xbf{"jsonrpc":"2.0","id":1,"method":"ping"}', PARSE_ERROR, None),  # BOM
         (b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"n":NaN}}', PARSE_ERROR, 1),
         (b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"n":-Infinity}}', PARSE_ERROR, 1),
-        (b'{"jsonrpc":"2.0","id":2,"method":"x","params":{"s":"\xff"}}', PARSE_ERROR, 2),  # bad UTF-8
-        (b'{"jsonrpc":"2.0","id":2,"method":"x","params":{"s":"\xed\xa0\x80"}}', PARSE_ERROR, 2),  # CESU surrogate
-        (b'{"jsonrpc":"2.0","id":2,"method":"x","params":{"s":"\xc0\xaf"}}', PARSE_ERROR, 2),  # overlong '/'
+        (
+            b'{"jsonrpc":"2.0","id":2,"method":"x","params":{"s":"\xff"}}',
+            PARSE_ERROR,
+            2,
+        ),  # bad UTF-8
+        (
+            b'{"jsonrpc":"2.0","id":2,"method":"x","params":{"s":"\xed\xa0\x80"}}',
+            PARSE_ERROR,
+            2,
+        ),  # CESU surrogate
+        (
+            b'{"jsonrpc":"2.0","id":2,"method":"x","params":{"s":"\xc0\xaf"}}',
+            PARSE_ERROR,
+            2,
+        ),  # overlong '/'
         (b'{"jsonrpc":"1.0","id":3,"method":"x"}', INVALID_REQUEST, 3),
         (b'{"id":3,"method":"x"}', INVALID_REQUEST, 3),
         (b'{"jsonrpc":"2.0","id":true,"method":"x"}', INVALID_REQUEST, None),
@@ -144,7 +166,11 @@ def test_batch_elements_are_classified():
         (b'{"jsonrpc":"2.0","id":null,"method":"x"}', INVALID_REQUEST, None),
         (b'{"jsonrpc":"2.0","id":4,"method":7}', INVALID_REQUEST, 4),
         (b'{"jsonrpc":"2.0","id":4,"method":"x","params":"s"}', INVALID_PARAMS, 4),
-        (b'{"jsonrpc":"2.0","id":4,"result":1,"error":{"code":1,"message":""}}', INVALID_REQUEST, 4),
+        (
+            b'{"jsonrpc":"2.0","id":4,"result":1,"error":{"code":1,"message":""}}',
+            INVALID_REQUEST,
+            4,
+        ),
         (b'{"jsonrpc":"2.0","id":4,"error":"bad"}', INVALID_REQUEST, 4),
         (b"42", INVALID_REQUEST, None),
     ],
@@ -189,7 +215,12 @@ def test_json_whitespace_only():
 
 
 def test_hundred_thousand_levels_refused_without_recursion():
-    deep = b'{"jsonrpc":"2.0","id":9,"method":"x","params":{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    deep = (
+        b'{"jsonrpc":"2.0","id":9,"method":"x","params":{"a":'
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}}"
+    )
     m = parse_message(deep)
     assert m.kind is Kind.INVALID and m.error_code == PARSE_ERROR and "nesting" in m.error_message
     assert m.id == 9
@@ -201,7 +232,10 @@ def test_brackets_inside_strings_do_not_count():
     text = json.dumps({"code": "[[[[{{{{" * 10_000, "esc": 'a\\"[[[[\\\\"'}).encode()
     assert nesting_depth(text) == 1
     assert not exceeds_depth(text, 4)
-    assert parse_message(b'{"jsonrpc":"2.0","id":1,"method":"x","params":' + text + b"}").kind is Kind.REQUEST
+    assert (
+        parse_message(b'{"jsonrpc":"2.0","id":1,"method":"x","params":' + text + b"}").kind
+        is Kind.REQUEST
+    )
 
 
 def test_depth_limit_boundary():
@@ -226,7 +260,10 @@ def _reference_depth(v: object) -> int:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\n\u00e9'),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(alphabet='[]{}"\\k'), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet='[]{}"\\k'), children, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -234,7 +271,9 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(json_values, st.booleans())
 def test_nesting_depth_matches_reference(value, ascii_only):
-    assert nesting_depth(json.dumps(value, ensure_ascii=ascii_only).encode()) == _reference_depth(value)
+    assert nesting_depth(json.dumps(value, ensure_ascii=ascii_only).encode()) == _reference_depth(
+        value
+    )
 
 
 # --- id sniffing and response matching -----------------------------------------------------
@@ -256,7 +295,11 @@ def test_sniff_id(data, rid):
 
 
 def test_response_info_large_line_is_not_parsed():
-    big = b'{"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"' + b"a" * 200_000 + b'"}],"isError":true}}'
+    big = (
+        b'{"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"'
+        + b"a" * 200_000
+        + b'"}],"isError":true}}'
+    )
     info = response_info(big)
     assert info is not None and info.id == 5 and info.is_error
     # A line that is not valid JSON still yields id/kind from head and tail: proof of no parse.
@@ -265,9 +308,18 @@ def test_response_info_large_line_is_not_parsed():
 
 
 def test_response_info_exact_for_small_lines():
-    assert response_info(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\\"isError\\":true"}],"isError":false}}').is_error is False
-    assert response_info(b'{"jsonrpc": "2.0", "id": 1, "result": {"isError": true}}').is_error is True
-    assert response_info(b'{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}').is_error is True
+    assert (
+        response_info(
+            b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\\"isError\\":true"}],"isError":false}}'
+        ).is_error
+        is False
+    )
+    assert (
+        response_info(b'{"jsonrpc": "2.0", "id": 1, "result": {"isError": true}}').is_error is True
+    )
+    assert (
+        response_info(b'{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}').is_error is True
+    )
     assert response_info(b'{"jsonrpc":"2.0","id":1,"method":"ping"}') is None
     assert response_info(b'{"jsonrpc":"2.0","method":"notifications/progress"}') is None
 
@@ -280,7 +332,11 @@ def test_error_response_is_one_ascii_line():
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     line.decode("ascii")
     obj = json.loads(line)
-    assert obj == {"jsonrpc": "2.0", "id": "r-1", "error": {"code": -32010, "message": "denied: é \ud800", "data": {"rule": "crown_jewel"}}}
+    assert obj == {
+        "jsonrpc": "2.0",
+        "id": "r-1",
+        "error": {"code": -32010, "message": "denied: é \ud800", "data": {"rule": "crown_jewel"}},
+    }
     assert json.loads(error_response(None, PARSE_ERROR, "x"))["id"] is None
     assert encode([1]) == b"[1]\n"
 
@@ -290,7 +346,13 @@ def test_parse_is_fast_enough_for_16_mib(tmp_path):
     parses (no quadratic paths, no recursion)."""
     rnd = random.Random(1)
     blob = "".join(rnd.choice('[]{}"\\abc\n') for _ in range(1 << 20)) * 16
-    line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                       "params": {"name": "write_file", "arguments": {"content": blob}}}).encode()
+    line = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "write_file", "arguments": {"content": blob}},
+        }
+    ).encode()
     m = parse_message(line)
     assert m.kind is Kind.REQUEST and m.params["arguments"]["content"] == blob

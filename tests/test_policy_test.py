@@ -122,20 +122,42 @@ test "home read denied by the wrong rule" {
 """
 
 
-def record(ws: Path, path: Path, calls: list[tuple[str, str, dict]] | None = None,
-           policy: list[Path] | None = None) -> Path:
+def record(
+    ws: Path,
+    path: Path,
+    calls: list[tuple[str, str, dict]] | None = None,
+    policy: list[Path] | None = None,
+) -> Path:
     """Write a recording the way the stdio proxy does: session_start, then call + result."""
     table = mcp_defense.compile(policy, {"workspace": str(ws), "home": HOME})
-    lines = [SessionStart(ts=TS, session_id="s1", agent_id="agent", archetype="filesystem",
-                          policy_version=table.version).to_dict()]
+    lines = [
+        SessionStart(
+            ts=TS,
+            session_id="s1",
+            agent_id="agent",
+            archetype="filesystem",
+            policy_version=table.version,
+        ).to_dict()
+    ]
     for i, (arch, tool, args) in enumerate(calls or _calls(ws)):
         cid = f"tc_{i:04d}"
         d = table.decide(ToolCall(arch, tool, args, "agent", "s1", cid))
-        lines.append(ToolCallEvent(ts=TS, correlation_id=cid, agent_id="agent", archetype=arch,
-                                   tool=tool, arguments=args, decision=d.action.value,
-                                   rule=d.rule, reason=d.reason,
-                                   policy_version=d.policy_version, session_id="s1",
-                                   request_id=i + 1).to_dict())
+        lines.append(
+            ToolCallEvent(
+                ts=TS,
+                correlation_id=cid,
+                agent_id="agent",
+                archetype=arch,
+                tool=tool,
+                arguments=args,
+                decision=d.action.value,
+                rule=d.rule,
+                reason=d.reason,
+                policy_version=d.policy_version,
+                session_id="s1",
+                request_id=i + 1,
+            ).to_dict()
+        )
         lines.append(ToolResultEvent(ts=TS, correlation_id=cid, request_id=i + 1).to_dict())
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path
@@ -143,8 +165,9 @@ def record(ws: Path, path: Path, calls: list[tuple[str, str, dict]] | None = Non
 
 def invoke(ws: Path, *args: str):
     runner = CliRunner()
-    return runner.invoke(app, ["policy", "test", "--set", f"workspace={ws}", "--set",
-                               f"home={HOME}", *args])
+    return runner.invoke(
+        app, ["policy", "test", "--set", f"workspace={ws}", "--set", f"home={HOME}", *args]
+    )
 
 
 def normalise(text: str, tmp: Path) -> str:
@@ -211,7 +234,7 @@ def test_replay_unchanged_policy_exits_0(ws: Path) -> None:
     r = invoke(ws, "session.jsonl")
     assert r.exit_code == 0, r.output
     assert "ok: 0 inline test(s) passed, 7 call(s) replayed" in r.stdout
-    assert "8 other line(s) skipped" in r.stdout  # session_start + tool_results
+    assert "8 skipped" in r.stdout  # session_start + tool_results
     assert rec.exists()
 
 
@@ -274,18 +297,27 @@ def test_hand_edited_expect_that_disagrees_exits_1(ws: Path) -> None:
     assert "not decided as expected" not in r.stdout
 
 
-@pytest.mark.parametrize("bad,message", [
-    ("{not json", "not JSON"),
-    ('{"type": "tool_call", "tool": "read_file"}', "missing required field(s)"),
-    ('{"type": "tool_call", "correlation_id": "c", "agent_id": "a", "archetype": "filesystem", '
-     '"tool": "read_file", "arguments": {}, "decision": "maybe", "rule": "", "reason": "", '
-     '"policy_version": "v"}', "decision 'maybe'"),
-    ('{"type": "tool_call", "correlation_id": "c", "agent_id": "a", "archetype": 3, '
-     '"tool": "read_file", "arguments": {}, "decision": "allow", "rule": "", "reason": "", '
-     '"policy_version": "v"}', "'archetype' must be a string"),
-    ('{"type": "telepathy"}', "unknown event type"),
-    ("[1, 2]", "not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ("{not json", "not JSON"),
+        ('{"type": "tool_call", "tool": "read_file"}', "missing required field(s)"),
+        (
+            '{"type": "tool_call", "correlation_id": "c", "agent_id": "a", "archetype": "filesystem", '
+            '"tool": "read_file", "arguments": {}, "decision": "maybe", "rule": "", "reason": "", '
+            '"policy_version": "v"}',
+            "decision 'maybe'",
+        ),
+        (
+            '{"type": "tool_call", "correlation_id": "c", "agent_id": "a", "archetype": 3, '
+            '"tool": "read_file", "arguments": {}, "decision": "allow", "rule": "", "reason": "", '
+            '"policy_version": "v"}',
+            "'archetype' must be a string",
+        ),
+        ('{"type": "telepathy"}', "unknown event type"),
+        ("[1, 2]", "not a JSON object"),
+    ],
+)
 def test_invalid_recording_line_exits_2_with_line_number(ws: Path, bad: str, message: str) -> None:
     rec = record(ws, Path.cwd() / "session.jsonl")
     lines = rec.read_text().splitlines()
@@ -299,12 +331,17 @@ def test_invalid_recording_line_exits_2_with_line_number(ws: Path, bad: str, mes
 
 
 def test_learning_mode_alert_compares_with_what_enforcement_would_do(ws: Path) -> None:
-    rec = record(ws, Path.cwd() / "session.jsonl", [("filesystem", "exec_command", {"command": "ls"})])
+    rec = record(
+        ws, Path.cwd() / "session.jsonl", [("filesystem", "exec_command", {"command": "ls"})]
+    )
     lines = rec.read_text().splitlines()
     ev = json.loads(lines[1])
     assert ev["decision"] == "deny"
-    ev.update(decision="alert", enforced=False,
-              reason=f"learning until 2025-01-08T00:00:00Z, would deny: {ev['reason']}")
+    ev.update(
+        decision="alert",
+        enforced=False,
+        reason=f"learning until 2025-01-08T00:00:00Z, would deny: {ev['reason']}",
+    )
     lines[1] = json.dumps(ev)
     rec.write_text("\n".join(lines) + "\n")
     assert invoke(ws, "session.jsonl").exit_code == 0
@@ -329,31 +366,72 @@ def test_rule_change_with_same_decision_is_reported_not_failed(ws: Path) -> None
 
 
 def _transcript(ws: Path, path: Path) -> Path:
-    msgs = [
-        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "c", "version": "1"}}},
+    def call(i: int, name: str, arguments: dict, **extra: object) -> dict:
+        return {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments},
+            **extra,
+        }
+
+    lines = [
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "c", "version": "1"},
+            },
+        },
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "read_file", "arguments": {"path": f"{ws}/src/a.py"}}},
-        {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "read_file", "arguments": {"path": "~/.ssh/id_ed25519"}}},
-        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "fetch", "arguments": {"url": "https://evil.example.com/x"}}, "expect": "deny"},
+        call(2, "read_file", {"path": f"{ws}/src/a.py"}),
+        call(3, "read_file", {"path": "~/.ssh/id_ed25519"}),
+        call(4, "fetch", {"url": "https://evil.example.com/x"}, expect="deny"),
+        {"jsonrpc": "2.0", "id": 2, "result": {"content": []}},  # a server reply in the capture
+        {
+            "jsonrpc": "2.0",
+            "id": 5,
+            "method": "resources/read",
+            "params": {"uri": "file:///home/alice/.aws/credentials"},
+        },
+        {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "read_file"}},  # no id
+        [call(6, "list_directory", {"path": str(ws)}), {"jsonrpc": "2.0", "method": "x"}],
     ]
-    path.write_text("".join(json.dumps(m) + "\n" for m in msgs))
+    text = "".join(json.dumps(m) + "\n" for m in lines)
+    # duplicate keys: the proxy refuses the message before policy
+    text += '{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "read_file", "name": "x"}}\n'
+    path.write_text(text)
     return path
 
 
-def test_transcript_needs_archetype_and_lists_what_would_be_blocked(ws: Path) -> None:
+def test_transcript_is_decided_as_the_proxy_would(ws: Path) -> None:
     _transcript(ws, Path.cwd() / "tee.jsonl")
     r = invoke(ws, "tee.jsonl")
     assert r.exit_code == 2
     assert "give --archetype" in r.stderr
+    r = invoke(ws, "tee.jsonl", "--archetype", "filesystem", "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    f = doc["files"][0]
+    assert (f["kind"], f["cases"], f["passed"], f["unchecked"]) == ("transcript", 5, 1, 4)
+    assert (f["skipped"], f["refused"], f["errors"]) == (5, 2, 0)
+    got = {(c["line"], c["tool"]): (c["decision"], c["rule"]) for c in doc["cases"]}
+    assert got == {
+        (4, "read_file"): ("allow", ""),
+        (5, "read_file"): ("deny", "crown_jewel"),
+        (8, "resources/read"): ("deny", "crown_jewel"),
+        (10, "list_directory"): ("allow", ""),
+    }
     r = invoke(ws, "tee.jsonl", "--archetype", "filesystem")
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "Transcript calls the policy would not simply allow" in out
-    assert "deny by crown_jewel" in out and "tee.jsonl:5" in out
-    assert "1 without expectation" not in out  # allow + deny without expect = 2
-    assert "2 without expectation" in out
-    assert "3 other line(s) skipped" in out
+    assert "deny by crown_jewel" in out and "tee.jsonl:5" in out and "tee.jsonl:8" in out
+    assert "4 without expectation, 5 skipped, 2 refused before policy" in out
     r = invoke(ws, "tee.jsonl", "--archetype", "nosuch")
     assert r.exit_code == 2
 
@@ -363,7 +441,7 @@ def test_transcript_line_that_is_not_json_exits_2(ws: Path) -> None:
     t.write_text(t.read_text() + "Content-Length: 52\n")
     r = invoke(ws, "tee.jsonl", "--archetype", "filesystem")
     assert r.exit_code == 2
-    assert "tee.jsonl:7: not JSON" in r.stderr
+    assert "tee.jsonl:12: not JSON" in r.stderr
 
 
 def test_unrecognised_jsonl_exits_2(ws: Path) -> None:
@@ -399,8 +477,14 @@ def test_builtin_pack_inline_tests_coverage(ws: Path) -> None:
     assert r.exit_code == 0, r.output
     cov = json.loads(r.stdout)["coverage"]
     fired = {x["rule"] for x in cov["rules"] if x["hits"]}
-    assert {"crown_jewel", "metadata_endpoint", "archetype_no_spawn", "sensitive_path",
-            "archetype_no_network", "instruction_file_write"} <= fired
+    assert {
+        "crown_jewel",
+        "metadata_endpoint",
+        "archetype_no_spawn",
+        "sensitive_path",
+        "archetype_no_network",
+        "instruction_file_write",
+    } <= fired
     assert all(x["line"] > 0 for x in cov["never_fired"] if x["kind"] != "folded")
     assert cov["engine"]["(default)"] == 2
 
@@ -419,7 +503,9 @@ def test_json_format(ws: Path) -> None:
     assert doc["files"][0]["changed"] == 2 and doc["files"][0]["passed"] == 5
     changed = [c for c in doc["cases"] if c["status"] == "changed"]
     assert [(c["line"], c["recorded"], c["decision"], c["rule"]) for c in changed] == [
-        (4, "allow", "deny", "no_markdown_writes"), (10, "allow", "deny", "no_markdown_writes")]
+        (4, "allow", "deny", "no_markdown_writes"),
+        (10, "allow", "deny", "no_markdown_writes"),
+    ]
     assert changed[0]["key_argument"] == f"{ws}/notes/todo.md"
     assert changed[0]["trace"]["decision"]["rule"] == "no_markdown_writes"
 
@@ -436,8 +522,12 @@ def test_junit_format(ws: Path, snapshot) -> None:
     assert set(suites) == {"strict.mcpd", "session.jsonl"}
     inline = suites["strict.mcpd"].findall("testcase")
     assert [(t.get("name"), t.get("line")) for t in inline] == [
-        ("workspace read is allowed", "8"), ("home read denied by the wrong rule", "14")]
-    failing = [t for t in suites["session.jsonl"].findall("testcase") if t.find("failure") is not None]
+        ("workspace read is allowed", "8"),
+        ("home read denied by the wrong rule", "14"),
+    ]
+    failing = [
+        t for t in suites["session.jsonl"].findall("testcase") if t.find("failure") is not None
+    ]
     assert [t.get("line") for t in failing] == ["4", "10"]
     assert "rules (in decision order)" in failing[0].find("failure").text
     assert normalise(r.stdout, Path.cwd()) == snapshot
@@ -446,16 +536,108 @@ def test_junit_format(ws: Path, snapshot) -> None:
 def test_github_format(ws: Path) -> None:
     record(ws, Path.cwd() / "session.jsonl")
     (Path.cwd() / "strict.mcpd").write_text(STRICT)
-    r = invoke(ws, "--policy", "strict.mcpd", "session.jsonl", "--format", "github",
-               "--coverage")
+    r = invoke(ws, "--policy", "strict.mcpd", "session.jsonl", "--format", "github", "--coverage")
     assert r.exit_code == 1
     lines = r.stdout.splitlines()
     changed = [ln for ln in lines if "title=mcpd decision changed" in ln]
     assert changed[0].startswith("::error file=session.jsonl,line=4,title=")
-    assert "write_file" in changed[0] and "allow (default) → deny by no_markdown_writes" in changed[0]
-    assert any(ln.startswith("::notice file=builtin%3Arules.mcpd,line=") for ln in lines)
+    assert (
+        "write_file" in changed[0] and "allow (default) → deny by no_markdown_writes" in changed[0]
+    )
+    # rules of the built-in pack are not files of the repository: annotated without a file
+    assert any(
+        ln.startswith("::notice title=mcpd rule never fired::builtin:rules.mcpd:") for ln in lines
+    )
     assert lines[-1].startswith("FAILED: 2 decision(s) changed")
-    r = invoke(ws, "--policy", "strict.mcpd", "session.jsonl", "--format", "github",
-               "--no-fail-on-change")
+    r = invoke(
+        ws, "--policy", "strict.mcpd", "session.jsonl", "--format", "github", "--no-fail-on-change"
+    )
     assert r.exit_code == 0
     assert "::warning file=session.jsonl,line=4," in r.stdout
+
+
+def test_directory_of_recordings_and_policies(ws: Path) -> None:
+    (Path.cwd() / "recordings").mkdir()
+    record(ws, Path.cwd() / "recordings" / "mon.jsonl")
+    record(ws, Path.cwd() / "recordings" / "tue.jsonl")
+    (Path.cwd() / "policy").mkdir()
+    (Path.cwd() / "policy" / "team.mcpd").write_text(TEAM)
+    r = invoke(ws, "policy", "recordings", "--run", "workspace read|jsonl")
+    assert r.exit_code == 0, r.output
+    assert "ok: 1 inline test(s) passed, 14 call(s) replayed" in r.stdout
+    (Path.cwd() / "empty").mkdir()
+    r = invoke(ws, "empty")
+    assert r.exit_code == 2
+    assert "contains no .mcpd or .jsonl files" in r.stderr
+
+
+def test_github_actions_example_commands_run(ws: Path) -> None:
+    """The example workflow's lint and test steps, as written, on a small policy repo."""
+    import shlex
+
+    import yaml
+
+    wf = yaml.safe_load(
+        (
+            Path(mcp_defense.__file__).parent.parent
+            / "examples"
+            / "github-actions"
+            / "policy-ci.yml"
+        ).read_text()
+    )
+    job = wf["jobs"]["policy"]
+    sets = f"--set workspace={ws} --set home={HOME}"
+    (Path.cwd() / "policies").mkdir()
+    (Path.cwd() / "policies" / "team.mcpd").write_text(
+        TEAM.replace("archetype_path", "crown_jewel")
+    )
+    (Path.cwd() / "recordings").mkdir()
+    record(ws, Path.cwd() / "recordings" / "session.jsonl")
+    runner = CliRunner()
+    codes = {}
+    for step in job["steps"]:
+        cmd = step.get("run", "")
+        if not cmd.startswith("mcp-defense policy"):
+            continue
+        argv = shlex.split(cmd.replace("$MCPD_SETS", sets).split(">")[0])[1:]
+        r = runner.invoke(app, argv)
+        codes[step["name"]] = r.exit_code
+        if "--format" in argv and argv[argv.index("--format") + 1] == "github":
+            assert "mcpd test failed" not in r.stdout and "decision changed" not in r.stdout
+            assert ("title=mcpd coverage::" in r.stdout) == (argv[1] == "test")
+    assert job["env"]["MCPD_SETS"].startswith("--set workspace=")
+    # coverage of the pack is below 80 % with this little traffic: the test step says so
+    assert codes == {
+        "Lint policies": 0,
+        "Test policies (inline tests + recorded sessions)": 1,
+        "JUnit report": 0,
+    }
+
+
+def test_progress_bar_only_on_a_terminal_for_long_replays() -> None:
+    from mcp_defense.cli.policy_test import PROGRESS_MIN_BYTES, _progress
+
+    with _progress(PROGRESS_MIN_BYTES * 10, enabled=False) as p:
+        assert p is None
+    with _progress(100, enabled=True) as p:
+        assert p is None
+    with _progress(PROGRESS_MIN_BYTES * 10, enabled=True) as p:
+        assert p is not None
+        p(PROGRESS_MIN_BYTES)
+
+
+def test_invalid_lines_in_json_and_github_formats(ws: Path) -> None:
+    rec = record(ws, Path.cwd() / "session.jsonl")
+    rec.write_text(rec.read_text() + "{oops\n")
+    r = invoke(ws, "session.jsonl", "--format", "json")
+    assert r.exit_code == 2
+    doc = json.loads(r.stdout)
+    assert doc["errors"] == [
+        {"file": "session.jsonl", "line": 16, "message": doc["errors"][0]["message"]}
+    ]
+    assert doc["exit_code"] == 2
+    r = invoke(ws, "session.jsonl", "--format", "github")
+    assert r.exit_code == 2
+    assert r.stdout.startswith(
+        "::error file=session.jsonl,line=16,title=mcpd invalid input::not JSON"
+    )

@@ -54,9 +54,25 @@ async def _session(ws: Path, rec: Path, errlog: Path) -> list[str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "mcp_defense.cli.main", "stdio", "--archetype", "filesystem",
-              "--agent-id", "e2e", "--record", str(rec), "--set", f"workspace={ws}",
-              "--set", f"home={HOME}", "--", sys.executable, str(SERVER), str(ws)],
+        args=[
+            "-m",
+            "mcp_defense.cli.main",
+            "stdio",
+            "--archetype",
+            "filesystem",
+            "--agent-id",
+            "e2e",
+            "--record",
+            str(rec),
+            "--set",
+            f"workspace={ws}",
+            "--set",
+            f"home={HOME}",
+            "--",
+            sys.executable,
+            str(SERVER),
+            str(ws),
+        ],
         env=env,
         cwd=str(ws.parent),
     )

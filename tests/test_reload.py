@@ -46,8 +46,13 @@ class Harness:
         self.outcomes: list[ReloadOutcome] = []
         self.stderr = io.StringIO()
         self.reloader = PolicyReloader(
-            [main], {}, ref=self.ref, emit=self.events.append, stderr=self.stderr,
-            on_reload=self.outcomes.append, **kw,  # type: ignore[arg-type]
+            [main],
+            {},
+            ref=self.ref,
+            emit=self.events.append,
+            stderr=self.stderr,
+            on_reload=self.outcomes.append,
+            **kw,  # type: ignore[arg-type]
         )
 
     def start(self) -> Harness:
@@ -67,10 +72,12 @@ class Harness:
     def state(self) -> str:
         r = self.reloader
         w = r._watcher
-        return (f"in force {self.ref.table.version}, attempts {r.attempts}, watcher "
-                f"{'alive' if w and w.alive() else 'dead'} ({w.error if w else None}), last "
-                f"{[(o.reason, o.ok, o.version) for o in self.outcomes[-3:]]}, "
-                f"stderr {self.stderr.getvalue()[-500:]!r}")
+        return (
+            f"in force {self.ref.table.version}, attempts {r.attempts}, watcher "
+            f"{'alive' if w and w.alive() else 'dead'} ({w.error if w else None}), last "
+            f"{[(o.reason, o.ok, o.version) for o in self.outcomes[-3:]]}, "
+            f"stderr {self.stderr.getvalue()[-500:]!r}"
+        )
 
     def wait_failures(self, n: int) -> None:
         wait_until(lambda: len(self.of(PolicyReloadFailed)) >= n, what=f"{n} reload failure(s)")
@@ -239,7 +246,9 @@ def test_directory_root_picks_up_new_files(tmp_path: Path) -> None:
     try:
         assert r.wait_ready(30)
         (d / "nested").mkdir()
-        save_atomic(d / "nested" / "late.mcpd", 'rule late {\n  when call.tool == "z"\n  deny "z"\n}\n')
+        save_atomic(
+            d / "nested" / "late.mcpd", 'rule late {\n  when call.tool == "z"\n  deny "z"\n}\n'
+        )
         wait_until(lambda: "late" in ref.table.rule_fingerprints, what="rule from the new file")
     finally:
         r.stop()
@@ -412,3 +421,26 @@ def test_edit_racing_a_load_is_not_lost(tmp_path: Path, monkeypatch: pytest.Monk
         assert h.ref.table.decide(marker_call(0)).action is Action.DENY
     finally:
         h.reloader.stop()
+
+
+def test_failing_sink_and_listener_do_not_stop_reloads(tmp_path: Path) -> None:
+    main, mk = write_policy(tmp_path / "pol", 0)
+    first = load([main], {})
+    assert first.table is not None
+    ref = TableRef(first.table)
+    err = io.StringIO()
+
+    def broken(_: object) -> None:
+        raise RuntimeError("sink down")
+
+    r = PolicyReloader([main], {}, ref=ref, emit=broken, on_reload=broken, stderr=err)
+    r.start()
+    try:
+        assert r.wait_ready(30)
+        for k in (1, 2):
+            save_atomic(mk, markers(k))
+            wait_until(lambda: ref.table.version == version_of(main), what=f"version {k}")
+        assert "cannot record policy_reloaded event: sink down" in err.getvalue()
+        assert "reload listener failed: sink down" in err.getvalue()
+    finally:
+        r.stop()

@@ -15,7 +15,6 @@ import select
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,8 @@ SDK_SERVER = [sys.executable, str(ROOT / "examples" / "servers" / "workspace_ser
 VARS = {"workspace": "/ws"}
 N_MARKERS = 26
 WINDOW = 32  # calls in flight
+MIN_CALLS = 3000  # spread over the rewrites, so every version is under load
+REWRITES = 24
 
 
 def events(path: Path) -> list[dict[str, Any]]:
@@ -138,36 +139,64 @@ def test_reload_under_load_through_real_proxy(tmp_path: Path) -> None:
     rec = tmp_path / "rec.jsonl"
     good: dict[str, int | None] = {version_of(main, VARS): 0}
     argv = [
-        sys.executable, str(RUNNER), "--policy", str(main), "--set", "workspace=/ws",
-        "--archetype", ARCHETYPE, "--record", str(rec), "--", *SDK_SERVER, str(tmp_path),
+        sys.executable,
+        str(RUNNER),
+        "--policy",
+        str(main),
+        "--set",
+        "workspace=/ws",
+        "--archetype",
+        ARCHETYPE,
+        "--record",
+        str(rec),
+        "--",
+        *SDK_SERVER,
+        str(tmp_path),
     ]
     stderr = open(tmp_path / "stderr.txt", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                            bufsize=0, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        bufsize=0,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     client = LoadClient(proc)
     try:
-        init = client.request({
-            "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                       "clientInfo": {"name": "load", "version": "1"}},
-        })
+        init = client.request(
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "load", "version": "1"},
+                },
+            }
+        )
         assert "result" in init, init
         client._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         client.start()
 
         def decided_under(version: str) -> bool:
-            return any(e["type"] == "tool_call" and e["policy_version"] == version
-                       for e in events(rec))
+            return any(
+                e["type"] == "tool_call" and e["policy_version"] == version for e in events(rec)
+            )
 
         wait_until(lambda: client.done() > 200, what="first answers")
         failures = 0
-        for k in range(1, 25):
+        for k in range(1, REWRITES + 1):
             if k % 5 == 0:  # broken: must be refused, the last good version stays
                 save_atomic(mk, BROKEN[(k // 5) % len(BROKEN)])
                 failures += 1
-                wait_until(lambda n=failures: sum(e["type"] == "policy_reload_failed"
-                                                  for e in events(rec)) >= n,
-                           what=f"reload failure {failures}")
+                wait_until(
+                    lambda n=failures: (
+                        sum(e["type"] == "policy_reload_failed" for e in events(rec)) >= n
+                    ),
+                    what=f"reload failure {failures}",
+                )
                 continue
             save = save_in_place if k % 2 else save_atomic
             save(mk, markers(k))
@@ -179,7 +208,11 @@ def test_reload_under_load_through_real_proxy(tmp_path: Path) -> None:
             version = version_of(main, VARS)
             good[version] = k
             wait_until(lambda v=version: decided_under(v), what=f"calls decided under v{k}")
-        time.sleep(0.2)  # a little more load under the last version
+            wait_until(
+                lambda k=k: client.done() >= MIN_CALLS * k // REWRITES,
+                timeout=120,
+                what=f"{MIN_CALLS * k // REWRITES} answers",
+            )
     finally:
         client.stop.set()
         wait_until(lambda: client.outstanding() == 0, timeout=60, what="outstanding answers")
@@ -192,7 +225,7 @@ def test_reload_under_load_through_real_proxy(tmp_path: Path) -> None:
     assert code == 0, err[-3000:]
 
     # The client's view: one answer per call; only policy ever refused a call.
-    assert len(client.sent) >= 2000
+    assert len(client.sent) >= MIN_CALLS
     assert set(client.answers) == set(client.sent)
     assert all(len(a) == 1 for a in client.answers.values())
     denied: dict[int, dict[str, Any]] = {}
@@ -207,7 +240,7 @@ def test_reload_under_load_through_real_proxy(tmp_path: Path) -> None:
     # The recording's view: every decision matches the version it names.
     evs = events(rec)
     calls = [e for e in evs if e["type"] == "tool_call"]
-    assert Counter(e["request_id"] for e in calls) == Counter(client.sent)
+    assert Counter(e["request_id"] for e in calls) == Counter(list(client.sent))
     per_version: Counter[int | None] = Counter()
     for e in calls:
         assert e["policy_version"] in good, f"decided under a version that never compiled: {e}"

@@ -109,14 +109,31 @@ def test_require_approval_without_approval_flag_is_denied(shared, p):
     "payload, code",
     [
         (b"this is not json\n", PARSE_ERROR),
-        (b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/w\xff"}}}\n', PARSE_ERROR),
-        (b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/workspace/a","path":"/home/alice/.ssh/id_rsa"}}}\n', INVALID_REQUEST),
+        (
+            b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/w\xff"}}}\n',
+            PARSE_ERROR,
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/workspace/a","path":"/home/alice/.ssh/id_rsa"}}}\n',
+            INVALID_REQUEST,
+        ),
         (b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":"read_file"}\n', INVALID_PARAMS),
-        (b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":["read_file"]}\n', INVALID_PARAMS),
+        (
+            b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":["read_file"]}\n',
+            INVALID_PARAMS,
+        ),
         (b'{"id":5,"method":"tools/call","params":{"name":"read_file"}}\n', INVALID_REQUEST),
         (b'{"jsonrpc":"2.0","id":5,"method":"ping"} trailing\n', PARSE_ERROR),
     ],
-    ids=["not-json", "invalid-utf8", "duplicate-key", "params-string", "params-array", "no-jsonrpc", "trailing-data"],
+    ids=[
+        "not-json",
+        "invalid-utf8",
+        "duplicate-key",
+        "params-string",
+        "params-array",
+        "no-jsonrpc",
+        "trailing-data",
+    ],
 )
 def test_malformed_is_answered_never_forwarded(shared, p, payload, code):
     mark = shared.sync()
@@ -132,9 +149,18 @@ def test_malformed_is_answered_never_forwarded(shared, p, payload, code):
 
 def test_hundred_thousand_levels_of_nesting(shared, p):
     mark = shared.sync()
-    deep = b'{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"read_file","arguments":{"path":' + b"[" * 100_000 + b"]" * 100_000 + b"}}}\n"
+    deep = (
+        b'{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"read_file","arguments":{"path":'
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}}}\n"
+    )
     reply = p.request(deep)
-    assert reply["id"] == 6 and reply["error"]["code"] == PARSE_ERROR and "nesting" in reply["error"]["message"]
+    assert (
+        reply["id"] == 6
+        and reply["error"]["code"] == PARSE_ERROR
+        and "nesting" in reply["error"]["message"]
+    )
     p.send(b"[" * 100_000 + b"\n")  # unclosed, no id
     assert p.recv()["error"]["code"] == PARSE_ERROR
     assert_still_works(p)
@@ -143,7 +169,11 @@ def test_hundred_thousand_levels_of_nesting(shared, p):
 
 def test_tools_call_notification_is_dropped(shared, p):
     mark = shared.sync()
-    note = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "read_file", "arguments": {"path": "/workspace/x"}}}
+    note = {
+        "jsonrpc": "2.0",
+        "method": "tools/call",
+        "params": {"name": "read_file", "arguments": {"path": "/workspace/x"}},
+    }
     p.send(note)
     assert p.nothing_pending()  # a notification cannot be answered
     assert_still_works(p)
@@ -175,7 +205,11 @@ def test_blank_lines_are_not_messages(shared, p):
 
 def test_batch_of_allowed_calls_is_forwarded_unchanged(shared, p):
     mark = shared.sync()
-    batch = [call(10, *ALLOWED), {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}, call(11, *ALLOWED)]
+    batch = [
+        call(10, *ALLOWED),
+        {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}},
+        call(11, *ALLOWED),
+    ]
     p.send(batch)
     reply = p.recv()
     assert [r["id"] for r in reply] == [10, 11] and all("result" in r for r in reply)
@@ -184,7 +218,13 @@ def test_batch_of_allowed_calls_is_forwarded_unchanged(shared, p):
 
 def test_batch_with_a_denied_call_is_refused_entirely(shared, p):
     mark = shared.sync()
-    batch = [call(20, *ALLOWED), call(21, *DENIED), {"jsonrpc": "2.0", "method": "notifications/x"}, {"jsonrpc": "2.0", "id": 22, "method": "ping"}]
+    batch = [
+        call(20, *ALLOWED),
+        call(21, *DENIED),
+        {"jsonrpc": "2.0", "method": "notifications/x"},
+        {"jsonrpc": "2.0", "id": 22, "method": "ping"},
+        {"jsonrpc": "2.0", "id": "srv-9", "result": {}},  # a response is never answered
+    ]
     p.send(batch)
     reply = p.recv()
     assert [r["id"] for r in reply] == [20, 21, 22]
@@ -219,7 +259,9 @@ def test_empty_batch_is_invalid(p):
 
 def test_oversize_message_is_refused_and_the_stream_resyncs(shared, p):
     mark = shared.sync()
-    big = line(call(40, "write_file", {"path": "/workspace/big.txt", "content": "z" * (CEILING + 10)}))
+    big = line(
+        call(40, "write_file", {"path": "/workspace/big.txt", "content": "z" * (CEILING + 10)})
+    )
     p.send(big + line(call(41, *ALLOWED)))
     first, second = p.recv(), p.recv()
     assert first["id"] == 40 and first["error"]["code"] == MESSAGE_TOO_LARGE
@@ -234,7 +276,9 @@ def test_oversize_server_message_is_replaced_by_an_error(p):
 
 
 def test_16_mib_argument_and_result_pass_intact(p):
-    text = "0123456789\u00e9\u4e2d\U0001f600\\\"[{" * ((16 << 20) // 25 + 1000)  # 25 bytes each in JSON
+    text = '0123456789\u00e9\u4e2d\U0001f600\\"[{' * (
+        (16 << 20) // 25 + 1000
+    )  # 25 bytes each in JSON
     msg = (json.dumps(call(50, "sha256", {"text": text}), ensure_ascii=False) + "\n").encode()
     assert 16 << 20 < len(msg) < CEILING
     reply = p.request(msg, timeout=60)
@@ -270,7 +314,9 @@ def test_observe_forwards_everything_but_still_refuses_bad_framing(tmp_path):
     assert "result" in reply  # observed, not blocked
     assert line(call(60, *DENIED)) in s.received()
     assert p.request(b"{nope\n")["error"]["code"] == PARSE_ERROR
-    p.send({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "read_file", "arguments": {}}})
+    p.send(
+        {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "read_file", "arguments": {}}}
+    )
     assert_still_works(p)
     ev = [e for e in read_events(rec) if e["type"] == "tool_call" and e["request_id"] == 60][0]
     assert ev["decision"] == "deny" and ev["enforced"] is False and ev["rule"] == "crown_jewel"
@@ -294,8 +340,16 @@ def test_recording_has_one_valid_event_per_line(tmp_path):
     calls = {e["request_id"]: e for e in events if e["type"] == "tool_call"}
     for rid, decision in ((70, "allow"), (71, "deny")):
         ev = calls[rid]
-        assert ev["decision"] == decision and ev["agent_id"] == "test-agent" and ev["archetype"] == "filesystem"
-        assert ev["tool"] == "read_file" and ev["correlation_id"].startswith("tc_") and ev["policy_version"]
+        assert (
+            ev["decision"] == decision
+            and ev["agent_id"] == "test-agent"
+            and ev["archetype"] == "filesystem"
+        )
+        assert (
+            ev["tool"] == "read_file"
+            and ev["correlation_id"].startswith("tc_")
+            and ev["policy_version"]
+        )
         assert set(ev) >= {"ts", "arguments", "rule", "reason"}
     result = [e for e in events if e["type"] == "tool_result"]
     assert [r["correlation_id"] for r in result] == [calls[70]["correlation_id"]]
@@ -309,3 +363,20 @@ def test_tools_list_passes_through(p):
     tools = p.request({"jsonrpc": "2.0", "id": 80, "method": "tools/list"})["result"]["tools"]
     assert {t["name"] for t in tools} >= {"read_file", "big_result"}
     assert_still_works(p)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"name": 5, "arguments": {"path": "/workspace/main.py"}},
+        {"arguments": {}},
+        {"name": "read_file", "arguments": ["/home/alice/.aws/credentials"]},
+    ],
+    ids=["name-not-string", "no-name", "arguments-not-object"],
+)
+def test_uninterpretable_call_is_denied_fail_closed(shared, p, params):
+    mark = shared.sync()
+    reply = p.request({"jsonrpc": "2.0", "id": 90, "method": "tools/call", "params": params})
+    assert reply["error"]["code"] == POLICY_DENIED and reply["error"]["data"]["decision"] == "deny"
+    assert_still_works(p)
+    assert shared.received()[mark:] == [line(call(999, *ALLOWED))]

@@ -7,17 +7,20 @@ through the fast-starting harness (see stdio_proxy_mode)."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import select
 import signal
+import socket
+import subprocess
 import sys
 import termios
 import time
 from pathlib import Path
 
 import pytest
-from stdio_helpers import RAW_SERVER, Proc, call, read_events
+from stdio_helpers import RAW_SERVER, TIMEOUT, Proc, call, child_env, line, read_events
 from stdio_proxy_mode import cli_cmd, harness_cmd
 
 from mcp_defense.protocol.jsonrpc import POLICY_DENIED, SERVER_CLOSED
@@ -201,7 +204,12 @@ def tty():
 def test_approval_allow_once_then_deny_for_session(procs, tmp_path, tty):
     server, log = logged_server(tmp_path)
     rec = tmp_path / "rec.jsonl"
-    p = start(procs, tmp_path, cli_cmd(server, "--record", str(rec), approval_timeout=20), **tty.popen_kw())
+    p = start(
+        procs,
+        tmp_path,
+        cli_cmd(server, "--record", str(rec), approval_timeout=20),
+        **tty.popen_kw(),
+    )
     p.initialize()
     p.send(call(1, *NEEDS_APPROVAL))
     prompt = tty.wait_prompt()
@@ -218,7 +226,9 @@ def test_approval_allow_once_then_deny_for_session(procs, tmp_path, tty):
     err = p.request(call(3, *NEEDS_APPROVAL))["error"]
     assert "denied for this session" in err["data"]["reason"]
     assert b"auto-deny" not in tty.seen
-    approvals = [(e["request_id"], e["approval"]) for e in read_events(rec) if e["type"] == "tool_call"]
+    approvals = [
+        (e["request_id"], e["approval"]) for e in read_events(rec) if e["type"] == "tool_call"
+    ]
     assert approvals == [(1, "approved"), (2, "rejected"), (3, "rejected")]
     assert log.read_text().count(".env.local") == 1
 
@@ -241,3 +251,35 @@ def test_approval_without_a_terminal_fails_closed(procs, tmp_path):
     err = p.request(call(1, *NEEDS_APPROVAL))["error"]
     assert err["code"] == POLICY_DENIED and "no terminal" in err["data"]["reason"]
     assert ".env.local" not in log.read_text()
+
+
+def test_non_blocking_client_descriptors(tmp_path):
+    """Node hands children sockets and may leave them O_NONBLOCK: the proxy must wait, not
+    mistake EAGAIN for a closed client (which would shut the server down)."""
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)  # the flag lives on the shared open file description
+    stderr = open(tmp_path / "stderr.txt", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        harness_cmd(RAW_SERVER),
+        stdin=theirs.fileno(),
+        stdout=theirs.fileno(),
+        stderr=stderr,
+        env=child_env(),
+    )
+    theirs.close()
+    reader = ours.makefile("rb")
+    try:
+        ours.sendall(line(call(1, "big_result", {"size": 4 << 20})))
+        time.sleep(0.5)  # let the proxy fill the socket buffer and hit EAGAIN
+        reply = json.loads(reader.readline())
+        assert len(reply["result"]["content"][0]["text"]) == 4 << 20
+        ours.sendall(line(call(2, *ALLOWED)))
+        assert json.loads(reader.readline())["id"] == 2
+        ours.shutdown(socket.SHUT_WR)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.close()
+        ours.close()
+        stderr.close()

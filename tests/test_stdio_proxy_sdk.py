@@ -21,7 +21,9 @@ from mcp_defense.protocol.jsonrpc import POLICY_DENIED
 
 
 def params_for(argv: list[str]) -> StdioServerParameters:
-    return StdioServerParameters(command=argv[0], args=argv[1:], env={"PYTHONPATH": str(ROOT)}, cwd=str(ROOT))
+    return StdioServerParameters(
+        command=argv[0], args=argv[1:], env={"PYTHONPATH": str(ROOT)}, cwd=str(ROOT)
+    )
 
 
 def proxied(server: list[str], workspace: Path, *flags: str) -> StdioServerParameters:
@@ -83,7 +85,9 @@ def _npx_filesystem_server(root: Path) -> list[str] | None:
     argv = [npx, "-y", "@modelcontextprotocol/server-filesystem", str(root)]
     try:
         # Fetch (or find in the npm cache) once, with a bounded wait, before the real test.
-        subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False)
+        subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False
+        )
     except subprocess.TimeoutExpired:
         return None
     return argv
@@ -93,7 +97,9 @@ def _npx_filesystem_server(root: Path) -> list[str] | None:
 def test_reference_filesystem_server_behind_proxy(tmp_path, workspace):
     server = _npx_filesystem_server(workspace)
     if server is None:
-        pytest.skip("npx is not installed or @modelcontextprotocol/server-filesystem cannot be fetched")
+        pytest.skip(
+            "npx is not installed or @modelcontextprotocol/server-filesystem cannot be fetched"
+        )
     params = proxied(server, workspace)
 
     async def scenario() -> None:

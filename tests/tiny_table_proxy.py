@@ -26,13 +26,19 @@ class TinyTable:
 
     def decide(self, call: ToolCall) -> Decision:
         args: Any = call.arguments
-        if call.archetype not in self.archetypes or not isinstance(call.tool, str) or not isinstance(args, dict):
+        if (
+            call.archetype not in self.archetypes
+            or not isinstance(call.tool, str)
+            or not isinstance(args, dict)
+        ):
             return self._d(Action.DENY, "malformed", "cannot evaluate call", call)
         path = str(args.get("path", ""))
         if ".aws/" in path or ".ssh/" in path:
             return self._d(Action.DENY, "crown_jewel", f"crown jewel: {path}", call)
         if "/.env" in path:
-            return self._d(Action.REQUIRE_APPROVAL, "sensitive_path", f"sensitive file: {path}", call)
+            return self._d(
+                Action.REQUIRE_APPROVAL, "sensitive_path", f"sensitive file: {path}", call
+            )
         if call.tool == "self_destruct":
             return self._d(Action.KILL, "kill_switch", "server asked to self-destruct", call)
         if call.tool == "fetch_url":

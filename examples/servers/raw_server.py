@@ -51,7 +51,9 @@ def _call(params: dict[str, Any]) -> dict[str, Any] | None:
         size = int(args.get("size", 0))
         return _text(("0123456789abcdef" * (size // 16 + 1))[:size])
     if name == "sha256":
-        return _text(hashlib.sha256(args.get("text", "").encode("utf-8", "surrogatepass")).hexdigest())
+        return _text(
+            hashlib.sha256(args.get("text", "").encode("utf-8", "surrogatepass")).hexdigest()
+        )
     if name == "stop_server":
         os._exit(int(args.get("status", 0)))
     if name == "hang":
@@ -83,7 +85,11 @@ def _reply(msg: Any) -> dict[str, Any] | None:
     if result is None:
         return None
     if result.get("error") is True:
-        return {"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": "no such method"}}
+        return {
+            "jsonrpc": "2.0",
+            "id": msg["id"],
+            "error": {"code": -32601, "message": "no such method"},
+        }
     return {"jsonrpc": "2.0", "id": msg["id"], "result": result}
 
 

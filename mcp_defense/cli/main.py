@@ -1,8 +1,8 @@
 """The `mcp-defense` command: one typer app, one sub-app or command module per group.
 
 Exit codes (all commands): 0 success / allowed, 1 findings (lint errors, test failures,
-changed decisions), 2 usage error or unreadable input. Runtimes (stdio, demo) exit with the
-server's code, or 1 when the server was killed by policy.
+changed decisions), 2 usage error or unreadable input. Runtimes (stdio) exit with the
+server's code, 1 when the server was killed by policy, 127 when it could not be started.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ app = typer.Typer(
     name="mcp-defense",
     help=(
         "Runtime defense for AI coding agents: decides every MCP tool call against "
-        "policy-as-code.\n\nExit codes: 0 ok, 1 findings/denied/killed, 2 usage error."
+        "policy-as-code.\n\nExit codes: 0 ok, 1 findings (lint errors, failed tests, changed "
+        "decisions) or server killed by policy, 2 usage error or unreadable input; `stdio` "
+        "otherwise exits with the server's code (127: it could not start)."
     ),
     no_args_is_help=True,
     add_completion=False,

@@ -49,8 +49,14 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None] | Non
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("replaying"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                  console=err_console(), transient=True) as bar:
+    with Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err_console(),
+        transient=True,
+    ) as bar:
         task = bar.add_task("replay", total=total)
         yield lambda pos: bar.update(task, completed=pos)
 
@@ -58,38 +64,68 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None] | Non
 def test_cmd(
     paths: Annotated[
         list[str] | None,
-        typer.Argument(help="Policy files or directories (their inline tests run), recordings "
-                       "written by --record, or JSON-RPC transcripts (one client→server message "
-                       "per line). None: the inline tests of the policy.", show_default=False),
+        typer.Argument(
+            help=".mcpd files (their inline tests run), recordings written by "
+            "--record, JSON-RPC transcripts (one client→server message per line), "
+            "or directories of these (.mcpd and .jsonl files). None: the inline "
+            "tests of the policy.",
+            show_default=False,
+        ),
     ] = None,
     policy: PolicyOpt = None,
     sets: SetOpt = None,
     archetype: Annotated[
-        str, typer.Option("--archetype", "-a", help="Archetype of the server a transcript was "
-                          "captured from (recordings carry their own).")
+        str,
+        typer.Option(
+            "--archetype",
+            "-a",
+            help="Archetype of the server a transcript was "
+            "captured from (recordings carry their own).",
+        ),
     ] = "",
     fmt: Annotated[
-        TestFormat, typer.Option("--format", "-f", help="text, json, junit (JUnit XML) or github "
-                                 "(GitHub Actions annotations).")
+        TestFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="text, json, junit (JUnit XML) or github (GitHub Actions annotations).",
+        ),
     ] = TestFormat.text,
     coverage: Annotated[
-        bool, typer.Option("--coverage", help="Report how often each rule decided, and list "
-                           "the rules that never did, by file:line.")
+        bool,
+        typer.Option(
+            "--coverage",
+            help="Report how often each rule decided, and list "
+            "the rules that never did, by file:line.",
+        ),
     ] = False,
     threshold: Annotated[
-        float | None, typer.Option("--threshold", min=0.0, max=100.0, help="Exit 1 when rule "
-                                   "coverage is below PCT percent (implies --coverage).",
-                                   metavar="PCT")
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=100.0,
+            help="Exit 1 when rule coverage is below PCT percent (implies --coverage).",
+            metavar="PCT",
+        ),
     ] = None,
     run: Annotated[
-        str | None, typer.Option("--run", help="Only cases whose name matches REGEX (inline "
-                                 "tests: the test name; recorded calls: 'FILE:LINE TOOL').",
-                                 metavar="REGEX")
+        str | None,
+        typer.Option(
+            "--run",
+            help="Only cases whose name matches REGEX (inline "
+            "tests: the test name; recorded calls: 'FILE:LINE TOOL').",
+            metavar="REGEX",
+        ),
     ] = None,
     fail_on_change: Annotated[
-        bool, typer.Option("--fail-on-change/--no-fail-on-change", help="Whether a recorded "
-                           "call now decided differently fails the run (a reviewer's `expect` "
-                           "that is not met always fails).")
+        bool,
+        typer.Option(
+            "--fail-on-change/--no-fail-on-change",
+            help="Whether a recorded "
+            "call now decided differently fails the run (a reviewer's `expect` "
+            "that is not met always fails).",
+        ),
     ] = True,
 ) -> None:
     """Run inline tests and replay recorded sessions against a policy; show what changes.
@@ -120,8 +156,10 @@ def test_cmd(
         raise usage_error(str(e)) from None
     if the_plan.transcripts and not archetype:
         names = ", ".join(str(p) for p in the_plan.transcripts)
-        raise usage_error(f"{names}: a JSON-RPC transcript does not say what server it came "
-                          "from; give --archetype")
+        raise usage_error(
+            f"{names}: a JSON-RPC transcript does not say what server it came "
+            "from; give --archetype"
+        )
     policy_paths = [*(policy or []), *(str(p) for p in the_plan.policies)]
     result = load(policy_paths or None, parse_sets(sets))
     table = result.table
@@ -134,14 +172,22 @@ def test_cmd(
             console.print(f"[bold red]policy has {len(result.errors)} error(s)[/]")
         raise typer.Exit(EXIT_USAGE)
     if archetype and archetype not in table.archetypes:
-        raise usage_error(f"unknown archetype {archetype!r}; the policy defines: "
-                          + ", ".join(sorted(table.archetypes)))
+        raise usage_error(
+            f"unknown archetype {archetype!r}; the policy defines: "
+            + ", ".join(sorted(table.archetypes))
+        )
 
     with _progress(the_plan.replay_bytes, sys.stderr.isatty()) as progress:
         try:
-            report = replay.run(table, the_plan, archetype=archetype, run_re=run_re,
-                                fail_on_change=fail_on_change,
-                                keep_passing=fmt is TestFormat.junit, progress=progress)
+            report = replay.run(
+                table,
+                the_plan,
+                archetype=archetype,
+                run_re=run_re,
+                fail_on_change=fail_on_change,
+                keep_passing=fmt is TestFormat.junit,
+                progress=progress,
+            )
         except replay.ReplayInputError as e:
             raise usage_error(str(e)) from None
     cov = cov_mod.compute(table, report.hits) if coverage or threshold is not None else None
@@ -160,8 +206,9 @@ def test_cmd(
         sys.stdout.write(rep.render_github(report, table, cov, threshold) + "\n")
     else:
         tty = sys.stdout.isatty()
-        rep.render_text(report, table, Console(highlight=False, width=None if tty else 120),
-                        cov, threshold)
+        rep.render_text(
+            report, table, Console(highlight=False, width=None if tty else 160), cov, threshold
+        )
     if report.errors and fmt is not TestFormat.github:
         console = err_console()
         for e in report.errors[:MAX_ERRORS_SHOWN]:

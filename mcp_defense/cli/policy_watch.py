@@ -82,7 +82,7 @@ def render(out: ReloadOutcome, at: float) -> RenderableType:
         line.append(f"{len(results) - failed}/{len(results)} inline tests pass · ")
         warnings = sum(1 for d in diags if not d.is_error)
         line.append(f"{warnings} warning(s) · version {table.version}")
-        if out.added or out.removed or out.changed:
+        if out.old_version and (out.added or out.removed or out.changed):
             line.append(f" · rules +{len(out.added)} -{len(out.removed)} ~{len(out.changed)}")
     line.append(f"  {time.strftime('%H:%M:%S', time.localtime(at))}", style="dim")
     files = ", ".join(str(f) for f in out.result.files)
@@ -100,8 +100,9 @@ def watch(
 ) -> None:
     """Re-lint and re-run inline tests on every save, in a live view (Ctrl-C to stop).
 
-    Uses the runtimes' own reloader: editor renames, imports and broken saves behave as they
-    will in production. Exit code: 0 when stopped, 2 on a usage error.
+    Uses the runtimes' own reloader, so editor renames, imports and broken saves behave as they will in production.
+
+    Exit code: 0 when stopped (Ctrl-C), 2 on a usage error.
     """
     variables = parse_sets(sets)
     console = Console(highlight=False)

@@ -15,9 +15,12 @@ import typer
 
 from mcp_defense.cli.common import PolicyOpt, SetOpt, load_or_exit, usage_error
 from mcp_defense.events.record import open_recorder
+from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_MESSAGE_BYTES
 from mcp_defense.proxy.approval import DEFAULT_TIMEOUT_S, Approver
+from mcp_defense.proxy.flows import FlowMonitor, parse_window
 from mcp_defense.proxy.stdio import StdioProxy
+from mcp_defense.resources import state_dir
 
 _NOT_YET = "not implemented yet in this release (it would be silently ignored, so it is refused)"
 
@@ -29,10 +32,16 @@ def stdio(
     ] = None,
     archetype: Annotated[
         str,
-        typer.Option("--archetype", "-a", help="What the server is (filesystem, github, database, "
-                     "web-fetch, shell, code-execution, generic, or one your policy defines)."),
+        typer.Option(
+            "--archetype",
+            "-a",
+            help="What the server is (filesystem, github, database, "
+            "web-fetch, shell, code-execution, generic, or one your policy defines).",
+        ),
     ] = "",
-    agent_id: Annotated[str, typer.Option("--agent-id", help="Who is calling (recorded, `agent.id`).")] = "unknown",
+    agent_id: Annotated[
+        str, typer.Option("--agent-id", help="Who is calling (recorded, `agent.id`).")
+    ] = "unknown",
     policy: PolicyOpt = None,
     sets: SetOpt = None,
     observe: Annotated[
@@ -40,29 +49,59 @@ def stdio(
     ] = False,
     approval: Annotated[
         bool,
-        typer.Option("--approval", help="Ask on /dev/tty for require_approval decisions "
-                     "(without it they are denied)."),
+        typer.Option(
+            "--approval",
+            help="Ask on /dev/tty for require_approval decisions (without it they are denied).",
+        ),
     ] = False,
     approval_timeout: Annotated[
-        float, typer.Option("--approval-timeout", help="Seconds before an unanswered prompt denies.")
+        float,
+        typer.Option("--approval-timeout", help="Seconds before an unanswered prompt denies."),
     ] = DEFAULT_TIMEOUT_S,
     record: Annotated[
         str | None, typer.Option("--record", help="Append events as JSON lines to FILE.")
     ] = None,
     max_message_bytes: Annotated[
         int,
-        typer.Option("--max-message-bytes", min=1024, help="Refuse (with an error) any single "
-                     "message larger than this, in either direction."),
+        typer.Option(
+            "--max-message-bytes",
+            min=1024,
+            help="Refuse (with an error) any single message larger than this, in either direction.",
+        ),
     ] = DEFAULT_MAX_MESSAGE_BYTES,
     archetypes: Annotated[
         list[str] | None,
-        typer.Option("--archetypes", help="Extra policy file with archetype definitions "
-                     "(published tool's flag; same as an extra --policy)."),
+        typer.Option(
+            "--archetypes",
+            help="Extra policy file with archetype definitions "
+            "(published tool's flag; same as an extra --policy).",
+        ),
     ] = None,
-    flow_source: Annotated[str | None, typer.Option("--flow-source", help=f"Flow source ({_NOT_YET}).")] = None,
-    window: Annotated[str | None, typer.Option("--window", help=f"Correlation window ({_NOT_YET}).")] = None,
-    siem_splunk: Annotated[str | None, typer.Option("--siem-splunk", help=f"Splunk HEC URL ({_NOT_YET}).")] = None,
-    siem_webhook: Annotated[str | None, typer.Option("--siem-webhook", help=f"Webhook URL ({_NOT_YET}).")] = None,
+    flow_source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--flow-source",
+            help="Where network flows come from (repeatable): procfs[:INTERVAL] (the server's "
+            "own sockets, from /proc, no privileges; every 20ms by default), PATH or "
+            "jsonl:PATH (FlowEvent JSON lines, file or FIFO), tetragon:PATH (Tetragon JSON "
+            "export). Flows are joined to the calls that caused them and decided by flow and "
+            "orphan rules; a kill verdict kills the server (exit 1).",
+        ),
+    ] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            "--window",
+            help="How long after a call's answer its flows are still joined to it (5s, "
+            "500ms); default: the policy's correlate block. Needs --flow-source.",
+        ),
+    ] = None,
+    siem_splunk: Annotated[
+        str | None, typer.Option("--siem-splunk", help=f"Splunk HEC URL ({_NOT_YET}).")
+    ] = None,
+    siem_webhook: Annotated[
+        str | None, typer.Option("--siem-webhook", help=f"Webhook URL ({_NOT_YET}).")
+    ] = None,
 ) -> None:
     """Run an MCP server behind the policy proxy (put the server command after `--`).
 
@@ -70,14 +109,18 @@ def stdio(
 
     Exit code: the server's; 1 if policy killed it; 2 on a usage or policy error; 127 if the server cannot be started.
     """
-    for flag, value in (("--flow-source", flow_source), ("--window", window),
-                        ("--siem-splunk", siem_splunk), ("--siem-webhook", siem_webhook)):
+    for flag, value in (
+        ("--siem-splunk", siem_splunk),
+        ("--siem-webhook", siem_webhook),
+    ):
         if value is not None:
             raise usage_error(f"{flag} is {_NOT_YET}")
     if not command:
-        raise usage_error("no server command: put it after `--`, e.g. "
-                          "`mcp-defense stdio --archetype filesystem -- npx -y "
-                          "@modelcontextprotocol/server-filesystem /workspace`")
+        raise usage_error(
+            "no server command: put it after `--`, e.g. "
+            "`mcp-defense stdio --archetype filesystem -- npx -y "
+            "@modelcontextprotocol/server-filesystem /workspace`"
+        )
     if not archetype:
         raise usage_error("--archetype is required (e.g. filesystem, github, shell, generic)")
     set_list = list(sets or [])
@@ -85,15 +128,34 @@ def stdio(
         set_list.append(f"workspace={os.getcwd()}")
     paths = list(policy or []) + list(archetypes or [])
     if archetypes and not policy:
-        paths.insert(0, "builtin:")  # --archetypes adds to the built-in pack, it does not replace it
+        # --archetypes adds to the built-in pack; it does not replace it as --policy does.
+        paths.insert(0, "builtin:")
     table = load_or_exit(paths or None, set_list)
     if archetype not in table.archetypes:
         known = ", ".join(sorted(table.archetypes))
         raise usage_error(f"unknown archetype {archetype!r}; the policy defines: {known}")
+    if window is not None and not flow_source:
+        raise usage_error("--window needs --flow-source (it is the flow correlation window)")
     try:
         recorder = open_recorder(record)
     except OSError as e:
         raise usage_error(f"--record {record}: {e.strerror or e}") from e
+    flows = None
+    if flow_source:
+        try:
+            flows = FlowMonitor(
+                flow_source,
+                join=table.join,
+                window_s=parse_window(window) if window is not None else None,
+                archetype=archetype,
+                agent_id=agent_id,
+                # Flow rules are decided by the proxy's table, also after a hot reload.
+                get_table=lambda: proxy.get_table(),
+                emit=recorder.emit,
+            )
+        except ValueError as e:
+            recorder.close()
+            raise usage_error(f"--flow-source/--window: {e}") from e
     proxy = StdioProxy(
         command,
         archetype=archetype,
@@ -103,6 +165,8 @@ def stdio(
         approver=Approver(approval_timeout) if approval else None,
         recorder=recorder,
         max_message_bytes=max_message_bytes,
+        learning=LearningState(state_dir() / "learning.json"),
+        flows=flows,
     )
     try:
         code = proxy.run()

@@ -1,8 +1,8 @@
-"""Where runtime events go: a JSONL recording (`--record`) and a live line on a terminal.
+"""Where runtime events go: a JSONL recording (`--record`) and, on a terminal, the flight
+recorder's live timeline (`events/recorder.py`, the one renderer of events for humans).
 
-The recording is the input of `mcp-defense policy test` and of forensics after a crash, so
-each event is written as one line and flushed before the runtime moves on. The live line
-(`render_event`) is a pure function of an event so the flight recorder can reuse it.
+The recording is the input of `mcp-defense policy test`, of `record view` and of forensics
+after a crash, so each event is written as one line and flushed before the runtime moves on.
 """
 
 from __future__ import annotations
@@ -14,22 +14,9 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import fields
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
-from rich.console import Console
-from rich.text import Text
-
-from mcp_defense.events.model import (
-    Event,
-    FramingEvent,
-    KillEvent,
-    PolicyReloaded,
-    PolicyReloadFailed,
-    ServerExit,
-    SessionStart,
-    ToolCallEvent,
-    ToolResultEvent,
-)
+from mcp_defense.events.model import Event
 
 _FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 
@@ -66,7 +53,10 @@ def _line_spec(cls: type[Event]) -> tuple[str, tuple[tuple[str, str], ...]]:
     spec = _LINE_SPECS.get(cls)
     if spec is None:
         prefix = '{"type":' + _encode_str(cls.type)
-        spec = _LINE_SPECS[cls] = (prefix, tuple((f',{_encode_str(f.name)}:', f.name) for f in fields(cls)))
+        spec = _LINE_SPECS[cls] = (
+            prefix,
+            tuple((f",{_encode_str(f.name)}:", f.name) for f in fields(cls)),
+        )
     return spec
 
 
@@ -152,103 +142,6 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-_STYLE = {
-    "allow": "green",
-    "alert": "yellow",
-    "require_approval": "magenta",
-    "deny": "bold red",
-    "kill": "bold white on red",
-}
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    if isinstance(value, str) and len(value) > 4 * limit:
-        value = value[: 4 * limit]
-    try:
-        s = json.dumps(value, ensure_ascii=False, default=str) if len(repr(value)) < 4096 else ""
-    except (TypeError, ValueError):
-        s = ""
-    if not s:
-        s = repr(value)[: 4 * limit]
-    s = printable(s)
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def render_event(event: Event) -> Text | None:
-    """A one-line, human-readable rendering of an event (None: not worth a line)."""
-    t = Text()
-    ts = event.ts[11:23] if len(event.ts) >= 23 else event.ts
-    t.append(f"{ts} ", style="dim")
-    if isinstance(event, ToolCallEvent):
-        style = _STYLE.get(event.decision, "bold")
-        verdict = event.decision.upper()
-        if event.approval:
-            verdict += f"→{event.approval.upper()}"
-        if not event.enforced:
-            verdict += " (observe)"
-        t.append(f"{verdict:<12}", style=style)
-        t.append(f" {printable(event.tool)}", style="bold")
-        t.append(f" {_short(event.arguments)}")
-        if event.rule:
-            t.append(f"  [{printable(event.rule)}]", style="cyan")
-        if event.reason and event.decision != "allow":
-            t.append(f" {printable(event.reason)}", style="italic")
-        t.append(f"  {event.correlation_id}", style="dim")
-        return t
-    if isinstance(event, ToolResultEvent):
-        return None  # one line per decision; results would double the noise
-    if isinstance(event, FramingEvent):
-        t.append("REFUSED     ", style="bold red")
-        t.append(f" {event.direction}: {printable(event.reason)}")
-        if event.request_id is not None:
-            t.append(f"  id={event.request_id!r}", style="dim")
-        return t
-    if isinstance(event, KillEvent):
-        t.append("KILL        ", style=_STYLE["kill"])
-        t.append(f" server pid {event.server_pid} [{printable(event.rule)}] {printable(event.reason)}")
-        return t
-    if isinstance(event, SessionStart):
-        t.append("SESSION     ", style="bold blue")
-        mode = " observe" if event.observe else ""
-        t.append(
-            f" {printable(event.agent_id)} → {printable(' '.join(event.server_command))} "
-            f"(archetype {event.archetype}, policy {event.policy_version}{mode})"
-        )
-        return t
-    if isinstance(event, ServerExit):
-        t.append("EXIT        ", style="bold blue")
-        t.append(f" server pid {event.server_pid} exited {event.returncode}")
-        if event.pending_requests:
-            t.append(f", {event.pending_requests} pending request(s) answered with errors")
-        return t
-    if isinstance(event, PolicyReloaded):
-        t.append("RELOAD      ", style="bold blue")
-        t.append(f" policy {event.old_version} → {event.new_version}")
-        return t
-    if isinstance(event, PolicyReloadFailed):
-        t.append("RELOAD FAIL ", style="bold red")
-        t.append(f" keeping {event.version_in_force}: {printable('; '.join(event.diagnostics)[:200])}")
-        return t
-    return None
-
-
-class LiveRenderer:
-    """Prints `render_event` lines to a terminal (stderr by default)."""
-
-    def __init__(self, file: IO[str] | None = None) -> None:
-        self._console = Console(file=file or sys.stderr, highlight=False, soft_wrap=True)
-        self._lock = threading.Lock()
-
-    def emit(self, event: Event) -> None:
-        text = render_event(event)
-        if text is not None:
-            with self._lock:
-                self._console.print(text)
-
-    def close(self) -> None:
-        pass
-
-
 class Recorder:
     """Fans events out to sinks. `active` is False with no sinks, so runtimes can skip
     building events entirely on the hot path."""
@@ -273,12 +166,15 @@ class Recorder:
 
 
 def open_recorder(record_path: str | None, live: bool | None = None) -> Recorder:
-    """The standard sinks: `--record FILE`, plus live lines when stderr is a terminal."""
+    """The standard sinks: `--record FILE`, plus the flight recorder's timeline when stderr
+    is a terminal."""
     sinks: list[EventSink] = []
     if record_path:
         sinks.append(JsonlWriter(record_path))
     if live is None:
         live = sys.stderr.isatty()
     if live:
-        sinks.append(LiveRenderer())
+        from mcp_defense.events.recorder import FlightRecorder  # it imports this module
+
+        sinks.append(FlightRecorder())
     return Recorder(sinks)

@@ -327,6 +327,7 @@ class _Node:
     end: int = -1
     t: _T = None  # static type, set by the checker
     depth: int = 0  # for macros: index of the comprehension variable in `loc`
+    at: tuple[int, int] | None = None  # position of the name in `x.name` / `x.name(...)`
 
 
 _BIN_OPS = {
@@ -405,8 +406,8 @@ class _Converter:
             return self.node("not" if op.data == "unary_not" else "neg", t, (self.conv(operand),))
         if data == "member_dot":
             operand, name = ch
-            n = self.node("select", name, (self.conv(operand),), a=str(name))
-            n.start, n.end = self.pos(t)[2:]
+            n = self.node("select", t, (self.conv(operand),), a=str(name))
+            n.at = self.pos(name)[:2]
             return n
         if data == "member_dot_arg":
             operand, name = ch[0], ch[1]
@@ -456,15 +457,15 @@ class _Converter:
             if var.kind != "ident":
                 raise self.err(f"the first argument of {mname}() must be a variable name",
                                args[0])
-            n = self.node("macro", name, (self.conv(operand), self.conv(args[1])), a=mname,
+            n = self.node("macro", t, (self.conv(operand), self.conv(args[1])), a=mname,
                           b=var.a)
-            n.start, n.end = self.pos(t)[2:]
+            n.at = self.pos(name)[:2]
             return n
         if mname in ("reduce", "min"):
             raise self.err(_REJECTED_FUNCTIONS[mname], name)
-        n = self.node("method", name, (self.conv(operand), *(self.conv(a) for a in args)),
+        n = self.node("method", t, (self.conv(operand), *(self.conv(a) for a in args)),
                       a=mname)
-        n.start, n.end = self.pos(t)[2:]
+        n.at = self.pos(name)[:2]
         return n
 
     def call(self, t: lark.Tree, name: lark.Token, args: list[lark.Tree]) -> _Node:
@@ -542,6 +543,11 @@ class _Checker:
     def err(self, n: _Node, msg: str) -> CelError:
         return CelError(msg, n.line, n.col)
 
+    def err_name(self, n: _Node, msg: str) -> CelError:
+        """An error about the name in `x.name` (unknown field, method, ...): point at it."""
+        line, col = n.at or (n.line, n.col)
+        return CelError(msg, line, col)
+
     def check(self, n: _Node, scope: dict[str, tuple[_T, int]]) -> _T:
         t = getattr(self, "k_" + n.kind)(n, scope)
         n.t = t
@@ -573,18 +579,18 @@ class _Checker:
             ft = self.env.field_type(ot, name)
             if ft is None:
                 if ot == "Vars":
-                    raise self.err(n, f"undefined variable {name!r} (defined: "
-                                      f"{', '.join(self.env.vars_fields) or 'none'})")
+                    raise self.err_name(n, f"undefined variable {name!r} (defined: "
+                                           f"{', '.join(self.env.vars_fields) or 'none'})")
                 if any(f.name == name and f.receiver == ot for f in schema.FUNCTIONS):
-                    raise self.err(n, f"{name} is a function; call it: {name}(...)")
-                raise self.err(n, f"no field {name!r} on {ot} (fields: "
-                                  f"{', '.join(self.env.fields(ot))})")
+                    raise self.err_name(n, f"{name} is a function; call it: {name}(...)")
+                raise self.err_name(n, f"no field {name!r} on {ot} (fields: "
+                                       f"{', '.join(self.env.fields(ot))})")
             return ft
         if _is_map(ot):
             return "dyn" if ot[1] is None else ot[1]
         if ot == "dyn":
             return "dyn"
-        raise self.err(n, f"{_tname(ot)} has no fields")
+        raise self.err_name(n, f"{_tname(ot)} has no fields")
 
     def k_index(self, n: _Node, scope: dict[str, tuple[_T, int]]) -> _T:
         ot = self.check(n.kids[0], scope)
@@ -688,30 +694,30 @@ class _Checker:
         f = _FUNCTIONS.get(name)
         if f is not None:
             if f.receiver is None:
-                raise self.err(n, f"{name}() is a global function: {name}(...)")
+                raise self.err_name(n, f"{name}() is a global function: {name}(...)")
             if rt != f.receiver:
-                raise self.err(n, f"{name}() is called on {f.receiver.lower()}, "
-                                  f"not on {_tname(rt)}")
+                raise self.err_name(n, f"{name}() is called on {f.receiver.lower()}, "
+                                       f"not on {_tname(rt)}")
             return self._sig(n, f, ts, n.kids[1:])
         if name in _STRING_METHODS:
             if len(ts) != 1:
-                raise self.err(n, f"{name}() takes 1 argument, got {len(ts)}")
+                raise self.err_name(n, f"{name}() takes 1 argument, got {len(ts)}")
             if rt not in ("string", "dyn"):
                 hint = "; use `x in list`" if name == "contains" and (
                     _is_list(rt) or _is_map(rt)) else ""
-                raise self.err(n, f"{name}() is a string method, not one of "
-                                  f"{_tname(rt)}{hint}")
+                raise self.err_name(n, f"{name}() is a string method, not one of "
+                                       f"{_tname(rt)}{hint}")
             self._string_args(n, ts, n.kids[1:])
             if name == "matches":
                 self._pattern(n.kids[1])
             return "bool"
         if name == "size":
             if ts:
-                raise self.err(n, f"size() takes no arguments here, got {len(ts)}")
+                raise self.err_name(n, f"size() takes no arguments here, got {len(ts)}")
             return self._size(n, rt, n.kids[0])
         if name in _REJECTED_FUNCTIONS:
-            raise self.err(n, _REJECTED_FUNCTIONS[name])
-        raise self.err(n, f"undeclared method {name!r} on {_tname(rt)}")
+            raise self.err_name(n, _REJECTED_FUNCTIONS[name])
+        raise self.err_name(n, f"undeclared method {name!r} on {_tname(rt)}")
 
     def k_macro(self, n: _Node, scope: dict[str, tuple[_T, int]]) -> _T:
         rt = self.check(n.kids[0], scope)
@@ -722,7 +728,7 @@ class _Checker:
         elif rt == "dyn":
             vt = "dyn"
         else:
-            raise self.err(n, f"{n.a}() needs a list or map, not {_tname(rt)}")
+            raise self.err_name(n, f"{n.a}() needs a list or map, not {_tname(rt)}")
         depth = 1 + max((d for _, d in scope.values()), default=-1)
         n.depth = depth
         inner = dict(scope)
@@ -1367,6 +1373,9 @@ class _Lo:
     uvar: int = -1
     chain: str | None = None  # "call.paths" for a plain member chain
     attrpath: str | None = None  # dotted attribute path from ctx, for record reads
+    getter: Callable[[Any], Any] | None = None  # fn(ctx, loc) == getter(ctx), cannot fail
+    impl: Callable[[Any], Any] | None = None  # ufn is a checked call of impl (for fusion)
+    result: str = ""  # declared result type of impl
     t: _T = None
 
 
@@ -1445,7 +1454,24 @@ def _bin(lf: Fn, rf: Fn, r_hard: bool, op: Callable[[Any, Any], Any]) -> Fn:
     return f2
 
 
-def _bin_const(lf: Fn, k: Any, op: Callable[[Any, Any], Any]) -> Fn:
+def _bin_const(a: _Lo, k: Any, op: Callable[[Any, Any], Any]) -> Fn:
+    lf, g = a.fn, a.getter
+    if g is not None:
+        if op is operator.eq:
+            def geq(ctx: Any, loc: Any = None) -> Any:
+                return g(ctx) == k
+
+            return geq
+        if op is operator.ne:
+            def gne(ctx: Any, loc: Any = None) -> Any:
+                return g(ctx) != k
+
+            return gne
+
+        def gop(ctx: Any, loc: Any = None) -> Any:
+            return op(g(ctx), k)
+
+        return gop
     if op is operator.eq:
         def feq(ctx: Any, loc: Any = None) -> Any:
             return lf(ctx, loc) == k
@@ -1467,6 +1493,8 @@ def _compose_const(a: _Lo, k: Any, op: Callable[[Any, Any], Any]) -> Fn:
     """Unary form of `op(a, k)` for a node `a` of one comprehension variable."""
     au = a.ufn
     assert au is not None
+    if a.impl is not None and a.result == "string" and op in (operator.eq, operator.ne):
+        return _fused_string_cmp(a.impl, _result_check("", "string"), k, op is operator.eq)
     if a.local >= 0:
         if op is operator.eq:
             return lambda e: e == k
@@ -1476,6 +1504,49 @@ def _compose_const(a: _Lo, k: Any, op: Callable[[Any, Any], Any]) -> Fn:
     if op is operator.ne:
         return lambda e: au(e) != k
     return lambda e: op(au(e), k)
+
+
+def _fused_string_cmp(impl: Callable[[Any], Any], checked: Callable[[Any], Any], k: Any,
+                      eq: bool) -> Fn:
+    """`impl(e) == k` in one frame: the body of `exists(p, jewel(p) == "crown")`."""
+    if eq:
+        def ueq(e: Any) -> Any:
+            try:
+                r = impl(e)
+            except Exception as ex:
+                raise _soft(f"call failed: {ex}") from ex
+            if r.__class__ is str:
+                return r == k
+            return checked(r) == k
+
+        return ueq
+
+    def une(e: Any) -> Any:
+        try:
+            r = impl(e)
+        except Exception as ex:
+            raise _soft(f"call failed: {ex}") from ex
+        if r.__class__ is str:
+            return r != k
+        return checked(r) != k
+
+    return une
+
+
+def _fused_not(impl: Callable[[Any], Any], checked: Callable[[Any], Any]) -> Fn:
+    """`!impl(e)` in one frame: the body of `exists(p, !archetype.allows_path(p))`."""
+    def unot(e: Any) -> Any:
+        try:
+            r = impl(e)
+        except Exception as ex:
+            raise _soft(f"call failed: {ex}") from ex
+        if r is True:
+            return False
+        if r is False:
+            return True
+        return not checked(r)
+
+    return unot
 
 
 def _and_values(x: Any, y: Any) -> Any:
@@ -1602,9 +1673,11 @@ class _Lowerer:
                     except AttributeError:
                         raise _soft(f"no such member {path!r}") from None
 
-                root = path.split(".", 1)[0]
+                # `call`, `agent` and `session` are always set where they are in scope (the
+                # table builds them); `flow` may be missing, which is an error value.
+                trusted = path.split(".", 1)[0] in ("call", "agent", "session")
                 return _Lo(f, ctxfree=False, chain=chain, attrpath=path,
-                           raises=_SOFT if root not in ("call", "agent", "session") else 0,
+                           raises=0 if trusted else _SOFT, getter=g if trusted else None,
                            t=n.t)
             of = o.fn
 
@@ -1618,6 +1691,16 @@ class _Lowerer:
             return self.fin(_Lo(fr, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _SOFT,
                                 chain=chain), n.t)
         of = o.fn
+        if _is_map(ot) and o.getter is not None:
+            og = o.getter
+
+            def fmg(ctx: Any, loc: Any = None) -> Any:
+                try:
+                    return og(ctx)[name]
+                except KeyError:
+                    raise _soft(f"no such member in mapping: {name!r}") from None
+
+            return _Lo(fmg, ctxfree=False, raises=_SOFT, chain=chain, t=n.t)
         if _is_map(ot):
             def fm(ctx: Any, loc: Any = None) -> Any:
                 m = of(ctx, loc)
@@ -1656,7 +1739,7 @@ class _Lowerer:
 
     def _binop(self, a: _Lo, b: _Lo, op: Callable[[Any, Any], Any], extra: int) -> _Lo:
         if b.const and b.err is None:
-            fn = _bin_const(a.fn, b.value, op)
+            fn = _bin_const(a, b.value, op)
         else:
             fn = _bin(a.fn, b.fn, bool(b.raises & _NONSOFT), op)
         lo = _Lo(fn, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free,
@@ -1685,18 +1768,21 @@ class _Lowerer:
         ctxfree = all(a.ctxfree for a in args)
         # One comprehension variable (plus constants): a unary closure, no argument list.
         u: Fn | None = None
+        uimpl: Callable[[Any], Any] | None = None
         if len(args) == 1 and args[0].local >= 0:
-            u = _unary_call(name, impl, checked, result)
+            uimpl = impl
         elif len(args) == 2 and args[0].local >= 0 and args[1].const and args[1].err is None:
-            u = _unary_call(name, partial(_swap2, impl, args[1].value), checked, result)
-        if u is not None:
+            uimpl = partial(_swap2, impl, args[1].value)
+        if uimpl is not None:
+            u = _unary_call(name, uimpl, checked, result)
             d = args[0].local
             u1 = u
 
             def f1(ctx: Any, loc: Any = None) -> Any:
                 return u1(loc[d])
 
-            return _Lo(f1, raises=raises, free=free, ctxfree=ctxfree, ufn=u, uvar=d)
+            return _Lo(f1, raises=raises, free=free, ctxfree=ctxfree, ufn=u, uvar=d,
+                       impl=uimpl, result=result)
         if len(args) == 1:
             af = args[0].fn
 
@@ -1735,15 +1821,26 @@ class _Lowerer:
         return self.fin(self._call(n, name, self._impl(n, name), f.result, args), n.t)
 
     def _unary(self, a: _Lo, op: Callable[[Any], Any], extra: int) -> _Lo:
-        af = a.fn
-
-        def f(ctx: Any, loc: Any = None) -> Any:
-            return op(af(ctx, loc))
+        af, g = a.fn, a.getter
+        if op is operator.not_ and g is not None:
+            def f(ctx: Any, loc: Any = None) -> Any:
+                return not g(ctx)
+        elif op is operator.not_:
+            def f(ctx: Any, loc: Any = None) -> Any:
+                return not af(ctx, loc)
+        elif g is not None:
+            def f(ctx: Any, loc: Any = None) -> Any:
+                return op(g(ctx))
+        else:
+            def f(ctx: Any, loc: Any = None) -> Any:
+                return op(af(ctx, loc))
 
         lo = _Lo(f, ctxfree=a.ctxfree, free=a.free, raises=a.raises | extra)
         if a.ufn is not None and a.free == {a.uvar}:
             au = a.ufn
-            if op is operator.not_:
+            if op is operator.not_ and a.impl is not None and a.result == "bool":
+                lo.ufn = _fused_not(a.impl, _result_check("", "bool"))
+            elif op is operator.not_:
                 lo.ufn = lambda e: not au(e)
             else:
                 lo.ufn = lambda e: op(au(e))
@@ -1838,8 +1935,9 @@ class _Lowerer:
         kind = n.a
         if kind in ("exists", "all"):
             clean = body.raises == 0 and n.kids[1].t == "bool"
-            fn = self._exists_all(kind == "exists", rf, bf, unary, d, clean, bool(fatal), n.b,
-                                  rng.chain)
+            getter = rng.getter if rt != "dyn" else None
+            fn = self._exists_all(kind == "exists", rf, getter, bf, unary, d, clean,
+                                  bool(fatal), n.b, rng.chain)
             raises |= 0 if clean else _SOFT
         else:
             can_fail = bool(body.raises)
@@ -1849,28 +1947,61 @@ class _Lowerer:
         return self.fin(_Lo(fn, ctxfree=ctxfree, free=free, raises=raises), n.t)
 
     @staticmethod
-    def _exists_all(is_exists: bool, rf: Fn, bf: Fn, unary: Fn | None, d: int, clean: bool,
-                    fatal_body: bool, var: str, chain: str | None) -> Fn:
+    def _exists_all(is_exists: bool, rf: Fn, getter: Callable[[Any], Any] | None, bf: Fn,
+                    unary: Fn | None, d: int, clean: bool, fatal_body: bool, var: str,
+                    chain: str | None) -> Fn:
         stop = is_exists  # the value that decides: True for exists, False for all
-        if clean and unary is not None:  # clean: no error of any kind, always a bool
+        other = not stop
+
+        def settle(state: Any) -> Any:
+            if state is other:
+                return state
+            if state is _ERRV or isinstance(state, CelEvalError):
+                raise _soft("no such overload in " + ("exists()" if stop else "all()"))
+            return state  # a non-bool body value, returned as celpy does
+
+        if unary is not None and not fatal_body:
+            # The common shapes, one frame per element: `items` is read with the attribute
+            # getter when the range is a fact (`call.paths`).
             p = unary
-            if is_exists:
-                def f(ctx: Any, loc: Any = None) -> Any:
-                    for e in rf(ctx, loc):
-                        if p(e):
-                            _witness(ctx, var, chain, e)
-                            return True
-                    return False
-
-                return f
-
-            def fa(ctx: Any, loc: Any = None) -> Any:
-                for e in rf(ctx, loc):
-                    if not p(e):
+            g = getter if getter is not None else (lambda ctx, _rf=rf: _rf(ctx, None))
+            if clean:  # no error of any kind, always a bool
+                if is_exists:
+                    def f(ctx: Any, loc: Any = None) -> Any:
+                        for e in (g(ctx) if loc is None else rf(ctx, loc)):
+                            if p(e):
+                                _witness(ctx, var, chain, e)
+                                return True
                         return False
-                return True
 
-            return fa
+                    return f
+
+                def fa(ctx: Any, loc: Any = None) -> Any:
+                    for e in (g(ctx) if loc is None else rf(ctx, loc)):
+                        if not p(e):
+                            return False
+                    return True
+
+                return fa
+
+            def fe(ctx: Any, loc: Any = None) -> Any:
+                state: Any = other
+                for e in (g(ctx) if loc is None else rf(ctx, loc)):
+                    try:
+                        r = p(e)
+                    except CelEvalError as ex:
+                        if ex.__class__ is _FatalError or ex.__class__ is _FatalTypeError:
+                            raise
+                        r = ex
+                    if r is stop:
+                        if stop:
+                            _witness(ctx, var, chain, e)
+                        return stop
+                    if r is not other:
+                        state = r if state is other else _ERRV
+                return state if state is other else settle(state)
+
+            return fe
         if clean:
             if is_exists:
                 def fl(ctx: Any, loc: Any = None) -> Any:
@@ -1893,15 +2024,6 @@ class _Lowerer:
                 return True
 
             return fla
-
-        other = not stop
-
-        def settle(state: Any) -> Any:
-            if state is other:
-                return state
-            if state is _ERRV or isinstance(state, CelEvalError):
-                raise _soft("no such overload in " + ("exists()" if stop else "all()"))
-            return state  # a non-bool body value, returned as celpy does
 
         # celpy never stops early: a later element can still raise past the macro, so with
         # such a body the rest is evaluated after the answer is known.
@@ -2052,6 +2174,13 @@ class _Lowerer:
                 return _const(name in v if isinstance(v, Mapping) else hasattr(v, name), "bool")
         of = o.fn
         is_map = _is_map(ot)
+        if is_map and o.getter is not None:
+            og = o.getter
+
+            def fg(ctx: Any, loc: Any = None) -> Any:
+                return name in og(ctx)
+
+            return _Lo(fg, ctxfree=False, t="bool")
 
         def f(ctx: Any, loc: Any = None) -> Any:
             try:
@@ -2150,9 +2279,19 @@ class _Lowerer:
                  and n.kids[1].t == "bool")
         raises = (a.raises | b.raises) & _NONSOFT
         if clean:
-            if is_and:
+            if is_and and a.getter is not None and b.getter is not None:
+                ga, gb = a.getter, b.getter
+
+                def f(ctx: Any, loc: Any = None) -> Any:
+                    return ga(ctx) and gb(ctx)
+            elif is_and:
                 def f(ctx: Any, loc: Any = None) -> Any:
                     return af(ctx, loc) and bf(ctx, loc)
+            elif a.getter is not None and b.getter is not None:
+                ga, gb = a.getter, b.getter
+
+                def f(ctx: Any, loc: Any = None) -> Any:
+                    return ga(ctx) or gb(ctx)
             else:
                 def f(ctx: Any, loc: Any = None) -> Any:
                     return af(ctx, loc) or bf(ctx, loc)
@@ -2163,6 +2302,22 @@ class _Lowerer:
                 lo.ufn = (lambda e: au(e) and bu(e)) if is_and else (lambda e: au(e) or bu(e))
                 lo.uvar = a.uvar
             return self.fin(lo, n.t)
+        if a.raises == 0 and n.kids[0].t == "bool" and not b_hard:
+            # A plain bool on the left decides alone or hands over: `true && y` is exactly y.
+            ga = a.getter if a.getter is not None else (lambda ctx, _af=af: _af(ctx, None))
+            if is_and:
+                def fl(ctx: Any, loc: Any = None) -> Any:
+                    if ga(ctx) if loc is None else af(ctx, loc):
+                        return bf(ctx, loc)
+                    return False
+            else:
+                def fl(ctx: Any, loc: Any = None) -> Any:
+                    if ga(ctx) if loc is None else af(ctx, loc):
+                        return True
+                    return bf(ctx, loc)
+            return self.fin(_Lo(fl, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free,
+                                raises=b.raises | (0 if n.kids[1].t == "bool" else _SOFT)),
+                            n.t)
         combine = _and_values if is_and else _or_values
         ag, bg = _catch_soft(af), _catch_soft(bf)
 
@@ -2326,7 +2481,8 @@ def lower(tree: lark.Tree, env: CelEnv, constants: Mapping[str, Any]) -> Lowered
         raise lo.err.__class__(str(lo.err))
     if lo.const:
         return Lowered(lo.fn, True, lo.value, _tname(t))
-    return Lowered(lo.fn, False, None, _tname(t))
+    # A bare fact (`call.writes`) is just its attribute getter.
+    return Lowered(lo.getter or lo.fn, False, None, _tname(t))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ plus overlong UTF-8), backslashes (as a second reading), ``file:`` URLs in every
 ``/proc/<pid>/{root,cwd}`` magic links (resolved *during* traversal, as the kernel does, so
 ``/proc/self/cwd/../../home/...`` lands in ``/home``), and optionally ``realpath``.
 
-Known limits (the policy must compensate; see the module README in the report):
+Known limits (the policy must compensate):
 * Shell and program text is Turing-complete. Runtime-computed paths (``$(printf ...)``,
   base64-decoded scripts, unknown variables) cannot be seen statically; every command/code
   value sets ``spawns`` so a policy can gate execution itself.
@@ -46,9 +46,11 @@ import os
 import posixpath
 import re
 import sys
+import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import islice
 from typing import Any
 from urllib.parse import unquote
@@ -80,6 +82,7 @@ MAX_CWDS = 8
 MAX_ANCHORS = 8
 MAX_RELATIVES = 4096
 MAX_GLOB_MATCHES = 256
+MAX_URLS = 20_000  # distinct URL words found in free text per call
 _CACHE_LIMIT = 8192  # entries per bounded memo dict
 _CACHEABLE_LEN = 512
 
@@ -354,8 +357,8 @@ _USERNAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*\$?\Z")
 class _Ctx:
     """Everything derived from one Environment, plus that environment's memo caches."""
 
-    __slots__ = ("cache", "home", "home_parent", "resolve", "user", "vars", "workspace",
-                 "ws_parts")
+    __slots__ = ("cache", "home", "home_parent", "resolve", "url_cache", "user", "vars",
+                 "workspace", "ws_parts")
 
     def __init__(self, env: Environment) -> None:
         self.workspace = _lexical(env.workspace)
@@ -380,6 +383,7 @@ class _Ctx:
             "XDG_STATE_HOME": home + "/.local/state",
         }
         self.cache: dict[Any, Any] = {}
+        self.url_cache: dict[tuple[str, str | None], _UrlOut] = {}
 
     def user_home(self, name: str) -> str | None:
         """`~name` → that user's home; None when `name` is not a user name we can place."""
@@ -542,6 +546,9 @@ def _drop_special_params(text: str) -> str:
     return _SPECIAL_PARAM.sub("", text) if "$" in text else text
 
 
+_EXPANSION_STARTS = frozenset("({[`'\"0123456789@*#?!$-")
+
+
 def _sub_known_vars(text: str, variables: Mapping[str, str | None]) -> str:
     def repl(match: re.Match[str]) -> str:
         name = match.group("braced") or match.group("bare")
@@ -566,11 +573,18 @@ def _expand(form: str, strict: bool, ctx: _Ctx, variables: Mapping[str, str | No
             if strict and name == "-":
                 raise ExtractionError(f"path starts with {form[:2]!r} (previous directory is unknown)")
             return [form]
-        form = home + ("" if slash < 0 else form[slash:])
+        rest = "" if slash < 0 else form[slash:]
+        reassigned = variables.get("HOME") if name == "" else None
+        if reassigned and reassigned != home:
+            # `HOME=/x; cat ~/y` reads /x/y: a shell's `~` follows $HOME.
+            return [home + rest, reassigned + rest]
+        form = home + rest
     elif form.startswith("$"):
         match = _VAR_START.match(form)
         if match is None:
-            if strict:
+            # `$(…)`, `${…` (malformed), `$'…'`, `$1`, `$$`: expansion syntax we cannot resolve.
+            # Anything else after `$` (`$%48`, `$.`) is no expander's syntax: a literal name.
+            if strict and form[1:2] in _EXPANSION_STARTS:
                 raise ExtractionError(f"path starts with an expansion that cannot be resolved: {form[:40]!r}")
             return [form]
         name = match.group("braced") or match.group("bare")
@@ -721,11 +735,28 @@ def _resolve_path(raw: str, mode: int, base: str, ctx: _Ctx,
     return out
 
 
+_REAL_TTL_S = 1.0  # how long a resolution is trusted; documented in docs/language.md
+_REAL_MAX = 8192
+_real_cache: dict[str, tuple[float, str | None]] = {}
+_monotonic = time.monotonic
+
+
 def _realpath(path: str) -> str | None:
+    """os.path.realpath with a one-second memo: agents hit the same paths over and over, and
+    a symlink swapped in under a path is re-read within a second. (The server opens the file
+    after the decision anyway, so a check-then-use window exists with or without the memo.)"""
+    now = _monotonic()
+    hit = _real_cache.get(path)
+    if hit is not None and hit[0] > now:
+        return hit[1]
     try:
-        return os.path.realpath(path)
+        real: str | None = os.path.realpath(path)
     except (OSError, ValueError):
-        return None
+        real = None
+    if len(_real_cache) >= _REAL_MAX:
+        _real_cache.clear()
+    _real_cache[path] = (now + _REAL_TTL_S, real)
+    return real
 
 
 # ---------------------------------------------------------------------------------------------
@@ -757,22 +788,23 @@ _HOST_OK = re.compile(r"[a-z0-9_~\-]+(?:\.[a-z0-9_~\-]+)*\.?|[0-9a-f:.]+")
 _HOST_SPLIT = re.compile(r"[^a-z0-9_~\-.:]+")
 
 
-def _clean_hosts(raw: str) -> list[str]:
+@lru_cache(maxsize=16384)
+def _clean_hosts(raw: str) -> tuple[str, ...]:
     """Canonical host(s) from an authority's host part; junk around a name is cut away."""
     if not raw:
-        return []
+        return ()
     host = canonical_host(raw)
     if not host:
-        return []
+        return ()
     if _HOST_OK.fullmatch(host):
-        return [host]
-    out = []
+        return (host,)
+    out: list[str] = []
     for piece in _HOST_SPLIT.split(host):
         if piece and piece.strip(".:"):
             canon = canonical_host(piece.strip(":"))
             if canon and _HOST_OK.fullmatch(canon) and canon not in out:
                 out.append(canon)
-    return out
+    return tuple(out)
 
 
 def _split_hostport(hostport: str) -> tuple[str, str]:
@@ -804,9 +836,9 @@ class _UrlOut:
     __slots__ = ("endpoints", "file", "hosts", "urls")
 
     def __init__(self) -> None:
-        self.urls: list[str] = []
-        self.hosts: list[str] = []
-        self.endpoints: list[str] = []
+        self.urls: Sequence[str] = ()
+        self.hosts: Sequence[str] = ()
+        self.endpoints: Sequence[str] = ()
         self.file: str | None = None
 
 
@@ -845,48 +877,60 @@ def _parse_url(text: str, default_scheme: str | None) -> _UrlOut:
         return out  # opaque: mailto:, data:, urn:
     cut = _AUTH_END_SPECIAL.search(rest)
     authority = rest if cut is None else rest[: cut.start()]
-    authorities = [authority]
-    cut_plain = _AUTH_END_PLAIN.search(rest)
-    authority_plain = rest if cut_plain is None else rest[: cut_plain.start()]
-    if authority_plain != authority:
-        authorities.append(authority_plain)
-    for index, auth in enumerate(authorities):
-        host_raw, port_raw = _split_hostport(auth.rpartition("@")[2])
-        port = _port(port_raw, scheme)
-        for host in _clean_hosts(host_raw):
-            if index == 0 and not out.urls:
-                path = rest[len(auth):]
-                hash_at = path.find("#")
-                if hash_at >= 0:
-                    path = path[:hash_at]
-                if special:
-                    path = path.replace("\\", "/")
-                    if not path.startswith("/"):
-                        path = "/" + path
-                port_text = f":{port}" if port is not None else ""
-                out.urls.append(f"{scheme}://{_host_text(host)}{port_text}{path}")
-            hosts = [host]
-            inner = embedded_ipv4(host) if ":" in host else ""
-            if inner:
-                hosts.append(inner)
-            for h in hosts:
-                if h not in out.hosts:
-                    out.hosts.append(h)
-                if port is not None:
-                    endpoint = f"{_host_text(h)}:{port}"
-                    if endpoint not in out.endpoints:
-                        out.endpoints.append(endpoint)
+    authority_plain = authority
+    if "\\" in rest:
+        cut_plain = _AUTH_END_PLAIN.search(rest)
+        authority_plain = rest if cut_plain is None else rest[: cut_plain.start()]
+    host_port, out.hosts, out.endpoints = _authority_facts(scheme, authority, authority_plain)
+    if host_port is not None:
+        path = rest[len(authority):]
+        hash_at = path.find("#")
+        if hash_at >= 0:
+            path = path[:hash_at]
+        if special:
+            path = path.replace("\\", "/")
+            if not path.startswith("/"):
+                path = "/" + path
+        out.urls = [f"{scheme}://{host_port}{path}"]
     return out
 
 
-def _url_facts(text: str, default_scheme: str | None, ctx: _Ctx) -> _UrlOut:
-    if len(text) > _CACHEABLE_LEN:
+@lru_cache(maxsize=16384)
+def _authority_facts(scheme: str, authority: str,
+                     authority_plain: str) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+    """(`host:port` for the URL string, hosts, endpoints) of one authority — memoised, because
+    text with thousands of URLs usually names a handful of hosts."""
+    host_port: str | None = None
+    hosts: list[str] = []
+    endpoints: list[str] = []
+    for index, auth in enumerate((authority, authority_plain) if authority_plain != authority else (authority,)):
+        host_raw, port_raw = _split_hostport(auth.rpartition("@")[2])
+        port = _port(port_raw, scheme)
+        for host in _clean_hosts(host_raw):
+            if index == 0 and host_port is None:
+                host_port = _host_text(host) + (f":{port}" if port is not None else "")
+            inner = embedded_ipv4(host) if ":" in host else ""
+            for h in (host, inner) if inner else (host,):
+                if h not in hosts:
+                    hosts.append(h)
+                if port is not None:
+                    endpoint = f"{_host_text(h)}:{port}"
+                    if endpoint not in endpoints:
+                        endpoints.append(endpoint)
+    return host_port, tuple(hosts), tuple(endpoints)
+
+
+def _url_facts(text: str, default_scheme: str | None, ctx: _Ctx, memo: bool = True) -> _UrlOut:
+    if not memo or len(text) > _CACHEABLE_LEN:
         return _parse_url(text, default_scheme)
-    key = ("u", text, default_scheme)
-    hit = ctx.cache.get(key)
+    key = (text, default_scheme)
+    cache = ctx.url_cache
+    hit = cache.get(key)
     if hit is None:
         hit = _parse_url(text, default_scheme)
-        ctx.memo(key, hit)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = hit
     return hit
 
 
@@ -897,11 +941,11 @@ _TRAIL_PUNCT = ".,;:!?'\")]}>*"
 _SPECIAL_NOSLASH = re.compile(r"[ \t\r\n]*(?:https?|wss?|ftp):(?![/\\])[^\s]", re.I)
 
 
-def _embedded_urls(text: str) -> list[str]:
+def _embedded_urls(text: str, pattern: re.Pattern[str] = _COLON_SLASH) -> list[str]:
     """`scheme:/…` or `scheme:\\…` words anywhere in `text` (C-speed search, no per-char loop)."""
     out: list[str] = []
     pos = 0
-    search = _COLON_SLASH.search
+    search = pattern.search
     while True:
         match = search(text, pos)
         if match is None:
@@ -922,6 +966,46 @@ def _embedded_urls(text: str) -> list[str]:
         if word.endswith(tuple(_TRAIL_PUNCT)):
             word = _trim_trailing(word)
         out.append(word)
+
+
+_SIMPLE_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#\\@\s%\t]+)([/?#][^\\\t\n\r]*)?\Z")
+_SIMPLE_SCHEMES = frozenset(_SPECIAL_PORTS)  # their path rules are the simple ones
+_FAST_BODY = re.compile(r"://([^\s\"'<>`:]*(?::(?!//)[^\s\"'<>`:]*)*)")
+_FAST_SCHEME_REV = re.compile(r"//:([A-Za-z0-9+.\-]*)")
+_RARE_SLASH = re.compile(r":(?:\\|/(?!/))")
+_BIG_TEXT = 1 << 20
+_MANY_URLS = 50_000  # above this many `://`, pair schemes and bodies with C scans instead
+
+
+def _embedded_urls_big(text: str) -> list[str]:
+    """`_embedded_urls` for megabytes of text: the per-occurrence work is done by C regex
+    scans (bodies forwards, schemes on the reversed text, paired by position) and only the
+    *distinct* URLs reach Python. Falls back to the simple scanner if the pairing is unsure."""
+    bodies = _FAST_BODY.findall(text)
+    if not bodies:
+        return _embedded_urls(text, _RARE_SLASH) if _RARE_SLASH.search(text) else []
+    schemes = _FAST_SCHEME_REV.findall(text[::-1])
+    if len(schemes) != len(bodies):
+        return _embedded_urls(text)
+    pairs = set(zip(reversed(schemes), bodies, strict=True))
+    if len(pairs) > MAX_URLS:
+        raise ExtractionError(f"more than {MAX_URLS} distinct URLs in one call")
+    out: list[str] = []
+    for scheme_rev, body in pairs:
+        scheme = scheme_rev[::-1][-40:]
+        start = 0
+        while start < len(scheme) and not scheme[start].isalpha():
+            start += 1
+        if start == len(scheme):
+            continue
+        word = scheme[start:] + "://" + body
+        if word.endswith(tuple(_TRAIL_PUNCT)):
+            word = _trim_trailing(word)
+        out.append(word)
+    out.sort()  # deterministic order for set-derived results
+    if _RARE_SLASH.search(text):
+        out.extend(_embedded_urls(text, _RARE_SLASH))
+    return out
 
 
 def _trim_trailing(word: str) -> str:
@@ -946,6 +1030,7 @@ _TOKEN_SEPS = " \t\n\r\f\v\"'`<>|;&(){}"
 _TOKEN_STOP = re.compile(r"[\s\"'`<>|;&(){}]")
 _TOKEN_BODY_REV = re.compile(r"[^\s\"'`<>|;&(){}]*")
 _PIECE_SPLIT = re.compile(r"[=,@:]")
+_OPTION_NAME = re.compile(r"-+[A-Za-z0-9_]*")
 _BRACED_VAR_TAIL = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?:[:\-=+?][^{}]*)?\}\Z")
 _BARE_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\Z")
 _BARE_IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+(?:%[^\]]*)?\](?::\d{1,5})?\Z|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\Z")
@@ -1335,6 +1420,9 @@ class _Lexer:
 _QUOTED_MARK = "\x00quoted\x00"  # sentinel appended by _dollar; identity-compared, never joined
 
 
+_QUOTE_CHARS = re.compile(r"[\"'`]")
+
+
 class _Simple:
     __slots__ = ("heredocs", "redirs", "words")
 
@@ -1539,6 +1627,10 @@ _WRITE_SUBCOMMANDS: dict[str, frozenset[str]] = {
     "cargo": frozenset({"install", "build", "new", "init", "add", "update"}),
     "go": frozenset({"get", "install", "build", "mod"}),
 }
+_CONDITIONAL_EFFECTS = frozenset(
+    {*_NET_SUBCOMMANDS, *_WRITE_SUBCOMMANDS, "sed", "gsed", "perl", "ruby", "dd", "tar", "bsdtar",
+     "gtar", "curl", "sort", "find", "ssh", "scp", "sftp", "rsync"}
+)
 _HOST_PROGS = frozenset({"ping", "ping6", "traceroute", "traceroute6", "tracepath", "mtr", "whois",
                          "arping", "hping3", "mosh", "ssh-keyscan", "ssh-copy-id", "nslookup",
                          "host", "drill", "kdig", "dig", "nmap", "fping", "masscan"})
@@ -1636,11 +1728,15 @@ def _b64_text(word: str) -> str | None:
 
 
 class _ShellState:
-    __slots__ = ("cwd_changed", "cwds", "vars")
+    """Directories and variables one command string runs with. `pvars` is None while no
+    assignment changed the variables, so path resolution can use the per-environment memo."""
 
-    def __init__(self, cwds: list[str], variables: dict[str, str | None]) -> None:
+    __slots__ = ("cwd_changed", "cwds", "pvars", "vars")
+
+    def __init__(self, cwds: list[str], variables: dict[str, str | None], pristine: bool = True) -> None:
         self.cwds = cwds
         self.vars = variables
+        self.pvars: dict[str, str | None] | None = None if pristine else variables
         self.cwd_changed = False
 
 
@@ -1746,7 +1842,7 @@ class _Acc:
 
     __slots__ = ("anchors", "cls", "cmd_strings", "commands", "ctx", "endpoints", "flags",
                  "hosts", "items", "overflow", "paths", "phys", "programs", "relatives", "tokens",
-                 "urls")
+                 "url_words", "urls")
 
     def __init__(self, ctx: _Ctx, cls: Classifier) -> None:
         self.ctx = ctx
@@ -1764,6 +1860,7 @@ class _Acc:
         self.anchors: list[str] = []
         self.relatives: list[str] = []
         self.overflow = False
+        self.url_words = 0
         self.cmd_strings: list[str] = []
 
     # -- facts --------------------------------------------------------------------------------
@@ -1819,9 +1916,9 @@ class _Acc:
         for base in bases:
             self.merge_path_out(_resolve_path(raw, mode, base, self.ctx, variables), True)
 
-    def url_value(self, text: str, default_scheme: str | None) -> bool:
+    def url_value(self, text: str, default_scheme: str | None, memo: bool = True) -> bool:
         """Add one URL (or `file:` path). True when it named a host."""
-        out = _url_facts(text, default_scheme, self.ctx)
+        out = _url_facts(text, default_scheme, self.ctx, memo)
         if out.file is not None:
             self.path_value(out.file, _M_SOFT)
             return False
@@ -1837,9 +1934,62 @@ class _Acc:
         found = False
         if ":" not in text:
             return False
-        for word in _embedded_urls(text):
-            found = self.url_value(word, None) or found
-        return found
+        if len(text) > _BIG_TEXT and (occurrences := text.count("://")) > _MANY_URLS:
+            if occurrences > 10 * MAX_URLS:
+                raise ExtractionError(f"more than {10 * MAX_URLS} URLs in one value")
+            words = _embedded_urls_big(text)
+        else:
+            words = _embedded_urls(text)
+        if len(words) > 64:
+            words = list(dict.fromkeys(words))
+            self.url_words += len(words)
+            if self.url_words > MAX_URLS:
+                # Reporting them all would make the decision (and every rule over call.urls)
+                # arbitrarily slow; no legitimate call names this many destinations.
+                raise ExtractionError(f"more than {MAX_URLS} distinct URLs in one call")
+        if len(words) <= 64:
+            for word in words:
+                found = self.url_value(word, None) or found
+            return found
+        return self.url_words_bulk(words)
+
+    def url_words_bulk(self, words: list[str]) -> bool:
+        """Many URLs (a big document): the common `scheme://authority/path` shape is split with
+        one regex and its authority parsed once per distinct (scheme, authority); anything
+        unusual goes through the full parser. Same facts, a fraction of the per-URL cost."""
+        urls = self.urls
+        hosts = self.hosts
+        endpoints = self.endpoints
+        seen: dict[tuple[str, str], str | None] = {}
+        match = _SIMPLE_URL.match
+        for word in words:
+            m = match(word)
+            if m is None:
+                self.url_value(word, None, False)
+                continue
+            scheme = m.group(1).lower()
+            if scheme == "file" or scheme not in _SIMPLE_SCHEMES:
+                self.url_value(word, None, False)
+                continue
+            authority = m.group(2)
+            key = (scheme, authority)
+            host_port = seen.get(key, "")
+            if host_port == "":
+                host_port, new_hosts, new_endpoints = _authority_facts(scheme, authority, authority)
+                seen[key] = host_port
+                for host in new_hosts:
+                    hosts.setdefault(host, None)
+                for endpoint in new_endpoints:
+                    endpoints.setdefault(endpoint, None)
+            if host_port is not None:
+                path = m.group(3) or "/"
+                hash_at = path.find("#")
+                if hash_at >= 0:
+                    path = path[:hash_at] or "/"
+                if path[0] != "/":
+                    path = "/" + path
+                urls.setdefault(f"{scheme}://{host_port}{path}", None)
+        return bool(seen)
 
     # -- values -------------------------------------------------------------------------------
 
@@ -1881,6 +2031,10 @@ class _Acc:
             if "://" in token and token[:5].lower() != "file:":
                 continue  # URLs were taken by scan_urls
             if token.startswith("-") and "=" not in token:
+                # An option with an attached value (`-i/home/a/.ssh/id_rsa`, `-Iinclude/x`).
+                for value in dict.fromkeys((token[2:], _OPTION_NAME.sub("", token, count=1))):
+                    if value and _TOKEN_HINT.search(value):
+                        self._token_path(value, bases, variables)
                 continue
             self._token_path(token, bases, variables)
             if len(token) < 4096 and _PIECE_SPLIT.search(token) and "://" not in token:
@@ -2024,12 +2178,14 @@ class _Acc:
                 decoded = _b64_text(word)
                 if decoded:
                     self.scan_generic(decoded, 0, state.cwds)
-                    _Shell(self, _ShellState(list(state.cwds), dict(state.vars)), False).analyse(decoded, 1)
+                    _Shell(self, _ShellState(list(state.cwds), dict(state.vars), state.pvars is None),
+                           False).analyse(decoded, 1)
         if "\\x" in s or "\\0" in s or "\\u" in s:
             decoded = _ansi_c(s)
             if decoded != s:
                 self.scan_generic_raw(decoded, state.cwds)
-                _Shell(self, _ShellState(list(state.cwds), dict(state.vars)), False).analyse(decoded, 1)
+                _Shell(self, _ShellState(list(state.cwds), dict(state.vars), state.pvars is None),
+                       False).analyse(decoded, 1)
 
     def scan_generic_raw(self, s: str, bases: Sequence[str]) -> None:
         if ":" in s:
@@ -2081,7 +2237,6 @@ class _Acc:
         for value in values:
             if not value:
                 continue
-            self.check_literal(value)
             if value == "~":
                 self.path_value(value, _M_SOFT, bases, variables)
                 continue
@@ -2089,7 +2244,7 @@ class _Acc:
             if (value[0].isdigit() or value[0] in "[:") and (_BARE_IPV4.match(value) or _BARE_IPV6.match(value)):
                 self.url_value(value, "tcp")
             if shellish and (" " in value or "\t" in value) and shell_depth < MAX_SHELL_NESTING:
-                state = _ShellState(list(bases), {**variables, "IFS": " "})
+                state = _ShellState(list(bases), {**variables, "IFS": " "}, variables is self.ctx.vars)
                 _Shell(self, state, False).analyse(value, shell_depth + 1)
         for match in _HOST_PORT_TUPLE.finditer(text):
             for host in _clean_hosts(match.group(2)):
@@ -2098,11 +2253,6 @@ class _Acc:
                 if port <= 65535:
                     self.add_endpoint(host, port)
         self.scan_generic_raw(code, bases)
-
-    def check_literal(self, value: str) -> None:
-        if "\x00" in value:
-            return  # decoded from an escape; consumers see a truncated string — scanned as is
-        return
 
     # -- structure ----------------------------------------------------------------------------
 
@@ -2258,6 +2408,11 @@ class _Shell:
             raise ExtractionError(f"command longer than {MAX_SHELL_TOKENS} shell tokens")
         for simple in _simple_commands(toks):
             self.simple(simple, depth)
+        if lexer.bad and _QUOTE_CHARS.search(s):
+            # Unbalanced quoting: bash would refuse the line, but another consumer may split it
+            # differently. Re-read it with every quote character as a blank so no word that a
+            # lenient splitter would see is lost (best effort, never fewer facts).
+            self.analyse(_QUOTE_CHARS.sub(" ", s), depth + 1)
 
     def simple(self, sc: _Simple, depth: int) -> None:
         acc = self.acc
@@ -2289,9 +2444,8 @@ class _Shell:
                 break
             assigns.append((match.group(1), words[i]))
             i += 1
-        persist = i == n
         for name, word in assigns:
-            self.assignment(name, word, persist, depth)
+            self.assignment(name, word, depth)
         program = self.run(words[i:], depth) if i < n else ""
         self.redirections(sc, program, depth)
 
@@ -2326,16 +2480,17 @@ class _Shell:
                 expanded = _drop_special_params(_sub_known_vars(expanded, variables))
             if expanded.startswith("~"):
                 slash = expanded.find("/")
-                home = ctx.user_home(expanded[1:] if slash < 0 else expanded[1:slash])
+                name = expanded[1:] if slash < 0 else expanded[1:slash]
+                home = ctx.user_home(name)
                 if home is not None:
-                    expanded = home + ("" if slash < 0 else expanded[slash:])
+                    rest = "" if slash < 0 else expanded[slash:]
+                    reassigned = variables.get("HOME") if name == "" else None
+                    if reassigned and reassigned != home:
+                        out.append(reassigned + rest)
+                    expanded = home + rest
             if expanded != item:
                 out.append(expanded)
         return out
-
-    def primary(self, word: _Word) -> str:
-        values = self.variants(word)
-        return values[-1] if len(values) == 2 and len(_brace_expand(word.text)) == 1 else values[0]
 
     def expanded(self, word: _Word) -> str:
         text = word.text
@@ -2357,9 +2512,9 @@ class _Shell:
         if _WS.search(value) and not value.startswith(_STRONG_PREFIXES):
             return  # prose-like word (a `-c` script, a message): its tokens are scanned instead
         if _looks_pathy(value) or value.startswith("$"):
-            acc.path_value(value, _M_SOFT, self.state.cwds, self.state.vars)
+            acc.path_value(value, _M_SOFT, self.state.cwds, self.state.pvars)
         elif file_arg and not _WS.search(value) and not value.isdigit():
-            acc.path_value(value, _M_SOFT, self.state.cwds, self.state.vars)
+            acc.path_value(value, _M_SOFT, self.state.cwds, self.state.pvars)
         if acc.ctx.resolve and any(ch in value for ch in "*?[") and (file_arg or _looks_pathy(value)):
             self.glob(value)
 
@@ -2399,9 +2554,9 @@ class _Shell:
             if eq > 0 and value[:eq].replace("_", "").replace("-", "").isalnum():
                 self.path_candidate(value[eq + 1:], file_arg)
             if _TOKEN_HINT.search(value) is not None and (_WS.search(value) or _PIECE_SPLIT.search(value)):
-                acc._scan_tokens(value, self.state.cwds, self.state.vars)
+                acc._scan_tokens(value, self.state.cwds, self.state.pvars)
 
-    def assignment(self, name: str, word: _Word, persist: bool, depth: int) -> None:
+    def assignment(self, name: str, word: _Word, depth: int) -> None:
         value = word.text.split("=", 1)[1] if "=" in word.text else ""
         if value:
             self.arg_word(_Word(value, [], word.quoted), False)
@@ -2411,14 +2566,13 @@ class _Shell:
                 self.analyse(value, depth + 1)
             if name in ("BASH_ENV", "ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONSTARTUP"):
                 self.acc.flags |= _R
-        if persist or True:
-            if word.subs or "`" in value or "$(" in value:
-                self.state.vars[name] = None
-            else:
-                expanded = self.expanded(_Word(value, [], word.quoted))
-                self.state.vars[name] = expanded
-        if name in ("HOME",) and persist:
-            pass
+        # Prefix assignments (`X=1 cmd`) do not persist in bash, but recording them anyway only
+        # adds readings; a value computed at run time is unknown (None → kept literal).
+        if word.subs or "`" in value or "$(" in value:
+            self.state.vars[name] = None
+        else:
+            self.state.vars[name] = self.expanded(_Word(value, [], word.quoted))
+        self.state.pvars = self.state.vars
 
     def redirections(self, sc: _Simple, program: str, depth: int) -> None:
         acc = self.acc
@@ -2429,7 +2583,7 @@ class _Shell:
                 continue
             if op == "<<<":
                 text = target.text
-                acc.scan_generic(text, 0, self.state.cwds, self.state.vars)
+                acc.scan_generic(text, 0, self.state.cwds, self.state.pvars)
                 if shell:
                     self.analyse(text, depth + 1)
                 elif interp:
@@ -2440,7 +2594,7 @@ class _Shell:
                 continue
             for value in self.variants(target):
                 if value and value not in _NULL_TARGETS:
-                    acc.path_value(value, _M_SOFT, self.state.cwds, self.state.vars)
+                    acc.path_value(value, _M_SOFT, self.state.cwds, self.state.pvars)
             if text in _NULL_TARGETS or text.startswith(("/dev/fd/", "/dev/tcp/", "/dev/udp/")):
                 continue
             if op in _WRITE_REDIRS:
@@ -2523,41 +2677,40 @@ class _Shell:
             acc.flags |= _W
         if program in _NET_PROGS:
             acc.flags |= _N
-        texts = [w.text for w in args[:8]]
-        sub = next((t for t in texts if t and not t.startswith("-")), "")
+        if program not in _CONDITIONAL_EFFECTS:
+            return
+        texts = [w.text for w in args]
+        sub = next((t for t in texts[:8] if t and not t.startswith("-")), "")
         net_subs = _NET_SUBCOMMANDS.get(program)
-        if net_subs is not None and (sub in net_subs or (program in ("uvx",))):
+        if net_subs is not None and (sub in net_subs or program == "uvx"):
             acc.flags |= _N
         write_subs = _WRITE_SUBCOMMANDS.get(program)
         if write_subs is not None and sub in write_subs:
             acc.flags |= _W
-        if program in ("sed", "perl", "ruby", "gsed") and any(
-            t.startswith("-i") or t == "--in-place" or t.startswith("--in-place=")
-            or (t.startswith("-") and not t.startswith("--") and "i" in t[1:])
-            for t in (w.text for w in args)
+        if program in ("sed", "gsed", "perl", "ruby") and any(
+            t == "--in-place" or t.startswith("--in-place=")
+            or (t.startswith("-") and not t.startswith("--") and "i" in t[1:]) for t in texts
         ):
             acc.flags |= _W
-        if program == "dd" and any(w.text.startswith("of=") for w in args):
+        elif program == "dd" and any(t.startswith("of=") for t in texts):
             acc.flags |= _W
-        if program in ("tar", "bsdtar", "gtar") and args:
-            first = args[0].text.lstrip("-")
+        elif program in ("tar", "bsdtar", "gtar") and texts:
+            first = texts[0].lstrip("-")
             if any(c in first for c in "cxurA") or any(
-                w.text in ("--create", "--extract", "--get", "--append", "--update") for w in args
+                t in ("--create", "--extract", "--get", "--append", "--update") for t in texts
             ):
                 acc.flags |= _W
-        if program == "curl" and any(
-            w.text in ("-O", "--remote-name", "--remote-name-all", "-J") or
-            (w.text.startswith("-") and not w.text.startswith("--") and "O" in w.text) for w in args
+        elif program == "curl" and any(
+            t in ("--remote-name", "--remote-name-all", "--output", "--output-dir")
+            or (t.startswith("-") and not t.startswith("--") and ("O" in t or "o" in t)) for t in texts
         ):
             acc.flags |= _W
-        if program == "sort" and any(w.text.startswith(("-o", "--output")) for w in args):
+        elif program == "sort" and any(t.startswith(("-o", "--output")) for t in texts):
             acc.flags |= _W
-        if program == "find" and any(w.text in ("-delete", "-fprint", "-fprint0", "-fprintf", "-fls") for w in args):
+        elif program == "find" and any(t in ("-delete", "-fprint", "-fprint0", "-fprintf", "-fls") for t in texts):
             acc.flags |= _W
-        if program in ("git", "ssh", "scp", "sftp", "rsync") and any(
-            ":" in w.text or "://" in w.text for w in args
-        ):
-            if program != "git" or sub in (_NET_SUBCOMMANDS["git"] | {"submodule"}):
+        if program in ("git", "ssh", "scp", "sftp", "rsync") and any(":" in t for t in texts):
+            if program != "git" or sub in _NET_SUBCOMMANDS["git"]:
                 acc.flags |= _N
 
     def unwrap(self, program: str, args: list[_Word], depth: int) -> list[_Word] | None:
@@ -2587,7 +2740,7 @@ class _Shell:
                 if _ASSIGN_RE.match(text) and not text.startswith("-"):
                     match = _ASSIGN_RE.match(text)
                     assert match is not None
-                    self.assignment(match.group(1), args[i], False, depth)
+                    self.assignment(match.group(1), args[i], depth)
                     i += 1
                     continue
             if program in ("su", "runuser", "script", "flock", "sg") and text in ("-c", "--command") and i + 1 < n:
@@ -2882,7 +3035,7 @@ class _Shell:
             self.path_candidate(value[1:], True)
             acc.flags |= _R
         elif short == "-e" or long == "execute":
-            acc.scan_generic(value, 0, self.state.cwds, self.state.vars)
+            acc.scan_generic(value, 0, self.state.cwds, self.state.pvars)
             if "=" in value:
                 key, _, setting = value.partition("=")
                 if "proxy" in key.lower():
@@ -2918,7 +3071,7 @@ def _add_cwd(shell: _Shell, word: _Word) -> None:
     new: list[str] = []
     for value in shell.variants(word):
         for base in list(state.cwds):
-            out = _resolve_path(value, _M_SOFT, base, ctx, state.vars)
+            out = _resolve_path(value, _M_SOFT, base, ctx, state.pvars)
             new.extend(out.paths[:1])
     for path in new:
         shell.acc.add_path(path)
@@ -2952,7 +3105,7 @@ def _h_export(shell: _Shell, program: str, args: list[_Word], depth: int) -> Non
     for word in args:
         match = _ASSIGN_RE.match(word.text)
         if match:
-            shell.assignment(match.group(1), word, True, depth)
+            shell.assignment(match.group(1), word, depth)
 
 
 def _h_alias(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
@@ -2978,10 +3131,6 @@ def _h_find(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
         if text in ("-fprint", "-fprint0", "-fls", "-fprintf") and i + 1 < n:
             shell.path_candidate(shell.expanded(args[i + 1]), True)
         i += 1
-
-
-def _h_xargs_like(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
-    return
 
 
 def _h_nc(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:

@@ -465,8 +465,8 @@ class DecisionTable:
 
     # -- decisions
     def _mk(self, action: Action, rule: str, reason: str, corr: str, source: str = "",
-            learning: bool = False) -> Decision:
-        return Decision(action, rule, reason, self.version, corr, source, learning)
+            learning: bool = False, facts: CallFacts | None = None) -> Decision:
+        return Decision(action, rule, reason, self.version, corr, source, learning, facts)
 
     def decide(self, call: ToolCall, learning: LearningState | None = None) -> Decision:
         """Decide one tools/call. Never raises: anything unexpected is a deny (fail closed)."""
@@ -499,7 +499,7 @@ class DecisionTable:
             if hit is True:
                 return self._rule_decision(rule, ctx, arch.const, call.correlation_id, learning)
         action, reason, source = self._default
-        return self._mk(action, DEFAULT_RULE, reason, call.correlation_id, source)
+        return self._mk(action, DEFAULT_RULE, reason, call.correlation_id, source, facts=facts)
 
     def _rule_decision(self, rule: CompiledRule, ctx: EvalCtx, arch: ArchetypeConst,
                        corr: str, learning: LearningState | None) -> Decision:
@@ -512,8 +512,8 @@ class DecisionTable:
                                   time.gmtime(learning.until(arch.name, arch.learn_s)))
             return self._mk(Action.ALERT, rule.name,
                             f"learning until {until}, would {action.value}: {reason}",
-                            corr, rule.source, learning=True)
-        return self._mk(action, rule.name, reason, corr, rule.source)
+                            corr, rule.source, learning=True, facts=ctx.call)
+        return self._mk(action, rule.name, reason, corr, rule.source, facts=ctx.call)
 
     def decide_flow(self, archetype: str, flow: FlowFacts, orphan: bool,
                     agent_id: str = "", session_id: str = "", correlation_id: str = "") -> Decision:

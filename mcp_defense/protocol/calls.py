@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_defense.policy.facts import ToolCall
-from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_DEPTH, exceeds_depth, sniff_id
-
-import json
+from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_DEPTH, exceeds_depth, loads_strict, sniff_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +27,7 @@ def _decode(data: bytes) -> tuple[Any, str]:
     if exceeds_depth(data, DEFAULT_MAX_DEPTH):
         return None, f"JSON nesting deeper than {DEFAULT_MAX_DEPTH}"
     try:
-        return json.loads(text), ""
+        return loads_strict(text), ""  # as strict as the live proxy: replay must agree
     except (ValueError, RecursionError) as e:
         return None, f"invalid JSON: {e}"
 

@@ -91,7 +91,11 @@ class LineFramer:
                 break
             line_len = self.partial + (nl - start)
             if self._discarding or line_len > self.max_bytes:
-                head = self._grow_head(chunk, start, nl) if self._discarding else self._take_head(chunk, start, nl)
+                head = (
+                    self._grow_head(chunk, start, nl)
+                    if self._discarding
+                    else self._take_head(chunk, start, nl)
+                )
                 out.append(Oversize(line_len, head))
             elif not self._parts:
                 out.append(chunk[start : nl + 1] if (start or nl + 1 != n) else chunk)
@@ -218,6 +222,7 @@ def loads_strict(text: str) -> Any:
         raise json.JSONDecodeError("Extra data", text, end)
     return obj
 
+
 # Bracket bytes -> +1 / -1 (as signed chars), everything else deleted.
 _DEPTH_TABLE = bytes(range(256)).translate(bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff"))
 _NON_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -339,7 +344,8 @@ def _invalid(code: int, message: str, rid: Any) -> Message:
 _ID = rb'(-?[0-9]{1,18}|"(?:[^"\\\r\n]|\\.){0,256}")'
 # `{"jsonrpc":"2.0","id":X,"<key>"` or `{"id":X,...` at the very start: necessarily top-level keys.
 _HEAD = re.compile(
-    rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*' + _ID
+    rb'\A\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*'
+    + _ID
     + rb'\s*(?:\}|,\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"(result|error|method)"|,)'
 )
 # `{"result":` / `{"error":` first (the TypeScript SDK's order: result, jsonrpc, id).

@@ -44,7 +44,7 @@ from mcp_defense.resources import BUILTIN_PREFIX, builtin_policy_dir
 
 # watchfiles grouping: return once `step` ms pass without a new event (at most `debounce` ms
 # after the first). An editor's write-temp-then-rename lands well inside one step.
-DEFAULT_STEP_MS = 50
+DEFAULT_STEP_MS = 20
 DEFAULT_DEBOUNCE_MS = 500
 # How long the Rust side waits before returning 'timeout' (stop is checked every step anyway).
 DEFAULT_TIMEOUT_MS = 5_000
@@ -220,9 +220,11 @@ class _Watcher:
         step_ms: int,
         debounce_ms: int,
         timeout_ms: int,
+        retry_s: float = 0.05,
     ) -> None:
         self.dirs = dirs
         self.key = key
+        self._retry_s = retry_s
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self._stop = threading.Event()
@@ -257,8 +259,8 @@ class _Watcher:
         except Exception as e:  # noqa: BLE001 - reported by the reloader, never fatal
             self.error = e
             self.ready.set()
-            if not self._stop.is_set():
-                time.sleep(0.05)  # a directory vanished between listing and watching: retry
+            # e.g. a directory vanished between listing and watching: retry (backing off)
+            if not self._stop.wait(self._retry_s):
                 self._on_gone()
             return
         self.ready.set()
@@ -327,6 +329,7 @@ class PolicyReloader:
         self._snap: dict[str, str] = {}
         self._files: list[Path] = []
         self._failing = False
+        self._watch_failures = 0
         self._ready = threading.Event()
         self._stopped = False
         self.attempts = 0  # loads run (skipped checks not counted)
@@ -447,9 +450,19 @@ class PolicyReloader:
             step,
             debounce,
             timeout,
+            min(5.0, 0.05 * 2**self._watch_failures),
         )
         new.start()
         new.ready.wait(_READY_TIMEOUT_S)
+        if new.error is None:
+            self._watch_failures = 0
+        else:
+            self._watch_failures += 1
+            if self._watch_failures == 1:
+                self._print(
+                    f"mcp-defense: cannot watch the policy files ({new.error}); retrying, "
+                    "SIGHUP still reloads"
+                )
         self._watcher = new
         if old is not None:
             old.stop()
@@ -534,17 +547,16 @@ class PolicyReloader:
         return self._done(out)
 
     def _announce(self, out: ReloadOutcome) -> None:
-        if self._emit is not None:
-            self._emit(
-                PolicyReloaded(
-                    old_version=out.old_version,
-                    new_version=out.version,
-                    added=list(out.added),
-                    removed=list(out.removed),
-                    changed=list(out.changed),
-                    duration_ms=round(out.duration_ms, 3),
-                )
+        self._send(
+            PolicyReloaded(
+                old_version=out.old_version,
+                new_version=out.version,
+                added=list(out.added),
+                removed=list(out.removed),
+                changed=list(out.changed),
+                duration_ms=round(out.duration_ms, 3),
             )
+        )
         if self._stderr is not None:
             what = (
                 f"+{len(out.added)} -{len(out.removed)} ~{len(out.changed)} rules"
@@ -572,16 +584,21 @@ class PolicyReloader:
             duration_ms=ms,
             diagnostics=tuple(errors),
         )
-        if self._emit is not None:
-            self._emit(
-                PolicyReloadFailed(
-                    version_in_force=version, diagnostics=[d.short() for d in errors]
-                )
-            )
+        self._send(
+            PolicyReloadFailed(version_in_force=version, diagnostics=[d.short() for d in errors])
+        )
         if self._stderr is not None:
             keep = f"keeping version {version}" if version else "no policy in force"
             self._print(f"mcp-defense: policy reload failed, {keep}:\n{format_text(errors)}")
         return self._done(out)
+
+    def _send(self, event: Event) -> None:
+        if self._emit is None:
+            return
+        try:
+            self._emit(event)
+        except Exception as e:  # noqa: BLE001 - a broken sink must not stop reloads
+            self._print(f"mcp-defense: cannot record {event.type} event: {e}")
 
     def _done(self, out: ReloadOutcome) -> ReloadOutcome:
         self.last = out

@@ -21,9 +21,11 @@ Invariants (see README "Protect an MCP server" for the user-facing contract):
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -34,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mcp_defense.correlate.kill import kill_server as kill_tree
 from mcp_defense.events.model import (
     FramingEvent,
     KillEvent,
@@ -43,8 +46,9 @@ from mcp_defense.events.model import (
     ToolResultEvent,
     new_correlation_id,
 )
-from mcp_defense.events.record import Recorder, now_iso_fast
+from mcp_defense.events.record import Recorder, now_iso_fast, printable
 from mcp_defense.policy.facts import Action, Decision, ToolCall
+from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.jsonrpc import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -75,6 +79,9 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_SPAWN_FAILED = 127
 EXIT_KILLED_BY_POLICY = 1
+# How long the main thread, woken by the server's death, waits for a kill in progress to
+# finish (the kill path verifies the whole tree is dead) so its event precedes server_exit.
+KILL_SETTLE_S = 5.0
 
 
 class TableLike(Protocol):
@@ -84,6 +91,21 @@ class TableLike(Protocol):
     def version(self) -> str: ...
 
     def decide(self, call: ToolCall) -> Decision: ...
+
+
+class FlowHooks(Protocol):
+    """What the proxy tells a flow correlator (`proxy.flows.FlowMonitor`): the server's
+    life and each forwarded call's, so flows can be joined to the calls that caused them."""
+
+    def server_started(self, pid: int, session_id: str) -> None: ...
+
+    def call_opened(self, correlation_id: str) -> None: ...
+
+    def call_closed(self, correlation_id: str) -> None: ...
+
+    def server_exited(self, pid: int) -> str: ...  # the rule of a flow kill, or ""
+
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -103,6 +125,11 @@ class _Outcome:
     kill: Decision | None = None
 
 
+# Client requests decided by policy: tools/call, and the requests that name a resource or
+# render a prompt (a resources/read of file:///home/alice/.ssh/id_rsa is a read like any other).
+DECIDED_METHODS = frozenset({"tools/call", "resources/read", "resources/subscribe", "prompts/get"})
+
+
 def _set_pipe_size(fd: int) -> None:
     try:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
@@ -110,13 +137,37 @@ def _set_pipe_size(fd: int) -> None:
         pass  # not a pipe, or above /proc/sys/fs/pipe-max-size: the default works, slower
 
 
+def _tune_malloc() -> None:
+    """Make glibc serve every block of 256 KiB or more with mmap, and return it on free.
+
+    By default glibc raises that threshold after the first large free, so the buffers of one
+    16 MiB message stay in the heap afterwards and the next large message adds to them: the
+    proxy's RSS would track the sum of recent large messages, not the one in flight.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD (fixing it also disables the dynamic bump)
+    except (OSError, AttributeError):
+        pass  # not glibc (musl, macOS): nothing to tune
+
+
 def _write_all(fd: int, data: bytes) -> None:
-    n = os.write(fd, data)
+    """Write everything, also to a descriptor a parent left non-blocking (Node does that to
+    its ends of pipes and sockets; changing the shared flag could break the parent)."""
+    try:
+        n = os.write(fd, data)
+    except BlockingIOError:
+        n = 0
     if n == len(data):
         return
     view = memoryview(data)[n:]
     while view:
-        view = view[os.write(fd, view) :]
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
 
 
 class StdioProxy:
@@ -143,6 +194,8 @@ class StdioProxy:
         term_grace_s: float = 2.0,
         env: dict[str, str] | None = None,
         cwd: str | None = None,
+        learning: LearningState | None = None,
+        flows: FlowHooks | None = None,
     ) -> None:
         if not command:
             raise ValueError("no server command given")
@@ -162,6 +215,8 @@ class StdioProxy:
         self.term_grace_s = term_grace_s
         self.env = env
         self.cwd = cwd
+        self.learning = learning  # archetype learning periods; None = always enforce
+        self.flows = flows  # flow correlation (--flow-source); None = calls only
 
         self._proc: subprocess.Popen[bytes] | None = None
         self._server_in = -1
@@ -170,14 +225,22 @@ class StdioProxy:
         self._client_gone = False
         self._pending: dict[Any, _Pending] = {}
         self._annotations: dict[str, dict[str, Any]] = {}
-        self._killed_by_policy = False
+        self._killed_by_policy = ""  # the rule that killed the server, once one has
+        self._kill_done = threading.Event()  # set once a tool-rule kill is complete
         self._shutdown_started = False
         self._server_reader: threading.Thread | None = None
+
+    @property
+    def server_pid(self) -> int | None:
+        """The server's pid (also its process-group id), once started: what a flow
+        correlator joins flows on."""
+        return self._proc.pid if self._proc is not None else None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
         """Start the server, proxy until it exits, return the exit code for the proxy."""
+        _tune_malloc()
         try:
             self._proc = subprocess.Popen(
                 self.command,
@@ -211,6 +274,8 @@ class StdioProxy:
                     observe=self.observe,
                 )
             )
+        if self.flows is not None:
+            self.flows.server_started(proc.pid, self.session_id)
 
         previous = self._install_signal_handlers()
         try:
@@ -224,9 +289,16 @@ class StdioProxy:
             returncode = proc.wait()
             # Let responses the server wrote before exiting reach the client first.
             self._server_reader.join(timeout=1.0)
-            pending = self._fail_pending(
-                f"mcp-defense: the MCP server exited (code {returncode}) before answering"
+            if self._killed_by_policy:  # a tool rule's kill: let its event go out first
+                self._kill_done.wait(KILL_SETTLE_S)
+            elif self.flows is not None:  # a flow rule's kill, if any, likewise
+                self._killed_by_policy = self.flows.server_exited(proc.pid)
+            why = (
+                f"was killed by policy ({self._killed_by_policy})"
+                if self._killed_by_policy
+                else f"exited (code {returncode})"
             )
+            pending = self._fail_pending(f"mcp-defense: the MCP server {why} before answering")
             if self.recorder.active:
                 self.recorder.emit(
                     ServerExit(server_pid=proc.pid, returncode=returncode, pending_requests=pending)
@@ -234,6 +306,8 @@ class StdioProxy:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            if self.flows is not None:
+                self.flows.close()
         if self._killed_by_policy:
             return EXIT_KILLED_BY_POLICY
         return 128 - returncode if returncode < 0 else returncode
@@ -277,7 +351,8 @@ class StdioProxy:
         proc = self._proc
         assert proc is not None
         try:
-            os.close(self._server_in)
+            assert proc.stdin is not None
+            proc.stdin.close()  # via the file object, so the descriptor is never closed twice
         except OSError:
             pass
         for signum, grace in ((None, self.shutdown_grace_s), (signal.SIGTERM, self.term_grace_s)):
@@ -294,6 +369,7 @@ class StdioProxy:
         pending, self._pending = self._pending, {}
         for rid, p in pending.items():
             self._answer(rid, SERVER_CLOSED, message)
+            self._close_flow_window(p)
             if p.correlation_id and self.recorder.active:
                 self.recorder.emit(
                     ToolResultEvent(
@@ -325,10 +401,17 @@ class StdioProxy:
         try:
             _write_all(self._server_in, line if line.endswith(b"\n") else line + b"\n")
         except OSError:
-            if rid is not None and self._pending.pop(rid, None) is not None:
+            p = self._pending.pop(rid, None) if rid is not None else None
+            if p is not None:
+                self._close_flow_window(p)
                 self._answer(
                     rid, SERVER_CLOSED, "mcp-defense: the MCP server is not accepting input"
                 )
+
+    def _close_flow_window(self, p: _Pending) -> None:
+        """A forwarded request is over (answered or failed): its flow window starts closing."""
+        if p.correlation_id and self.flows is not None:
+            self.flows.call_closed(p.correlation_id)
 
     def _refuse(
         self, direction: str, reason: str, rid: Any, size: int, code: int, answer: bool = True
@@ -342,7 +425,7 @@ class StdioProxy:
                 FramingEvent(direction=direction, reason=reason, request_id=rid, size=size)
             )
         else:
-            print(f"mcp-defense: refused {direction} message: {reason}", file=sys.stderr)
+            print(f"mcp-defense: refused {direction} message: {printable(reason)}", file=sys.stderr)
 
     # --- client -> server ----------------------------------------------------------------------
 
@@ -356,13 +439,18 @@ class StdioProxy:
             while True:
                 try:
                     chunk = read(fd, READ_SMALL if framer.partial < READ_SMALL else READ_LARGE)
-                except InterruptedError:
+                except BlockingIOError:  # a non-blocking descriptor inherited from the client
+                    select.select([fd], [], [])
                     continue
                 except OSError:
                     break
                 if not chunk:
                     break
-                if not framer.partial and chunk.find(b"\n") == len(chunk) - 1 and len(chunk) <= limit:
+                if (
+                    not framer.partial
+                    and chunk.find(b"\n") == len(chunk) - 1
+                    and len(chunk) <= limit
+                ):
                     handle(chunk)  # the common case: exactly one whole message per read
                     continue
                 for item in framer.feed(chunk):
@@ -389,17 +477,19 @@ class StdioProxy:
         msg = parse_message(line, self.max_depth)
         kind = msg.kind
         if kind is Kind.REQUEST:
-            if msg.method == "tools/call":
+            if msg.method in DECIDED_METHODS:
                 out = self._decide_call(msg)
                 if out.forward:
                     self._pending[msg.id] = _Pending(
-                        "tools/call", out.correlation_id, time.perf_counter()
+                        msg.method, out.correlation_id, time.perf_counter()
                     )
+                    if self.flows is not None:  # before the server can act on it
+                        self.flows.call_opened(out.correlation_id)
                     self._forward_to_server(line, msg.id)
                 else:
                     self._write_client(encode({"jsonrpc": "2.0", "id": msg.id, "error": out.error}))
                     if out.kill is not None:
-                        self._kill_server(out.kill, out.correlation_id)
+                        self.kill_server(out.kill.rule, out.kill.reason, [out.correlation_id])
                 return
             self._pending[msg.id] = _Pending(msg.method or "", "", time.perf_counter())
             self._forward_to_server(line, msg.id)
@@ -444,7 +534,7 @@ class StdioProxy:
                     "code": INVALID_REQUEST,
                     "message": f"mcp-defense: batch element {i}: nested batch",
                 }
-            elif el.kind is Kind.REQUEST and el.method == "tools/call":
+            elif el.kind is Kind.REQUEST and el.method in DECIDED_METHODS:
                 out = self._decide_call(el)
                 if out.forward:
                     forwarded_calls[i] = out.correlation_id
@@ -459,13 +549,16 @@ class StdioProxy:
                     self._pending[el.id] = _Pending(
                         el.method or "", forwarded_calls.get(i, ""), now
                     )
+            if self.flows is not None:
+                for cid in forwarded_calls.values():
+                    self.flows.call_opened(cid)
             self._forward_to_server(line)
             return
         first = min(errors)
         answers = []
         for i, el in enumerate(msg.elements):
-            if el.id is None:
-                continue
+            if el.id is None or el.kind not in (Kind.REQUEST, Kind.INVALID):
+                continue  # notifications and the client's own responses get no answer
             err = errors.get(i) or {
                 "code": INVALID_REQUEST,
                 "message": f"mcp-defense: batch refused because element {first} was refused "
@@ -483,7 +576,7 @@ class StdioProxy:
         if answers:
             self._write_client(encode(answers))
         if kill is not None:
-            self._kill_server(*kill)
+            self.kill_server(kill[0].rule, kill[0].reason, [kill[1]])
 
     def _decide_call(self, msg: Message) -> _Outcome:
         """Decide one tools/call (policy, then approval), record it, say what to do."""
@@ -499,21 +592,29 @@ class StdioProxy:
                     "message": "mcp-defense: tools/call params must be an object",
                 },
             )
-        tool = params.get("name")
-        arguments = params.get("arguments", {})
+        if msg.method == "tools/call":
+            tool = params.get("name")
+            arguments = params.get("arguments", {})
+        else:
+            # resources/read, prompts/get: a `file://` URI or a prompt argument reaches for
+            # the same files a tool would, so the same rules decide (as tool "resources/read").
+            tool = msg.method
+            arguments = params
         table = self.get_table()  # read once: the whole call runs under this table
         try:
-            decision = table.decide(
-                ToolCall(
-                    archetype=self.archetype,
-                    tool=tool,
-                    arguments=arguments,
-                    agent_id=self.agent_id,
-                    session_id=self.session_id,
-                    correlation_id=cid,
-                    annotations=self._annotations.get(tool) if type(tool) is str else None,
-                )
+            call = ToolCall(
+                archetype=self.archetype,
+                tool=tool,
+                arguments=arguments,
+                agent_id=self.agent_id,
+                session_id=self.session_id,
+                correlation_id=cid,
+                annotations=self._annotations.get(tool) if type(tool) is str else None,
             )
+            if self.learning is not None:
+                decision = table.decide(call, self.learning)
+            else:
+                decision = table.decide(call)
         except Exception as e:  # noqa: BLE001 - the table must never raise; if it does, fail closed
             decision = Decision(
                 Action.DENY,
@@ -560,6 +661,8 @@ class StdioProxy:
                     request_id=msg.id,
                     enforced=not self.observe and not decision.learning,
                     approval=approval,
+                    paths=list(facts.paths) if (facts := decision.facts) is not None else [],
+                    hosts=list(facts.hosts) if facts is not None else [],
                 )
             )
         if forward:
@@ -586,24 +689,46 @@ class StdioProxy:
                 FramingEvent(direction="client->server", reason=reason, request_id=rid)
             )
 
-    def _kill_server(self, decision: Decision, cid: str) -> None:
+    def kill_server(
+        self,
+        rule: str,
+        reason: str,
+        correlation_ids: Sequence[str] = (),
+        flow: dict[str, Any] | None = None,
+    ) -> None:
+        """Kill the server and its whole tree now (a tool rule's `kill`; a flow rule's kill is
+        the correlator's, see proxy/flows.py), through the same kill path: freeze the group,
+        SIGKILL it and any member that left it, verify death. The proxy then exits 1 after
+        answering pending requests."""
         proc = self._proc
-        assert proc is not None
-        self._killed_by_policy = True
-        if self.recorder.active:
-            self.recorder.emit(
-                KillEvent(
-                    server_pid=proc.pid,
-                    rule=decision.rule,
-                    reason=decision.reason,
-                    correlation_ids=[cid],
-                )
-            )
+        if proc is None:
+            return
+        self._killed_by_policy = rule or "kill"
         print(
-            f"mcp-defense: killing server pid {proc.pid}: [{decision.rule}] {decision.reason}",
+            f"mcp-defense: killing server pid {proc.pid}: [{printable(rule)}] {printable(reason)}",
             file=sys.stderr,
         )
-        self._signal_server(signal.SIGKILL)
+        try:
+            report = kill_tree(proc.pid, pgid=proc.pid)
+            killed, survivors = list(report.pids), list(report.survivors)
+        except Exception:  # noqa: BLE001 - the plain group kill still has to happen
+            self._signal_server(signal.SIGKILL)
+            killed, survivors = [], []
+        try:
+            if self.recorder.active:
+                self.recorder.emit(
+                    KillEvent(
+                        server_pid=proc.pid,
+                        rule=rule,
+                        reason=reason,
+                        flow=dict(flow or {}),
+                        correlation_ids=list(correlation_ids),
+                        killed_pids=killed,
+                        survivors=survivors,
+                    )
+                )
+        finally:
+            self._kill_done.set()
 
     # --- server -> client ----------------------------------------------------------------------
 
@@ -616,7 +741,8 @@ class StdioProxy:
         while True:
             try:
                 chunk = read(fd, READ_SMALL if framer.partial < READ_SMALL else READ_LARGE)
-            except InterruptedError:
+            except BlockingIOError:
+                select.select([fd], [], [])
                 continue
             except OSError:
                 break
@@ -635,6 +761,8 @@ class StdioProxy:
         if type(item) is Oversize:
             rid = sniff_id(item.head)
             p = self._pending.pop(rid, None) if rid is not None else None
+            if p is not None:
+                self._close_flow_window(p)
             self._refuse(
                 "server->client",
                 f"server message of {item.size} bytes exceeds --max-message-bytes {self.max_message_bytes}",
@@ -662,6 +790,8 @@ class StdioProxy:
         p = self._pending.pop(rid, None)
         if p is None:
             return
+        if p.correlation_id and self.flows is not None:
+            self.flows.call_closed(p.correlation_id)
         if p.method == "tools/list":
             self._learn_annotations(line)
         if p.correlation_id and recording:
@@ -681,6 +811,8 @@ class StdioProxy:
         for el in msg.elements:
             if el.kind in (Kind.RESPONSE, Kind.ERROR):
                 p = self._pending.pop(el.id, None)
+                if p is not None:
+                    self._close_flow_window(p)
                 if p is not None and p.correlation_id and self.recorder.active:
                     self.recorder.emit(
                         ToolResultEvent(

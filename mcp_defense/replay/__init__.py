@@ -32,8 +32,17 @@ from mcp_defense.replay.runner import (
 )
 
 __all__ = [
-    "FileResult", "InlineResult", "InputError", "InputKind", "Plan", "ReplayCase",
-    "ReplayInputError", "Report", "Status", "plan", "run",
+    "FileResult",
+    "InlineResult",
+    "InputError",
+    "InputKind",
+    "Plan",
+    "ReplayCase",
+    "ReplayInputError",
+    "Report",
+    "Status",
+    "plan",
+    "run",
 ]
 
 
@@ -62,21 +71,41 @@ def plan(paths: Sequence[str]) -> Plan:
         p = Path(raw)
         if not p.exists():
             raise ReplayInputError(f"{raw}: no such file or directory")
-        kind = classify_input(p)
-        if kind is InputKind.POLICY:
-            if p.is_dir() and not any(p.rglob("*.mcpd")):
-                raise ReplayInputError(f"{raw}: directory contains no .mcpd files")
-            out.policies.append(p)
-        elif kind is InputKind.RECORDING:
-            out.recordings.append(p)
+        if p.is_dir():
+            # A directory holds policies (its .mcpd files) and/or traffic (its .jsonl files),
+            # so a policy repository is tested with `policy test policies/ recordings/`.
+            traffic = sorted(p.rglob("*.jsonl"))
+            if any(p.rglob("*.mcpd")):
+                out.policies.append(p)
+            elif not traffic:
+                raise ReplayInputError(f"{raw}: directory contains no .mcpd or .jsonl files")
+            for f in traffic:
+                _add(out, f)
         else:
-            out.transcripts.append(p)
+            _add(out, p)
     return out
 
 
-def run(table: DecisionTable, the_plan: Plan, *, archetype: str = "",
-        run_re: re.Pattern[str] | None = None, fail_on_change: bool = True,
-        keep_passing: bool = False, progress: Progress | None = None) -> Report:
+def _add(out: Plan, p: Path) -> None:
+    kind = classify_input(p)
+    if kind is InputKind.POLICY:
+        out.policies.append(p)
+    elif kind is InputKind.RECORDING:
+        out.recordings.append(p)
+    else:
+        out.transcripts.append(p)
+
+
+def run(
+    table: DecisionTable,
+    the_plan: Plan,
+    *,
+    archetype: str = "",
+    run_re: re.Pattern[str] | None = None,
+    fail_on_change: bool = True,
+    keep_passing: bool = False,
+    progress: Progress | None = None,
+) -> Report:
     """Inline tests of the policy files named (or of the whole policy when none were named),
     then every recording and transcript, in the order given."""
     report = Report(table.version, fail_on_change=fail_on_change, kept_passing=keep_passing)
@@ -91,12 +120,20 @@ def run(table: DecisionTable, the_plan: Plan, *, archetype: str = "",
         return lambda pos: progress(offset + pos)
 
     for p in the_plan.recordings:
-        replay_recording(table, p, report, run=run_re, keep_passing=keep_passing,
-                         progress=advance(done))
+        replay_recording(
+            table, p, report, run=run_re, keep_passing=keep_passing, progress=advance(done)
+        )
         done += _size(p)
     for p in the_plan.transcripts:
-        replay_transcript(table, p, archetype, report, run=run_re, keep_passing=keep_passing,
-                          progress=advance(done))
+        replay_transcript(
+            table,
+            p,
+            archetype,
+            report,
+            run=run_re,
+            keep_passing=keep_passing,
+            progress=advance(done),
+        )
         done += _size(p)
     return report
 

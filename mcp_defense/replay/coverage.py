@@ -67,8 +67,14 @@ class Coverage:
     def to_dict(self) -> dict[str, Any]:
         def one(r: RuleHits) -> dict[str, Any]:
             file, line, col = split_source(r.source)
-            return {"rule": r.name, "kind": r.kind, "file": file, "line": line, "column": col,
-                    "hits": r.hits}
+            return {
+                "rule": r.name,
+                "kind": r.kind,
+                "file": file,
+                "line": line,
+                "column": col,
+                "hits": r.hits,
+            }
 
         return {
             "percent": round(self.percent, 2),
@@ -100,6 +106,9 @@ def compute(table: DecisionTable, hits: Mapping[str, int]) -> Coverage:
 
     rules.sort(key=order)
     other.sort(key=order)
-    engine = {("(default)" if k == "" else k): v for k, v in sorted(hits.items())
-              if k == "" or k in ENGINE_RULES}
+    engine = {
+        ("(default)" if k == "" else k): v
+        for k, v in sorted(hits.items())
+        if k == "" or k in ENGINE_RULES
+    }
     return Coverage(rules, other, engine)

@@ -10,6 +10,7 @@ import io
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import asdict, fields
 from typing import Any
 
 from rich.console import Console
@@ -29,6 +30,7 @@ from mcp_defense.replay.runner import (
     rule_sources,
     split_source,
 )
+from mcp_defense.resources import BUILTIN_PREFIX
 
 GROUP_ROWS = 20  # calls listed per diff group in text; JSON lists every one
 GROUP_TRACES = 1  # explain trees per diff group in text (the first call of the group)
@@ -50,8 +52,9 @@ def explanation_text(table: DecisionTable, call: ToolCall, width: int = 160) -> 
     from mcp_defense.cli.policy import render_explanation
 
     buf = io.StringIO()
-    console = Console(file=buf, width=width, color_system=None, highlight=False,
-                      force_terminal=False)
+    console = Console(
+        file=buf, width=width, color_system=None, highlight=False, force_terminal=False
+    )
     render_explanation(table.explain(call), console)
     return buf.getvalue().rstrip("\n")
 
@@ -79,13 +82,15 @@ def _groups(cases: Sequence[ReplayCase]) -> list[tuple[tuple[Any, ...], list[Rep
 def _notes(f: FileResult) -> str:
     parts = []
     if f.rule_changed:
-        parts.append(f"{f.rule_changed} decided by another rule")
+        parts.append(f"{f.rule_changed} by another rule")
     if f.unchecked:
         parts.append(f"{f.unchecked} without expectation")
     if f.skipped:
-        parts.append(f"{f.skipped} other line(s) skipped")
+        parts.append(f"{f.skipped} skipped")
+    if f.refused:
+        parts.append(f"{f.refused} refused before policy")
     if f.errors:
-        parts.append(f"{f.errors} invalid line(s)")
+        parts.append(f"{f.errors} invalid")
     return ", ".join(parts)
 
 
@@ -121,32 +126,63 @@ def below_threshold(coverage: Coverage | None, threshold: float | None) -> bool:
 # text
 
 
-def render_text(report: Report, table: DecisionTable, console: Console,
-                coverage: Coverage | None = None, threshold: float | None = None) -> None:
+def render_text(
+    report: Report,
+    table: DecisionTable,
+    console: Console,
+    coverage: Coverage | None = None,
+    threshold: float | None = None,
+) -> None:
     sources = rule_sources(table)
     failed_inline = report.inline_failed
     if failed_inline:
         console.print(f"[bold red]Inline tests failed: {len(failed_inline)}[/]")
         for r in failed_inline:
-            console.print(f"  [red]✗[/] [bold]{esc(r.test.name)}[/]  [dim]{esc(r.file)}:{r.line}[/]")
-            console.print(esc(f"    expected {r.expected_text()}, got "
-                              f"{decision_text(r.decision)}"
-                              + (f": {r.decision.reason}" if r.decision.reason else "")))
+            console.print(
+                f"  [red]✗[/] [bold]{esc(r.test.name)}[/]  [dim]{esc(r.file)}:{r.line}[/]"
+            )
+            console.print(
+                esc(
+                    f"    expected {r.expected_text()}, got "
+                    f"{decision_text(r.decision)}"
+                    + (f": {r.decision.reason}" if r.decision.reason else "")
+                )
+            )
             _trace(console, table, r.call())
         console.print()
     for status, title, style in (
         (Status.FAIL, "Calls not decided as expected (`expect`)", "bold red"),
-        (Status.CHANGED, "Changed decisions", "bold red" if report.fail_on_change else "bold yellow"),
+        (
+            Status.CHANGED,
+            "Changed decisions",
+            "bold red" if report.fail_on_change else "bold yellow",
+        ),
         (Status.RULE_CHANGED, "Same decision, another rule (not a failure)", "bold"),
     ):
         cases = report.by_status(status)
         if cases:
-            _diff(console, table, sources, title, style, cases, traces=status is not
-                  Status.RULE_CHANGED)
-    unchecked = [c for c in report.by_status(Status.UNCHECKED) if c.decision.action.value != "allow"]
+            _diff(
+                console,
+                table,
+                sources,
+                title,
+                style,
+                cases,
+                traces=status is not Status.RULE_CHANGED,
+            )
+    unchecked = [
+        c for c in report.by_status(Status.UNCHECKED) if c.decision.action.value != "allow"
+    ]
     if unchecked:
-        _diff(console, table, sources, "Transcript calls the policy would not simply allow "
-              "(no expectation)", "bold", unchecked, traces=False)
+        _diff(
+            console,
+            table,
+            sources,
+            "Transcript calls the policy would not simply allow (no expectation)",
+            "bold",
+            unchecked,
+            traces=False,
+        )
     _summary(console, report)
     if coverage is not None:
         render_coverage(console, coverage, threshold)
@@ -164,8 +200,16 @@ def _trace(console: Console, table: DecisionTable, call: ToolCall) -> None:
         console.out("      " + ln, highlight=False)
 
 
-def _diff(console: Console, table: DecisionTable, sources: dict[str, tuple[str, str]], title: str,
-          style: str, cases: Sequence[ReplayCase], *, traces: bool) -> None:
+def _diff(
+    console: Console,
+    table: DecisionTable,
+    sources: dict[str, tuple[str, str]],
+    title: str,
+    style: str,
+    cases: Sequence[ReplayCase],
+    *,
+    traces: bool,
+) -> None:
     console.print(f"[{style}]{title}: {len(cases)} call(s)[/]")
     for (old, old_rule, new, new_rule), group in _groups(cases):
         loc = _rule_loc(sources, new_rule or old_rule)
@@ -174,16 +218,20 @@ def _diff(console: Console, table: DecisionTable, sources: dict[str, tuple[str, 
             head = f"expected {old} → got {outcome(new, new_rule)}"
         elif group[0].recorded is None:
             head = outcome(new, new_rule)
-        console.print(f"  [bold]{esc(head)}[/]" + (f"  [dim]{esc(loc)}[/]" if loc else "")
-                      + f"  ({len(group)} call(s))")
+        console.print(
+            f"  [bold]{esc(head)}[/]"
+            + (f"  [dim]{esc(loc)}[/]" if loc else "")
+            + f"  ({len(group)} call(s))"
+        )
         rows = [(c.location, c.tool, key_argument(table, c.call)) for c in group[:GROUP_ROWS]]
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len(r[1]) for r in rows)
         for loc_, tool, arg in rows:
             console.out(f"    {loc_:<{w0}}  {tool:<{w1}}  {arg}".rstrip(), highlight=False)
         if len(group) > GROUP_ROWS:
-            console.print(f"    … {len(group) - GROUP_ROWS} more (--format json lists all)",
-                          highlight=False)
+            console.print(
+                f"    … {len(group) - GROUP_ROWS} more (--format json lists all)", highlight=False
+            )
         if traces:
             for c in group[:GROUP_TRACES]:
                 console.print(f"    [dim]trace of {esc(c.location)}: {esc(c.decision.reason)}[/]")
@@ -193,23 +241,37 @@ def _diff(console: Console, table: DecisionTable, sources: dict[str, tuple[str, 
 
 def _summary(console: Console, report: Report) -> None:
     t = Table(title="policy test", title_justify="left")
-    for col, justify in (("input", "left"), ("kind", "left"), ("cases", "right"),
-                         ("passed", "right"), ("failed", "right"), ("changed", "right"),
-                         ("notes", "left")):
+    for col, justify in (
+        ("input", "left"),
+        ("kind", "left"),
+        ("cases", "right"),
+        ("passed", "right"),
+        ("failed", "right"),
+        ("changed", "right"),
+        ("notes", "left"),
+    ):
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
     for f in report.files:
         kind = "inline tests" if f.kind.value == "policy" else f.kind.value
-        t.add_row(esc(f.path), kind, str(f.cases), str(f.passed), str(f.failed),
-                  str(f.changed), _notes(f))
+        t.add_row(
+            esc(f.path), kind, str(f.cases), str(f.passed), str(f.failed), str(f.changed), _notes(f)
+        )
     if len(report.files) > 1:
         t.add_section()
         tot = FileResult("total", report.files[0].kind)
         for f in report.files:
-            for a in ("cases", "passed", "failed", "changed", "rule_changed", "unchecked",
-                      "skipped", "errors"):
-                setattr(tot, a, getattr(tot, a) + getattr(f, a))
-        t.add_row("[bold]total[/]", "", str(tot.cases), str(tot.passed), str(tot.failed),
-                  str(tot.changed), _notes(tot))
+            for fld in fields(FileResult):
+                if fld.type == "int":
+                    setattr(tot, fld.name, getattr(tot, fld.name) + getattr(f, fld.name))
+        t.add_row(
+            "[bold]total[/]",
+            "",
+            str(tot.cases),
+            str(tot.passed),
+            str(tot.failed),
+            str(tot.changed),
+            _notes(tot),
+        )
     if report.files:
         console.print(t)
     else:
@@ -217,8 +279,10 @@ def _summary(console: Console, report: Report) -> None:
 
 
 def render_coverage(console: Console, cov: Coverage, threshold: float | None) -> None:
-    t = Table(title=f"rule coverage: {cov.covered}/{cov.total} rules fired "
-              f"({cov.percent:.1f}%)", title_justify="left")
+    t = Table(
+        title=f"rule coverage: {cov.covered}/{cov.total} rules fired ({cov.percent:.1f}%)",
+        title_justify="left",
+    )
     t.add_column("rule")
     t.add_column("source")
     t.add_column("hits", justify="right")
@@ -236,9 +300,12 @@ def render_coverage(console: Console, cov: Coverage, threshold: float | None) ->
         for r in never:
             console.print(f"  {esc(r.location)}: {esc(r.name)}")
     if cov.other:
-        console.print(f"[dim]not counted: {len(cov.other)} flow/orphan rule(s) "
-                      "(policy test decides tool calls only): "
-                      + esc(", ".join(r.name for r in cov.other)) + "[/]")
+        console.print(
+            f"[dim]not counted: {len(cov.other)} flow/orphan rule(s) "
+            "(policy test decides tool calls only): "
+            + esc(", ".join(r.name for r in cov.other))
+            + "[/]"
+        )
     console.print()
 
 
@@ -249,10 +316,17 @@ def render_coverage(console: Console, cov: Coverage, threshold: float | None) ->
 def _inline_dict(table: DecisionTable, r: InlineResult) -> dict[str, Any]:
     file, line, col = split_source(r.test.source)
     d: dict[str, Any] = {
-        "name": r.test.name, "file": file, "line": line, "column": col,
-        "archetype": r.test.archetype, "tool": r.test.tool, "arguments": r.test.arguments,
-        "expect": r.test.expect, "expect_rule": r.test.expect_rule,
-        **r.decision.to_dict(), "passed": r.passed,
+        "name": r.test.name,
+        "file": file,
+        "line": line,
+        "column": col,
+        "archetype": r.test.archetype,
+        "tool": r.test.tool,
+        "arguments": r.test.arguments,
+        "expect": r.test.expect,
+        "expect_rule": r.test.expect_rule,
+        **r.decision.to_dict(),
+        "passed": r.passed,
     }
     if not r.passed:
         d["trace"] = table.explain(r.call()).to_dict()
@@ -261,11 +335,17 @@ def _inline_dict(table: DecisionTable, r: InlineResult) -> dict[str, Any]:
 
 def _case_dict(table: DecisionTable, c: ReplayCase) -> dict[str, Any]:
     d: dict[str, Any] = {
-        "file": c.file, "line": c.line, "status": c.status.value,
-        "archetype": c.call.archetype, "tool": c.tool,
+        "file": c.file,
+        "line": c.line,
+        "status": c.status.value,
+        "archetype": c.call.archetype,
+        "tool": c.tool,
         "key_argument": key_argument(table, c.call, limit=1000),
-        "arguments": c.call.arguments, "agent_id": c.call.agent_id,
-        "expect": c.expect, "recorded": c.recorded, "recorded_rule": c.recorded_rule,
+        "arguments": c.call.arguments,
+        "agent_id": c.call.agent_id,
+        "expect": c.expect,
+        "recorded": c.recorded,
+        "recorded_rule": c.recorded_rule,
         **c.decision.to_dict(),
     }
     if c.status in (Status.FAIL, Status.CHANGED):
@@ -273,12 +353,14 @@ def _case_dict(table: DecisionTable, c: ReplayCase) -> dict[str, Any]:
     return d
 
 
-def render_json(report: Report, table: DecisionTable, coverage: Coverage | None = None,
-                threshold: float | None = None, exit_code: int = 0) -> str:
-    files = [{"path": f.path, "kind": f.kind.value, "cases": f.cases, "passed": f.passed,
-              "failed": f.failed, "changed": f.changed, "rule_changed": f.rule_changed,
-              "unchecked": f.unchecked, "skipped": f.skipped, "errors": f.errors}
-             for f in report.files]
+def render_json(
+    report: Report,
+    table: DecisionTable,
+    coverage: Coverage | None = None,
+    threshold: float | None = None,
+    exit_code: int = 0,
+) -> str:
+    files = [{**asdict(f), "kind": f.kind.value} for f in report.files]
     out: dict[str, Any] = {
         "policy_version": report.policy_version,
         "ok": exit_code == 0,
@@ -300,8 +382,12 @@ def render_json(report: Report, table: DecisionTable, coverage: Coverage | None 
 # JUnit XML
 
 
-def render_junit(report: Report, table: DecisionTable, coverage: Coverage | None = None,
-                 threshold: float | None = None) -> str:
+def render_junit(
+    report: Report,
+    table: DecisionTable,
+    coverage: Coverage | None = None,
+    threshold: float | None = None,
+) -> str:
     """One <testsuite> per input; every inline test and replayed call is a <testcase>."""
     root = ET.Element("testsuites", name="mcp-defense policy test")
     suites: dict[str, ET.Element] = {}
@@ -320,35 +406,53 @@ def render_junit(report: Report, table: DecisionTable, coverage: Coverage | None
         suite(f.path)
     for r in report.inline:
         file, line, _ = split_source(r.test.source)
-        tc = ET.SubElement(suite(file), "testcase", classname=file, name=r.test.name,
-                           file=file, line=str(line))
+        tc = ET.SubElement(
+            suite(file), "testcase", classname=file, name=r.test.name, file=file, line=str(line)
+        )
         counts[file][0] += 1
         if not r.passed:
             counts[file][1] += 1
             msg = f"expected {r.expected_text()}, got {decision_text(r.decision)}"
             fail = ET.SubElement(tc, "failure", message=msg, type="decision")
-            fail.text = (f"{r.decision.reason}\n\n" if r.decision.reason else "") + \
-                explanation_text(table, r.call())
+            fail.text = (
+                f"{r.decision.reason}\n\n" if r.decision.reason else ""
+            ) + explanation_text(table, r.call())
     for c in report.cases:
-        tc = ET.SubElement(suite(c.file), "testcase", classname=c.file,
-                           name=f"{c.location} {c.tool} {key_argument(table, c.call)}".rstrip(),
-                           file=c.file, line=str(c.line))
+        tc = ET.SubElement(
+            suite(c.file),
+            "testcase",
+            classname=c.file,
+            name=f"{c.location} {c.tool} {key_argument(table, c.call)}".rstrip(),
+            file=c.file,
+            line=str(c.line),
+        )
         counts[c.file][0] += 1
         new = decision_text(c.decision)
         failing = c.status is Status.FAIL or (c.status is Status.CHANGED and report.fail_on_change)
         if failing:
             counts[c.file][1] += 1
-            msg = (f"expected {c.expect}, got {new}" if c.status is Status.FAIL
-                   else f"decision changed: {outcome(c.recorded, c.recorded_rule)} → {new}")
+            msg = (
+                f"expected {c.expect}, got {new}"
+                if c.status is Status.FAIL
+                else f"decision changed: {outcome(c.recorded, c.recorded_rule)} → {new}"
+            )
             fail = ET.SubElement(tc, "failure", message=msg, type=c.status.value)
             fail.text = f"{c.decision.reason}\n\n{explanation_text(table, c.call)}"
         elif c.status is not Status.PASS:
             out = ET.SubElement(tc, "system-out")
-            out.text = (f"{c.status.value}: {outcome(c.recorded, c.recorded_rule)} → {new}: "
-                        f"{c.decision.reason}")
+            out.text = (
+                f"{c.status.value}: {outcome(c.recorded, c.recorded_rule)} → {new}: "
+                f"{c.decision.reason}"
+            )
     for e in report.errors:
-        tc = ET.SubElement(suite(e.file), "testcase", classname=e.file, name=f"{e.file}:{e.line}",
-                           file=e.file, line=str(e.line))
+        tc = ET.SubElement(
+            suite(e.file),
+            "testcase",
+            classname=e.file,
+            name=f"{e.file}:{e.line}",
+            file=e.file,
+            line=str(e.line),
+        )
         counts[e.file][0] += 1
         counts[e.file][2] += 1
         ET.SubElement(tc, "error", message=e.message, type="input")
@@ -358,10 +462,15 @@ def render_junit(report: Report, table: DecisionTable, coverage: Coverage | None
         counts["coverage"][0] += 1
         if coverage.percent < threshold:
             counts["coverage"][1] += 1
-            fail = ET.SubElement(tc, "failure", type="coverage",
-                                 message=f"coverage {coverage.percent:.1f}% below {threshold:g}%")
-            fail.text = "never fired:\n" + "\n".join(f"{r.location}: {r.name}"
-                                                     for r in coverage.never_fired)
+            fail = ET.SubElement(
+                tc,
+                "failure",
+                type="coverage",
+                message=f"coverage {coverage.percent:.1f}% below {threshold:g}%",
+            )
+            fail.text = "never fired:\n" + "\n".join(
+                f"{r.location}: {r.name}" for r in coverage.never_fired
+            )
     tot = [0, 0, 0]
     for name, s in suites.items():
         n, fl, er = counts[name]
@@ -390,47 +499,91 @@ def _gh_prop(s: str) -> str:
 
 
 def _annotation(level: str, file: str, line: int, title: str, message: str) -> str:
+    if file.startswith(BUILTIN_PREFIX):  # not a file of the repository: say where in the text
+        message = f"{file}:{line}: {message}"
+        file = ""
     where = f"file={_gh_prop(file)},line={line}," if file and line else ""
     return f"::{level} {where}title={_gh_prop(title)}::{_gh(message)}"
 
 
-def render_github(report: Report, table: DecisionTable, coverage: Coverage | None = None,
-                  threshold: float | None = None) -> str:
+def render_github(
+    report: Report,
+    table: DecisionTable,
+    coverage: Coverage | None = None,
+    threshold: float | None = None,
+) -> str:
     """Workflow commands: each failure annotates its .mcpd test or recording line in the PR."""
     out: list[str] = []
     for e in report.errors:
         out.append(_annotation("error", e.file, e.line, "mcpd invalid input", e.message))
     for r in report.inline_failed:
         file, line, _ = split_source(r.test.source)
-        out.append(_annotation(
-            "error", file, line, f"mcpd test failed: {r.test.name}",
-            f"expected {r.expected_text()}, got {decision_text(r.decision)}: {r.decision.reason}"))
+        out.append(
+            _annotation(
+                "error",
+                file,
+                line,
+                f"mcpd test failed: {r.test.name}",
+                f"expected {r.expected_text()}, got {decision_text(r.decision)}: {r.decision.reason}",
+            )
+        )
     for c in report.cases:
         new = decision_text(c.decision)
         arg = key_argument(table, c.call)
         what = f"{c.tool} {arg}".rstrip()
         if c.status is Status.FAIL:
-            out.append(_annotation("error", c.file, c.line, "mcpd expectation not met",
-                                   f"{what}: expected {c.expect}, got {new}: {c.decision.reason}"))
+            out.append(
+                _annotation(
+                    "error",
+                    c.file,
+                    c.line,
+                    "mcpd expectation not met",
+                    f"{what}: expected {c.expect}, got {new}: {c.decision.reason}",
+                )
+            )
         elif c.status is Status.CHANGED:
-            out.append(_annotation(
-                "error" if report.fail_on_change else "warning", c.file, c.line,
-                "mcpd decision changed",
-                f"{what}: {outcome(c.recorded, c.recorded_rule)} → {new}: {c.decision.reason}"))
+            out.append(
+                _annotation(
+                    "error" if report.fail_on_change else "warning",
+                    c.file,
+                    c.line,
+                    "mcpd decision changed",
+                    f"{what}: {outcome(c.recorded, c.recorded_rule)} → {new}: {c.decision.reason}",
+                )
+            )
         elif c.status is Status.RULE_CHANGED:
-            out.append(_annotation("notice", c.file, c.line, "mcpd deciding rule changed",
-                                   f"{what}: {outcome(c.recorded, c.recorded_rule)} → {new}"))
+            out.append(
+                _annotation(
+                    "notice",
+                    c.file,
+                    c.line,
+                    "mcpd deciding rule changed",
+                    f"{what}: {outcome(c.recorded, c.recorded_rule)} → {new}",
+                )
+            )
     if coverage is not None:
         below = below_threshold(coverage, threshold)
         for r in coverage.never_fired:
             file, line, _ = split_source(r.source)
-            out.append(_annotation("error" if below else "notice", file, line,
-                                   "mcpd rule never fired",
-                                   f"rule {r.name} decided no test case or recorded call"))
+            out.append(
+                _annotation(
+                    "error" if below else "notice",
+                    file,
+                    line,
+                    "mcpd rule never fired",
+                    f"rule {r.name} decided no test case or recorded call",
+                )
+            )
         if below:
             assert threshold is not None
-            out.append(_annotation("error", "", 0, "mcpd coverage",
-                                   f"rule coverage {coverage.percent:.1f}% is below "
-                                   f"{threshold:g}%"))
+            out.append(
+                _annotation(
+                    "error",
+                    "",
+                    0,
+                    "mcpd coverage",
+                    f"rule coverage {coverage.percent:.1f}% is below {threshold:g}%",
+                )
+            )
     out.append(verdict(report, coverage, threshold) + f" (policy version {report.policy_version})")
     return "\n".join(out)

@@ -2,7 +2,7 @@
 
 Replay calls `DecisionTable.decide` with the same ToolCall the stdio proxy builds, so a call
 decided live and replayed under the same policy gets the same decision, rule and reason. The
-replay loop is the hot path of CI runs over weeks of traffic: one `json.loads` per line, a
+replay loop is the hot path of CI runs over weeks of traffic: one JSON parse per line, a
 hand-rolled check of the fields `event_from_dict` would check for `tool_call` lines (falling
 back to it only to word the error), then `decide`.
 """
@@ -120,6 +120,7 @@ class FileResult:
     rule_changed: int = 0
     unchecked: int = 0
     skipped: int = 0  # lines that are valid but not tool calls (other events, initialize, …)
+    refused: int = 0  # transcript messages the proxy refuses before policy
     errors: int = 0
 
 
@@ -132,7 +133,7 @@ class Report:
     hits: dict[str, int] = field(default_factory=dict)  # deciding rule name → count
     errors: list[InputError] = field(default_factory=list)
     fail_on_change: bool = True
-    kept_passing: bool = False
+    kept_passing: bool = False  # `cases` holds passing cases too (JUnit lists every case)
 
     @property
     def inline_failed(self) -> list[InlineResult]:
@@ -140,10 +141,6 @@ class Report:
 
     def by_status(self, status: Status) -> list[ReplayCase]:
         return [c for c in self.cases if c.status is status]
-
-    @property
-    def total_cases(self) -> int:
-        return sum(f.cases for f in self.files)
 
     @property
     def failed(self) -> bool:
@@ -193,12 +190,12 @@ def classify_input(path: Path) -> InputKind:
                     head = items[0]
                     if isinstance(head, dict) and "type" in head:
                         return InputKind.RECORDING
-                    if isinstance(head, dict) and ("jsonrpc" in head or "method" in head
-                                                   or "params" in head):
+                    if isinstance(head, dict) and ("jsonrpc" in head or "method" in head):
                         return InputKind.TRANSCRIPT
                     raise ReplayInputError(
-                        f"{display_path(path)}:{n}: neither a recording event (no \"type\") "
-                        "nor a JSON-RPC message (no \"jsonrpc\")")
+                        f'{display_path(path)}:{n}: neither a recording event (no "type") '
+                        'nor a JSON-RPC message (no "jsonrpc")'
+                    )
     except OSError as e:
         raise ReplayInputError(f"cannot read {display_path(path)}: {e.strerror or e}") from None
     return InputKind.RECORDING  # empty file: a recording of nothing
@@ -213,8 +210,9 @@ def _short_err(e: BaseException) -> str:
 
 
 def inline_call(t: InlineTest) -> ToolCall:
-    return ToolCall(archetype=t.archetype, tool=t.tool, arguments=t.arguments,
-                    agent_id=t.agent or "")
+    return ToolCall(
+        archetype=t.archetype, tool=t.tool, arguments=t.arguments, agent_id=t.agent or ""
+    )
 
 
 def policy_file_set(paths: Iterable[Path]) -> set[Path]:
@@ -230,12 +228,13 @@ def policy_file_set(paths: Iterable[Path]) -> set[Path]:
 
 def _source_path(file: str) -> Path:
     if file.startswith(BUILTIN_PREFIX):
-        return (builtin_policy_dir() / file[len(BUILTIN_PREFIX):]).resolve()
+        return (builtin_policy_dir() / file[len(BUILTIN_PREFIX) :]).resolve()
     return Path(file).resolve()
 
 
-def select_tests(table: DecisionTable, files: set[Path] | None,
-                 run: re.Pattern[str] | None) -> list[InlineTest]:
+def select_tests(
+    table: DecisionTable, files: set[Path] | None, run: re.Pattern[str] | None
+) -> list[InlineTest]:
     """Inline tests defined in `files` (None: every test the policy has), filtered by --run."""
     out = []
     for t in table.tests:
@@ -274,7 +273,7 @@ def run_inline(table: DecisionTable, tests: Sequence[InlineTest], report: Report
 Progress = Callable[[int], None]  # called with bytes read so far, every few thousand lines
 
 
-def _classify(report: Report, fr: FileResult, case: ReplayCase) -> None:
+def _count(fr: FileResult, case: ReplayCase) -> None:
     fr.cases += 1
     st = case.status
     if st is Status.PASS:
@@ -314,9 +313,15 @@ def _tool_result_ok(d: dict[str, Any]) -> bool:
 _ACTION_OF = {a.value: a for a in Action}
 
 
-def replay_recording(table: DecisionTable, path: Path, report: Report, *,
-                     run: re.Pattern[str] | None = None, keep_passing: bool = False,
-                     progress: Progress | None = None) -> FileResult:
+def replay_recording(
+    table: DecisionTable,
+    path: Path,
+    report: Report,
+    *,
+    run: re.Pattern[str] | None = None,
+    keep_passing: bool = False,
+    progress: Progress | None = None,
+) -> FileResult:
     """Decide every `tool_call` line again; other valid events are skipped, invalid lines are
     errors with file:line."""
     name = display_path(path)
@@ -375,11 +380,19 @@ def replay_recording(table: DecisionTable, path: Path, report: Report, *,
                 session = d.get("session_id", "")
                 expect = d.get("expect")
                 recorded = action_of.get(rec)
-                ok = (recorded is not None and type(arch) is str and type(tool) is str
-                      and type(rule) is str and type(reason) is str and type(agent) is str
-                      and type(corr) is str and type(d["policy_version"]) is str
-                      and type(session) is str and type(d.get("ts", "")) is str
-                      and (expect is None or expect in action_of))
+                ok = (
+                    recorded is not None
+                    and type(arch) is str
+                    and type(tool) is str
+                    and type(rule) is str
+                    and type(reason) is str
+                    and type(agent) is str
+                    and type(corr) is str
+                    and type(d["policy_version"]) is str
+                    and type(session) is str
+                    and type(d.get("ts", "")) is str
+                    and (expect is None or expect in action_of)
+                )
             except (KeyError, TypeError):  # TypeError: an unhashable `decision`
                 ok = False
             if not ok:
@@ -395,13 +408,19 @@ def replay_recording(table: DecisionTable, path: Path, report: Report, *,
                 continue
             if run is not None and not run.search(f"{name}:{lineno} {tool}"):
                 continue
-            call = new_call(arch, tool, args, agent, session, corr)
+            # `annotations` (the server's tool hints) are not part of the event schema yet; a
+            # recording that carries them gets them, as the live call did.
+            call = new_call(arch, tool, args, agent, session, corr, d.get("annotations"))
             dec = decide(call)
             new_rule = dec.rule
             hits[new_rule] = hits.get(new_rule, 0) + 1
             new = dec.action
-            if expect is None and new is not recorded and recorded is Action.ALERT \
-                    and not d.get("enforced", True):
+            if (
+                expect is None
+                and new is not recorded
+                and recorded is Action.ALERT
+                and not d.get("enforced", True)
+            ):
                 m = _LEARNING.match(reason)
                 if m is not None and m.group(1) in action_of:
                     rec = m.group(1)  # learning mode recorded what enforcement would do
@@ -418,7 +437,7 @@ def replay_recording(table: DecisionTable, path: Path, report: Report, *,
                     cases.append(ReplayCase(name, lineno, call, dec, Status.PASS, None, rec, rule))
                 continue
             case = ReplayCase(name, lineno, call, dec, status, expect, rec, rule)
-            _classify(report, fr, case)
+            _count(fr, case)
             if status is not Status.PASS or keep_passing:
                 cases.append(case)
     fr.cases += passed
@@ -428,15 +447,49 @@ def replay_recording(table: DecisionTable, path: Path, report: Report, *,
     return fr
 
 
-def replay_transcript(table: DecisionTable, path: Path, archetype: str, report: Report, *,
-                      run: re.Pattern[str] | None = None, keep_passing: bool = False,
-                      progress: Progress | None = None) -> FileResult:
-    """Decide every client→server `tools/call` in a JSON-RPC transcript (e.g. from `tee`).
+def _transcript_call(msg: Any, archetype: str, decided: frozenset[str]) -> ToolCall | str | None:
+    """What the stdio proxy does with one classified client message: a ToolCall it decides,
+    a str when it refuses the message before policy (the reason), None when it just forwards
+    it (initialize, notifications, responses, other requests)."""
+    from mcp_defense.protocol.jsonrpc import Kind
 
-    Other messages (initialize, notifications, responses) are skipped; a line that is not
-    JSON is an error. A line may carry an `expect` field to assert a decision.
+    kind = msg.kind
+    if kind is Kind.INVALID:
+        return msg.error_message
+    if kind is Kind.NOTIFICATION:
+        return "tools/call sent as a notification (no id)" if msg.method == "tools/call" else None
+    if kind is not Kind.REQUEST or msg.method not in decided:
+        return None
+    params = msg.params
+    if type(params) is not dict:
+        return f"{msg.method} params must be an object"
+    if msg.method == "tools/call":
+        tool, arguments = params.get("name"), params.get("arguments", {})
+    else:  # resources/read, prompts/get…: decided as a tool named after the method
+        tool, arguments = msg.method, params
+    # "unknown" is the agent id the stdio proxy uses when none is given.
+    return ToolCall(archetype, tool, arguments, "unknown", "", "")
+
+
+def replay_transcript(
+    table: DecisionTable,
+    path: Path,
+    archetype: str,
+    report: Report,
+    *,
+    run: re.Pattern[str] | None = None,
+    keep_passing: bool = False,
+    progress: Progress | None = None,
+) -> FileResult:
+    """Decide every client→server message the stdio proxy would decide (tools/call and the
+    other DECIDED_METHODS), parsed and classified by the proxy's own `parse_message`.
+
+    Messages the proxy forwards undecided are skipped; messages it refuses before policy
+    (duplicate keys, tools/call without id, bad batch elements…) are counted as refused; a
+    line that is not JSON is an error. A line may carry an `expect` field.
     """
-    from mcp_defense.protocol.calls import call_from_object
+    from mcp_defense.protocol.jsonrpc import PARSE_ERROR, Kind, parse_message
+    from mcp_defense.proxy.stdio import DECIDED_METHODS
 
     name = display_path(path)
     fr = FileResult(name, InputKind.TRANSCRIPT)
@@ -452,46 +505,46 @@ def replay_transcript(table: DecisionTable, path: Path, archetype: str, report: 
                 pos += len(raw)
                 if not lineno & 0xFFF:
                     progress(pos)
-            try:
-                obj = json.loads(raw)
-            except (ValueError, RecursionError) as e:
-                if not raw.strip():
-                    continue
-                report.errors.append(InputError(name, lineno, f"not JSON: {_short_err(e)}"))
+            if raw.isspace():
+                continue  # the proxy ignores blank keep-alive lines too
+            msg = parse_message(raw)
+            if msg.kind is Kind.INVALID and msg.error_code == PARSE_ERROR:
+                detail = msg.error_message.removeprefix("invalid JSON: ")
+                report.errors.append(InputError(name, lineno, f"not JSON: {detail}"))
                 fr.errors += 1
                 continue
-            # A batch (removed from MCP in 2025-06-18) is checked element by element.
-            for msg in (obj if type(obj) is list else [obj]):
-                if not isinstance(msg, dict):
-                    report.errors.append(InputError(name, lineno, "not a JSON-RPC message"))
-                    fr.errors += 1
+            elements = msg.elements if msg.kind is Kind.BATCH else (msg,)
+            for el in elements:
+                if el.kind is Kind.BATCH:
+                    fr.refused += 1  # a nested batch
                     continue
-                method = msg.get("method")
-                shorthand = method is None and "params" in msg and "jsonrpc" not in msg
-                if method != "tools/call" and not shorthand:
-                    fr.skipped += 1  # initialize, notifications, responses, other requests
+                got = _transcript_call(el, archetype, DECIDED_METHODS)
+                if got is None:
+                    fr.skipped += 1
                     continue
-                lc = call_from_object(msg, archetype)
-                if lc.call is None:
-                    report.errors.append(InputError(name, lineno, lc.error))
-                    fr.errors += 1
+                if isinstance(got, str):
+                    fr.refused += 1
                     continue
-                expect = msg.get("expect")
+                expect = el.obj.get("expect")
                 if expect is not None and expect not in ACTIONS:
-                    report.errors.append(InputError(
-                        name, lineno, f"expect {expect!r} is not one of {sorted(ACTIONS)}"))
+                    report.errors.append(
+                        InputError(
+                            name, lineno, f"expect {expect!r} is not one of {sorted(ACTIONS)}"
+                        )
+                    )
                     fr.errors += 1
                     continue
-                if run is not None and not run.search(f"{name}:{lineno} {lc.call.tool}"):
+                tool = got.tool if type(got.tool) is str else json.dumps(got.tool)
+                if run is not None and not run.search(f"{name}:{lineno} {tool}"):
                     continue
-                dec = table.decide(lc.call)
+                dec = table.decide(got)
                 report.hits[dec.rule] = report.hits.get(dec.rule, 0) + 1
                 if expect is None:
                     status = Status.UNCHECKED
                 else:
                     status = Status.PASS if dec.action.value == expect else Status.FAIL
-                case = ReplayCase(name, lineno, lc.call, dec, status, expect, None, None)
-                _classify(report, fr, case)
+                case = ReplayCase(name, lineno, got, dec, status, expect, None, None)
+                _count(fr, case)
                 if status is not Status.PASS or keep_passing:
                     report.cases.append(case)  # unchecked ones too: reporters list blocks
     if progress is not None:
@@ -528,7 +581,7 @@ def key_argument(table: DecisionTable, call: ToolCall, limit: int = 60) -> str:
     value = " ".join(value.split())
     if len(value) <= limit:
         return value
-    return "…" + value[-(limit - 1):] if tail else value[: limit - 1] + "…"
+    return "…" + value[-(limit - 1) :] if tail else value[: limit - 1] + "…"
 
 
 def rule_sources(table: DecisionTable) -> dict[str, tuple[str, str]]:
