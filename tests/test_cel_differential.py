@@ -374,6 +374,14 @@ BUILTIN = [
     'call.args.items.all(i, i)',
     'call.args.items.all(x, x > 1 / 0)',
     'call.paths.exists(p, basename(p).size() > 100)',
+    # shapes that take the lowering's less common paths
+    'call.writes && call.reads',
+    'call.paths.all(p, call.writes || p == "/w/a.txt")',
+    'call.paths.exists(p, p.startsWith("/w") && p.endsWith(".env"))',
+    '[call.args, call.annotations].exists(m, m.path == "/etc/passwd")',
+    'call.args.items.exists(i, int(double(i)) > 0)',
+    'glob(call.args.path, call.args.items.map(i, string(int(i)))[0])',
+    'glob(call.args.path, "/w/*") || glob(call.args.mode, call.args.path)',
 ]
 
 CORPUS = list(dict.fromkeys(policy_whens() + BUILTIN))
@@ -538,7 +546,17 @@ _UNARY = ["!call.args.a", "size(call.args.a)", "int(call.args.a)", "double(call.
           "call.args.a.contains(call.args.b)", "call.args.a.startsWith(call.args.b)",
           "has(call.args.a.k)", "call.args.a.k", "call.args.a ? 1 : 2",
           "call.args.a && call.args.b", "call.args.a || call.args.b",
-          "call.args.a.all(x, x)", "call.args.a.exists(x, x)", "call.args.a.exists_one(x, x)"]
+          "call.args.a.all(x, x)", "call.args.a.exists(x, x)", "call.args.a.exists_one(x, x)",
+          "call.args.a ? call.args.b.exists(x, true) : false",
+          "call.args.a.exists(x, x.exists(y, y == call.args.b))",
+          "call.args.a.all(x, [x].map(y, y.k) == [])",
+          "call.args.a.matches(call.args.b)", "call.args.a.endsWith('a')",
+          "call.args.a.size() > 1", "call.args.a.exists_one(x, x == call.args.b)",
+          "call.args.a.filter(x, x == call.args.b).size() > 0", "call.args.a.map(x, x.k)",
+          "has(call.args.a.k) || call.args.b", "!has(call.args.a.k) && call.args.b",
+          "int(call.args.a) == int(call.args.b)", "double(call.args.a) < double(call.args.b)",
+          "call.args.a[0] == call.args.b", "call.args.a.all(x, call.args.b)",
+          "call.args.a in call.args.b || call.args.b in call.args.a"]
 
 
 @settings(max_examples=300 * _SCALE, deadline=None)

@@ -267,3 +267,7 @@ def test_reload_under_load_through_real_proxy(tmp_path: Path) -> None:
     reloaded = [e for e in evs if e["type"] == "policy_reloaded"]
     assert {e["new_version"] for e in reloaded} <= set(good)
     assert "policy reload failed, keeping version" in err
+    print(
+        f"\n{len(client.sent)} calls ({len(denied)} denied by a marker), decided under "
+        f"{len(per_version)} versions; {len(reloaded)} reloads, {len(failed)} refused"
+    )

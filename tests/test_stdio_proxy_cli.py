@@ -19,8 +19,6 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     "flag, value",
     [
-        ("--flow-source", "procfs"),
-        ("--window", "5s"),
         ("--siem-splunk", "https://hec:8088"),
         ("--siem-webhook", "https://h"),
     ],

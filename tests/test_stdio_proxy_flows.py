@@ -31,6 +31,7 @@ from mcp_defense.protocol.jsonrpc import SERVER_CLOSED
 FLOW_SERVER = [sys.executable, str(TESTS / "flow_server.py")]
 LOOPBACK_POLICY = TESTS / "data" / "flows_loopback.mcpd"
 WAIT_S = 60.0
+runner = CliRunner()
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="needs Linux /proc")
 
@@ -154,6 +155,13 @@ def test_procfs_flow_outside_the_archetype_is_joined_and_the_server_killed(
     assert flow["dst_ip"] == "127.0.0.1" and flow["dst_port"] == listener.port
     assert flow["source"] == "procfs"
     assert "killed server pid" in p.stderr()
+    # `record view` tells the same story: the call, its flow under it, the kill.
+    view = runner.invoke(app, ["record", "view", str(rec)])
+    assert view.exit_code == 0, view.output
+    lines = view.output.splitlines()
+    at = next(i for i, ln in enumerate(lines) if " connect " in ln)
+    assert cid in lines[at] and lines[at + 1].lstrip().startswith("└ flow tcp 127.0.0.1:")
+    assert "KILL egress_outside_archetype" in lines[at + 1] and "KILLED" in lines[at + 2]
 
 
 def test_procfs_flow_from_the_servers_child_kills_the_whole_tree(tmp_path, listener, procs):
@@ -190,6 +198,25 @@ def test_procfs_flow_the_archetype_allows_passes(tmp_path, listener, procs):
     assert flow["correlation_ids"] == [the_call(events, "connect")["correlation_id"]]
     assert flow["verdict"] == "allow" and flow["dst_port"] == listener.port
     assert "error" not in p.request(call(2, "pid", {}))  # still serving
+    p.close_stdin()
+    assert p.wait(WAIT_S) == 0
+    assert not of_type(read_events(rec), "kill")
+
+
+def test_observe_records_the_kill_it_would_have_made_and_kills_nothing(tmp_path, listener,
+                                                                       procs):
+    rec = tmp_path / "rec.jsonl"
+    p = proxy(tmp_path, rec, "--observe", "--flow-source", "procfs")
+    procs.append(p)
+    p.initialize()
+    reply = p.request(call(1, "connect", {"port": listener.port, "hold_s": 1.0}), timeout=WAIT_S)
+    assert reply["result"]["isError"] is False
+    events = wait_for(lambda: (ev := read_events(rec)) and of_type(ev, "flow") and ev,
+                      what="the flow event")
+    (flow,) = of_type(events, "flow")
+    assert flow["correlation_ids"] == [the_call(events, "connect")["correlation_id"]]
+    assert flow["verdict"] == "alert" and flow["rule"] == "egress_outside_archetype"
+    assert flow["reason"].startswith("--observe, would kill: egress outside")
     p.close_stdin()
     assert p.wait(WAIT_S) == 0
     assert not of_type(read_events(rec), "kill")
@@ -342,8 +369,6 @@ def test_window_decides_whether_a_flow_after_the_answer_still_joins(tmp_path, pr
 
 
 # --- command line ----------------------------------------------------------------------------
-
-runner = CliRunner()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -38,7 +38,9 @@ def err_console() -> Console:
 
 
 def usage_error(message: str) -> typer.Exit:
-    err_console().print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    err_console().print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(EXIT_USAGE)
 
 

@@ -149,6 +149,7 @@ def stdio(
                 window_s=parse_window(window) if window is not None else None,
                 archetype=archetype,
                 agent_id=agent_id,
+                observe=observe,
                 # Flow rules are decided by the proxy's table, also after a hot reload.
                 get_table=lambda: proxy.get_table(),
                 emit=recorder.emit,

@@ -2,7 +2,8 @@
 
 Recordings (`--record`), the flight recorder, replay (`policy test`) and SIEM sinks all read
 and write these shapes through `Event.to_dict` / `event_from_dict`, so the wire format has a
-single definition. `docs/record.schema.json` is generated from `SCHEMA` below.
+single definition. `docs/record.schema.json` is generated from these classes by
+`events/schema.py` (a test fails when the two differ).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class ToolCallEvent(Event):
     approval: str = ""  # "", "approved", "rejected" (with the reason in `reason`)
     paths: list[str] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
+    annotations: dict[str, Any] | None = None  # the server's tool annotations, as decided with
     expect: str | None = None  # set by a reviewer; `policy test` prefers it to `decision`
 
 
@@ -216,6 +218,10 @@ def _check_types(ev: Event) -> None:
         from mcp_defense.policy.facts import Action
 
         valid = {a.value for a in Action}
+        if ev.expect is not None and not isinstance(ev.expect, str):
+            raise EventFormatError(f"tool_call: expect must be a string, got {type(ev.expect).__name__}")
+        if ev.annotations is not None and not isinstance(ev.annotations, dict):
+            raise EventFormatError("tool_call: annotations must be an object")
         if ev.decision not in valid:
             raise EventFormatError(f"tool_call: decision {ev.decision!r} is not one of {sorted(valid)}")
         if ev.expect is not None and ev.expect not in valid:

@@ -86,6 +86,14 @@ def _ids(ids: Any) -> str:
     return ", ".join(_p(i) for i in ids) if isinstance(ids, list) else _p(ids)
 
 
+def _lead(text: str) -> Text:
+    """A dim prefix (time stamp, indent, marker). Appended, not `Text(style=)`, which would dim
+    the whole line."""
+    t = Text()
+    t.append(text, style="dim")
+    return t
+
+
 def _flow_text(f: FlowEvent, indent: str) -> Text:
     t = Text(indent)
     t.append(f"└ flow {_p(f.protocol)} {_p(f.src_ip)}:{_p(f.src_port)} → "
@@ -127,7 +135,7 @@ class Summary:
             self.reloads += 1
 
     def text(self) -> Text:
-        t = Text("── ", style="dim")
+        t = _lead("── ")
         total = sum(self.decisions.values())
         t.append(f"{total} call(s)", style="bold")
         parts = [(LABEL[k].lower(), self.decisions[k], STYLE[k]) for k in LABEL if self.decisions[k]]
@@ -149,7 +157,7 @@ def render(event: Event) -> list[Text]:
     """Timeline lines for one event (empty: nothing worth a line)."""
     ts = _ts(event)
     if isinstance(event, ToolCallEvent):
-        t = Text(f"{ts}  ", style="dim")
+        t = _lead(f"{ts}  ")
         decision = _p(event.decision)
         label = LABEL.get(decision, decision.upper())
         if event.approval:  # require_approval, then the human's (or the default) answer
@@ -163,21 +171,21 @@ def render(event: Event) -> list[Text]:
             t.append("  (observed)", style="dim")
         lines = [t]
         if decision != "allow" or event.rule:
-            r = Text(" " * 14 + "↳ ", style="dim")
+            r = _lead(" " * 14 + "↳ ")
             r.append(_p(event.rule or "default"), style="cyan")
             r.append(f": {_p(event.reason)}", style="italic")
             lines.append(r)
         return lines
     if isinstance(event, FlowEvent):
         if event.orphan:
-            t = Text(f"{ts}  ", style="dim")
+            t = _lead(f"{ts}  ")
             t.append("ORPHAN   ", style="bold yellow")
             return [t + _flow_text(event, "")]
         t = _flow_text(event, " " * 14)
         t.append(f"  ({_ids(event.correlation_ids)})", style="dim")
         return [t]
     if isinstance(event, KillEvent):
-        t = Text(f"{ts}  ", style="dim")
+        t = _lead(f"{ts}  ")
         t.append("KILLED   ", style=STYLE["kill"])
         others = len(event.killed_pids) - 1 if isinstance(event.killed_pids, list) else 0
         tree = f" (+{others} process(es) of its tree)" if others > 0 else ""
@@ -191,7 +199,7 @@ def render(event: Event) -> list[Text]:
                               style="bold red"))
         return lines
     if isinstance(event, SessionStart):
-        t = Text(f"{ts}  ", style="dim")
+        t = _lead(f"{ts}  ")
         t.append("SESSION  ", style="bold blue")
         command = " ".join(_p(c) for c in event.server_command) if isinstance(
             event.server_command, list) else _p(event.server_command)
@@ -199,24 +207,24 @@ def render(event: Event) -> list[Text]:
                  f"policy {_p(event.policy_version)}" + (" · observe" if event.observe else ""))
         return [t]
     if isinstance(event, FramingEvent):
-        t = Text(f"{ts}  ", style="dim")
+        t = _lead(f"{ts}  ")
         t.append("REFUSED  ", style="bold red")
         t.append(f" {_p(event.direction)}: {_p(event.reason)}")
         return [t]
     if isinstance(event, ServerExit):
-        t = Text(f"{ts}  ", style="dim")
+        t = _lead(f"{ts}  ")
         t.append("EXIT     ", style="bold blue")
         t.append(f" server pid {_p(event.server_pid)} exited {_p(event.returncode)}")
         if event.pending_requests:
             t.append(f", {_p(event.pending_requests)} pending request(s) answered with errors")
         return [t]
     if isinstance(event, PolicyReloaded):
-        t = Text(f"{ts}  ", style="dim")
+        t = _lead(f"{ts}  ")
         t.append("RELOAD   ", style="bold blue")
         t.append(f" policy {_p(event.old_version)} → {_p(event.new_version)}")
         return [t]
     if isinstance(event, PolicyReloadFailed):
-        t = Text(f"{ts}  ", style="dim")
+        t = _lead(f"{ts}  ")
         t.append("RELOAD ✗ ", style="bold red")
         t.append(f" keeping {_p(event.version_in_force)}")
         if isinstance(event.diagnostics, list) and event.diagnostics:
@@ -238,9 +246,11 @@ class FlightRecorder:
         self.summary = Summary()
         self._lock = threading.Lock()
         self._header = show_header
+        self._seen = False  # any event yet
 
     def emit(self, event: Event) -> None:
         with self._lock:
+            self._seen = True
             if self._header:
                 self.console.print(header())
                 self._header = False
@@ -250,7 +260,8 @@ class FlightRecorder:
 
     def close(self) -> None:
         with self._lock:
-            self.console.print(self.summary.text())
+            if self._seen:  # a summary only under a timeline that was shown
+                self.console.print(self.summary.text())
 
 
 def read_recording(path: Path) -> Iterator[tuple[int, Event | EventFormatError]]:

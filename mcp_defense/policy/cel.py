@@ -34,9 +34,16 @@ why), so a checked expression means the same thing in both evaluators:
 
 The celpy quirks that remain observable in the accepted subset are reproduced, e.g. the three
 kinds of failure (an error *value* that `&&`/`||` absorb; an error *raised* out of `map`,
-`filter` and `exists_one` bodies that only `exists`/`all` bodies absorb; and a raw Python
-exception that nothing absorbs), `size(null) == 0`, negative list indexes, `has()` being false
-whenever its operand fails, and `.contains()` failing on strings built by `+`.
+`filter` and `exists_one` bodies that only `exists`/`all` bodies absorb; a raw Python exception,
+which only a `?:` branch turns back into a value when it is a TypeError), macros that never stop
+early, `size(null) == 0`, negative list indexes, `has()` being false whenever its operand fails,
+and `.contains()` failing on strings built by `+`. `matches` runs on RE2 through google-re2,
+the engine celpy itself calls, so patterns mean the same thing and run in linear time.
+
+Closures take `(ctx, loc=None)`: `ctx` is the runtime's context object (attributes `call`,
+`flow`, `agent`, `session`, `archetype`, `vars`, `witness`), `loc` a list holding the
+comprehension variables of the current evaluation, so one closure is safe to run from many
+threads at once.
 """
 
 from __future__ import annotations
@@ -1591,6 +1598,79 @@ def _or_values(x: Any, y: Any) -> Any:
     return y
 
 
+def _bool_logic(af: Fn, bf: Fn, is_and: bool) -> Fn:
+    """`a && b` / `a || b` for two bool-typed operands that may fail with an error value:
+    the decisive value wins over an error on either side, otherwise the error stands."""
+    if is_and:
+        def fand(ctx: Any, loc: Any = None) -> Any:
+            try:
+                x = af(ctx, loc)
+            except CelEvalError as e:
+                if e.__class__ is not CelEvalError:
+                    raise
+                x = e
+            if x is False:
+                return False
+            y = bf(ctx, loc)  # x is True (y decides) or an error (unless y is false)
+            if x is True or y is False:
+                return y
+            raise x
+
+        return fand
+
+    def for_(ctx: Any, loc: Any = None) -> Any:
+        try:
+            x = af(ctx, loc)
+        except CelEvalError as e:
+            if e.__class__ is not CelEvalError:
+                raise
+            x = e
+        if x is True:
+            return True
+        y = bf(ctx, loc)
+        if x is False or y is True:
+            return y
+        raise x
+
+    return for_
+
+
+def _bool_logic_unary(au: Fn, bu: Fn, is_and: bool) -> Fn:
+    """`_bool_logic` for a comprehension body of one variable."""
+    if is_and:
+        def uand(e: Any) -> Any:
+            try:
+                x = au(e)
+            except CelEvalError as ex:
+                if ex.__class__ is not CelEvalError:
+                    raise
+                x = ex
+            if x is False:
+                return False
+            y = bu(e)
+            if x is True or y is False:
+                return y
+            raise x
+
+        return uand
+
+    def uor(e: Any) -> Any:
+        try:
+            x = au(e)
+        except CelEvalError as ex:
+            if ex.__class__ is not CelEvalError:
+                raise
+            x = ex
+        if x is True:
+            return True
+        y = bu(e)
+        if x is False or y is True:
+            return y
+        raise x
+
+    return uor
+
+
 def _catch_soft(fn: Fn) -> Fn:
     """Turn a soft error raised by fn into the returned error value."""
 
@@ -1792,6 +1872,8 @@ class _Lowerer:
                     r = impl(x)
                 except Exception as ex:
                     raise _soft(f"{name}(): {ex}") from ex
+                if r is True or r is False:
+                    return r
                 return checked(r)
 
             return _Lo(g1, raises=raises, free=free, ctxfree=ctxfree)
@@ -2318,6 +2400,14 @@ class _Lowerer:
             return self.fin(_Lo(fl, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free,
                                 raises=b.raises | (0 if n.kids[1].t == "bool" else _SOFT)),
                             n.t)
+        if n.kids[0].t == "bool" and n.kids[1].t == "bool" and not b_hard:
+            # Both sides are bools or error values: celpy's commutative rules in one frame.
+            lo = _Lo(_bool_logic(af, bf, is_and), ctxfree=a.ctxfree and b.ctxfree,
+                     free=a.free | b.free, raises=raises | _SOFT)
+            if (a.ufn is not None and b.ufn is not None and a.uvar == b.uvar
+                    and a.free == {a.uvar} and b.free == {b.uvar}):
+                lo.ufn, lo.uvar = _bool_logic_unary(a.ufn, b.ufn, is_and), a.uvar
+            return self.fin(lo, n.t)
         combine = _and_values if is_and else _or_values
         ag, bg = _catch_soft(af), _catch_soft(bf)
 

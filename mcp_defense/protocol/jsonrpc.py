@@ -34,6 +34,10 @@ SERVER_CLOSED = -32000  # the server exited (or was killed) before answering; sa
 POLICY_DENIED = -32010  # the call was blocked by policy (deny, kill, or approval not granted)
 MESSAGE_TOO_LARGE = -32011  # the line exceeded --max-message-bytes; it was discarded unread
 
+# Client requests decided by policy: tools/call, and the requests that name a resource or
+# render a prompt (a resources/read of file:///home/alice/.ssh/id_rsa is a read like any other).
+DECIDED_METHODS = frozenset({"tools/call", "resources/read", "resources/subscribe", "prompts/get"})
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 128
 _HEAD_BYTES = 4096  # how much of an over-size or unparseable line is kept to find its id

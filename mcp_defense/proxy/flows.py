@@ -28,11 +28,8 @@ from mcp_defense.correlate.proctree import session_cgroup_id
 from mcp_defense.correlate.sources import FlowSource, open_source, parse_duration
 from mcp_defense.events.model import Event, KillEvent
 from mcp_defense.events.record import printable
-from mcp_defense.policy.facts import Decision, FlowFacts, JoinSpec
-
-# How long the proxy waits, once the server is dead, for the correlator to finish its kill
-# (verified death of the whole tree, then the event): the kill path's own timeout plus slack.
-KILL_SETTLE_S = 5.0
+from mcp_defense.policy.facts import Action, Decision, FlowFacts, JoinSpec
+from mcp_defense.proxy.stdio import KILL_SETTLE_S
 
 
 def parse_window(text: str) -> float:
@@ -64,6 +61,7 @@ class FlowMonitor:
         emit: Callable[[Event], None],
         window_s: float | None = None,
         agent_id: str = "",
+        observe: bool = False,
         report: Callable[[str], None] = _stderr,
     ) -> None:
         if not specs:
@@ -71,6 +69,7 @@ class FlowMonitor:
         self.archetype = archetype
         self.get_table = get_table
         self.agent_id = agent_id
+        self.observe = observe
         self.session_id = ""
         self._report = report
         if window_s is not None:
@@ -88,22 +87,23 @@ class FlowMonitor:
         ]
         self._started = False
 
-    @property
-    def window_s(self) -> float:
-        return self.correlator.window_s
-
     def _roots(self) -> int | None:
         return self._server_pid or None
 
     def _decide(self, flow: FlowFacts, orphan: bool) -> Decision:
-        return self.get_table().decide_flow(self.archetype, flow, orphan,
-                                            agent_id=self.agent_id, session_id=self.session_id)
+        d = self.get_table().decide_flow(self.archetype, flow, orphan,
+                                         agent_id=self.agent_id, session_id=self.session_id)
+        if self.observe and d.action is Action.KILL:
+            # --observe blocks nothing: record what would have happened, as learning mode does.
+            return replace(d, action=Action.ALERT, reason=f"--observe, would kill: {d.reason}")
+        return d
 
     def _on_kill(self, report: KillReport, event: KillEvent) -> None:
         self._kill_rule = event.rule or "kill"
         flow = event.flow
-        msg = (f"killed server pid {report.server_pid} (and {max(len(report.pids) - 1, 0)} "
-               f"other process(es)): [{event.rule}] {event.reason}; flow "
+        others = len(report.pids) - 1
+        tree = f" and {others} other process(es) of its tree" if others > 0 else ""
+        msg = (f"killed server pid {report.server_pid}{tree}: [{event.rule}] {event.reason}; flow "
                f"{flow.get('dst_ip', '')}:{flow.get('dst_port', '')} from pid "
                f"{flow.get('pid', '')}, call(s) {', '.join(event.correlation_ids) or 'none'}")
         if report.survivors:

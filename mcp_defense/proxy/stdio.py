@@ -50,6 +50,7 @@ from mcp_defense.events.record import Recorder, now_iso_fast, printable
 from mcp_defense.policy.facts import Action, Decision, ToolCall
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.jsonrpc import (
+    DECIDED_METHODS,
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
     INVALID_PARAMS,
@@ -123,11 +124,6 @@ class _Outcome:
     correlation_id: str
     error: dict[str, Any] | None = None  # JSON-RPC error object when not forwarded
     kill: Decision | None = None
-
-
-# Client requests decided by policy: tools/call, and the requests that name a resource or
-# render a prompt (a resources/read of file:///home/alice/.ssh/id_rsa is a read like any other).
-DECIDED_METHODS = frozenset({"tools/call", "resources/read", "resources/subscribe", "prompts/get"})
 
 
 def _set_pipe_size(fd: int) -> None:
@@ -601,7 +597,9 @@ class StdioProxy:
             tool = msg.method
             arguments = params
         table = self.get_table()  # read once: the whole call runs under this table
+        annotations = None
         try:
+            annotations = self._annotations.get(tool) if type(tool) is str else None
             call = ToolCall(
                 archetype=self.archetype,
                 tool=tool,
@@ -609,7 +607,7 @@ class StdioProxy:
                 agent_id=self.agent_id,
                 session_id=self.session_id,
                 correlation_id=cid,
-                annotations=self._annotations.get(tool) if type(tool) is str else None,
+                annotations=annotations,
             )
             if self.learning is not None:
                 decision = table.decide(call, self.learning)
@@ -661,6 +659,7 @@ class StdioProxy:
                     request_id=msg.id,
                     enforced=not self.observe and not decision.learning,
                     approval=approval,
+                    annotations=annotations,
                     paths=list(facts.paths) if (facts := decision.facts) is not None else [],
                     hosts=list(facts.hosts) if facts is not None else [],
                 )

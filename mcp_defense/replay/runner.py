@@ -488,8 +488,7 @@ def replay_transcript(
     (duplicate keys, tools/call without id, bad batch elements…) are counted as refused; a
     line that is not JSON is an error. A line may carry an `expect` field.
     """
-    from mcp_defense.protocol.jsonrpc import PARSE_ERROR, Kind, parse_message
-    from mcp_defense.proxy.stdio import DECIDED_METHODS
+    from mcp_defense.protocol.jsonrpc import DECIDED_METHODS, PARSE_ERROR, Kind, parse_message
 
     name = display_path(path)
     fr = FileResult(name, InputKind.TRANSCRIPT)
