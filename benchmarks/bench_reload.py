@@ -5,7 +5,7 @@ rename it over) and times until a decision names the new version. Two ways to ob
 
 * `inprocess`: a PolicyReloader swapping a TableRef, and a thread deciding a call every
   millisecond (what a runtime's hot path does), so the number is watch + debounce + load.
-* `proxy`: the real stdio proxy with reload on, in front of the raw server; a client sends the
+* `proxy`: the real `mcp-defense stdio` (reload on) in front of the raw server; a client sends the
   marker call back to back and stops the clock at the first answer denied by the new version.
 
 Policies: `tiny` (one archetype, one rule) or `builtin` (the built-in pack plus the marker:
@@ -56,7 +56,6 @@ BUILTIN_MAIN = 'import "builtin:"\nimport "markers.mcpd"\n'
 ARCHETYPE = {"tiny": "ws", "builtin": "filesystem"}
 VARS = {"workspace": "/workspace"}
 RAW_SERVER = [sys.executable, str(ROOT / "examples/servers/raw_server.py")]
-RUNNER = ROOT / "tests" / "reload_proxy_runner.py"
 
 
 def markers(k: int) -> str:
@@ -176,21 +175,14 @@ def _version_with(main: Path, mk: Path, text: str) -> str:
 
 def bench_proxy(kind: str, writes: int, step_ms: int, debounce_ms: int) -> dict[str, Any]:
     """End to end: the client's clock stops at the first answer denied by marker k."""
-    del step_ms, debounce_ms  # the runner uses the reloader's defaults
+    del step_ms, debounce_ms  # `mcp-defense stdio` runs the reloader with its defaults
     with tempfile.TemporaryDirectory() as tmp:
         main, mk = make_policy(Path(tmp), kind)
         argv = [
-            sys.executable,
-            str(RUNNER),
-            "--policy",
-            str(main),
-            "--set",
-            f"workspace={VARS['workspace']}",
-            "--archetype",
-            ARCHETYPE[kind],
-            "--",
+            sys.executable, "-m", "mcp_defense.cli.main", "stdio", "--policy", str(main),
+            "--set", f"workspace={VARS['workspace']}", "--archetype", ARCHETYPE[kind], "--",
             *RAW_SERVER,
-        ]
+        ]  # fmt: skip
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,

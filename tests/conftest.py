@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("MCPD_STATE_DIR", str(Path(__file__).parent / ".state-unused"))
+# Learning-period state of proxies started by tests goes to a throwaway directory.
+os.environ.setdefault("MCPD_STATE_DIR", tempfile.mkdtemp(prefix="mcpd-test-state-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -510,6 +510,7 @@ def _check_corpus(ctx: Ctx, sources: list[str]) -> list[str]:
     return bad
 
 
+@pytest.mark.timeout(600)  # ~15 s alone; celpy is slow and CI machines are shared
 @settings(max_examples=40 * _SCALE, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(ctx=contexts())

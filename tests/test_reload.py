@@ -305,7 +305,7 @@ def test_directory_deleted_and_recreated(tmp_path: Path) -> None:
 def test_sighup_forces_a_reload_even_without_watching(tmp_path: Path) -> None:
     main, mk = write_policy(tmp_path / "pol", 0)
     h = Harness(main, watch=False).start()
-    previous = h.reloader.install_sighup()
+    restore = h.reloader.install_sighup()
     try:
         assert h.reloader.watched_dirs == frozenset()
         os.kill(os.getpid(), signal.SIGHUP)
@@ -317,8 +317,9 @@ def test_sighup_forces_a_reload_even_without_watching(tmp_path: Path) -> None:
         h.wait_version(version_of(main))
         assert h.ref.table.decide(marker_call(9)).action is Action.DENY
     finally:
-        signal.signal(signal.SIGHUP, previous)
+        restore()
         h.reloader.stop()
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
 
 
 def test_policy_that_drops_the_served_archetype_is_refused(tmp_path: Path) -> None:

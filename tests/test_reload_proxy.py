@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -33,13 +34,22 @@ from reload_policy import (
 from mcp_defense.protocol.jsonrpc import POLICY_DENIED
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNNER = ROOT / "tests" / "reload_proxy_runner.py"
 SDK_SERVER = [sys.executable, str(ROOT / "examples" / "servers" / "workspace_server.py")]
+RAW_SERVER = [sys.executable, str(ROOT / "examples" / "servers" / "raw_server.py")]
 VARS = {"workspace": "/ws"}
 N_MARKERS = 26
 WINDOW = 32  # calls in flight
 MIN_CALLS = 3000  # spread over the rewrites, so every version is under load
 REWRITES = 24
+
+
+def cli_argv(main: Path, rec: Path, server: list[str], *flags: str) -> list[str]:
+    """The real `mcp-defense stdio` over the test policy (reload on unless flags say not)."""
+    return [
+        sys.executable, "-m", "mcp_defense.cli.main", "stdio", "--policy", str(main),
+        "--set", "workspace=/ws", "--archetype", ARCHETYPE, "--record", str(rec), *flags,
+        "--", *server,
+    ]  # fmt: skip
 
 
 def events(path: Path) -> list[dict[str, Any]]:
@@ -138,21 +148,7 @@ def test_reload_under_load_through_real_proxy(tmp_path: Path) -> None:
     main, mk = write_policy(tmp_path / "pol", 0)
     rec = tmp_path / "rec.jsonl"
     good: dict[str, int | None] = {version_of(main, VARS): 0}
-    argv = [
-        sys.executable,
-        str(RUNNER),
-        "--policy",
-        str(main),
-        "--set",
-        "workspace=/ws",
-        "--archetype",
-        ARCHETYPE,
-        "--record",
-        str(rec),
-        "--",
-        *SDK_SERVER,
-        str(tmp_path),
-    ]
+    argv = cli_argv(main, rec, SDK_SERVER + [str(tmp_path)])
     stderr = open(tmp_path / "stderr.txt", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         argv,
@@ -271,3 +267,48 @@ def test_reload_under_load_through_real_proxy(tmp_path: Path) -> None:
         f"\n{len(client.sent)} calls ({len(denied)} denied by a marker), decided under "
         f"{len(per_version)} versions; {len(reloaded)} reloads, {len(failed)} refused"
     )
+
+
+def test_cli_no_reload_then_sighup(tmp_path: Path) -> None:
+    """`--no-reload`: a save changes nothing until SIGHUP, which reloads and is not passed to
+    the server (it keeps answering)."""
+    main, mk = write_policy(tmp_path / "pol", 0)
+    rec = tmp_path / "rec.jsonl"
+    old = version_of(main, VARS)
+    proc = subprocess.Popen(
+        cli_argv(main, rec, RAW_SERVER, "--no-reload"), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    client = LoadClient(proc)
+
+    def echo(rid: int, text: str) -> dict[str, Any]:
+        return client.request({
+            "jsonrpc": "2.0", "id": rid, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": text}},
+        })  # fmt: skip
+
+    try:
+        assert "result" in echo(1, "m1")
+        save_atomic(mk, markers(1))
+        new = version_of(main, VARS)
+        assert "result" in echo(2, "m1")  # not watching: nothing changed (yet)
+        wait_until(lambda: any(e["type"] == "session_start" for e in events(rec)))
+        proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: any(e["type"] == "policy_reloaded" for e in events(rec)), what="SIGHUP reload"
+        )
+        denied = echo(3, "m1")
+        assert denied["error"]["code"] == POLICY_DENIED
+        assert denied["error"]["data"]["policy_version"] == new
+        assert "result" in echo(4, "m2")  # the server is alive: SIGHUP was not forwarded
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        code = proc.wait(30)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+    assert code == 0, err
+    [ev] = [e for e in events(rec) if e["type"] == "policy_reloaded"]
+    assert (ev["old_version"], ev["new_version"]) == (old, new)
+    assert ev["added"] == ["marker_1"] and ev["removed"] == ["marker_0"]
+    assert f"policy reloaded {old} → {new}" in err

@@ -13,12 +13,13 @@ from typing import Annotated
 
 import typer
 
-from mcp_defense.cli.common import PolicyOpt, SetOpt, load_or_exit, usage_error
+from mcp_defense.cli.common import PolicyOpt, SetOpt, load_or_exit, parse_sets, usage_error
 from mcp_defense.events.record import open_recorder
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_MESSAGE_BYTES
 from mcp_defense.proxy.approval import DEFAULT_TIMEOUT_S, Approver
 from mcp_defense.proxy.flows import FlowMonitor, parse_window
+from mcp_defense.proxy.reload import PolicyReloader, TableRef
 from mcp_defense.proxy.stdio import StdioProxy
 from mcp_defense.resources import state_dir
 
@@ -69,6 +70,13 @@ def stdio(
             help="Refuse (with an error) any single message larger than this, in either direction.",
         ),
     ] = DEFAULT_MAX_MESSAGE_BYTES,
+    no_reload: Annotated[
+        bool,
+        typer.Option(
+            "--no-reload",
+            help="Do not watch the policy files for changes (SIGHUP still reloads).",
+        ),
+    ] = False,
     archetypes: Annotated[
         list[str] | None,
         typer.Option(
@@ -140,6 +148,17 @@ def stdio(
         recorder = open_recorder(record)
     except OSError as e:
         raise usage_error(f"--record {record}: {e.strerror or e}") from e
+    # Hot reload: the table in force lives in `ref`; a save (or SIGHUP) compiles in the
+    # background and swaps it; a broken policy keeps the last good one (proxy/reload.py).
+    ref = TableRef(table)
+    reloader = PolicyReloader(
+        paths or None,
+        parse_sets(set_list),
+        ref=ref,
+        emit=recorder.emit,
+        archetypes=[archetype],
+        watch=not no_reload,
+    )
     flows = None
     if flow_source:
         try:
@@ -161,7 +180,7 @@ def stdio(
         command,
         archetype=archetype,
         agent_id=agent_id,
-        get_table=lambda: table,
+        get_table=ref.get,
         observe=observe,
         approver=Approver(approval_timeout) if approval else None,
         recorder=recorder,
@@ -169,9 +188,13 @@ def stdio(
         learning=LearningState(state_dir() / "learning.json"),
         flows=flows,
     )
+    restore_hup = reloader.install_sighup()
+    reloader.start()
     try:
         code = proxy.run()
     finally:
+        reloader.stop()
+        restore_hup()
         recorder.close()
     sys.stderr.flush()
     raise typer.Exit(code)

@@ -290,7 +290,7 @@ def _parser() -> lark.Lark:
         _PARSER = lark.Lark(grammar, parser="lalr", start="expr", g_regex_flags=re.M,
                             lexer_callbacks={"IDENT": _ambiguous_literals},
                             propagate_positions=True, maybe_placeholders=False,
-                            priority="invert")
+                            priority="invert", cache=True)  # LALR tables cached on disk
     return _PARSER
 
 

@@ -3545,6 +3545,12 @@ def _finish(tool: str, arguments: Any, classifier: Classifier, ctx: _Ctx, flags:
 def _with_realpaths(paths: tuple[str, ...], phys: Sequence[str]) -> tuple[str, ...]:
     """Add realpath() of every path and of every raw spelling with `..` (physical resolution:
     `/ws/link/../x` follows `link` first). /proc/self is the proxy, not the server: skipped."""
+    if len(paths) == 1 and not phys:  # the common case, without building a dict
+        path = paths[0]
+        if path.startswith("/proc/"):
+            return paths
+        real = _realpath(path)
+        return paths if real is None or real == path else (path, real)
     out: dict[str, None] = dict.fromkeys(paths)
     for path in (*paths, *phys):
         if path.startswith("/proc/"):
@@ -3582,7 +3588,8 @@ def extract(
             raise ExtractionError(f"arguments must be a JSON object, got {type(arguments).__name__}")
     last = _LAST_CTX
     ctx = last[1] if last is not None and last[0] is env else _ctx_for(env)
-    if type(arguments) is dict and len(arguments) == 1 and annotations is None and not ctx.resolve:
+    if type(arguments) is dict and len(arguments) == 1 and (
+            annotations is None or type(annotations) is dict):
         # Hot path, inlined: one memoised scalar argument (`{"path": "src/app.py"}`).
         for key, value in arguments.items():
             kind = type(value)
@@ -3592,11 +3599,18 @@ def extract(
                 if flags is None:
                     flags = classifier.tool_flags(tool)
                 flags |= pair.flags
-                if pair.paths and not flags & 3:
-                    flags |= _R
-                return CallFacts(tool, arguments, pair.paths, pair.urls, pair.hosts, pair.endpoints,
+                if annotations and annotations.get("destructiveHint") is True:
+                    flags |= _W  # an untrusted hint may add an effect, never remove one
+                paths = pair.paths
+                if paths:
+                    if not flags & 3:
+                        flags |= _R
+                    if ctx.resolve:
+                        paths = _with_realpaths(paths, pair.phys)
+                return CallFacts(tool, arguments, paths, pair.urls, pair.hosts, pair.endpoints,
                                  pair.commands, pair.programs, bool(flags & _R), bool(flags & _W),
-                                 bool(flags & _S), bool(flags & _N), {})
+                                 bool(flags & _S), bool(flags & _N),
+                                 annotations if annotations is not None else {})
     if type(arguments) is dict and len(arguments) <= _MAX_FAST_PAIRS:
         pairs = _fast_facts(ctx, classifier, arguments)
         if pairs is not None:

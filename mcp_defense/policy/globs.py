@@ -88,18 +88,29 @@ def compile_globs(globs: Iterable[str], *, ignore_case: bool = False) -> re.Patt
 
 
 class GlobSet:
-    """A set of globs answering `matches(path)` with one regex call."""
+    """A set of globs answering `matches(path)` with one regex call, memoised per path
+    (agents ask about the same few paths over and over; the memo is bounded)."""
 
-    __slots__ = ("globs", "_re", "_match")
+    __slots__ = ("globs", "_re", "_match", "_memo")
+
+    _MEMO_MAX = 4096
 
     def __init__(self, globs: Iterable[str], *, ignore_case: bool = False) -> None:
         self.globs = tuple(globs)
         self._re = compile_globs(self.globs, ignore_case=ignore_case)
         self._match = self._re.match if self._re is not None else None
+        self._memo: dict[str, bool] = {}
 
     def matches(self, path: str) -> bool:
+        hit = self._memo.get(path)
+        if hit is not None:
+            return hit
         m = self._match
-        return m is not None and m(path) is not None
+        result = m is not None and m(path) is not None
+        if len(self._memo) >= self._MEMO_MAX:
+            self._memo.clear()
+        self._memo[path] = result
+        return result
 
     def __bool__(self) -> bool:
         return bool(self.globs)

@@ -48,6 +48,19 @@ class _Id:
         self.id = ident
 
 
+_ids: dict[str, _Id] = {}
+
+
+def _id(ident: str) -> _Id:
+    """`agent` / `session` objects are shared per id: one allocation per runtime, not call."""
+    obj = _ids.get(ident)
+    if obj is None:
+        if len(_ids) > 1024:
+            _ids.clear()
+        obj = _ids[ident] = _Id(ident)
+    return obj
+
+
 class EvalCtx:
     """What a lowered closure reads: `call`, `flow`, `agent`, `session`, plus `witness`."""
 
@@ -64,8 +77,8 @@ class EvalCtx:
     ) -> None:
         self.call = call
         self.flow = flow
-        self.agent = _Id(agent_id)
-        self.session = _Id(session_id)
+        self.agent = _id(agent_id)
+        self.session = _id(session_id)
         self.archetype = archetype
         self.vars = variables
         self.witness: dict[str, Any] = {}
@@ -206,9 +219,10 @@ def split_endpoint(endpoint: str) -> tuple[str, int | None]:
 
 @dataclass(frozen=True, slots=True)
 class ReasonTemplate:
-    """A reason with `{fact}` holes, split once at compile time."""
+    """A reason with `{fact}` holes, split once at compile time; no holes → a constant."""
 
     parts: tuple[tuple[str, str | None], ...]
+    static: str | None = None
 
     @staticmethod
     def parse(text: str) -> ReasonTemplate:
@@ -218,12 +232,17 @@ class ReasonTemplate:
                 parts.append((literal, name if name else None))
         except ValueError:
             parts = [(text, None)]
-        return ReasonTemplate(tuple(parts))
+        static = text if all(n is None for _, n in parts) else None
+        if static is not None:
+            static = "".join(lit for lit, _ in parts)  # `{{` unescaped like the holes would be
+        return ReasonTemplate(tuple(parts), static)
 
     def fields(self) -> tuple[str, ...]:
         return tuple(n for _, n in self.parts if n)
 
     def render(self, values: Callable[[str], str]) -> str:
+        if self.static is not None:
+            return self.static
         return "".join(lit + (values(name) if name else "") for lit, name in self.parts)
 
 
@@ -410,6 +429,7 @@ class DecisionTable:
 
     __slots__ = (
         "version", "files", "variables", "_archetypes", "_classifier", "_env", "_default",
+        "_arch_hot", "_vars_hot",
         "join", "tests", "rule_fingerprints", "_explainer", "summary", "_jewels",
     )
 
@@ -434,6 +454,8 @@ class DecisionTable:
         self.files = tuple(files)
         self.variables = MappingProxyType(dict(variables))
         self._archetypes = MappingProxyType(dict(archetypes))
+        self._arch_hot = dict(archetypes)  # plain dicts on the hot path (faster than proxies)
+        self._vars_hot = dict(variables)
         self._classifier = classifier
         self._env = env
         self._default = default
@@ -478,7 +500,7 @@ class DecisionTable:
                             call.correlation_id)
 
     def _decide(self, call: ToolCall, learning: LearningState | None) -> Decision:
-        arch = self._archetypes.get(call.archetype)
+        arch = self._arch_hot.get(call.archetype)
         if arch is None:
             return self._mk(Action.DENY, UNKNOWN_ARCHETYPE,
                             f"unknown archetype {call.archetype!r}", call.correlation_id)
@@ -487,8 +509,9 @@ class DecisionTable:
                             call.annotations)
         except ExtractionError as e:
             return self._mk(Action.DENY, MALFORMED_ARGUMENTS, str(e), call.correlation_id)
-        ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, self.variables)
-        rules = arch.by_tool.get(facts.tool, arch.generic) if arch.by_tool else arch.generic
+        ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, self._vars_hot)
+        by_tool = arch.by_tool
+        rules = by_tool.get(facts.tool, arch.generic) if by_tool else arch.generic
         for rule in rules:
             try:
                 hit = rule.fn(ctx)

@@ -368,9 +368,17 @@ class PolicyReloader:
         handler may call it directly."""
         self._q.put((SIGNAL, None))
 
-    def install_sighup(self) -> Any:
-        """Make SIGHUP force a reload (main thread only). Returns the previous handler."""
-        return signal.signal(signal.SIGHUP, lambda _s, _f: self.request_reload())
+    def install_sighup(self) -> Callable[[], None]:
+        """Make SIGHUP force a reload; returns a function that puts the old handler back.
+        Signal handlers belong to the main thread: elsewhere this does nothing."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.signal(signal.SIGHUP, lambda _s, _f: self.request_reload())
+
+        def restore() -> None:
+            signal.signal(signal.SIGHUP, previous if previous is not None else signal.SIG_DFL)
+
+        return restore
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop watching and reloading (idempotent, callable from any thread)."""
