@@ -294,9 +294,29 @@ def test_directory_deleted_and_recreated(tmp_path: Path) -> None:
             f.unlink()
         d.rmdir()
         h.wait_failures(1)
+        d.mkdir()  # empty for now: no reload, but the new directory must be watched at once
+        wait_until(lambda: str(d) in h.reloader.watched_dirs, what="watch of re-created dir")
         write_policy(d, 4)
         h.wait_version(version_of(main))
-        save_atomic(d / "markers.mcpd", markers(5))  # the recreated directory is watched
+        save_atomic(d / "markers.mcpd", markers(5))
+        h.wait_version(version_of(main))
+    finally:
+        h.reloader.stop()
+
+
+def test_directory_replaced_in_one_go(tmp_path: Path) -> None:
+    """Deleted and re-created at once: the new directory often gets the same inode number,
+    so only the deletion event says the old watch is dead."""
+    d = tmp_path / "pol"
+    main, _ = write_policy(d, 0)
+    h = Harness(main).start()
+    try:
+        for f in d.iterdir():
+            f.unlink()
+        d.rmdir()
+        write_policy(d, 4)
+        h.wait_version(version_of(main))
+        save_atomic(d / "markers.mcpd", markers(5))
         h.wait_version(version_of(main))
     finally:
         h.reloader.stop()

@@ -100,7 +100,8 @@ def _decision_line(decision: str, rule: str, reason: str, version: str, rid: Any
     line = (f'{{"decision":"{decision}","rule":{_enc(rule)},"reason":{_enc(reason)},'
             f'"policy_version":"{version}"')
     if rid is not None:
-        line += ',"id":' + (_enc(rid) if type(rid) is str else json.dumps(rid))
+        t = type(rid)
+        line += ',"id":' + (_enc(rid) if t is str else str(rid) if t is int else json.dumps(rid))
     return line + "}"
 
 

@@ -78,9 +78,10 @@ class FlowFacts:
     ts: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCall:
-    """The input of `DecisionTable.decide`: one tools/call as any runtime sees it."""
+    """The input of `DecisionTable.decide`: one tools/call as any runtime sees it.
+    (Not frozen, for the same per-call cost reason as CallFacts.)"""
 
     archetype: str
     tool: Any

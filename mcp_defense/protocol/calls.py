@@ -12,7 +12,7 @@ from mcp_defense.policy.facts import ToolCall
 from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_DEPTH, exceeds_depth, loads_strict, sniff_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LineCall:
     call: ToolCall | None  # None when the line is unusable; `error` says why
     request_id: Any = None
@@ -51,8 +51,7 @@ def call_from_object(obj: Any, archetype: str, *, agent_id: str = "", session_id
     if not isinstance(name, str):
         return LineCall(None, rid, "tools/call params.name must be a string")
     args = params.get("arguments", {})
-    call = ToolCall(archetype=arch, tool=name, arguments=args, agent_id=agent_id,
-                    session_id=session_id, correlation_id=correlation_id)
+    call = ToolCall(arch, name, args, agent_id, session_id, correlation_id)
     return LineCall(call, rid)
 
 

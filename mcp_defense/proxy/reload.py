@@ -226,6 +226,7 @@ class _Watcher:
         self.key = key
         self._retry_s = retry_s
         self.error: BaseException | None = None
+        self.stale = False
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._on_change = on_change
@@ -275,6 +276,10 @@ class _Watcher:
                         self._on_gone()
                     return
                 if isinstance(changes, set):
+                    if any(path in self.dirs for _, path in changes):
+                        # A watched directory itself was deleted or moved: this watch is dead
+                        # even if a new directory gets the same path (and inode number).
+                        self.stale = True
                     if changes:
                         self._on_change(changes)
                 elif changes == "stop":
@@ -425,8 +430,8 @@ class PolicyReloader:
                 self._safe_reload(SIGNAL)
             elif self._changed():
                 self._safe_reload(CHANGE)
-            elif "gone" not in kinds:
-                continue
+            # Even without a reload the directories may have changed (one re-created, still
+            # empty): watch the new ones now, or what is written into them next is missed.
             self._settle()
 
     def _changed(self) -> bool:
@@ -447,7 +452,7 @@ class PolicyReloader:
         dirs = watch_dirs(self._roots, self._files)
         key = _dir_key(dirs)
         old = self._watcher
-        if old is not None and old.key == key and old.alive():
+        if old is not None and old.key == key and old.alive() and not old.stale:
             return False
         step, debounce, timeout = self._timing
         new = _Watcher(

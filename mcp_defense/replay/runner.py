@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -313,6 +313,24 @@ def _tool_result_ok(d: dict[str, Any]) -> bool:
 _ACTION_OF = {a.value: a for a in Action}
 
 
+def _numbered_lines(path: Path, name: str, progress: Progress | None) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of an input file, reporting progress by bytes read."""
+    try:
+        fh = path.open("rb")
+    except OSError as e:
+        raise ReplayInputError(f"cannot read {name}: {e.strerror or e}") from None
+    pos = 0
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            if progress is not None:
+                pos += len(raw)
+                if not lineno & 0xFFF:
+                    progress(pos)
+            yield lineno, raw
+    if progress is not None:
+        progress(pos)
+
+
 def replay_recording(
     table: DecisionTable,
     path: Path,
@@ -334,116 +352,104 @@ def replay_recording(
     decode = _decode_line
     action_of = _ACTION_OF
     new_call = ToolCall
-    pos = 0
     passed = 0
-    try:
-        fh = path.open("rb")
-    except OSError as e:
-        raise ReplayInputError(f"cannot read {name}: {e.strerror or e}") from None
-    with fh:
-        for lineno, raw in enumerate(fh, 1):
-            if progress is not None:
-                pos += len(raw)
-                if not lineno & 0xFFF:
-                    progress(pos)
+    for lineno, raw in _numbered_lines(path, name, progress):
+        try:
+            d = decode(raw)
+        except (ValueError, RecursionError) as e:
+            if not raw.strip():
+                continue
+            errors.append(InputError(name, lineno, f"not JSON: {_short_err(e)}"))
+            fr.errors += 1
+            continue
+        etype = d.get("type") if type(d) is dict else None
+        if etype != "tool_call":
+            if etype == "tool_result" and _tool_result_ok(d):
+                fr.skipped += 1
+                continue
             try:
-                d = decode(raw)
-            except (ValueError, RecursionError) as e:
-                if not raw.strip():
-                    continue
-                errors.append(InputError(name, lineno, f"not JSON: {_short_err(e)}"))
+                event_from_dict(d)
+            except (EventFormatError, TypeError, ValueError) as e:
+                errors.append(InputError(name, lineno, str(e)))
                 fr.errors += 1
-                continue
-            etype = d.get("type") if type(d) is dict else None
-            if etype != "tool_call":
-                if etype == "tool_result" and _tool_result_ok(d):
-                    fr.skipped += 1
-                    continue
-                try:
-                    event_from_dict(d)
-                except (EventFormatError, TypeError, ValueError) as e:
-                    errors.append(InputError(name, lineno, str(e)))
-                    fr.errors += 1
-                else:
-                    fr.skipped += 1
-                continue
-            # Fast path: exactly the checks event_from_dict makes for a tool_call.
-            try:
-                arch = d["archetype"]
-                tool = d["tool"]
-                args = d["arguments"]
-                rec = d["decision"]
-                rule = d["rule"]
-                reason = d["reason"]
-                agent = d["agent_id"]
-                corr = d["correlation_id"]
-                session = d.get("session_id", "")
-                expect = d.get("expect")
-                recorded = action_of.get(rec)
-                ok = (
-                    recorded is not None
-                    and type(arch) is str
-                    and type(tool) is str
-                    and type(rule) is str
-                    and type(reason) is str
-                    and type(agent) is str
-                    and type(corr) is str
-                    and type(d["policy_version"]) is str
-                    and type(session) is str
-                    and type(d.get("ts", "")) is str
-                    and (expect is None or expect in action_of)
-                )
-            except (KeyError, TypeError):  # TypeError: an unhashable `decision`
-                ok = False
-            if not ok:
-                try:
-                    event_from_dict(d)
-                    msg = "tool_call: invalid field types"  # pragma: no cover - kept in sync
-                except EventFormatError as e:
-                    msg = str(e)
-                except (TypeError, ValueError) as e:  # e.g. an unhashable `expect`
-                    msg = f"tool_call: invalid field: {e}"
-                errors.append(InputError(name, lineno, msg))
-                fr.errors += 1
-                continue
-            if run is not None and not run.search(f"{name}:{lineno} {tool}"):
-                continue
-            # `annotations` (the server's tool hints) are not part of the event schema yet; a
-            # recording that carries them gets them, as the live call did.
-            call = new_call(arch, tool, args, agent, session, corr, d.get("annotations"))
-            dec = decide(call)
-            new_rule = dec.rule
-            hits[new_rule] = hits.get(new_rule, 0) + 1
-            new = dec.action
-            if (
-                expect is None
-                and new is not recorded
-                and recorded is Action.ALERT
-                and not d.get("enforced", True)
-            ):
-                m = _LEARNING.match(reason)
-                if m is not None and m.group(1) in action_of:
-                    rec = m.group(1)  # learning mode recorded what enforcement would do
-                    recorded = action_of[rec]
-            if expect is not None:
-                status = Status.PASS if new is action_of[expect] else Status.FAIL
-            elif new is not recorded:
-                status = Status.CHANGED
-            elif new_rule != rule:
-                status = Status.RULE_CHANGED
             else:
-                passed += 1
-                if keep_passing:
-                    cases.append(ReplayCase(name, lineno, call, dec, Status.PASS, None, rec, rule))
-                continue
-            case = ReplayCase(name, lineno, call, dec, status, expect, rec, rule)
-            _count(fr, case)
-            if status is not Status.PASS or keep_passing:
-                cases.append(case)
+                fr.skipped += 1
+            continue
+        # Fast path: exactly the checks event_from_dict makes for a tool_call.
+        try:
+            arch = d["archetype"]
+            tool = d["tool"]
+            args = d["arguments"]
+            rec = d["decision"]
+            rule = d["rule"]
+            reason = d["reason"]
+            agent = d["agent_id"]
+            corr = d["correlation_id"]
+            session = d.get("session_id", "")
+            expect = d.get("expect")
+            recorded = action_of.get(rec)
+            ok = (
+                recorded is not None
+                and type(arch) is str
+                and type(tool) is str
+                and type(rule) is str
+                and type(reason) is str
+                and type(agent) is str
+                and type(corr) is str
+                and type(d["policy_version"]) is str
+                and type(session) is str
+                and type(d.get("ts", "")) is str
+                and (expect is None or expect in action_of)
+            )
+        except (KeyError, TypeError):  # TypeError: an unhashable `decision`
+            ok = False
+        if not ok:
+            try:
+                event_from_dict(d)
+                msg = "tool_call: invalid field types"  # pragma: no cover - kept in sync
+            except EventFormatError as e:
+                msg = str(e)
+            except (TypeError, ValueError) as e:  # e.g. an unhashable `expect`
+                msg = f"tool_call: invalid field: {e}"
+            errors.append(InputError(name, lineno, msg))
+            fr.errors += 1
+            continue
+        if run is not None and not run.search(f"{name}:{lineno} {tool}"):
+            continue
+        # `annotations` (the server's tool hints) are not part of the event schema yet; a
+        # recording that carries them gets them, as the live call did.
+        call = new_call(arch, tool, args, agent, session, corr, d.get("annotations"))
+        dec = decide(call)
+        new_rule = dec.rule
+        hits[new_rule] = hits.get(new_rule, 0) + 1
+        new = dec.action
+        if (
+            expect is None
+            and new is not recorded
+            and recorded is Action.ALERT
+            and not d.get("enforced", True)
+        ):
+            m = _LEARNING.match(reason)
+            if m is not None and m.group(1) in action_of:
+                rec = m.group(1)  # learning mode recorded what enforcement would do
+                recorded = action_of[rec]
+        if expect is not None:
+            status = Status.PASS if new is action_of[expect] else Status.FAIL
+        elif new is not recorded:
+            status = Status.CHANGED
+        elif new_rule != rule:
+            status = Status.RULE_CHANGED
+        else:
+            passed += 1
+            if keep_passing:
+                cases.append(ReplayCase(name, lineno, call, dec, Status.PASS, None, rec, rule))
+            continue
+        case = ReplayCase(name, lineno, call, dec, status, expect, rec, rule)
+        _count(fr, case)
+        if status is not Status.PASS or keep_passing:
+            cases.append(case)
     fr.cases += passed
     fr.passed += passed
-    if progress is not None:
-        progress(pos)
     return fr
 
 
@@ -493,61 +499,49 @@ def replay_transcript(
     name = display_path(path)
     fr = FileResult(name, InputKind.TRANSCRIPT)
     report.files.append(fr)
-    pos = 0
-    try:
-        fh = path.open("rb")
-    except OSError as e:
-        raise ReplayInputError(f"cannot read {name}: {e.strerror or e}") from None
-    with fh:
-        for lineno, raw in enumerate(fh, 1):
-            if progress is not None:
-                pos += len(raw)
-                if not lineno & 0xFFF:
-                    progress(pos)
-            if raw.isspace():
-                continue  # the proxy ignores blank keep-alive lines too
-            msg = parse_message(raw)
-            if msg.kind is Kind.INVALID and msg.error_code == PARSE_ERROR:
-                detail = msg.error_message.removeprefix("invalid JSON: ")
-                report.errors.append(InputError(name, lineno, f"not JSON: {detail}"))
+    for lineno, raw in _numbered_lines(path, name, progress):
+        if raw.isspace():
+            continue  # the proxy ignores blank keep-alive lines too
+        msg = parse_message(raw)
+        if msg.kind is Kind.INVALID and msg.error_code == PARSE_ERROR:
+            detail = msg.error_message.removeprefix("invalid JSON: ")
+            report.errors.append(InputError(name, lineno, f"not JSON: {detail}"))
+            fr.errors += 1
+            continue
+        elements = msg.elements if msg.kind is Kind.BATCH else (msg,)
+        for el in elements:
+            if el.kind is Kind.BATCH:
+                fr.refused += 1  # a nested batch
+                continue
+            got = _transcript_call(el, archetype, DECIDED_METHODS)
+            if got is None:
+                fr.skipped += 1
+                continue
+            if isinstance(got, str):
+                fr.refused += 1
+                continue
+            expect = el.obj.get("expect")
+            if expect is not None and expect not in ACTIONS:
+                report.errors.append(
+                    InputError(
+                        name, lineno, f"expect {expect!r} is not one of {sorted(ACTIONS)}"
+                    )
+                )
                 fr.errors += 1
                 continue
-            elements = msg.elements if msg.kind is Kind.BATCH else (msg,)
-            for el in elements:
-                if el.kind is Kind.BATCH:
-                    fr.refused += 1  # a nested batch
-                    continue
-                got = _transcript_call(el, archetype, DECIDED_METHODS)
-                if got is None:
-                    fr.skipped += 1
-                    continue
-                if isinstance(got, str):
-                    fr.refused += 1
-                    continue
-                expect = el.obj.get("expect")
-                if expect is not None and expect not in ACTIONS:
-                    report.errors.append(
-                        InputError(
-                            name, lineno, f"expect {expect!r} is not one of {sorted(ACTIONS)}"
-                        )
-                    )
-                    fr.errors += 1
-                    continue
-                tool = got.tool if type(got.tool) is str else json.dumps(got.tool)
-                if run is not None and not run.search(f"{name}:{lineno} {tool}"):
-                    continue
-                dec = table.decide(got)
-                report.hits[dec.rule] = report.hits.get(dec.rule, 0) + 1
-                if expect is None:
-                    status = Status.UNCHECKED
-                else:
-                    status = Status.PASS if dec.action.value == expect else Status.FAIL
-                case = ReplayCase(name, lineno, got, dec, status, expect, None, None)
-                _count(fr, case)
-                if status is not Status.PASS or keep_passing:
-                    report.cases.append(case)  # unchecked ones too: reporters list blocks
-    if progress is not None:
-        progress(pos)
+            tool = got.tool if type(got.tool) is str else json.dumps(got.tool)
+            if run is not None and not run.search(f"{name}:{lineno} {tool}"):
+                continue
+            dec = table.decide(got)
+            report.hits[dec.rule] = report.hits.get(dec.rule, 0) + 1
+            if expect is None:
+                status = Status.UNCHECKED
+            else:
+                status = Status.PASS if dec.action.value == expect else Status.FAIL
+            case = ReplayCase(name, lineno, got, dec, status, expect, None, None)
+            _count(fr, case)
+            if status is not Status.PASS or keep_passing:
+                report.cases.append(case)  # unchecked ones too: reporters list blocks
     return fr
 
 

@@ -272,6 +272,24 @@ def parse_flow_event(obj: Any) -> FlowFacts:
     )
 
 
+def json_lines(source: FlowSource, path: str, follow: bool, poll_s: float) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object) for each non-blank line of a followed file; a line that is
+    not JSON is reported with its file:line and skipped, so one bad line never stops a source."""
+    lines = LineFollower(path, source._stop, source._report, follow=follow, poll_s=poll_s)
+    for lineno, raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            source._report(f"{path}:{lineno}: bad JSON: {e.msg} (column {e.colno})")
+            continue
+        except (UnicodeDecodeError, RecursionError):
+            source._report(f"{path}:{lineno}: bad JSON: not UTF-8 or nested too deep")
+            continue
+        yield lineno, obj
+
+
 class JsonlSource(FlowSource):
     """FlowEvent JSONL from a file or FIFO (see the module docstring)."""
 
@@ -283,19 +301,9 @@ class JsonlSource(FlowSource):
         self.poll_s = poll_s
 
     def _run(self, sink: FlowSink) -> None:
-        lines = LineFollower(self.path, self._stop, self._report, follow=self.follow,
-                             poll_s=self.poll_s)
-        for lineno, raw in lines:
-            if not raw.strip():
-                continue
+        for lineno, obj in json_lines(self, self.path, self.follow, self.poll_s):
             try:
-                flow = parse_flow_event(json.loads(raw))
-            except json.JSONDecodeError as e:
-                self._report(f"{self.path}:{lineno}: bad JSON: {e.msg} (column {e.colno})")
-                continue
-            except (UnicodeDecodeError, RecursionError):
-                self._report(f"{self.path}:{lineno}: bad JSON: not UTF-8 or nested too deep")
-                continue
+                flow = parse_flow_event(obj)
             except ValueError as e:
                 self._report(f"{self.path}:{lineno}: bad flow: {e}")
                 continue

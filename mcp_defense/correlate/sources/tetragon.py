@@ -18,13 +18,12 @@ Tetragon's Process carries no cgroup id, so these flows join by pid.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mcp_defense.correlate.proctree import ProcTree
 from mcp_defense.correlate.sources import ErrorSink, FlowSink, FlowSource
 from mcp_defense.correlate.sources.jsonl import (
-    LineFollower,
+    json_lines,
     parse_ip,
     parse_port,
     parse_protocol,
@@ -58,19 +57,7 @@ class TetragonSource(FlowSource):
         self.skipped = 0  # well-formed events that are not flows
 
     def _run(self, sink: FlowSink) -> None:
-        lines = LineFollower(self.path, self._stop, self._report, follow=self.follow,
-                             poll_s=self.poll_s)
-        for lineno, raw in lines:
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                self._report(f"{self.path}:{lineno}: bad JSON: {e.msg} (column {e.colno})")
-                continue
-            except (UnicodeDecodeError, RecursionError):
-                self._report(f"{self.path}:{lineno}: bad JSON: not UTF-8 or nested too deep")
-                continue
+        for lineno, obj in json_lines(self, self.path, self.follow, self.poll_s):
             try:
                 flow = self.parse_event(obj)
             except ValueError as e:
