@@ -8,8 +8,11 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo() -> None:
-        """Run the published demo for real: a real MCP server behind the stdio proxy with the
-        procfs flow source, driven by the mcp SDK client, rendered by the flight recorder.
+        """Run the demo for real: a real MCP server behind the proxy, a real kill.
+
+        The built-in policies decide the published demo's calls made by the mcp SDK client
+        against a real server behind `mcp-defense stdio --flow-source procfs`; a server that
+        phones home on its own is killed; the flight recorder shows it all. Offline, Linux.
 
         Exit codes: 0 every scenario decided as expected, 1 otherwise.
         """

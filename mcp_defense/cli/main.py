@@ -24,18 +24,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    # Each command module adds itself; import order is the order in --help.
-    from mcp_defense.cli import policy as _policy
+    # Each command module adds itself; the order here is the order in --help.
+    from mcp_defense.cli import demo, policy, record, stdio
 
-    _policy.register(app)
-    for name in ("stdio", "record", "demo", "hook"):
-        try:
-            mod = __import__(f"mcp_defense.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:  # a command group not built yet
-            if e.name != f"mcp_defense.cli.{name}":
-                raise
-            continue
-        mod.register(app)
+    for module in (policy, stdio, record, demo):
+        module.register(app)
 
 
 _register()

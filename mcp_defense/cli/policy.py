@@ -32,15 +32,11 @@ policy_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
+    from mcp_defense.cli import policy_test, policy_watch
+
     app.add_typer(policy_app, name="policy")
-    for name in ("policy_test", "policy_watch"):
-        try:
-            mod = __import__(f"mcp_defense.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"mcp_defense.cli.{name}":
-                raise
-            continue
-        mod.register(policy_app)
+    policy_test.register(policy_app)
+    policy_watch.register(policy_app)
 
 
 # ---------------------------------------------------------------------------------------------

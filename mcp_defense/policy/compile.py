@@ -315,6 +315,27 @@ def _functions(jewel: Callable[[str], str], jewel_set: Callable[[str], str]) -> 
     }
 
 
+def _lazy_clauses(tree: Any, env_cel: cel.CelEnv, constants: dict[str, Any]
+                  ) -> Callable[[], tuple[tuple[str, Callable[[Any], Any]], ...]]:
+    """The per-clause closures `policy explain` shows, lowered on first use only: half the
+    compile (and so half of every hot reload) would otherwise go to them."""
+    done: list[tuple[tuple[str, Callable[[Any], Any]], ...]] = []
+
+    def get() -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+        if not done:
+            out = []
+            for text, sub in cel.clauses(tree):
+                try:
+                    low = cel.lower(sub, env_cel, constants)
+                except (cel.CelError, cel.CelEvalError):
+                    continue
+                out.append((" ".join(text.split()), low.fn))
+            done.append(tuple(out))
+        return done[0]
+
+    return get
+
+
 def _fingerprint(r: ast.Rule) -> str:
     text = "\x1f".join([r.kind, r.name, " ".join(r.when.split()), r.action,
                         r.reason.value if r.reason else "", str(r.priority),
@@ -476,16 +497,10 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
                 continue
             fires_somewhere[r.name] = True
             fn = lowered.fn
-            clause_fns = []
-            for text, sub in cel.clauses(p.tree):
-                try:
-                    low = cel.lower(sub, env_cel, {"archetype": const, "vars": dict(variables)})
-                except (cel.CelError, cel.CelEvalError):
-                    continue
-                clause_fns.append((" ".join(text.split()), low.fn))
+            clause_fns = _lazy_clauses(p.tree, env_cel, {"archetype": const, "vars": dict(variables)})
             reason = ReasonTemplate.parse(r.reason.value if r.reason else _default_reason(r))
             cr = CompiledRule(r.name, r.kind, Action(r.action), r.priority, p.order, fn, reason,
-                              str(r.span), r.learn, r.when.strip(), p.tools, tuple(clause_fns))
+                              str(r.span), r.learn, r.when.strip(), p.tools, clause_fns)
             if r.kind == "flow":
                 flows.append(cr)
             elif r.kind == "orphan":

@@ -25,7 +25,7 @@ def _value(v: Any) -> str:
 
 def _clauses(rule: CompiledRule, ctx: EvalCtx) -> tuple[tuple[str, str], ...]:
     out = []
-    for text, fn in rule.clauses:
+    for text, fn in rule.clauses():
         try:
             out.append((text, _value(fn(ctx))))
         except Exception as e:  # noqa: BLE001 - shown to the author, not acted on

@@ -61,13 +61,20 @@ def _display(p: Path) -> str:
         return str(p)
 
 
+def _policy_files(directory: Path) -> list[Path]:
+    """`.mcpd` files under a directory, skipping dot-files (editor locks such as emacs's
+    `.#main.mcpd`, which is a dangling symlink while the file is open)."""
+    return sorted(p for p in directory.rglob("*.mcpd")
+                  if not any(part.startswith(".") for part in p.relative_to(directory).parts))
+
+
 def _expand_inputs(paths: Sequence[str | Path], diags: list[Diagnostic]) -> list[Path]:
     out: list[Path] = []
     for raw in paths:
         s = str(raw)
         p = (builtin_policy_dir() / s[len(BUILTIN_PREFIX):]) if s.startswith(BUILTIN_PREFIX) else Path(s)
         if p.is_dir():
-            found = sorted(p.rglob("*.mcpd"))
+            found = _policy_files(p)
             if not found:
                 diags.append(Diagnostic(ast.Span(s, 1, 1), ERROR, "no-policy",
                                         f"{s}: directory contains no .mcpd files"))
@@ -117,7 +124,7 @@ def load(
             else:
                 tp = rp.parent / target
             if tp.is_dir():
-                for sub in sorted(tp.rglob("*.mcpd")):
+                for sub in _policy_files(tp):
                     visit(sub, imp)
             elif tp.is_file():
                 visit(tp, imp)

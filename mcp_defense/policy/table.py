@@ -259,7 +259,8 @@ class CompiledRule:
     learn: bool
     when: str  # CEL source, for explain and diagnostics only
     tools: tuple[str, ...] = ()  # non-empty: rule can only fire for these tool names
-    clauses: tuple[tuple[str, Callable[[EvalCtx], Any]], ...] = ()  # for explain only
+    # (clause source, closure) pairs for `policy explain`, lowered on first use
+    clauses: Callable[[], tuple[tuple[str, Callable[[EvalCtx], Any]], ...]] = tuple
 
     @property
     def sort_key(self) -> tuple[int, int, int]:

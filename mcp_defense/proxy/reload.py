@@ -404,10 +404,6 @@ class PolicyReloader:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def reload_now(self, reason: str = SIGNAL) -> ReloadOutcome:
-        """Run one reload in the calling thread (tests, tools). Not concurrently with start()."""
-        return self._reload(reason)
-
     # --- worker --------------------------------------------------------------------------------
 
     def _run(self) -> None:
