@@ -7,6 +7,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples on every machine (a fresh clone must not discover a new
+# pathological input in cel-python's reference evaluator at random); set
+# HYPOTHESIS_PROFILE=explore for randomised bug hunts.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Learning-period state of proxies started by tests goes to a throwaway directory.
 os.environ.setdefault("MCPD_STATE_DIR", tempfile.mkdtemp(prefix="mcpd-test-state-"))

@@ -319,7 +319,7 @@ BUILTIN = [
     'call.args.items.filter(i, i)',
     'call.args.nested.exists(k, k == "inner")',
     'call.args.path.exists(c, c == "/")',
-    'call.args.path.exists(c, c.contains("/"))',
+    'call.args.items.exists(c, c.contains("/"))',  # celpy is exponential over long strings' error chains
     'call.args.items.exists(i, i.contains("a"))',
     'call.args.x.contains(call.args.y)',
     'size(call.args.x)',
