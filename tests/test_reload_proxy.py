@@ -211,6 +211,7 @@ def test_reload_under_load_through_real_proxy(tmp_path: Path) -> None:
             )
     finally:
         client.stop.set()
+        client.writer.join(10)  # no call may be sent after we start counting what is outstanding
         wait_until(lambda: client.outstanding() == 0, timeout=60, what="outstanding answers")
         assert proc.stdin is not None
         proc.stdin.close()
