@@ -1057,46 +1057,36 @@ def _eq_py(a: Any, b: Any) -> bool:
     raise TypeError("no such overload")
 
 
-def _seq_and(pairs: Iterable[tuple[Any, Any]], cmp: Callable[[Any, Any], bool]) -> bool:
-    """celpy's list/map `==`: `reduce(logical_and, ...)` where failed comparisons are values."""
-    acc: Any = True
+def _seq_reduce(pairs: Iterable[tuple[Any, Any]], cmp: Callable[[Any, Any], bool],
+                unit: bool) -> bool:
+    """celpy's list/map `==` (unit True: `reduce(logical_and, ...)`) and `!=` (unit False:
+    `reduce(logical_or, ...)`), where failed comparisons are values, not exceptions."""
+    absorb = not unit
+    acc: Any = unit
     for x, y in pairs:
         try:
             r: Any = cmp(x, y)
         except TypeError:
             r = _ERRV
-        if acc is True:
+        if acc is unit:
             acc = r
-        elif r is False:
-            return False
+        elif r is absorb:
+            return absorb
         elif r is _ERRV:
             raise TypeError("no such overload")
-        if acc is False:
-            return False
+        if acc is absorb:
+            return absorb
     if acc is _ERRV:
         raise TypeError("no such overload")
-    return True
+    return unit
+
+
+def _seq_and(pairs: Iterable[tuple[Any, Any]], cmp: Callable[[Any, Any], bool]) -> bool:
+    return _seq_reduce(pairs, cmp, True)
 
 
 def _seq_or(pairs: Iterable[tuple[Any, Any]], cmp: Callable[[Any, Any], bool]) -> bool:
-    """celpy's list/map `!=`: `reduce(logical_or, ...)` where failed comparisons are values."""
-    acc: Any = False
-    for x, y in pairs:
-        try:
-            r: Any = cmp(x, y)
-        except TypeError:
-            r = _ERRV
-        if acc is False:
-            acc = r
-        elif r is True:
-            return True
-        elif r is _ERRV:
-            raise TypeError("no such overload")
-        if acc is True:
-            return True
-    if acc is _ERRV:
-        raise TypeError("no such overload")
-    return False
+    return _seq_reduce(pairs, cmp, False)
 
 
 def _ne_py(a: Any, b: Any) -> bool:
