@@ -122,3 +122,22 @@ def test_bench_prints_figures() -> None:
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["median_us"] > 0 and data["eval_calls_per_s"] > 0
+
+
+def test_parallel_eval_keeps_order_and_matches_one_process() -> None:
+    lines = []
+    for i in range(5000):  # more than one chunk, so worker processes really run
+        if i % 997 == 0:
+            lines.append("not json")
+        elif i % 2:
+            lines.append(call("read_file", {"path": f"/workspace/f{i}.py"}, rid=i))
+        else:
+            lines.append(call("read_file", {"path": f"/home/alice/.ssh/id_{i}"}, rid=i))
+    data = "\n".join(lines) + "\n"
+    one = runner.invoke(app, ["policy", "eval", "-j", "1", *SETS], input=data)
+    two = runner.invoke(app, ["policy", "eval", "-j", "2", *SETS], input=data)
+    assert one.exit_code == two.exit_code == 0
+    assert one.output == two.output
+    out = [json.loads(x) for x in two.output.splitlines()]
+    assert len(out) == len(lines)
+    assert [o.get("id") for o in out if "id" in o] == [i for i in range(5000) if i % 997]

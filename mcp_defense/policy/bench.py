@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import statistics
 import time
 from typing import Any
@@ -42,7 +43,7 @@ def _measure(fn: Any, arg: Any, n: int) -> list[float]:
 
 def run_bench(table: DecisionTable, *, n: int = 20000, lines: int = 100_000,
               progress: bool = False) -> dict[str, Any]:
-    from mcp_defense.cli.policy import eval_lines
+    from mcp_defense.cli.policy import eval_lines, eval_stream
 
     cases = []
     all_samples: list[float] = []
@@ -69,7 +70,16 @@ def run_bench(table: DecisionTable, *, n: int = 20000, lines: int = 100_000,
     t0 = time.perf_counter()
     eval_lines(table, iter(rows), "", sink.write)
     elapsed = time.perf_counter() - t0
+    jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    par_s = 0.0
+    if jobs > 1:
+        sink = io.StringIO()
+        t0 = time.perf_counter()
+        eval_stream(table, iter(rows), "", sink.write, jobs)
+        par_s = time.perf_counter() - t0
     return {
+        "eval_jobs": jobs,
+        "eval_parallel_calls_per_s": lines / par_s if par_s else 0.0,
         "policy_version": table.version,
         "cases": cases,
         "median_us": statistics.median(all_samples) if all_samples else 0.0,
