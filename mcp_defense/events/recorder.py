@@ -94,6 +94,13 @@ def _lead(text: str) -> Text:
     return t
 
 
+def _tagged(ts: str, tag: str, style: str) -> Text:
+    """A timeline line's opening: the time stamp and a fixed-width tag (SESSION, KILLED…)."""
+    t = _lead(f"{ts}  ")
+    t.append(f"{tag:<9}", style=style)
+    return t
+
+
 def _flow_text(f: FlowEvent, indent: str) -> Text:
     t = Text(indent)
     t.append(f"└ flow {_p(f.protocol)} {_p(f.src_ip)}:{_p(f.src_port)} → "
@@ -157,12 +164,11 @@ def render(event: Event) -> list[Text]:
     """Timeline lines for one event (empty: nothing worth a line)."""
     ts = _ts(event)
     if isinstance(event, ToolCallEvent):
-        t = _lead(f"{ts}  ")
         decision = _p(event.decision)
         label = LABEL.get(decision, decision.upper())
         if event.approval:  # require_approval, then the human's (or the default) answer
             label = _p(event.approval).upper()[:9]
-        t.append(f"{label:<9}", style=STYLE.get(decision, "bold"))
+        t = _tagged(ts, label, STYLE.get(decision, "bold"))
         t.append(f" {_p(event.correlation_id):<22}", style="dim")
         t.append(f" {_p(event.archetype):<14}", style="cyan")
         t.append(f" {_p(event.tool):<16}", style="bold")
@@ -178,15 +184,13 @@ def render(event: Event) -> list[Text]:
         return lines
     if isinstance(event, FlowEvent):
         if event.orphan:
-            t = _lead(f"{ts}  ")
-            t.append("ORPHAN   ", style="bold yellow")
+            t = _tagged(ts, "ORPHAN", "bold yellow")
             return [t + _flow_text(event, "")]
         t = _flow_text(event, " " * 14)
         t.append(f"  ({_ids(event.correlation_ids)})", style="dim")
         return [t]
     if isinstance(event, KillEvent):
-        t = _lead(f"{ts}  ")
-        t.append("KILLED   ", style=STYLE["kill"])
+        t = _tagged(ts, "KILLED", STYLE["kill"])
         others = len(event.killed_pids) - 1 if isinstance(event.killed_pids, list) else 0
         tree = f" (+{others} process(es) of its tree)" if others > 0 else ""
         t.append(f" server pid {_p(event.server_pid)}{tree} · {_p(event.rule)}: "
@@ -199,33 +203,28 @@ def render(event: Event) -> list[Text]:
                               style="bold red"))
         return lines
     if isinstance(event, SessionStart):
-        t = _lead(f"{ts}  ")
-        t.append("SESSION  ", style="bold blue")
+        t = _tagged(ts, "SESSION", "bold blue")
         command = " ".join(_p(c) for c in event.server_command) if isinstance(
             event.server_command, list) else _p(event.server_command)
         t.append(f" {_p(event.agent_id)} → {command}  archetype {_p(event.archetype)} · "
                  f"policy {_p(event.policy_version)}" + (" · observe" if event.observe else ""))
         return [t]
     if isinstance(event, FramingEvent):
-        t = _lead(f"{ts}  ")
-        t.append("REFUSED  ", style="bold red")
+        t = _tagged(ts, "REFUSED", "bold red")
         t.append(f" {_p(event.direction)}: {_p(event.reason)}")
         return [t]
     if isinstance(event, ServerExit):
-        t = _lead(f"{ts}  ")
-        t.append("EXIT     ", style="bold blue")
+        t = _tagged(ts, "EXIT", "bold blue")
         t.append(f" server pid {_p(event.server_pid)} exited {_p(event.returncode)}")
         if event.pending_requests:
             t.append(f", {_p(event.pending_requests)} pending request(s) answered with errors")
         return [t]
     if isinstance(event, PolicyReloaded):
-        t = _lead(f"{ts}  ")
-        t.append("RELOAD   ", style="bold blue")
+        t = _tagged(ts, "RELOAD", "bold blue")
         t.append(f" policy {_p(event.old_version)} → {_p(event.new_version)}")
         return [t]
     if isinstance(event, PolicyReloadFailed):
-        t = _lead(f"{ts}  ")
-        t.append("RELOAD ✗ ", style="bold red")
+        t = _tagged(ts, "RELOAD ✗", "bold red")
         t.append(f" keeping {_p(event.version_in_force)}")
         if isinstance(event.diagnostics, list) and event.diagnostics:
             t.append(f": {_p('; '.join(map(str, event.diagnostics)))[:200]}", style="italic")
