@@ -98,23 +98,10 @@ def write_recording(
             continue
         arch, tool, args = _call(rng, i)
         cid = f"tc_{i:07d}"
-        d = table.decide(ToolCall(arch, tool, args, "bench", f"s{i // 250}", cid))
+        call = ToolCall(arch, tool, args, "bench", f"s{i // 250}", cid)
         lines.append(
             json.dumps(
-                ToolCallEvent(
-                    ts=TS,
-                    correlation_id=cid,
-                    agent_id="bench",
-                    archetype=arch,
-                    tool=tool,
-                    arguments=args,
-                    decision=d.action.value,
-                    rule=d.rule,
-                    reason=d.reason,
-                    policy_version=d.policy_version,
-                    session_id=f"s{i // 250}",
-                    request_id=i,
-                ).to_dict(),
+                ToolCallEvent.decided(call, table.decide(call), ts=TS, request_id=i).to_dict(),
                 separators=(",", ":"),
             )
         )

@@ -141,22 +141,9 @@ def record(
     ]
     for i, (arch, tool, args) in enumerate(calls or _calls(ws)):
         cid = f"tc_{i:04d}"
-        d = table.decide(ToolCall(arch, tool, args, "agent", "s1", cid))
+        call = ToolCall(arch, tool, args, "agent", "s1", cid)
         lines.append(
-            ToolCallEvent(
-                ts=TS,
-                correlation_id=cid,
-                agent_id="agent",
-                archetype=arch,
-                tool=tool,
-                arguments=args,
-                decision=d.action.value,
-                rule=d.rule,
-                reason=d.reason,
-                policy_version=d.policy_version,
-                session_id="s1",
-                request_id=i + 1,
-            ).to_dict()
+            ToolCallEvent.decided(call, table.decide(call), ts=TS, request_id=i + 1).to_dict()
         )
         lines.append(ToolResultEvent(ts=TS, correlation_id=cid, request_id=i + 1).to_dict())
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))

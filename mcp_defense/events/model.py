@@ -13,7 +13,10 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from mcp_defense.policy.facts import Decision, ToolCall
 
 SCHEMA_VERSION = 1
 
@@ -76,6 +79,30 @@ class ToolCallEvent(Event):
     hosts: list[str] = field(default_factory=list)
     annotations: dict[str, Any] | None = None  # the server's tool annotations, as decided with
     expect: str | None = None  # set by a reviewer; `policy test` prefers it to `decision`
+
+    @classmethod
+    def decided(cls, call: ToolCall, decision: Decision, **overrides: Any) -> ToolCallEvent:
+        """The event for `call` as `decision` decided it: the one mapping from the table's
+        input and output to the recorded line (runtimes override e.g. the approval outcome)."""
+        facts = decision.facts
+        fields_: dict[str, Any] = {
+            "correlation_id": call.correlation_id,
+            "agent_id": call.agent_id,
+            "archetype": call.archetype,
+            "tool": call.tool,
+            "arguments": call.arguments,
+            "decision": decision.action.value,
+            "rule": decision.rule,
+            "reason": decision.reason,
+            "policy_version": decision.policy_version,
+            "session_id": call.session_id,
+            "enforced": not decision.learning,
+            "annotations": dict(call.annotations) if call.annotations is not None else None,
+            "paths": list(facts.paths) if facts is not None else [],
+            "hosts": list(facts.hosts) if facts is not None else [],
+        }
+        fields_.update(overrides)
+        return cls(**fields_)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -597,18 +597,16 @@ class StdioProxy:
             tool = msg.method
             arguments = params
         table = self.get_table()  # read once: the whole call runs under this table
-        annotations = None
+        call = ToolCall(
+            archetype=self.archetype,
+            tool=tool,
+            arguments=arguments,
+            agent_id=self.agent_id,
+            session_id=self.session_id,
+            correlation_id=cid,
+            annotations=self._annotations.get(tool) if type(tool) is str else None,
+        )
         try:
-            annotations = self._annotations.get(tool) if type(tool) is str else None
-            call = ToolCall(
-                archetype=self.archetype,
-                tool=tool,
-                arguments=arguments,
-                agent_id=self.agent_id,
-                session_id=self.session_id,
-                correlation_id=cid,
-                annotations=annotations,
-            )
             if self.learning is not None:
                 decision = table.decide(call, self.learning)
             else:
@@ -644,24 +642,15 @@ class StdioProxy:
         tool_name = tool if type(tool) is str else json.dumps(tool)
         if self.recorder.active:
             self.recorder.emit(
-                ToolCallEvent(
+                ToolCallEvent.decided(
+                    call,
+                    decision,
                     ts=now_iso_fast(),
-                    correlation_id=cid,
-                    agent_id=self.agent_id,
-                    archetype=self.archetype,
                     tool=tool_name,
-                    arguments=arguments,
-                    decision=action.value,
-                    rule=decision.rule,
                     reason=reason,
-                    policy_version=decision.policy_version,
-                    session_id=self.session_id,
                     request_id=msg.id,
                     enforced=not self.observe and not decision.learning,
                     approval=approval,
-                    annotations=annotations,
-                    paths=list(facts.paths) if (facts := decision.facts) is not None else [],
-                    hosts=list(facts.hosts) if facts is not None else [],
                 )
             )
         if forward:
