@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_defense.policy.facts import ToolCall
-from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_DEPTH, exceeds_depth, loads_strict, sniff_id
+from mcp_defense.protocol.jsonrpc import JsonFailure, decode_json, sniff_id
 
 
 @dataclass(slots=True)
@@ -17,19 +17,6 @@ class LineCall:
     call: ToolCall | None  # None when the line is unusable; `error` says why
     request_id: Any = None
     error: str = ""
-
-
-def _decode(data: bytes) -> tuple[Any, str]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return None, f"invalid UTF-8 at byte {e.start}"
-    if exceeds_depth(data, DEFAULT_MAX_DEPTH):
-        return None, f"JSON nesting deeper than {DEFAULT_MAX_DEPTH}"
-    try:
-        return loads_strict(text), ""  # as strict as the live proxy: replay must agree
-    except (ValueError, RecursionError) as e:
-        return None, f"invalid JSON: {e}"
 
 
 def call_from_object(obj: Any, archetype: str, *, agent_id: str = "", session_id: str = "",
@@ -56,7 +43,8 @@ def call_from_object(obj: Any, archetype: str, *, agent_id: str = "", session_id
 
 
 def call_from_line(data: bytes, archetype: str, **kw: str) -> LineCall:
-    obj, err = _decode(data)
-    if err:
-        return LineCall(None, sniff_id(data), err)
+    try:
+        obj = decode_json(data)  # as strict as the live proxy: replay and eval must agree
+    except JsonFailure as e:
+        return LineCall(None, sniff_id(data), e.message)
     return call_from_object(obj, archetype, **kw)

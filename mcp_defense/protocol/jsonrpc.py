@@ -263,6 +263,34 @@ def _valid_id(v: Any) -> bool:
     return (type(v) is int) or (type(v) is str)
 
 
+class JsonFailure(ValueError):
+    """A line that is not strict JSON: carries the JSON-RPC error code and the reason."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def decode_json(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Strict UTF-8, a depth guard that does not recurse, strict JSON (no duplicate keys, no
+    NaN): the one way any runtime turns a line into a value. Raises JsonFailure."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JsonFailure(PARSE_ERROR, f"invalid UTF-8 at byte {e.start}") from None
+    if exceeds_depth(data, max_depth):
+        raise JsonFailure(PARSE_ERROR, f"JSON nesting deeper than {max_depth}")
+    try:
+        return loads_strict(text)
+    except _DuplicateKey as e:
+        raise JsonFailure(INVALID_REQUEST, str(e)) from None
+    except RecursionError:  # belt and braces: the depth pre-scan should have caught it
+        raise JsonFailure(PARSE_ERROR, "JSON nested too deeply") from None
+    except ValueError as e:
+        raise JsonFailure(PARSE_ERROR, f"invalid JSON: {e}") from None
+
+
 def parse_message(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Message:
     """Decode (strict UTF-8), parse (depth-guarded, strict JSON) and classify one message.
 
@@ -270,20 +298,9 @@ def parse_message(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Message:
     error code and, when recoverable, the id to answer.
     """
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return _invalid(PARSE_ERROR, f"invalid UTF-8 at byte {e.start}", sniff_id(data))
-    if exceeds_depth(data, max_depth):
-        return _invalid(PARSE_ERROR, f"JSON nesting deeper than {max_depth}", sniff_id(data))
-    try:
-        obj = loads_strict(text)
-    except _DuplicateKey as e:
-        return _invalid(INVALID_REQUEST, str(e), sniff_id(data))
-    except RecursionError:  # belt and braces: the depth pre-scan should have caught it
-        return _invalid(PARSE_ERROR, "JSON nested too deeply", sniff_id(data))
-    except ValueError as e:
-        return _invalid(PARSE_ERROR, f"invalid JSON: {e}", sniff_id(data))
-    del text
+        obj = decode_json(data, max_depth)
+    except JsonFailure as e:
+        return _invalid(e.code, e.message, sniff_id(data))
     return classify(obj, max_depth)
 
 
