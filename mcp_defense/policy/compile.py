@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
 import posixpath
 import re
@@ -33,6 +34,7 @@ from mcp_defense.policy.table import (
     InlineTest,
     NetEntry,
     ReasonTemplate,
+    split_endpoint,
 )
 
 JEWEL_LEVELS = ("crown", "auth", "config")  # most sensitive first
@@ -102,7 +104,7 @@ def _expand_json(value: Any, variables: Mapping[str, str], c: _Ctx) -> Any:
     return value
 
 
-def _path_glob(raw: str, variables: Mapping[str, str]) -> str:
+def _path_glob(raw: str) -> str:
     """Variables are absolute paths; normalise `//` and `/./` that joining them may create."""
     if raw.startswith("~") or raw.startswith("**"):
         return raw
@@ -131,7 +133,7 @@ def _globset(targets: ast.Targets | None, variables: Mapping[str, str], c: _Ctx,
     for s in targets.items:
         text = _expand(s, variables, c)
         for piece in [p for p in re.split(r"[,\s]+", text) if p]:
-            g = _path_glob(piece, variables)
+            g = _path_glob(piece)
             try:
                 glob_to_regex(g)
             except GlobError as e:
@@ -155,8 +157,6 @@ def _net_entries(targets: ast.Targets, variables: Mapping[str, str], c: _Ctx) ->
 
 
 def _net_entry(piece: str) -> NetEntry | str:
-    from mcp_defense.policy.table import split_endpoint
-
     host_part = piece
     port: int | None = None
     if piece.startswith("["):
@@ -272,8 +272,6 @@ def _cel_span(rule: ast.Rule, err: cel.CelError) -> ast.Span:
 
 
 def _tool_index(tree: Any) -> tuple[str, ...]:
-    import json
-
     for text, _sub in cel.clauses(tree):
         m = _TOOL_EQ.match(text)
         if m:
@@ -585,8 +583,7 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
 
     summary = {
         "archetypes": {
-            n: {"rules": len(a.generic) + sum(1 for x in {r for v in a.by_tool.values() for r in v}
-                                              if x not in a.generic),
+            n: {"rules": len(set(a.generic).union(*a.by_tool.values())),
                 "indexed_tools": sorted(a.by_tool), "flow_rules": len(a.flow),
                 "orphan_rules": len(a.orphan), "dropped": list(a.dropped)}
             for n, a in per_arch.items()

@@ -142,8 +142,7 @@ class ArchetypeConst:
         if self.network == "none":
             return False
         h = host.lower().rstrip(".")
-        return any(e.admits(h, None) or (e.port is not None and e.admits(h, e.port))
-                   for e in self.net_entries)
+        return any(e.admits(h, e.port) for e in self.net_entries)  # any port the entry allows
 
     def allows_endpoint(self, endpoint: str) -> bool:
         if self.network == "any":
