@@ -131,6 +131,13 @@ def eval_lines(table: Any, lines: Any, archetype: str, write: Any) -> int:
 
 
 _CHUNK = 2048  # lines per work unit for parallel eval
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 _worker_state: tuple[Any, str] | None = None  # (table, archetype), inherited by fork
 
 
@@ -197,9 +204,7 @@ def eval_cmd(
     table = load_or_exit(policy, sets)
     stream = _open_input(source)
     try:
-        eval_stream(table, stream, archetype, sys.stdout.write,
-                    jobs or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                    else jobs or (os.cpu_count() or 1))
+        eval_stream(table, stream, archetype, sys.stdout.write, jobs or available_cpus())
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()

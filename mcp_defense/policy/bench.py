@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import statistics
 import time
 from typing import Any
@@ -43,7 +42,7 @@ def _measure(fn: Any, arg: Any, n: int) -> list[float]:
 
 def run_bench(table: DecisionTable, *, n: int = 20000, lines: int = 100_000,
               progress: bool = False) -> dict[str, Any]:
-    from mcp_defense.cli.policy import eval_lines, eval_stream
+    from mcp_defense.cli.policy import available_cpus, eval_lines, eval_stream
 
     cases = []
     all_samples: list[float] = []
@@ -70,7 +69,7 @@ def run_bench(table: DecisionTable, *, n: int = 20000, lines: int = 100_000,
     t0 = time.perf_counter()
     eval_lines(table, iter(rows), "", sink.write)
     elapsed = time.perf_counter() - t0
-    jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    jobs = available_cpus()
     par_s = 0.0
     if jobs > 1:
         sink = io.StringIO()
