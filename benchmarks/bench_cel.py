@@ -48,26 +48,42 @@ FUNCTIONS: dict[str, Any] = {
     "allows_flow": lambda a, f: f.host in a.hosts,
 }
 jewel, is_loopback, is_link_local, is_private = (
-    FUNCTIONS[k] for k in ("jewel", "is_loopback", "is_link_local", "is_private"))
+    FUNCTIONS[k] for k in ("jewel", "is_loopback", "is_link_local", "is_private")
+)
 ARCH = Arch()
 WS = "/w"
 
 EXPRESSIONS: list[tuple[str, str, Any]] = [
-    ("crown jewel (exists, 2 paths)", 'call.paths.exists(p, jewel(p) == "crown")',
-     lambda c: any(jewel(p) == "crown" for p in c.call.paths)),
-    ("spawn outside archetype",
-     "call.spawns && archetype.spawn && call.programs.exists(p, !archetype.allows_program(p))",
-     lambda c: c.call.spawns and any(p not in ARCH.programs for p in c.call.programs)),
-    ("private hosts (exists, ||)",
-     "call.hosts.exists(h, is_loopback(h) || is_link_local(h) || is_private(h))",
-     lambda c: any(is_loopback(h) or is_link_local(h) or is_private(h) for h in c.call.hosts)),
-    ("tool + dyn argument",
-     'call.tool == "write_file" && has(call.args.path) && '
-     'call.args.path.startsWith(vars.workspace + "/.git/")',
-     lambda c: c.call.tool == "write_file" and "path" in c.call.args
-     and c.call.args["path"].startswith(WS + "/.git/")),
-    ("flow egress", "!archetype.allows_flow(flow) && flow.dst_port != 53",
-     lambda c: c.flow.host not in ARCH.hosts and c.flow.dst_port != 53),
+    (
+        "crown jewel (exists, 2 paths)",
+        'call.paths.exists(p, jewel(p) == "crown")',
+        lambda c: any(jewel(p) == "crown" for p in c.call.paths),
+    ),
+    (
+        "spawn outside archetype",
+        "call.spawns && archetype.spawn && call.programs.exists(p, !archetype.allows_program(p))",
+        lambda c: c.call.spawns and any(p not in ARCH.programs for p in c.call.programs),
+    ),
+    (
+        "private hosts (exists, ||)",
+        "call.hosts.exists(h, is_loopback(h) || is_link_local(h) || is_private(h))",
+        lambda c: any(is_loopback(h) or is_link_local(h) or is_private(h) for h in c.call.hosts),
+    ),
+    (
+        "tool + dyn argument",
+        'call.tool == "write_file" && has(call.args.path) && '
+        'call.args.path.startsWith(vars.workspace + "/.git/")',
+        lambda c: (
+            c.call.tool == "write_file"
+            and "path" in c.call.args
+            and c.call.args["path"].startswith(WS + "/.git/")
+        ),
+    ),
+    (
+        "flow egress",
+        "!archetype.allows_flow(flow) && flow.dst_port != 53",
+        lambda c: c.flow.host not in ARCH.hosts and c.flow.dst_port != 53,
+    ),
 ]
 
 
@@ -90,23 +106,26 @@ def main() -> None:
     ap.add_argument("--celpy-iterations", type=int, default=200)
     args = ap.parse_args()
     env = cel.CelEnv(frozenset(schema.VARIABLES), ("workspace",), FUNCTIONS)
-    call = CallFacts("write_file", {"path": "/w/.git/config", "content": "x"},
-                     paths=("/w/src/main.py", "/home/u/.ssh/id_ed25519"),
-                     hosts=("api.github.com", "10.1.2.3"), programs=("git", "curl"),
-                     writes=True, spawns=True)
+    call = CallFacts(
+        "write_file",
+        {"path": "/w/.git/config", "content": "x"},
+        paths=("/w/src/main.py", "/home/u/.ssh/id_ed25519"),
+        hosts=("api.github.com", "10.1.2.3"),
+        programs=("git", "curl"),
+        writes=True,
+        spawns=True,
+    )
     ctx = Ctx(call, FlowFacts(dst_ip="10.1.2.3", dst_port=443, host="evil.example", pid=7))
     act = {"call": call, "flow": ctx.flow, "archetype": ARCH, "vars": ctx.vars}
     consts = {"archetype": ARCH, "vars": ctx.vars}
-    print(f"{'expression':32} {'lowered µs':>10} {'python µs':>10} {'celpy µs':>9} "
-          f"{'vs celpy':>9}")
+    print(f"{'expression':32} {'lowered µs':>10} {'python µs':>10} {'celpy µs':>9} {'vs celpy':>9}")
     for label, src, hand in EXPRESSIONS:
         low = cel.lower(cel.parse(src), env, consts)
         want = cel.reference_evaluate(src, act, env)
         assert low.fn(ctx) == want == hand(ctx), src
         fast = bench(low.fn, ctx, args.iterations)
         floor = bench(hand, ctx, args.iterations)
-        slow = bench(lambda a, s=src: cel.reference_evaluate(s, a, env), act,
-                     args.celpy_iterations)
+        slow = bench(lambda a, s=src: cel.reference_evaluate(s, a, env), act, args.celpy_iterations)
         print(f"{label:32} {fast:10.2f} {floor:10.2f} {slow:9.0f} {slow / fast:8.0f}x")
 
 

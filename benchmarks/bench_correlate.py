@@ -60,21 +60,24 @@ def build(rng: random.Random) -> tuple[Correlator, list[FlowFacts], list, list[d
         r = rng.random()
         ts = t0 + 1 + i * STEP_S
         if r < 0.70 and s % 5:
-            f = FlowFacts(dst_ip="140.82.112.5", dst_port=443, pid=100_000 + s,
-                          cgroup_id=9_000_000 + s, ts=ts)
+            f = FlowFacts(
+                dst_ip="140.82.112.5", dst_port=443, pid=100_000 + s, cgroup_id=9_000_000 + s, ts=ts
+            )
         elif r < 0.85:
             f = FlowFacts(dst_ip="140.82.112.5", dst_port=443, pid=100_000 + s, ts=ts)
         elif r < 0.90:
             f = FlowFacts(dst_ip="203.0.113.9", dst_port=8443, pid=500_000 + s, ts=ts)
         else:
-            f = FlowFacts(dst_ip="198.51.100.7", dst_port=4444, pid=900_000 + i % 1000,
-                          cgroup_id=1, ts=ts)
+            f = FlowFacts(
+                dst_ip="198.51.100.7", dst_port=4444, pid=900_000 + i % 1000, cgroup_id=1, ts=ts
+            )
         flows.append(f)
     return c, flows, sink, calls
 
 
-def run(c: Correlator, flows: list[FlowFacts], calls: list[deque[str]], n: int,
-        full: bool, sink: list) -> tuple[float, float, int]:
+def run(
+    c: Correlator, flows: list[FlowFacts], calls: list[deque[str]], n: int, full: bool, sink: list
+) -> tuple[float, float, int]:
     """Feed n flows; every 10th flow one call ends and the same server starts another, so
     there are always 10,000 open calls and closed ones expire through the heap."""
     servers = len(calls)
@@ -112,20 +115,22 @@ def bench_join(n: int, reps: int = 3) -> tuple[float, float]:
         join_rates.append(rate)
         c2, flows2, sink2, calls2 = build(random.Random(7))
         full_rates.append(run(c2, flows2, calls2, n, True, sink2)[0])
-    print(f"  open calls: {SESSIONS} throughout; indexed incl. closed-but-in-window: up to {peak}; "
-          f"calls joined per flow: {per_flow:.2f}; orphans: {c2.orphans / n:.0%}; "
-          f"median of {reps} runs")
+    print(
+        f"  open calls: {SESSIONS} throughout; indexed incl. closed-but-in-window: up to {peak}; "
+        f"calls joined per flow: {per_flow:.2f}; orphans: {c2.orphans / n:.0%}; "
+        f"median of {reps} runs"
+    )
     return statistics.median(join_rates), statistics.median(full_rates)
 
 
-SERVER = r'''
+SERVER = r"""
 import socket, sys, time
 port = int(sys.argv[1])
 sys.stdin.readline()
 print(repr(time.time()), flush=True)
 s = socket.create_connection(("127.0.0.1", port))
 time.sleep(60)
-'''
+"""
 
 
 def bench_kill(runs: int, interval: float) -> tuple[list[float], list[float]]:
@@ -150,8 +155,13 @@ def bench_kill(runs: int, interval: float) -> tuple[list[float], list[float]]:
                 kill_only.append(report.elapsed_s)
             done.set()
 
-        server = subprocess.Popen([sys.executable, str(script), str(port)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True, start_new_session=True)
+        server = subprocess.Popen(
+            [sys.executable, str(script), str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         c = Correlator(JoinSpec(), lambda f, o: kill, lambda ev: None, on_kill=on_kill)
         c.register_server(server.pid)
         c.open_call("tc_bench", server_pid=server.pid)
@@ -182,15 +192,25 @@ def main() -> None:
     args = ap.parse_args()
     print(f"correlator join, {args.flows} flows")
     join_rate, full_rate = bench_join(args.flows)
-    print(f"  join() only:                              {join_rate:>10,.0f} flows/s (per CPU-second)")
-    print(f"  on_flow() (join+decide+FlowEvent+emit):   {full_rate:>10,.0f} flows/s (per CPU-second)")
-    print(f"connect() -> dead, procfs source every {DEFAULT_INTERVAL_S * 1000:.0f} ms, {args.runs} runs")
+    print(
+        f"  join() only:                              {join_rate:>10,.0f} flows/s (per CPU-second)"
+    )
+    print(
+        f"  on_flow() (join+decide+FlowEvent+emit):   {full_rate:>10,.0f} flows/s (per CPU-second)"
+    )
+    print(
+        f"connect() -> dead, procfs source every {DEFAULT_INTERVAL_S * 1000:.0f} ms, {args.runs} runs"
+    )
     lat, kill_only = bench_kill(args.runs, DEFAULT_INTERVAL_S)
     ms = sorted(x * 1000 for x in lat)
-    print(f"  median {statistics.median(ms):.1f} ms  (min {ms[0]:.1f}, max {ms[-1]:.1f}, "
-          f"p90 {ms[int(0.9 * (len(ms) - 1))]:.1f})")
-    print(f"  of which SIGSTOP/walk/SIGKILL/verified death: median "
-          f"{statistics.median(kill_only) * 1000:.1f} ms")
+    print(
+        f"  median {statistics.median(ms):.1f} ms  (min {ms[0]:.1f}, max {ms[-1]:.1f}, "
+        f"p90 {ms[int(0.9 * (len(ms) - 1))]:.1f})"
+    )
+    print(
+        f"  of which SIGSTOP/walk/SIGKILL/verified death: median "
+        f"{statistics.median(kill_only) * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

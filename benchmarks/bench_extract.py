@@ -74,13 +74,34 @@ def main() -> None:
     args_b = {"command": COMMAND}
     args_c = {"path": "/workspace/big.txt", "content": big_text()}
 
-    floor = median_us(lambda i: CallFacts("read_file", args_a, ("/workspace/main.py",), (), (), (), (),
-                                          (), True, False, False, False, {}), n)
+    floor = median_us(
+        lambda i: CallFacts(
+            "read_file",
+            args_a,
+            ("/workspace/main.py",),
+            (),
+            (),
+            (),
+            (),
+            (),
+            True,
+            False,
+            False,
+            False,
+            {},
+        ),
+        n,
+    )
     a = median_us(lambda i: extract("read_file", args_a, CLS, ENV), n)
     b_memo = median_us(lambda i: extract("run_command", args_b, CLS, ENV), n // 4)
-    b_cold = median_us(lambda i: extract("run_command", {"command": f"{COMMAND} /tmp/f{i}"}, CLS, ENV),
-                       n // 10, warmup=20)
-    c = median_us(lambda i: extract("write_file", args_c, CLS, ENV), 15 if not quick else 5, warmup=2)
+    b_cold = median_us(
+        lambda i: extract("run_command", {"command": f"{COMMAND} /tmp/f{i}"}, CLS, ENV),
+        n // 10,
+        warmup=20,
+    )
+    c = median_us(
+        lambda i: extract("write_file", args_c, CLS, ENV), 15 if not quick else 5, warmup=2
+    )
     args_worst = {"path": "/workspace/big.txt", "content": big_text(url_every=2)}
     worst = median_us(lambda i: refused(args_worst), 3, warmup=1)
 
@@ -91,7 +112,9 @@ def main() -> None:
     print(f"(a) read_file path                     {a:10.2f} µs  (target ≤ 3)")
     print(f"(b) shell command, memoised            {b_memo:10.2f} µs")
     print(f"(b) shell command, cold (unique)       {b_cold:10.2f} µs")
-    print(f"(c) write_file 16 MiB content          {c:10.2f} µs  = {c / 1000:.2f} ms (target < 100 ms)")
+    print(
+        f"(c) write_file 16 MiB content          {c:10.2f} µs  = {c / 1000:.2f} ms (target < 100 ms)"
+    )
     print(f"    URL-dense worst case (refused)     {worst:10.2f} µs  = {worst / 1000:.2f} ms")
 
 

@@ -1,8 +1,8 @@
 """mcp-defense: runtime defense for AI coding agents, decided by compiled policy tables.
 
-    >>> import mcp_defense
-    >>> table = mcp_defense.compile(None, {"workspace": "/workspace"})   # built-in pack
-    >>> table.decide(mcp_defense.ToolCall("filesystem", "read_file", {"path": "~/.ssh/id_rsa"}))
+>>> import mcp_defense
+>>> table = mcp_defense.compile(None, {"workspace": "/workspace"})   # built-in pack
+>>> table.decide(mcp_defense.ToolCall("filesystem", "read_file", {"path": "~/.ssh/id_rsa"}))
 """
 
 from __future__ import annotations

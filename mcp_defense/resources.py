@@ -38,7 +38,9 @@ def state_dir() -> Path:
 
     if os.environ.get("MCPD_STATE_DIR"):
         return Path(os.environ["MCPD_STATE_DIR"])
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
     return Path(base) / "mcp-defense"
 
 

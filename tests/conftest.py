@@ -34,6 +34,8 @@ def decide(builtin_table):
     from mcp_defense.policy.facts import ToolCall
 
     def _decide(archetype: str, tool: str, arguments, **kw):
-        return builtin_table.decide(ToolCall(archetype=archetype, tool=tool, arguments=arguments, **kw))
+        return builtin_table.decide(
+            ToolCall(archetype=archetype, tool=tool, arguments=arguments, **kw)
+        )
 
     return _decide

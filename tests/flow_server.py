@@ -37,8 +37,11 @@ def connect(port: int, hold_s: float = 0.0, via_child: bool = False, marker: str
     it open `hold_s` seconds, then answer."""
     _mark(marker)
     if via_child:
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(port), str(hold_s + 30)],
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(port), str(hold_s + 30)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert child.stdout is not None
         child.stdout.readline()
     else:

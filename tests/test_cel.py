@@ -31,14 +31,17 @@ def call(**kw: object) -> Ctx:
 # Parsing
 
 
-@pytest.mark.parametrize("src, line, col, fragment", [
-    ("call.tool ==", 1, 13, "end of expression"),
-    ("1 +", 1, 4, "end of expression"),
-    ("a $ b", 1, 3, "unexpected character '$'"),
-    ("call.paths.exists(p,\n   jewel(p) == ))", 2, 16, "unexpected token ')'"),
-    ('call.tool == "x', 1, 14, "unexpected character"),
-    ("(call.writes", 1, 13, "end of expression"),
-])
+@pytest.mark.parametrize(
+    "src, line, col, fragment",
+    [
+        ("call.tool ==", 1, 13, "end of expression"),
+        ("1 +", 1, 4, "end of expression"),
+        ("a $ b", 1, 3, "unexpected character '$'"),
+        ("call.paths.exists(p,\n   jewel(p) == ))", 2, 16, "unexpected token ')'"),
+        ('call.tool == "x', 1, 14, "unexpected character"),
+        ("(call.writes", 1, 13, "end of expression"),
+    ],
+)
 def test_syntax_errors_have_positions(src: str, line: int, col: int, fragment: str) -> None:
     with pytest.raises(cel.CelError) as e:
         cel.parse(src)
@@ -55,50 +58,56 @@ def test_parse_returns_celpy_shaped_tree() -> None:
 # Types
 
 
-@pytest.mark.parametrize("src, typ", [
-    ("call.writes", "bool"),
-    ("call.tool", "string"),
-    ("call.paths", "list<string>"),
-    ("call.args", "map<string,dyn>"),
-    ("call.args.path", "dyn"),
-    ("size(call.paths) + 1", "int"),
-    ("call.paths.map(p, jewel(p))", "list<string>"),
-    ("call.paths.filter(p, p.endsWith('.env'))", "list<string>"),
-    ("call.args.items.exists(i, i)", "dyn"),
-    ("call.args.flag && call.writes", "dyn"),
-    ("flow.dst_port", "int"),
-    ("vars.workspace", "string"),
-    ("[]", "list<dyn>"),
-    ('{"a": 1}', "map<string,int>"),
-    ("call.writes ? call.args.x : 1", "dyn"),
-    ("double(call.args.n)", "double"),
-])
+@pytest.mark.parametrize(
+    "src, typ",
+    [
+        ("call.writes", "bool"),
+        ("call.tool", "string"),
+        ("call.paths", "list<string>"),
+        ("call.args", "map<string,dyn>"),
+        ("call.args.path", "dyn"),
+        ("size(call.paths) + 1", "int"),
+        ("call.paths.map(p, jewel(p))", "list<string>"),
+        ("call.paths.filter(p, p.endsWith('.env'))", "list<string>"),
+        ("call.args.items.exists(i, i)", "dyn"),
+        ("call.args.flag && call.writes", "dyn"),
+        ("flow.dst_port", "int"),
+        ("vars.workspace", "string"),
+        ("[]", "list<dyn>"),
+        ('{"a": 1}', "map<string,int>"),
+        ("call.writes ? call.args.x : 1", "dyn"),
+        ("double(call.args.n)", "double"),
+    ],
+)
 def test_check_returns_the_type(src: str, typ: str) -> None:
     assert cel.check(cel.parse(src), ENV) == typ
 
 
-@pytest.mark.parametrize("src, line, col, fragment", [
-    ('call.paths == "x"', 1, 12, "'==' applied to (list<string>, string)"),
-    ("call.tool + 1", 1, 11, "'+' applied to (string, int)"),
-    ("size(call.writes)", 1, 6, "size() needs a string, list or map, not bool"),
-    ("call.nope", 1, 6, "no field 'nope' on Call"),
-    ("call.writes && call.nope", 1, 21, "no field 'nope'"),
-    ("vars.nope", 1, 6, "undefined variable 'nope'"),
-    ("nope", 1, 1, "undeclared reference to 'nope'"),
-    ("jewel(1)", 1, 7, "jewel() expects string, got int"),
-    ("glob(call.tool)", 1, 1, "glob() takes 2 arguments, got 1"),
-    ("frobnicate(call.tool)", 1, 1, "undeclared function 'frobnicate'"),
-    ("call.paths.exists(p,\n  p.size())", 2, 3, "predicate must be a bool, not int"),
-    ("call.tool.startsWith(1)", 1, 22, "startsWith() needs strings, got int"),
-    ("!call.tool", 1, 1, "! needs a bool"),
-    ("call.tool && true", 1, 1, "operands of && must be bool"),
-    ("call.writes ? 1 : 'a'", 1, 1, "?: branches must have one type"),
-    ("[1, 'a']", 1, 5, "list elements must have one type"),
-    ("call.tool < 1", 1, 11, "'<' applied to (string, int)"),
-    ("call.paths[call.tool]", 1, 12, "list index must be an int"),
-    ("jewel", 1, 1, "is a function"),
-    ("archetype.allows_path", 1, 11, "allows_path is a function"),
-])
+@pytest.mark.parametrize(
+    "src, line, col, fragment",
+    [
+        ('call.paths == "x"', 1, 12, "'==' applied to (list<string>, string)"),
+        ("call.tool + 1", 1, 11, "'+' applied to (string, int)"),
+        ("size(call.writes)", 1, 6, "size() needs a string, list or map, not bool"),
+        ("call.nope", 1, 6, "no field 'nope' on Call"),
+        ("call.writes && call.nope", 1, 21, "no field 'nope'"),
+        ("vars.nope", 1, 6, "undefined variable 'nope'"),
+        ("nope", 1, 1, "undeclared reference to 'nope'"),
+        ("jewel(1)", 1, 7, "jewel() expects string, got int"),
+        ("glob(call.tool)", 1, 1, "glob() takes 2 arguments, got 1"),
+        ("frobnicate(call.tool)", 1, 1, "undeclared function 'frobnicate'"),
+        ("call.paths.exists(p,\n  p.size())", 2, 3, "predicate must be a bool, not int"),
+        ("call.tool.startsWith(1)", 1, 22, "startsWith() needs strings, got int"),
+        ("!call.tool", 1, 1, "! needs a bool"),
+        ("call.tool && true", 1, 1, "operands of && must be bool"),
+        ("call.writes ? 1 : 'a'", 1, 1, "?: branches must have one type"),
+        ("[1, 'a']", 1, 5, "list elements must have one type"),
+        ("call.tool < 1", 1, 11, "'<' applied to (string, int)"),
+        ("call.paths[call.tool]", 1, 12, "list index must be an int"),
+        ("jewel", 1, 1, "is a function"),
+        ("archetype.allows_path", 1, 11, "allows_path is a function"),
+    ],
+)
 def test_type_errors_have_positions(src: str, line: int, col: int, fragment: str) -> None:
     with pytest.raises(cel.CelError) as e:
         cel.check(cel.parse(src), ENV)
@@ -114,47 +123,50 @@ def test_scope_follows_the_rule_kind() -> None:
         cel.check(cel.parse("call.writes"), FLOW_ENV)
 
 
-@pytest.mark.parametrize("src, fragment", [
-    ('bool("true")', "bool() is not CEL's"),
-    ("1u == 1u", "uint is not supported"),
-    ('b"x" == b"x"', "bytes literals are not supported"),
-    ("type(1) == int", "type() is not supported"),
-    ("dyn(1) == 1", "dyn() is not supported"),
-    ('timestamp("2024-01-01T00:00:00Z")', "timestamps are not supported"),
-    ("1.5 + 1.0 > 2.0", "double arithmetic is not supported"),
-    ("call.args.n + 1 > 2", "arithmetic on dyn values is not supported"),
-    ("-call.args.n", "unary - needs an int or a double"),
-    ("string(call.writes)", "string() of bool is not supported"),
-    ("string(call.args.x)", "string() of dyn is not supported"),
-    ("call.paths < call.paths", "'<' applied to (list<string>, list<string>)"),
-    ("1 == 1.0", "'==' applied to (int, double)"),
-    ("call.writes == 1", "'==' applied to (bool, int)"),
-    ("call.args.x == call.paths", "'==' applied to (dyn, list<string>)"),
-    ('call.tool == null', "'==' applied to (string, null_type)"),
-    ('"a" in call.tool', "for substrings use s.contains"),
-    ("call.paths.contains('/x')", "use `x in list`"),
-    ("call.tool[0]", "strings cannot be indexed"),
-    ("call.tool.exists(c, c == 'a')", "exists() needs a list or map, not string"),
-    ("call.paths.map(p, p, p)", "takes a variable and an expression"),
-    ("call.paths.exists(p)", "takes a variable and an expression"),
-    ("call.paths.exists('p', true)", "must be a variable name"),
-    ("call.paths.reduce(a, p, 0, a)", "cel-python extension"),
-    ("call.tool.lowerAscii()", "lowerAscii() is not available"),
-    ("call.tool.jewel()", "jewel() is a global function"),
-    ("allows_path(call.tool)", "allows_path() is called on archetype"),
-    ('call.tool.matches("(")', "invalid RE2 pattern"),
-    ('matches(call.tool, "[")', "invalid RE2 pattern"),
-    ('{"a": call.tool}', "map literal values must be compile-time constants"),
-    ('{1: "a"}', "map literal keys must be string literals"),
-    ('{"a": 1, "a": 2}', "duplicate map key 'a'"),
-    ("[call.args.a] + [call.args.b]", "concatenating lists of dyn"),
-    ("has(call)", "has() needs a field selection"),
-    ("flow == flow", "'==' applied to (Flow, Flow)"),
-    ("Msg{a: 1}", "message construction is not supported"),
-    (".call", "leading-dot names are not supported"),
-    ("99999999999999999999 > 1", "out of the int64 range"),
-    ("archetype.allows_flow(call)", "allows_flow() expects Flow, got Call"),
-])
+@pytest.mark.parametrize(
+    "src, fragment",
+    [
+        ('bool("true")', "bool() is not CEL's"),
+        ("1u == 1u", "uint is not supported"),
+        ('b"x" == b"x"', "bytes literals are not supported"),
+        ("type(1) == int", "type() is not supported"),
+        ("dyn(1) == 1", "dyn() is not supported"),
+        ('timestamp("2024-01-01T00:00:00Z")', "timestamps are not supported"),
+        ("1.5 + 1.0 > 2.0", "double arithmetic is not supported"),
+        ("call.args.n + 1 > 2", "arithmetic on dyn values is not supported"),
+        ("-call.args.n", "unary - needs an int or a double"),
+        ("string(call.writes)", "string() of bool is not supported"),
+        ("string(call.args.x)", "string() of dyn is not supported"),
+        ("call.paths < call.paths", "'<' applied to (list<string>, list<string>)"),
+        ("1 == 1.0", "'==' applied to (int, double)"),
+        ("call.writes == 1", "'==' applied to (bool, int)"),
+        ("call.args.x == call.paths", "'==' applied to (dyn, list<string>)"),
+        ("call.tool == null", "'==' applied to (string, null_type)"),
+        ('"a" in call.tool', "for substrings use s.contains"),
+        ("call.paths.contains('/x')", "use `x in list`"),
+        ("call.tool[0]", "strings cannot be indexed"),
+        ("call.tool.exists(c, c == 'a')", "exists() needs a list or map, not string"),
+        ("call.paths.map(p, p, p)", "takes a variable and an expression"),
+        ("call.paths.exists(p)", "takes a variable and an expression"),
+        ("call.paths.exists('p', true)", "must be a variable name"),
+        ("call.paths.reduce(a, p, 0, a)", "cel-python extension"),
+        ("call.tool.lowerAscii()", "lowerAscii() is not available"),
+        ("call.tool.jewel()", "jewel() is a global function"),
+        ("allows_path(call.tool)", "allows_path() is called on archetype"),
+        ('call.tool.matches("(")', "invalid RE2 pattern"),
+        ('matches(call.tool, "[")', "invalid RE2 pattern"),
+        ('{"a": call.tool}', "map literal values must be compile-time constants"),
+        ('{1: "a"}', "map literal keys must be string literals"),
+        ('{"a": 1, "a": 2}', "duplicate map key 'a'"),
+        ("[call.args.a] + [call.args.b]", "concatenating lists of dyn"),
+        ("has(call)", "has() needs a field selection"),
+        ("flow == flow", "'==' applied to (Flow, Flow)"),
+        ("Msg{a: 1}", "message construction is not supported"),
+        (".call", "leading-dot names are not supported"),
+        ("99999999999999999999 > 1", "out of the int64 range"),
+        ("archetype.allows_flow(call)", "allows_flow() expects Flow, got Call"),
+    ],
+)
 def test_rejected_forms(src: str, fragment: str) -> None:
     with pytest.raises(cel.CelError) as e:
         cel.check(cel.parse(src), ENV)
@@ -181,7 +193,7 @@ def test_cost_grows_with_the_work() -> None:
     both = cost('call.tool == "x" && call.writes')
     loop = cost('call.paths.exists(p, p == "x")')
     loop_fn = cost('call.paths.exists(p, jewel(p) == "crown")')
-    nested = cost('call.paths.exists(p, call.hosts.exists(h, p.contains(h)))')
+    nested = cost("call.paths.exists(p, call.hosts.exists(h, p.contains(h)))")
     assert single < both < loop < loop_fn < nested
     assert cost('call.tool.matches("x")') > cost('call.tool.startsWith("x")')
     assert cost('["a", "b"].exists(p, p == "x")') < loop  # a literal's size is known
@@ -189,16 +201,21 @@ def test_cost_grows_with_the_work() -> None:
 
 
 def test_cost_limit() -> None:
-    shipped = [cost(src) for src in (
-        'call.paths.exists(p, jewel(p) == "crown")',
-        'call.hosts.exists(h, is_loopback(h) || is_link_local(h) || is_private(h))',
-        "call.spawns && archetype.spawn && call.programs.exists(p, !archetype.allows_program(p))",
-    )]
+    shipped = [
+        cost(src)
+        for src in (
+            'call.paths.exists(p, jewel(p) == "crown")',
+            "call.hosts.exists(h, is_loopback(h) || is_link_local(h) || is_private(h))",
+            "call.spawns && archetype.spawn && call.programs.exists(p, !archetype.allows_program(p))",
+        )
+    ]
     assert max(shipped) < cel.COST_LIMIT
-    triple = cost("call.paths.exists(p, call.hosts.exists(h, call.urls.exists(u, "
-                  "p.contains(h) && u.contains(h))))")
+    triple = cost(
+        "call.paths.exists(p, call.hosts.exists(h, call.urls.exists(u, "
+        "p.contains(h) && u.contains(h))))"
+    )
     assert triple > cel.COST_LIMIT
-    assert cost('call.paths.exists(p, call.hosts.exists(h, p.matches(h)))') > cel.COST_LIMIT
+    assert cost("call.paths.exists(p, call.hosts.exists(h, p.matches(h)))") > cel.COST_LIMIT
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,8 +228,10 @@ def test_rules_fold_to_false_for_archetypes_they_cannot_fire_for() -> None:
     assert lower("call.spawns && !archetype.spawn", spawner).value is False
     assert lower("archetype.spawn == false && call.spawns", spawner).value is False
     assert lower('call.network && archetype.network == "none"', Arch(network="any")).value is False
-    assert lower('flow.dst_port == 53 && archetype.network != "none"',
-                 Arch(network="none")).value is False
+    assert (
+        lower('flow.dst_port == 53 && archetype.network != "none"', Arch(network="none")).value
+        is False
+    )
     assert lower("archetype.learning || archetype.name == 'filesystem'").value is True
     assert lower("true").const and lower("true").value is True
     assert lower('vars.workspace + "/x" == "/w/x"').value is True
@@ -221,8 +240,11 @@ def test_rules_fold_to_false_for_archetypes_they_cannot_fire_for() -> None:
 
 def test_folded_rules_keep_the_live_part() -> None:
     not_spawner = Arch(spawn=False)
-    for src in ("call.spawns && !archetype.spawn", "!archetype.spawn && call.spawns",
-                "archetype.spawn == false && call.spawns"):
+    for src in (
+        "call.spawns && !archetype.spawn",
+        "!archetype.spawn && call.spawns",
+        "archetype.spawn == false && call.spawns",
+    ):
         low = lower(src, not_spawner)
         assert not low.const
         for spawns in (True, False):
@@ -251,8 +273,7 @@ def test_implementation_failures_are_eval_errors() -> None:
     def boom(p: str) -> str:
         raise RuntimeError("matcher broke")
 
-    env = cel.CelEnv(schema.RULE_SCOPES["rule"], (), {"jewel": boom,
-                                                       "basename": lambda p: 42})
+    env = cel.CelEnv(schema.RULE_SCOPES["rule"], (), {"jewel": boom, "basename": lambda p: 42})
     consts = {"archetype": Arch(), "vars": {}}
     ctx = call(paths=("/a",))
     for src in ('call.paths.exists(p, jewel(p) == "crown")', 'basename(call.tool) == "x"'):
@@ -265,8 +286,9 @@ def test_implementation_failures_are_eval_errors() -> None:
 
 
 def test_lowered_type_and_runtime_archetype() -> None:
-    low = cel.lower(cel.parse("!archetype.allows_flow(flow) && flow.dst_port != 53"), FLOW_ENV,
-                    {})  # nothing folded: archetype and vars are read from ctx
+    low = cel.lower(
+        cel.parse("!archetype.allows_flow(flow) && flow.dst_port != 53"), FLOW_ENV, {}
+    )  # nothing folded: archetype and vars are read from ctx
     assert low.type == "bool" and not low.const
     ctx = Ctx(None, FlowFacts(host="evil.example", dst_port=443))
     assert low.fn(ctx) is True
@@ -335,11 +357,13 @@ def test_closures_are_reentrant_across_threads() -> None:
 def test_clauses_split_conjunctions_with_source_text() -> None:
     src = 'call.writes && (call.reads || call.spawns)\n  && call.paths.exists(p, jewel(p) == "x")'
     parts = cel.clauses(cel.parse(src))
-    assert [t for t, _ in parts] == ["call.writes", "(call.reads || call.spawns)",
-                                     'call.paths.exists(p, jewel(p) == "x")']
+    assert [t for t, _ in parts] == [
+        "call.writes",
+        "(call.reads || call.spawns)",
+        'call.paths.exists(p, jewel(p) == "x")',
+    ]
     ctx = call(writes=True, reads=False, spawns=True, paths=("/w/a",))
-    values = [cel.lower(sub, ENV, {"archetype": Arch(), "vars": VARS}).fn(ctx)
-              for _, sub in parts]
+    values = [cel.lower(sub, ENV, {"archetype": Arch(), "vars": VARS}).fn(ctx) for _, sub in parts]
     assert values == [True, True, False]
 
 

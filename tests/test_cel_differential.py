@@ -124,8 +124,9 @@ VARS = {"workspace": "/w", "home": "/home/u"}
 
 
 def make_env(scope: frozenset[str] | None = None) -> cel.CelEnv:
-    return cel.CelEnv(scope if scope is not None else frozenset(schema.VARIABLES),
-                      tuple(VARS), FUNCTIONS)
+    return cel.CelEnv(
+        scope if scope is not None else frozenset(schema.VARIABLES), tuple(VARS), FUNCTIONS
+    )
 
 
 class Ident:
@@ -148,8 +149,14 @@ class Ctx:
     witness: dict[str, Any] = field(default_factory=dict)
 
     def activation(self) -> dict[str, Any]:
-        return {"call": self.call, "flow": self.flow, "archetype": self.archetype,
-                "agent": self.agent, "session": self.session, "vars": self.vars}
+        return {
+            "call": self.call,
+            "flow": self.flow,
+            "archetype": self.archetype,
+            "agent": self.agent,
+            "session": self.session,
+            "vars": self.vars,
+        }
 
     def constants(self) -> dict[str, Any]:
         return {"archetype": self.archetype, "vars": self.vars}
@@ -215,15 +222,15 @@ BUILTIN = [
     'call.tool == "read_file"',
     'call.tool != "read_file" && call.reads',
     'call.tool in ["write_file", "edit_file", "move_file"]',
-    'call.writes || call.spawns || call.network',
-    '!call.reads',
+    "call.writes || call.spawns || call.network",
+    "!call.reads",
     'call.reads ? "r" : (call.writes ? "w" : "-")',
-    'call.paths == []',
+    "call.paths == []",
     'call.paths == ["/w/a.txt"]',
-    'size(call.paths) > 1 && call.paths[0] != call.paths[1]',
+    "size(call.paths) > 1 && call.paths[0] != call.paths[1]",
     'call.paths.size() == 0 || call.paths[size(call.paths) - 1].endsWith(".env")',
-    'call.paths[-1]',
-    'call.paths[5]',
+    "call.paths[-1]",
+    "call.paths[5]",
     'call.hosts + ["x"] == call.hosts + ["x"]',
     '"/w/a.txt" in call.paths',
     'agent.id == "agent-1" && session.id.startsWith("s-")',
@@ -232,39 +239,39 @@ BUILTIN = [
     'call.paths.exists(p, jewel(p) in ["crown", "auth"])',
     'call.paths.all(p, p.startsWith(vars.workspace + "/"))',
     'call.paths.exists_one(p, jewel(p) != "")',
-    'call.paths.map(p, jewel_set(p))',
+    "call.paths.map(p, jewel_set(p))",
     'call.paths.filter(p, glob(p, "/w/**")).size()',
-    'call.paths.map(p, basename(p))',
+    "call.paths.map(p, basename(p))",
     'call.paths.exists(p, basename(p) == "id_rsa")',
-    'call.paths.exists(p, !archetype.allows_path(p))',
-    'call.writes && call.paths.exists(p, !archetype.allows_write(p))',
-    'call.hosts.exists(h, is_loopback(h) || is_link_local(h) || is_private(h))',
-    'call.hosts.exists(h, is_metadata(h) || is_ip(h) && !archetype.allows_host(h))',
-    'call.endpoints.all(e, archetype.allows_endpoint(e))',
-    'call.spawns && archetype.spawn && call.programs.exists(p, !archetype.allows_program(p))',
+    "call.paths.exists(p, !archetype.allows_path(p))",
+    "call.writes && call.paths.exists(p, !archetype.allows_write(p))",
+    "call.hosts.exists(h, is_loopback(h) || is_link_local(h) || is_private(h))",
+    "call.hosts.exists(h, is_metadata(h) || is_ip(h) && !archetype.allows_host(h))",
+    "call.endpoints.all(e, archetype.allows_endpoint(e))",
+    "call.spawns && archetype.spawn && call.programs.exists(p, !archetype.allows_program(p))",
     'call.commands.exists(c, c.matches("^(curl|wget)$"))',
     'call.urls.exists(u, u.startsWith("http://") && !u.contains("localhost"))',
-    'call.paths.exists(p, call.hosts.exists(h, p.contains(h)))',
-    'call.paths.map(p, call.hosts.filter(h, p.endsWith(h)))',
-    '[1, 2, 3].map(x, x * 2) == [2, 4, 6]',
-    '[[1], [2, 3]].exists(l, l.exists(x, x == 3))',
+    "call.paths.exists(p, call.hosts.exists(h, p.contains(h)))",
+    "call.paths.map(p, call.hosts.filter(h, p.endsWith(h)))",
+    "[1, 2, 3].map(x, x * 2) == [2, 4, 6]",
+    "[[1], [2, 3]].exists(l, l.exists(x, x == 3))",
     '{"read_file": "r", "write_file": "w"}[call.tool] == "r"',
     'call.tool in {"read_file": 1, "fetch": 2}',
     'archetype.network == "none" ? call.network : call.hosts.exists(h, !archetype.allows_host(h))',
-    '!archetype.spawn && call.spawns',
-    'archetype.spawn == false && call.spawns',
+    "!archetype.spawn && call.spawns",
+    "archetype.spawn == false && call.spawns",
     'archetype.learning || archetype.name == "filesystem"',
     'vars.home + "/.ssh" == "/home/u/.ssh"',
     # flows
     'flow.dst_port == 53 && archetype.network != "none"',
-    '!archetype.allows_flow(flow) && flow.dst_port != 53',
-    'is_metadata(flow.dst_ip) || is_metadata(flow.host)',
+    "!archetype.allows_flow(flow) && flow.dst_port != 53",
+    "is_metadata(flow.dst_ip) || is_metadata(flow.host)",
     'flow.pid > 0 && flow.cgroup_id >= flow.pid || flow.binary.endsWith("/curl")',
-    'flow.src_port - flow.dst_port < 1000',
+    "flow.src_port - flow.dst_port < 1000",
     # dyn arguments: field access, has, comparisons, conversions, methods
-    'has(call.args.path)',
-    'has(call.args.nested.inner)',
-    'has(call.args.path.inner)',
+    "has(call.args.path)",
+    "has(call.args.nested.inner)",
+    "has(call.args.path.inner)",
     'call.args.path == "/etc/passwd"',
     'call.args.path != "/etc/passwd"',
     '"/etc/passwd" == call.args.path',
@@ -272,115 +279,115 @@ BUILTIN = [
     'call.args.path.endsWith(".env")',
     'call.args.path.contains("..")',
     'call.args.path.matches("^/(etc|root)/")',
-    'call.args.path.matches(call.args.pattern)',
+    "call.args.path.matches(call.args.pattern)",
     'matches(call.args.path, "[a-z]+")',
-    'call.args.path.size() > 3',
-    'size(call.args.path) == size(call.args.items)',
+    "call.args.path.size() > 3",
+    "size(call.args.path) == size(call.args.items)",
     'jewel(call.args.path) == "crown"',
-    'archetype.allows_path(call.args.path)',
-    'call.args.n > 10',
-    'call.args.n <= call.args.d',
-    'call.args.d >= 1.5',
-    'call.args.flag',
-    'call.args.flag == true',
-    'call.args.flag == 1',
-    '1 == call.args.flag',
-    'call.args.flag && call.writes',
-    'call.args.flag || !call.args.flag',
-    '!call.args.flag',
-    'call.args.flag ? call.args.n : 0',
-    'call.args.x == call.args.y',
-    'call.args.x != call.args.y',
-    'call.args.x < call.args.y',
-    'call.args.x >= call.args.y',
-    'call.args.x in call.args.items',
-    'call.args.x in call.args.nested',
+    "archetype.allows_path(call.args.path)",
+    "call.args.n > 10",
+    "call.args.n <= call.args.d",
+    "call.args.d >= 1.5",
+    "call.args.flag",
+    "call.args.flag == true",
+    "call.args.flag == 1",
+    "1 == call.args.flag",
+    "call.args.flag && call.writes",
+    "call.args.flag || !call.args.flag",
+    "!call.args.flag",
+    "call.args.flag ? call.args.n : 0",
+    "call.args.x == call.args.y",
+    "call.args.x != call.args.y",
+    "call.args.x < call.args.y",
+    "call.args.x >= call.args.y",
+    "call.args.x in call.args.items",
+    "call.args.x in call.args.nested",
     'call.args.x in [call.args.y, "a"]',
     '"a" in call.args.items',
-    '1 in call.args.items',
+    "1 in call.args.items",
     'call.args.mode in ["r", "w"]',
     'call.args.mode in {"r": true}',
-    'call.args.x == null',
-    'call.args.x != null',
-    'null == call.args.x',
-    'call.args.items == call.args.x',
-    'call.args.nested == call.args.x',
-    'call.args.nested != call.args.x',
-    'call.args == call.annotations',
+    "call.args.x == null",
+    "call.args.x != null",
+    "null == call.args.x",
+    "call.args.items == call.args.x",
+    "call.args.nested == call.args.x",
+    "call.args.nested != call.args.x",
+    "call.args == call.annotations",
     'call.args.items[0] == "a"',
-    'call.args.items[call.args.n]',
+    "call.args.items[call.args.n]",
     'call.args.nested["inner"]',
-    'call.args.nested[call.args.mode]',
-    'call.args.path[0]',
+    "call.args.nested[call.args.mode]",
+    "call.args.path[0]",
     'call.args.items.exists(i, i == "a")',
-    'call.args.items.all(i, i != null)',
-    'call.args.items.exists_one(i, i)',
-    'call.args.items.map(i, i == 1)',
-    'call.args.items.filter(i, i)',
+    "call.args.items.all(i, i != null)",
+    "call.args.items.exists_one(i, i)",
+    "call.args.items.map(i, i == 1)",
+    "call.args.items.filter(i, i)",
     'call.args.nested.exists(k, k == "inner")',
     'call.args.path.exists(c, c == "/")',
     'call.args.items.exists(c, c.contains("/"))',  # celpy is exponential over long strings' error chains
     'call.args.items.exists(i, i.contains("a"))',
-    'call.args.x.contains(call.args.y)',
-    'size(call.args.x)',
-    'int(call.args.x) > 0',
-    'int(call.args.path)',
-    'int(call.args.d)',
-    'double(call.args.x) < 2.5',
-    'double(call.args.n) > 2.0',
-    'string(int(call.args.n) + 0)',
-    'call.annotations.readOnlyHint == true || call.annotations.destructiveHint == false',
-    'has(call.annotations.readOnlyHint) && call.annotations.readOnlyHint',
+    "call.args.x.contains(call.args.y)",
+    "size(call.args.x)",
+    "int(call.args.x) > 0",
+    "int(call.args.path)",
+    "int(call.args.d)",
+    "double(call.args.x) < 2.5",
+    "double(call.args.n) > 2.0",
+    "string(int(call.args.n) + 0)",
+    "call.annotations.readOnlyHint == true || call.annotations.destructiveHint == false",
+    "has(call.annotations.readOnlyHint) && call.annotations.readOnlyHint",
     # arithmetic and conversions on static types
-    'int(call.args.n) + 9223372036854775800 > 0',
-    'int(call.args.n) * int(call.args.n) >= 0',
-    '-int(call.args.n) < 1',
-    '7 / int(call.args.n)',
-    '-7 % int(call.args.n)',
-    '9223372036854775807 + 1 > 0',
-    '-(-9223372036854775807 - 1) != 0',
+    "int(call.args.n) + 9223372036854775800 > 0",
+    "int(call.args.n) * int(call.args.n) >= 0",
+    "-int(call.args.n) < 1",
+    "7 / int(call.args.n)",
+    "-7 % int(call.args.n)",
+    "9223372036854775807 + 1 > 0",
+    "-(-9223372036854775807 - 1) != 0",
     'int("0x1F") + int("-12") + int(" 3 ")',
-    'int(2.9) + int(-2.9)',
+    "int(2.9) + int(-2.9)",
     'int(double("1e30"))',
     'int(double("inf"))',
     'int(double("nan"))',
-    'double(call.args.path) == 1.0',
+    "double(call.args.path) == 1.0",
     'string(size(call.paths)) + "x"',
-    'string(-0.5)',
+    "string(-0.5)",
     '"a" + call.tool + "b"',
     '("a" + call.tool).contains("a")',
     '[call.tool + "x"][0].contains("x")',
-    '-2.5 < -double(call.args.d)',
+    "-2.5 < -double(call.args.d)",
     # errors and the ways they are absorbed
-    '1/0 == 1',
-    '1/0 == 1 && false',
-    'false && 1/0 == 1',
-    '1/0 == 1 || true',
-    'true || 1/0 == 1',
-    '1/0 == 1 || false',
-    'call.args.missing == 1 || call.writes',
-    'call.writes && call.args.missing == 1',
-    'call.args.missing == 1 ? 1 : 2',
-    'call.args.path ? call.args.items.map(i, 1/0) : [1]',
-    'false && call.args.items.map(i, 1/0) == []',
-    'call.args.items.map(i, 1/0) == [] || true',
-    'call.args.items.exists(i, [i].map(j, 1/0) == [])',
-    'call.args.items.exists_one(i, 1/0 == i) || true',
-    'has(call.args.nested[string(size(call.args.items.map(i, 1/0)))].k)',
-    'call.args.n.exists(i, true) || true',
-    'call.args.n ? call.args.n.exists(i, true) : true',
-    'call.args.items.exists(i, i.exists(j, true))',
-    'call.args.items.exists(i, i)',
-    'call.args.items.all(i, i)',
-    'call.args.items.all(x, x > 1 / 0)',
-    'call.paths.exists(p, basename(p).size() > 100)',
+    "1/0 == 1",
+    "1/0 == 1 && false",
+    "false && 1/0 == 1",
+    "1/0 == 1 || true",
+    "true || 1/0 == 1",
+    "1/0 == 1 || false",
+    "call.args.missing == 1 || call.writes",
+    "call.writes && call.args.missing == 1",
+    "call.args.missing == 1 ? 1 : 2",
+    "call.args.path ? call.args.items.map(i, 1/0) : [1]",
+    "false && call.args.items.map(i, 1/0) == []",
+    "call.args.items.map(i, 1/0) == [] || true",
+    "call.args.items.exists(i, [i].map(j, 1/0) == [])",
+    "call.args.items.exists_one(i, 1/0 == i) || true",
+    "has(call.args.nested[string(size(call.args.items.map(i, 1/0)))].k)",
+    "call.args.n.exists(i, true) || true",
+    "call.args.n ? call.args.n.exists(i, true) : true",
+    "call.args.items.exists(i, i.exists(j, true))",
+    "call.args.items.exists(i, i)",
+    "call.args.items.all(i, i)",
+    "call.args.items.all(x, x > 1 / 0)",
+    "call.paths.exists(p, basename(p).size() > 100)",
     # shapes that take the lowering's less common paths
-    'call.writes && call.reads',
+    "call.writes && call.reads",
     'call.paths.all(p, call.writes || p == "/w/a.txt")',
     'call.paths.exists(p, p.startsWith("/w") && p.endsWith(".env"))',
     '[call.args, call.annotations].exists(m, m.path == "/etc/passwd")',
-    'call.args.items.exists(i, int(double(i)) > 0)',
-    'glob(call.args.path, call.args.items.map(i, string(int(i)))[0])',
+    "call.args.items.exists(i, int(double(i)) > 0)",
+    "glob(call.args.path, call.args.items.map(i, string(int(i)))[0])",
     'glob(call.args.path, "/w/*") || glob(call.args.mode, call.args.path)',
 ]
 
@@ -405,21 +412,57 @@ def test_corpus_is_big_and_checks() -> None:
 _I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 _SMALL_INT = st.integers(min_value=-5, max_value=20)
 _TEXT = st.text(alphabet="/.ab-_xyz:0Xé", max_size=8)
-_PATHS = st.sampled_from(["/w/a.txt", "/home/u/.ssh/id_rsa", "/w/.env", "/w/.github/workflows/ci.yml",
-                          "/etc/passwd", "/w/CLAUDE.md", "/proc/1/environ", "/w/x.lock", "", "/",
-                          "/tmp/a", "../x", "localhost"])
-_HOSTS = st.sampled_from(["localhost", "127.0.0.1", "169.254.169.254", "api.github.com",
-                          "10.0.0.1", "example.com", "::1", "fe80::1", "100.100.100.200", ""])
+_PATHS = st.sampled_from(
+    [
+        "/w/a.txt",
+        "/home/u/.ssh/id_rsa",
+        "/w/.env",
+        "/w/.github/workflows/ci.yml",
+        "/etc/passwd",
+        "/w/CLAUDE.md",
+        "/proc/1/environ",
+        "/w/x.lock",
+        "",
+        "/",
+        "/tmp/a",
+        "../x",
+        "localhost",
+    ]
+)
+_HOSTS = st.sampled_from(
+    [
+        "localhost",
+        "127.0.0.1",
+        "169.254.169.254",
+        "api.github.com",
+        "10.0.0.1",
+        "example.com",
+        "::1",
+        "fe80::1",
+        "100.100.100.200",
+        "",
+    ]
+)
 _PATTERNS = st.sampled_from(["^/etc", "a+", "(", "[", "é", "^$", ".*", "\\d", "x|y"])
 
-_scalar = st.one_of(st.none(), st.booleans(), _SMALL_INT, _I64,
-                    st.floats(allow_nan=False, allow_infinity=False, width=32),
-                    st.sampled_from([0.0, -0.0, 1.0, 1.5, 2.5, 20.0]), _TEXT,
-                    st.sampled_from(["a", "1", "0x1F", "1.5", "r", "w", "inner", "", "/"]))
-_json = st.recursive(_scalar, lambda inner: st.one_of(
-    st.lists(inner, max_size=4),
-    st.dictionaries(st.sampled_from(["a", "inner", "r", "k"]), inner, max_size=3)),
-    max_leaves=8)
+_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    _SMALL_INT,
+    _I64,
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.sampled_from([0.0, -0.0, 1.0, 1.5, 2.5, 20.0]),
+    _TEXT,
+    st.sampled_from(["a", "1", "0x1F", "1.5", "r", "w", "inner", "", "/"]),
+)
+_json = st.recursive(
+    _scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.sampled_from(["a", "inner", "r", "k"]), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
 
 
 def _typed(preferred: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -431,8 +474,9 @@ _ARG_KEYS: dict[str, st.SearchStrategy[Any]] = {
     "n": _typed(_SMALL_INT),
     "d": _typed(st.sampled_from([0.0, 1.5, -2.5, 3.0, 1e10])),
     "flag": _typed(st.booleans()),
-    "items": _typed(st.lists(st.one_of(st.sampled_from(["a", 1, True, None, 2, "b"]), _json),
-                             max_size=4)),
+    "items": _typed(
+        st.lists(st.one_of(st.sampled_from(["a", 1, True, None, 2, "b"]), _json), max_size=4)
+    ),
     "mode": _typed(st.sampled_from(["r", "w", "x"])),
     "nested": _typed(st.dictionaries(st.sampled_from(["inner", "r", "a"]), _json, max_size=3)),
     "pattern": _typed(_PATTERNS),
@@ -456,26 +500,57 @@ def contexts(draw: st.DrawFn) -> Ctx:
         tool=draw(st.sampled_from(["read_file", "write_file", "fetch", "run", "edit_file", ""])),
         args=draw(_args()),
         paths=tuple(draw(st.lists(_PATHS, max_size=3))),
-        urls=tuple(draw(st.lists(st.sampled_from(["http://localhost:80/", "https://x.io:443/",
-                                                  "http://a.b:8080/p"]), max_size=2))),
+        urls=tuple(
+            draw(
+                st.lists(
+                    st.sampled_from(
+                        ["http://localhost:80/", "https://x.io:443/", "http://a.b:8080/p"]
+                    ),
+                    max_size=2,
+                )
+            )
+        ),
         hosts=tuple(draw(st.lists(_HOSTS, max_size=3))),
-        endpoints=tuple(draw(st.lists(st.sampled_from(["api.github.com:443", "x.io:443"]),
-                                      max_size=2))),
+        endpoints=tuple(
+            draw(st.lists(st.sampled_from(["api.github.com:443", "x.io:443"]), max_size=2))
+        ),
         commands=tuple(draw(st.lists(st.sampled_from(["curl", "ls", "wget", "-x"]), max_size=3))),
         programs=tuple(draw(st.lists(st.sampled_from(["git", "curl", "ls", "sh"]), max_size=2))),
-        reads=draw(st.booleans()), writes=draw(st.booleans()), spawns=draw(st.booleans()),
+        reads=draw(st.booleans()),
+        writes=draw(st.booleans()),
+        spawns=draw(st.booleans()),
         network=draw(st.booleans()),
-        annotations=draw(st.dictionaries(st.sampled_from(["readOnlyHint", "destructiveHint"]),
-                                         st.one_of(st.booleans(), _json), max_size=2)),
+        annotations=draw(
+            st.dictionaries(
+                st.sampled_from(["readOnlyHint", "destructiveHint"]),
+                st.one_of(st.booleans(), _json),
+                max_size=2,
+            )
+        ),
     )
-    flow = draw(st.one_of(st.none(), st.builds(
-        FlowFacts, src_ip=_HOSTS, src_port=st.integers(0, 65535), dst_ip=_HOSTS,
-        dst_port=st.sampled_from([53, 443, 80, 8080]), host=_HOSTS,
-        pid=st.integers(0, 5), cgroup_id=st.integers(0, 5),
-        binary=st.sampled_from(["", "/usr/bin/curl", "/bin/sh"]), calls=st.integers(0, 3))))
-    arch = Arch(network=draw(st.sampled_from(["none", "any", "list"])), spawn=draw(st.booleans()),
-                learning=draw(st.booleans()),
-                name=draw(st.sampled_from(["filesystem", "github"])))
+    flow = draw(
+        st.one_of(
+            st.none(),
+            st.builds(
+                FlowFacts,
+                src_ip=_HOSTS,
+                src_port=st.integers(0, 65535),
+                dst_ip=_HOSTS,
+                dst_port=st.sampled_from([53, 443, 80, 8080]),
+                host=_HOSTS,
+                pid=st.integers(0, 5),
+                cgroup_id=st.integers(0, 5),
+                binary=st.sampled_from(["", "/usr/bin/curl", "/bin/sh"]),
+                calls=st.integers(0, 3),
+            ),
+        )
+    )
+    arch = Arch(
+        network=draw(st.sampled_from(["none", "any", "list"])),
+        spawn=draw(st.booleans()),
+        learning=draw(st.booleans()),
+        name=draw(st.sampled_from(["filesystem", "github"])),
+    )
     return Ctx(call, flow, arch)
 
 
@@ -490,8 +565,9 @@ cel.reference_evaluate("true", {}, _ENV)  # celpy raises the recursion limit on 
 @cache
 def _lowered(source: str, fold: bool, arch: Arch) -> Any:
     try:
-        return cel.lower(cel.parse(source), _ENV,
-                         {"archetype": arch, "vars": dict(VARS)} if fold else {})
+        return cel.lower(
+            cel.parse(source), _ENV, {"archetype": arch, "vars": dict(VARS)} if fold else {}
+        )
     except cel.CelEvalError:
         return None  # folded to an error
 
@@ -511,8 +587,7 @@ def _check_corpus(ctx: Ctx, sources: list[str]) -> list[str]:
 
 
 @pytest.mark.timeout(600)  # ~15 s alone; celpy is slow and CI machines are shared
-@settings(max_examples=40 * _SCALE, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40 * _SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ctx=contexts())
 def test_lowered_matches_celpy(ctx: Ctx) -> None:
     """Every corpus expression, on each generated call/flow context."""
@@ -522,8 +597,10 @@ def test_lowered_matches_celpy(ctx: Ctx) -> None:
 
 def test_reference_evaluate_is_the_reference() -> None:
     ctx = Ctx(CallFacts("read_file", {"path": "/w/.env"}, paths=("/w/.env",)), None)
-    assert cel.reference_evaluate('call.paths.exists(p, jewel(p) == "auth")',
-                                  ctx.activation(), _ENV) is True
+    assert (
+        cel.reference_evaluate('call.paths.exists(p, jewel(p) == "auth")', ctx.activation(), _ENV)
+        is True
+    )
     with pytest.raises(cel.CelEvalError):
         cel.reference_evaluate("call.args.nope == 1", ctx.activation(), _ENV)
 
@@ -541,23 +618,42 @@ def test_dyn_operators_match_celpy(a: Any, b: Any, op: str) -> None:
     assert lowered_outcome(source, _ENV, ctx, True) == want, (a, op, b, want)
 
 
-_UNARY = ["!call.args.a", "size(call.args.a)", "int(call.args.a)", "double(call.args.a)",
-          "call.args.a.exists(x, x == call.args.b)", "call.args.a.filter(x, x)",
-          "call.args.a.map(x, x == call.args.b)", "call.args.a[call.args.b]",
-          "call.args.a.contains(call.args.b)", "call.args.a.startsWith(call.args.b)",
-          "has(call.args.a.k)", "call.args.a.k", "call.args.a ? 1 : 2",
-          "call.args.a && call.args.b", "call.args.a || call.args.b",
-          "call.args.a.all(x, x)", "call.args.a.exists(x, x)", "call.args.a.exists_one(x, x)",
-          "call.args.a ? call.args.b.exists(x, true) : false",
-          "call.args.a.exists(x, x.exists(y, y == call.args.b))",
-          "call.args.a.all(x, [x].map(y, y.k) == [])",
-          "call.args.a.matches(call.args.b)", "call.args.a.endsWith('a')",
-          "call.args.a.size() > 1", "call.args.a.exists_one(x, x == call.args.b)",
-          "call.args.a.filter(x, x == call.args.b).size() > 0", "call.args.a.map(x, x.k)",
-          "has(call.args.a.k) || call.args.b", "!has(call.args.a.k) && call.args.b",
-          "int(call.args.a) == int(call.args.b)", "double(call.args.a) < double(call.args.b)",
-          "call.args.a[0] == call.args.b", "call.args.a.all(x, call.args.b)",
-          "call.args.a in call.args.b || call.args.b in call.args.a"]
+_UNARY = [
+    "!call.args.a",
+    "size(call.args.a)",
+    "int(call.args.a)",
+    "double(call.args.a)",
+    "call.args.a.exists(x, x == call.args.b)",
+    "call.args.a.filter(x, x)",
+    "call.args.a.map(x, x == call.args.b)",
+    "call.args.a[call.args.b]",
+    "call.args.a.contains(call.args.b)",
+    "call.args.a.startsWith(call.args.b)",
+    "has(call.args.a.k)",
+    "call.args.a.k",
+    "call.args.a ? 1 : 2",
+    "call.args.a && call.args.b",
+    "call.args.a || call.args.b",
+    "call.args.a.all(x, x)",
+    "call.args.a.exists(x, x)",
+    "call.args.a.exists_one(x, x)",
+    "call.args.a ? call.args.b.exists(x, true) : false",
+    "call.args.a.exists(x, x.exists(y, y == call.args.b))",
+    "call.args.a.all(x, [x].map(y, y.k) == [])",
+    "call.args.a.matches(call.args.b)",
+    "call.args.a.endsWith('a')",
+    "call.args.a.size() > 1",
+    "call.args.a.exists_one(x, x == call.args.b)",
+    "call.args.a.filter(x, x == call.args.b).size() > 0",
+    "call.args.a.map(x, x.k)",
+    "has(call.args.a.k) || call.args.b",
+    "!has(call.args.a.k) && call.args.b",
+    "int(call.args.a) == int(call.args.b)",
+    "double(call.args.a) < double(call.args.b)",
+    "call.args.a[0] == call.args.b",
+    "call.args.a.all(x, call.args.b)",
+    "call.args.a in call.args.b || call.args.b in call.args.a",
+]
 
 
 @settings(max_examples=300 * _SCALE, deadline=None)

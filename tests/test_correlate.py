@@ -20,8 +20,9 @@ class Harness:
         self.kills: list[tuple[int, int | None]] = []
         self.verdict = verdict
         kw.setdefault("proctree", ProcTree(live=False))
-        self.c = Correlator(spec or JoinSpec(), self.decide, self.events.append,
-                            killer=self.killer, **kw)
+        self.c = Correlator(
+            spec or JoinSpec(), self.decide, self.events.append, killer=self.killer, **kw
+        )
 
     def decide(self, flow: FlowFacts, orphan: bool) -> Decision:
         self.decided.append((flow, orphan))
@@ -40,6 +41,7 @@ def flow(ts: float, pid: int = 0, cgroup: int = 0, **kw) -> FlowFacts:
 
 
 # -- windows ------------------------------------------------------------------------------
+
 
 def test_window_covers_call_start_to_end_plus_window():
     h = Harness(JoinSpec(window_s=5.0))
@@ -78,6 +80,7 @@ def test_flow_joins_every_overlapping_call():
 
 
 # -- keys ---------------------------------------------------------------------------------
+
 
 def test_cgroup_decides_when_both_sides_know_it():
     h = Harness()
@@ -153,6 +156,7 @@ def test_aliases_and_unknown_keys():
 
 # -- orphans and events -------------------------------------------------------------------
 
+
 def test_orphan_flow_event_and_decision():
     h = Harness(verdict=Action.ALERT)
     h.c.open_call("c1", 100.0, server_pid=10)
@@ -196,6 +200,7 @@ def test_flow_without_timestamp_gets_now():
 
 
 # -- expiry -------------------------------------------------------------------------------
+
 
 def test_closed_sessions_expire_lazily():
     h = Harness(JoinSpec(window_s=5.0), lateness_s=1.0)
@@ -242,6 +247,7 @@ def test_close_is_idempotent_and_ignores_unknown_ids():
 
 # -- kill verdicts ------------------------------------------------------------------------
 
+
 def test_kill_verdict_kills_the_joined_server_once():
     h = Harness(verdict=Action.KILL)
     reports: list = []
@@ -280,8 +286,13 @@ def test_killer_failure_is_reported_not_raised():
         raise PermissionError("nope")
 
     events: list = []
-    c = Correlator(JoinSpec(), lambda f, o: Decision(Action.KILL, "r", "x", "v"), events.append,
-                   killer=bad_killer, proctree=ProcTree(live=False))
+    c = Correlator(
+        JoinSpec(),
+        lambda f, o: Decision(Action.KILL, "r", "x", "v"),
+        events.append,
+        killer=bad_killer,
+        proctree=ProcTree(live=False),
+    )
     c.open_call("c1", 1.0, server_pid=10)
     c.on_flow(flow(2.0, pid=10))
     (k,) = [e for e in events if isinstance(e, KillEvent)]
@@ -309,8 +320,13 @@ def test_a_kill_that_left_survivors_is_tried_again():
         return KillReport(pid, pid, (pid,), survivors, False, 0.0)
 
     events: list = []
-    c = Correlator(JoinSpec(), lambda f, o: Decision(Action.KILL, "r", "x", "v"), events.append,
-                   killer=stubborn, proctree=ProcTree(live=False))
+    c = Correlator(
+        JoinSpec(),
+        lambda f, o: Decision(Action.KILL, "r", "x", "v"),
+        events.append,
+        killer=stubborn,
+        proctree=ProcTree(live=False),
+    )
     c.open_call("c1", 1.0, server_pid=10)
     for t in (2.0, 3.0, 4.0):
         c.on_flow(flow(t, pid=10))

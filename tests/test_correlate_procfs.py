@@ -24,7 +24,7 @@ from mcp_defense.correlate.sources.procfs import ProcfsSource
 from mcp_defense.events.model import FlowEvent, KillEvent
 from mcp_defense.policy.facts import Action, Decision, FlowFacts, JoinSpec
 
-SERVER = r'''
+SERVER = r"""
 import os, socket, subprocess, sys, time
 
 mode = sys.argv[1]
@@ -89,7 +89,7 @@ if mode == "udp":
     held.append(s)
     print("sent", flush=True)
     hold()
-'''
+"""
 
 KILL = Decision(Action.KILL, "egress_outside_archetype", "network none", "v1")
 ALLOW = Decision(Action.ALLOW, "", "allowed", "v1")
@@ -130,8 +130,9 @@ class Rig:
         self.decided: list[tuple[FlowFacts, bool]] = []
         self.c = Correlator(JoinSpec(window_s=5.0), self.decide, self.emit)
         self.roots: list[int] = []
-        self.source = ProcfsSource(lambda: self.roots, interval_s=interval,
-                                   proctree=self.c.proctree)
+        self.source = ProcfsSource(
+            lambda: self.roots, interval_s=interval, proctree=self.c.proctree
+        )
         self.procs: list[subprocess.Popen] = []
 
     def decide(self, flow: FlowFacts, orphan: bool) -> Decision:
@@ -143,15 +144,23 @@ class Rig:
             self.events.append(ev)
 
     def spawn(self, script: str, *args: str) -> subprocess.Popen:
-        p = subprocess.Popen([sys.executable, script, *args], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+        p = subprocess.Popen(
+            [sys.executable, script, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.procs.append(p)
         return p
 
     def flows(self, port: int | None = None) -> list[FlowEvent]:
         with self.lock:
-            return [e for e in self.events if isinstance(e, FlowEvent)
-                    and (port is None or e.dst_port == port)]
+            return [
+                e
+                for e in self.events
+                if isinstance(e, FlowEvent) and (port is None or e.dst_port == port)
+            ]
 
     def kills(self) -> list[KillEvent]:
         with self.lock:
@@ -199,8 +208,9 @@ def test_server_connection_is_joined_and_the_server_killed(script, listener, rig
     server = rig.spawn(script, "connect", str(port))
     rig.roots.append(server.pid)
     rig.c.register_server(server.pid, cgroup_id=proctree.session_cgroup_id(server.pid))
-    rig.c.open_call("tc_call", server_pid=server.pid,
-                    cgroup_id=proctree.session_cgroup_id(server.pid))
+    rig.c.open_call(
+        "tc_call", server_pid=server.pid, cgroup_id=proctree.session_cgroup_id(server.pid)
+    )
     rig.start()
     go(server)
     assert wait_for(lambda: rig.kills()), rig.events
@@ -248,8 +258,9 @@ def test_orphaned_grandchild_is_still_the_servers(script, listener, rig_factory,
     rig.start()
     grandchild = int(server.stdout.readline())
     # Reparented: its parent is no longer anywhere in the server's tree.
-    assert wait_for(lambda: proctree.read_stat(grandchild).ppid
-                    not in proctree.descendants([server.pid]))
+    assert wait_for(
+        lambda: proctree.read_stat(grandchild).ppid not in proctree.descendants([server.pid])
+    )
     flag.touch()
     assert wait_for(lambda: rig.kills()), rig.events
     (flow,) = rig.flows(port)
@@ -389,9 +400,14 @@ def test_source_follows_a_restarted_server_and_stops_cleanly(script, listener, r
 
 # -- the kill path alone ----------------------------------------------------------------
 
+
 def test_kill_reaches_children_that_left_the_group(script):
-    server = subprocess.Popen([sys.executable, script, "spawn-escaped"], stdout=subprocess.PIPE,
-                              text=True, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, script, "spawn-escaped"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     escaped = int(server.stdout.readline())
     try:
         assert os.getpgid(escaped) != server.pid

@@ -56,13 +56,19 @@ def run_to_end(source, col: Collect) -> None:
 
 # -- JSONL ------------------------------------------------------------------------------
 
+
 def test_jsonl_recorded_lines_with_malformed_ones():
     col = Collect()
     src = JsonlSource(str(FLOWS), on_error=col.error, follow=False)
     run_to_end(src, col)
     assert [f.dst_port for f in col.flows] == [443, 443, 53, 8443, 22]
     first, _, v6, mapped, _ = col.flows
-    assert (first.src_ip, first.src_port, first.dst_ip, first.protocol) == ("10.0.0.5", 50001, "1.2.3.4", "tcp")
+    assert (first.src_ip, first.src_port, first.dst_ip, first.protocol) == (
+        "10.0.0.5",
+        50001,
+        "1.2.3.4",
+        "tcp",
+    )
     assert (first.pid, first.cgroup_id, first.ts) == (4242, 1234567, 1777032000.0)
     assert col.flows[1].cgroup_id == 0 and col.flows[1].pid == 4243
     assert (v6.protocol, v6.dst_ip, v6.src_ip) == ("udp", "2001:4860:4860::8888", "2001:db8::5")
@@ -106,7 +112,9 @@ def test_jsonl_follows_a_growing_file(tmp_path):
         path.write_text(lines[1] + lines[2])
         assert wait_for(lambda: len(col.flows) == 5)
         assert [f.dst_ip for f in col.flows[-2:]] == ["1.2.3.4", "140.82.112.5"]
-        assert wait_for(lambda: any(e.startswith(f"{path}:2:") for e in col.errors))  # line 2 of the new file
+        assert wait_for(
+            lambda: any(e.startswith(f"{path}:2:") for e in col.errors)
+        )  # line 2 of the new file
     finally:
         src.stop()
     assert not src.running
@@ -126,8 +134,19 @@ def test_jsonl_fifo_survives_writers_coming_and_going(tmp_path):
                 for line in batch:
                     w.write(line)
                     w.flush()
-        assert wait_for(lambda: len(col.flows) == 5 and len(col.errors) == 7), (col.flows, col.errors)
-        assert [int(e.split(":")[len(str(fifo).split(":"))]) for e in col.errors] == [3, 4, 5, 7, 9, 10, 12]
+        assert wait_for(lambda: len(col.flows) == 5 and len(col.errors) == 7), (
+            col.flows,
+            col.errors,
+        )
+        assert [int(e.split(":")[len(str(fifo).split(":"))]) for e in col.errors] == [
+            3,
+            4,
+            5,
+            7,
+            9,
+            10,
+            12,
+        ]
     finally:
         src.stop()
     assert not src.running  # stop() returns even with no writer on the FIFO
@@ -206,6 +225,7 @@ def test_timestamps():
 
 # -- Tetragon ---------------------------------------------------------------------------
 
+
 def test_tetragon_recorded_export():
     col = Collect()
     tree = ProcTree(live=False)
@@ -220,10 +240,21 @@ def test_tetragon_recorded_export():
         (9999, "140.82.113.3", 22),
     ]
     first = col.flows[0]
-    assert (first.src_ip, first.src_port, first.protocol, first.binary) == ("10.0.0.5", 41234, "tcp", "/usr/bin/node")
+    assert (first.src_ip, first.src_port, first.protocol, first.binary) == (
+        "10.0.0.5",
+        41234,
+        "tcp",
+        "/usr/bin/node",
+    )
     assert first.ts == pytest.approx(parse_timestamp("2026-04-24T12:00:00.123456Z"))
     assert col.flows[2].src_ip == "2001:db8::5"
-    assert [int(e.split(":")[len(str(TETRAGON).split(":"))]) for e in col.errors] == [6, 7, 10, 12, 14], col.errors
+    assert [int(e.split(":")[len(str(TETRAGON).split(":"))]) for e in col.errors] == [
+        6,
+        7,
+        10,
+        12,
+        14,
+    ], col.errors
     assert "bad JSON" in col.errors[0] and "sock_arg" in col.errors[1]
     assert "10.0.0.999" in col.errors[2] and "pid" in col.errors[4]
     assert src.skipped == 4  # two execs, one tcp_sendmsg, one exit
@@ -236,12 +267,21 @@ def test_tetragon_grandchild_flow_joins_the_server_call():
     """A flow from a process the server spawned joins the server's call through the parent
     links Tetragon's process_exec taught; an unrelated process's flow is an orphan."""
     events: list = []
-    c = Correlator(JoinSpec(), lambda f, o: Decision(Action.ALLOW, "", "", "v"), events.append,
-                   proctree=ProcTree(live=False))
+    c = Correlator(
+        JoinSpec(),
+        lambda f, o: Decision(Action.ALLOW, "", "", "v"),
+        events.append,
+        proctree=ProcTree(live=False),
+    )
     start = parse_timestamp("2026-04-24T12:00:00Z")
     c.open_call("tc_1", start, server_pid=4242)
-    src = open_source(f"tetragon:{TETRAGON}", server_pid_getter=lambda: 4242,
-                      proctree=c.proctree, on_error=lambda m: None, follow=False)
+    src = open_source(
+        f"tetragon:{TETRAGON}",
+        server_pid_getter=lambda: 4242,
+        proctree=c.proctree,
+        on_error=lambda m: None,
+        follow=False,
+    )
     assert isinstance(src, TetragonSource)
     src.start(c.on_flow)
     assert src.wait(10)
@@ -254,6 +294,7 @@ def test_tetragon_grandchild_flow_joins_the_server_call():
 
 # -- specs and small parsers ------------------------------------------------------------
 
+
 def test_open_source_specs(tmp_path):
     getter = lambda: 123  # noqa: E731
     src = open_source("procfs", server_pid_getter=getter)
@@ -264,7 +305,10 @@ def test_open_source_specs(tmp_path):
     assert open_source("procfs", server_pid_getter=lambda: None).roots_getter() == []
     assert open_source("procfs", server_pid_getter=lambda: [5, 0, 6]).roots_getter() == [5, 6]
     assert isinstance(open_source(f"jsonl:{tmp_path}/x", server_pid_getter=getter), JsonlSource)
-    assert open_source(f"{tmp_path}/x.jsonl", server_pid_getter=getter).name == f"jsonl:{tmp_path}/x.jsonl"
+    assert (
+        open_source(f"{tmp_path}/x.jsonl", server_pid_getter=getter).name
+        == f"jsonl:{tmp_path}/x.jsonl"
+    )
     for bad in ("", "procfs:fast", "procfs:0ms", "tetragon:", "jsonl:"):
         with pytest.raises(ValueError):
             open_source(bad, server_pid_getter=getter)
@@ -288,8 +332,12 @@ def test_tetragon_from_a_fifo(tmp_path):
     fifo = tmp_path / "tetragon.fifo"
     os.mkfifo(fifo)
     col = Collect()
-    src = open_source(f"tetragon:{fifo}", server_pid_getter=lambda: None, on_error=col.error,
-                      proctree=ProcTree(live=False))
+    src = open_source(
+        f"tetragon:{fifo}",
+        server_pid_getter=lambda: None,
+        on_error=col.error,
+        proctree=ProcTree(live=False),
+    )
     src.start(col.sink)
     try:
         with open(fifo, "w") as w:

@@ -25,9 +25,14 @@ CLS = default_classifier()
 
 # --- Classifier ---------------------------------------------------------------------------------
 
+
 def test_build_exact_and_glob_tools() -> None:
     cls = Classifier.build(
-        [(("Read_File",), ("reads",)), (("write_*", "*_delete"), ("writes",)), (("run?",), ("spawns",))],
+        [
+            (("Read_File",), ("reads",)),
+            (("write_*", "*_delete"), ("writes",)),
+            (("run?",), ("spawns",)),
+        ],
         [],
     )
     assert cls.tool_exact == {"read_file": frozenset({"reads"})}
@@ -41,7 +46,9 @@ def test_build_exact_and_glob_tools() -> None:
 
 
 def test_tool_effects_union_of_matches() -> None:
-    cls = Classifier.build([(("x_*",), ("reads",)), (("*_y",), ("network",)), (("x_y",), ("writes",))], [])
+    cls = Classifier.build(
+        [(("x_*",), ("reads",)), (("*_y",), ("network",)), (("x_y",), ("writes",))], []
+    )
     facts = extract("x_y", {}, cls, ENV)
     assert (facts.reads, facts.writes, facts.network, facts.spawns) == (True, True, True, False)
 
@@ -100,6 +107,7 @@ def test_annotations_only_add_effects() -> None:
 
 # --- Environment ----------------------------------------------------------------------------
 
+
 def test_environment_requires_absolute_paths() -> None:
     with pytest.raises(ValueError):
         Environment(workspace="relative", home="/home/a")
@@ -108,7 +116,9 @@ def test_environment_requires_absolute_paths() -> None:
 
 
 def test_environment_changes_results() -> None:
-    other = Environment(workspace="/srv/proj", home="/Users/bob", user="bob", resolve_symlinks=False)
+    other = Environment(
+        workspace="/srv/proj", home="/Users/bob", user="bob", resolve_symlinks=False
+    )
     args = {"path": "~/x"}
     assert extract("t", args, CLS, ENV).paths == ("/home/alice/x",)
     assert extract("t", args, CLS, other).paths == ("/Users/bob/x",)
@@ -123,6 +133,7 @@ def test_workspace_is_normalised() -> None:
 
 
 # --- facts shape ------------------------------------------------------------------------------
+
 
 def test_callfacts_fields_and_raw_args_untouched() -> None:
     args = {"path": "a.txt", "url": "https://x.org/y", "command": "ls"}
@@ -201,6 +212,7 @@ def test_commands_include_nested_words() -> None:
 
 # --- symlinks and globbing (resolve_symlinks=True) -------------------------------------------
 
+
 @pytest.fixture
 def tree(tmp_path):
     root = os.path.realpath(tmp_path)
@@ -246,6 +258,7 @@ def test_no_filesystem_access_without_resolve(tree) -> None:
 
 
 # --- speed ------------------------------------------------------------------------------------
+
 
 def _best_of(n: int, fn) -> float:
     best = float("inf")

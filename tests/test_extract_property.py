@@ -53,7 +53,7 @@ def spellings(draw: st.DrawFn) -> str:
         index = draw(st.integers(first, len(text) - 1))
         ch = text[index]
         if ch not in "~$":
-            text = text[:index] + f"%{ord(ch):02X}" + text[index + 1:]
+            text = text[:index] + f"%{ord(ch):02X}" + text[index + 1 :]
     elif encoding == "slashes":
         text = text.replace("/", "%2F")
     elif encoding == "double":
@@ -63,7 +63,9 @@ def spellings(draw: st.DrawFn) -> str:
     return text
 
 
-KEYS = st.sampled_from(["path", "file", "Path", "target_path", "blob", "x", "data", "q", "items", "nested"])
+KEYS = st.sampled_from(
+    ["path", "file", "Path", "target_path", "blob", "x", "data", "q", "items", "nested"]
+)
 
 
 def _wrap(value: object, draw: st.DrawFn) -> object:
@@ -108,14 +110,26 @@ def test_secret_always_found(arguments: dict) -> None:
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=30,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["path", "url", "command", "code", "content", "x"]) | st.text(max_size=8), JSON, max_size=6))
+@given(
+    st.dictionaries(
+        st.sampled_from(["path", "url", "command", "code", "content", "x"]) | st.text(max_size=8),
+        JSON,
+        max_size=6,
+    )
+)
 def test_arbitrary_json_never_crashes(arguments: dict) -> None:
     try:
         facts = extract("tool", arguments, CLS, ENV)
@@ -125,7 +139,12 @@ def test_arbitrary_json_never_crashes(arguments: dict) -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list(" \t\n'\"\\$`;&|<>(){}[]#~/*?=@:%.-_abcHOMEIFS0123456789")), max_size=80))
+@given(
+    st.text(
+        alphabet=st.sampled_from(list(" \t\n'\"\\$`;&|<>(){}[]#~/*?=@:%.-_abcHOMEIFS0123456789")),
+        max_size=80,
+    )
+)
 def test_arbitrary_shell_never_crashes(command: str) -> None:
     try:
         facts = extract("run", {"command": command}, CLS, ENV)

@@ -30,8 +30,12 @@ class _Result:
 
 
 def lint(*args: str):
-    return _Result(runner.invoke(app, ["policy", "lint", *args, "--set", "workspace=/workspace",
-                                       "--set", "home=/home/alice"]))
+    return _Result(
+        runner.invoke(
+            app,
+            ["policy", "lint", *args, "--set", "workspace=/workspace", "--set", "home=/home/alice"],
+        )
+    )
 
 
 def test_builtin_pack_is_clean() -> None:
@@ -62,8 +66,17 @@ def test_broken_policy_every_kind_of_error() -> None:
         p.unlink()
     diags = json.loads(r.output)
     codes = {d["code"] for d in diags}
-    assert {"unknown-level", "undefined-variable", "cel", "cel-type", "duplicate-rule",
-            "unknown-archetype", "bad-action", "cel-cost", "unknown-rule"} <= codes, codes
+    assert {
+        "unknown-level",
+        "undefined-variable",
+        "cel",
+        "cel-type",
+        "duplicate-rule",
+        "unknown-archetype",
+        "bad-action",
+        "cel-cost",
+        "unknown-rule",
+    } <= codes, codes
     for d in diags:
         assert d["line"] > 0 and d["column"] > 0 and d["file"] == "broken_noimport.mcpd"
 

@@ -8,7 +8,7 @@ from mcp_defense.policy.diagnostics import PolicyError, format_text
 from mcp_defense.policy.parser import parse, parse_duration
 from mcp_defense.resources import builtin_policy_dir
 
-FULL = '''# a comment
+FULL = """# a comment
 import "other.mcpd"
 let db = "localhost:5432"
 default allow "nothing matched"
@@ -64,7 +64,7 @@ test "t1" {
   call "fetch" {"url": "https://x", "n": [1, -2.5e3, true, false, null, {}], "o": {}}
   expect approve by r1
 }
-'''
+"""
 
 
 def test_every_construct_parses_with_positions() -> None:
@@ -94,24 +94,31 @@ def test_every_construct_parses_with_positions() -> None:
     assert corr.window_s == 0.25 and corr.keys[0].flow_field == "flow.pid"
     t = f.tests[0]
     assert (t.archetype, t.agent, t.tool, t.expect, t.expect_rule) == (
-        "web-fetch", "claude", "fetch", "require_approval", "r1")
+        "web-fetch",
+        "claude",
+        "fetch",
+        "require_approval",
+        "r1",
+    )
     assert t.arguments["n"][1:] == [-2500.0, True, False, None, {}]
     assert t.arguments["url"].value == "https://x"
 
 
-@pytest.mark.parametrize("text,seconds", [("5s", 5), ("250ms", 0.25), ("24h", 86400), ("2d", 172800), ("3m", 180)])
+@pytest.mark.parametrize(
+    "text,seconds", [("5s", 5), ("250ms", 0.25), ("24h", 86400), ("2d", 172800), ("3m", 180)]
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
 BAD = {
-    "missing_action": 'rule x {\n  when true\n}\n',
+    "missing_action": "rule x {\n  when true\n}\n",
     "two_strings": 'archetype a {\n  paths "x" "y"\n}\n',
-    "unquoted_glob": 'jewels j {\n  crown ~/.ssh/id_rsa\n}\n',
-    "bad_keyword": 'archetyp a {\n}\n',
+    "unquoted_glob": "jewels j {\n  crown ~/.ssh/id_rsa\n}\n",
+    "bad_keyword": "archetyp a {\n}\n",
     "missing_brace": 'archetype a {\n  paths "x"\n',
-    "bad_duration": 'archetype a {\n  learn 5 hours\n}\n',
-    "priority_not_int": 'rule x priority high {\n  when true\n  deny\n}\n',
+    "bad_duration": "archetype a {\n  learn 5 hours\n}\n",
+    "priority_not_int": "rule x priority high {\n  when true\n  deny\n}\n",
     "unterminated_string": 'let x = "abc\n',
 }
 

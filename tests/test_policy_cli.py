@@ -33,11 +33,20 @@ def test_eval_one_line_out_per_line_in_order() -> None:
         json.dumps({"jsonrpc": "2.0", "id": 9, "method": "initialize", "params": {}}),
         call("exec_command", {"command": "ls /"}, arch=None),
         call("read_file", {"path": "/workspace/a"}, arch="nosuch"),
-        json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "t", "arguments": [1]}, "archetype": "filesystem"}),
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 3,
+                "method": "tools/call",
+                "params": {"name": "t", "arguments": [1]},
+                "archetype": "filesystem",
+            }
+        ),
         '{"a": ' * 200 + "1" + "}" * 200,
     ]
-    r = runner.invoke(app, ["policy", "eval", "--archetype", "filesystem", *SETS],
-                      input="\n".join(lines) + "\n")
+    r = runner.invoke(
+        app, ["policy", "eval", "--archetype", "filesystem", *SETS], input="\n".join(lines) + "\n"
+    )
     assert r.exit_code == 0, r.output
     out = [json.loads(x) for x in r.output.splitlines()]
     assert len(out) == len(lines)
@@ -96,10 +105,15 @@ def test_explain_json(snapshot) -> None:
 
 def test_explain_names_the_clause_of_a_disjunction(tmp_path) -> None:
     p = tmp_path / "p.mcpd"
-    p.write_text('import "builtin:archetypes.mcpd"\nimport "builtin:classify.mcpd"\n'
-                 'rule either {\n  when call.spawns || call.tool == "danger"\n  deny "no"\n}\n')
-    r = runner.invoke(app, ["policy", "explain", "--format", "json", "--policy", str(p), *SETS],
-                      input=call("danger", {}) + "\n")
+    p.write_text(
+        'import "builtin:archetypes.mcpd"\nimport "builtin:classify.mcpd"\n'
+        'rule either {\n  when call.spawns || call.tool == "danger"\n  deny "no"\n}\n'
+    )
+    r = runner.invoke(
+        app,
+        ["policy", "explain", "--format", "json", "--policy", str(p), *SETS],
+        input=call("danger", {}) + "\n",
+    )
     data = json.loads(r.output)
     assert data["deciding_clause"] == 'call.tool == "danger"'
 
@@ -108,17 +122,39 @@ def test_compile_summary_json() -> None:
     r = runner.invoke(app, ["policy", "compile", "--format", "json", *SETS])
     assert r.exit_code == 0
     data = json.loads(r.output)
-    assert set(data["archetypes"]) == {"filesystem", "github", "database", "web-fetch", "shell",
-                                       "code-execution", "generic"}
+    assert set(data["archetypes"]) == {
+        "filesystem",
+        "github",
+        "database",
+        "web-fetch",
+        "shell",
+        "code-execution",
+        "generic",
+    }
     assert "archetype_no_network" in data["archetypes"]["web-fetch"]["dropped"]
     assert len(data["version"]) == 12
 
 
 @pytest.mark.timeout(300)
 def test_bench_prints_figures() -> None:
-    r = subprocess.run([sys.executable, "-m", "mcp_defense", "policy", "bench", "--n", "200",
-                        "--lines", "200", "--format", "json"], capture_output=True, text=True,
-                       check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mcp_defense",
+            "policy",
+            "bench",
+            "--n",
+            "200",
+            "--lines",
+            "200",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["median_us"] > 0 and data["eval_calls_per_s"] > 0

@@ -37,8 +37,21 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason=
 
 
 def proxy(tmp: Path, rec: Path, *flags: str, archetype: str = "filesystem") -> Proc:
-    argv = [sys.executable, "-m", "mcp_defense.cli.main", "stdio", "--archetype", archetype,
-            "--set", f"workspace={tmp}", "--record", str(rec), *flags, "--", *FLOW_SERVER]
+    argv = [
+        sys.executable,
+        "-m",
+        "mcp_defense.cli.main",
+        "stdio",
+        "--archetype",
+        archetype,
+        "--set",
+        f"workspace={tmp}",
+        "--record",
+        str(rec),
+        *flags,
+        "--",
+        *FLOW_SERVER,
+    ]
     return Proc(argv, tmp)
 
 
@@ -113,8 +126,9 @@ def procs() -> Iterator[list[Proc]]:
         p.kill()
 
 
-def assert_killed_story(events: list[dict[str, Any]], cid: str, server_pid: int,
-                        flow_pid: int | None = None) -> dict[str, Any]:
+def assert_killed_story(
+    events: list[dict[str, Any]], cid: str, server_pid: int, flow_pid: int | None = None
+) -> dict[str, Any]:
     """tool_call -> flow (joined to cid, kill) -> kill (naming cid) -> server_exit(-9)."""
     kinds = [e["type"] for e in events]
     (flow,) = of_type(events, "flow")
@@ -128,8 +142,12 @@ def assert_killed_story(events: list[dict[str, Any]], cid: str, server_pid: int,
     assert server_pid in kill["killed_pids"]
     assert kill["flow"]["dst_port"] == flow["dst_port"]
     assert exit_["returncode"] == -9 and exit_["pending_requests"] == 1
-    assert (kinds.index("tool_call") < kinds.index("flow") < kinds.index("kill")
-            < kinds.index("server_exit"))
+    assert (
+        kinds.index("tool_call")
+        < kinds.index("flow")
+        < kinds.index("kill")
+        < kinds.index("server_exit")
+    )
     return flow
 
 
@@ -137,7 +155,8 @@ def assert_killed_story(events: list[dict[str, Any]], cid: str, server_pid: int,
 
 
 def test_procfs_flow_outside_the_archetype_is_joined_and_the_server_killed(
-        tmp_path, listener, procs):
+    tmp_path, listener, procs
+):
     rec = tmp_path / "rec.jsonl"
     p = proxy(tmp_path, rec, "--flow-source", "procfs")
     procs.append(p)
@@ -170,30 +189,41 @@ def test_procfs_flow_from_the_servers_child_kills_the_whole_tree(tmp_path, liste
     procs.append(p)
     p.initialize()
     server_pid = of_type(read_events(rec), "session_start")[0]["server_pid"]
-    reply = p.request(call(1, "connect", {"port": listener.port, "hold_s": 120,
-                                          "via_child": True}), timeout=WAIT_S)
+    reply = p.request(
+        call(1, "connect", {"port": listener.port, "hold_s": 120, "via_child": True}),
+        timeout=WAIT_S,
+    )
     assert reply["error"]["code"] == SERVER_CLOSED
     assert p.wait(WAIT_S) == 1
     events = read_events(rec)
     child = of_type(events, "flow")[0]["pid"]
     assert child != server_pid
-    assert_killed_story(events, the_call(events, "connect")["correlation_id"], server_pid,
-                        flow_pid=child)
+    assert_killed_story(
+        events, the_call(events, "connect")["correlation_id"], server_pid, flow_pid=child
+    )
     assert child in of_type(events, "kill")[0]["killed_pids"]
     assert wait_for(lambda: gone(server_pid) and gone(child), what="the tree to be dead")
 
 
 def test_procfs_flow_the_archetype_allows_passes(tmp_path, listener, procs):
     rec = tmp_path / "rec.jsonl"
-    p = proxy(tmp_path, rec, "--policy", str(LOOPBACK_POLICY), "--flow-source", "procfs",
-              archetype="loopback-client")
+    p = proxy(
+        tmp_path,
+        rec,
+        "--policy",
+        str(LOOPBACK_POLICY),
+        "--flow-source",
+        "procfs",
+        archetype="loopback-client",
+    )
     procs.append(p)
     p.initialize()
     # Held long enough that the 20 ms poll sees the connection while the call is open.
     reply = p.request(call(1, "connect", {"port": listener.port, "hold_s": 1.0}), timeout=WAIT_S)
     assert "error" not in reply and reply["result"]["isError"] is False
-    events = wait_for(lambda: (ev := read_events(rec)) and of_type(ev, "flow") and ev,
-                      what="the flow event")
+    events = wait_for(
+        lambda: (ev := read_events(rec)) and of_type(ev, "flow") and ev, what="the flow event"
+    )
     (flow,) = of_type(events, "flow")
     assert flow["correlation_ids"] == [the_call(events, "connect")["correlation_id"]]
     assert flow["verdict"] == "allow" and flow["dst_port"] == listener.port
@@ -203,16 +233,16 @@ def test_procfs_flow_the_archetype_allows_passes(tmp_path, listener, procs):
     assert not of_type(read_events(rec), "kill")
 
 
-def test_observe_records_the_kill_it_would_have_made_and_kills_nothing(tmp_path, listener,
-                                                                       procs):
+def test_observe_records_the_kill_it_would_have_made_and_kills_nothing(tmp_path, listener, procs):
     rec = tmp_path / "rec.jsonl"
     p = proxy(tmp_path, rec, "--observe", "--flow-source", "procfs")
     procs.append(p)
     p.initialize()
     reply = p.request(call(1, "connect", {"port": listener.port, "hold_s": 1.0}), timeout=WAIT_S)
     assert reply["result"]["isError"] is False
-    events = wait_for(lambda: (ev := read_events(rec)) and of_type(ev, "flow") and ev,
-                      what="the flow event")
+    events = wait_for(
+        lambda: (ev := read_events(rec)) and of_type(ev, "flow") and ev, what="the flow event"
+    )
     (flow,) = of_type(events, "flow")
     assert flow["correlation_ids"] == [the_call(events, "connect")["correlation_id"]]
     assert flow["verdict"] == "alert" and flow["rule"] == "egress_outside_archetype"
@@ -237,13 +267,28 @@ def test_a_connection_by_an_unrelated_process_is_not_joined(tmp_path, listener, 
     wait_for(marker.exists, what="the call to reach the server")
     mine = socket.create_connection(("127.0.0.1", listener.port))  # this process, not the server
     with flows.open("a") as f:
-        f.write(json.dumps({"timestamp": now_iso(), "src_ip": "127.0.0.1", "dst_ip": "203.0.113.9",
-                            "src_port": 40000, "dst_port": 443, "protocol": 6,
-                            "classification": "UNKNOWN", "action": "PASS", "confidence": 50,
-                            "cgroup_id": None, "source_pid": os.getpid()}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "timestamp": now_iso(),
+                    "src_ip": "127.0.0.1",
+                    "dst_ip": "203.0.113.9",
+                    "src_port": 40000,
+                    "dst_port": 443,
+                    "protocol": 6,
+                    "classification": "UNKNOWN",
+                    "action": "PASS",
+                    "confidence": 50,
+                    "cgroup_id": None,
+                    "source_pid": os.getpid(),
+                }
+            )
+            + "\n"
+        )
     assert p.recv(WAIT_S)["result"]["isError"] is False  # the server was not killed
-    events = wait_for(lambda: (ev := read_events(rec)) and of_type(ev, "flow") and ev,
-                      what="the JSONL flow")
+    events = wait_for(
+        lambda: (ev := read_events(rec)) and of_type(ev, "flow") and ev, what="the JSONL flow"
+    )
     (flow,) = of_type(events, "flow")  # the test's own connection is no flow at all
     assert flow["pid"] == os.getpid() and flow["orphan"] is True and flow["correlation_ids"] == []
     assert "error" not in p.request(call(2, "pid", {}))
@@ -252,8 +297,11 @@ def test_a_connection_by_an_unrelated_process_is_not_joined(tmp_path, listener, 
     mine.close()
     events = read_events(rec)
     assert not of_type(events, "kill")
-    assert of_type(events, "server_exit")[0] == {**of_type(events, "server_exit")[0],
-                                                 "server_pid": server_pid, "returncode": 0}
+    assert of_type(events, "server_exit")[0] == {
+        **of_type(events, "server_exit")[0],
+        "server_pid": server_pid,
+        "returncode": 0,
+    }
 
 
 # --- JSONL and Tetragon (recorded lines, written while a call is open) ------------------------
@@ -284,9 +332,19 @@ def test_jsonl_source_joins_a_recorded_line_and_reports_bad_ones(tmp_path, procs
     p = proxy(tmp_path, rec, "--flow-source", form.format(flows))
     procs.append(p)
     server_pid, cid = _held_call(p, rec, tmp_path / "started")
-    good = {"timestamp": now_iso(), "src_ip": "10.0.0.5", "dst_ip": "1.2.3.4", "src_port": 50001,
-            "dst_port": 443, "protocol": 6, "classification": "MALICIOUS", "action": "DROP",
-            "confidence": 87, "cgroup_id": None, "source_pid": server_pid}
+    good = {
+        "timestamp": now_iso(),
+        "src_ip": "10.0.0.5",
+        "dst_ip": "1.2.3.4",
+        "src_port": 50001,
+        "dst_port": 443,
+        "protocol": 6,
+        "classification": "MALICIOUS",
+        "action": "DROP",
+        "confidence": 87,
+        "cgroup_id": None,
+        "source_pid": server_pid,
+    }
     with flows.open("a") as f:
         f.write("{not json\n")
         f.write(json.dumps({**good, "dst_port": 70000}) + "\n")
@@ -315,15 +373,33 @@ def test_tetragon_source_joins_a_grandchilds_connect_and_reports_bad_lines(tmp_p
     proc = {"pid": child, "binary": "/usr/bin/curl", "arguments": "-s https://evil.example/x"}
     lines = [
         "not json at all",
-        {"process_kprobe": {"process": proc, "function_name": "tcp_connect", "args": [{}]},
-         "time": now_iso()},
+        {
+            "process_kprobe": {"process": proc, "function_name": "tcp_connect", "args": [{}]},
+            "time": now_iso(),
+        },
         {"process_exec": {"process": proc, "parent": {"pid": server_pid}}, "time": now_iso()},
-        {"process_kprobe": {
-            "process": proc, "parent": {"pid": server_pid}, "function_name": "tcp_connect",
-            "args": [{"sock_arg": {"family": "AF_INET", "type": "SOCK_STREAM",
-                                   "protocol": "IPPROTO_TCP", "saddr": "10.0.0.5",
-                                   "daddr": "93.184.216.34", "sport": 41234, "dport": 443}}]},
-         "node_name": "dev", "time": now_iso()},
+        {
+            "process_kprobe": {
+                "process": proc,
+                "parent": {"pid": server_pid},
+                "function_name": "tcp_connect",
+                "args": [
+                    {
+                        "sock_arg": {
+                            "family": "AF_INET",
+                            "type": "SOCK_STREAM",
+                            "protocol": "IPPROTO_TCP",
+                            "saddr": "10.0.0.5",
+                            "daddr": "93.184.216.34",
+                            "sport": 41234,
+                            "dport": 443,
+                        }
+                    }
+                ],
+            },
+            "node_name": "dev",
+            "time": now_iso(),
+        },
     ]
     with export.open("a") as f:
         for line in lines:
@@ -339,8 +415,9 @@ def test_tetragon_source_joins_a_grandchilds_connect_and_reports_bad_lines(tmp_p
 
 
 @pytest.mark.parametrize("window, joined", [(None, True), ("100ms", False)])
-def test_window_decides_whether_a_flow_after_the_answer_still_joins(tmp_path, procs, window,
-                                                                    joined):
+def test_window_decides_whether_a_flow_after_the_answer_still_joins(
+    tmp_path, procs, window, joined
+):
     """A flow 0.5 s after a call's answer: inside the policy's 5 s window it is that call's;
     with --window 100ms it is an orphan (and, from the server itself, still kills it)."""
     rec = tmp_path / "rec.jsonl"
@@ -353,9 +430,20 @@ def test_window_decides_whether_a_flow_after_the_answer_still_joins(tmp_path, pr
     server_pid = p.request(call(1, "pid", {}))["result"]["structuredContent"]["result"]
     time.sleep(0.5)  # not an assertion: puts the flow's own timestamp past a 100 ms window
     with flows.open("a") as f:
-        f.write(json.dumps({"timestamp": now_iso(), "src_ip": "10.0.0.5", "dst_ip": "1.2.3.4",
-                            "src_port": 50001, "dst_port": 443, "protocol": 6,
-                            "source_pid": server_pid}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "timestamp": now_iso(),
+                    "src_ip": "10.0.0.5",
+                    "dst_ip": "1.2.3.4",
+                    "src_port": 50001,
+                    "dst_port": 443,
+                    "protocol": 6,
+                    "source_pid": server_pid,
+                }
+            )
+            + "\n"
+        )
     assert p.wait(WAIT_S) == 1
     events = read_events(rec)
     (flow,) = of_type(events, "flow")
@@ -371,14 +459,17 @@ def test_window_decides_whether_a_flow_after_the_answer_still_joins(tmp_path, pr
 # --- command line ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--window", "5s"], "--window needs --flow-source"),
-    (["--flow-source", "procfs:0ms"], "positive"),
-    (["--flow-source", "procfs:soon"], "not a duration"),
-    (["--flow-source", "tetragon:"], "needs a path"),
-    (["--flow-source", "procfs", "--window", "0s"], "positive"),
-    (["--flow-source", "procfs", "--window", "later"], "not a duration"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--window", "5s"], "--window needs --flow-source"),
+        (["--flow-source", "procfs:0ms"], "positive"),
+        (["--flow-source", "procfs:soon"], "not a duration"),
+        (["--flow-source", "tetragon:"], "needs a path"),
+        (["--flow-source", "procfs", "--window", "0s"], "positive"),
+        (["--flow-source", "procfs", "--window", "later"], "not a duration"),
+    ],
+)
 def test_bad_flow_flags_are_usage_errors(args, message):
     result = runner.invoke(app, ["stdio", "--archetype", "filesystem", *args, "--", "true"])
     assert result.exit_code == 2, result.output

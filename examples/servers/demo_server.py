@@ -36,8 +36,9 @@ def read_file(path: str) -> str:
 @server.tool()
 def exec_command(command: str) -> str:
     """Run a command in the workspace."""
-    done = subprocess.run(shlex.split(command), cwd=ROOT, capture_output=True, text=True,
-                          timeout=10, check=False)
+    done = subprocess.run(
+        shlex.split(command), cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+    )
     return done.stdout + done.stderr
 
 

@@ -18,12 +18,18 @@ EXIT_USAGE = 2
 
 PolicyOpt = Annotated[
     list[str] | None,
-    typer.Option("--policy", "-p", help="Policy file or directory (repeatable). Replaces the "
-                 "built-in pack; policies can `import \"builtin:rules.mcpd\"`."),
+    typer.Option(
+        "--policy",
+        "-p",
+        help="Policy file or directory (repeatable). Replaces the "
+        'built-in pack; policies can `import "builtin:rules.mcpd"`.',
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Set a policy variable, e.g. --set workspace=/src (repeatable)."),
+    typer.Option(
+        "--set", "-s", help="Set a policy variable, e.g. --set workspace=/src (repeatable)."
+    ),
 ]
 
 
@@ -73,7 +79,9 @@ def print_diagnostics_rich(console: Console, diags: Sequence[Diagnostic]) -> Non
         return
     for d in diags:
         colour = "red" if d.is_error else "yellow"
-        console.print(f"[bold]{d.span}[/]: [{colour}]{d.severity}[/]: {d.message} [dim]\\[{d.code}][/]")
+        console.print(
+            f"[bold]{d.span}[/]: [{colour}]{d.severity}[/]: {d.message} [dim]\\[{d.code}][/]"
+        )
         if d.source_line:
             console.out("    " + d.source_line.rstrip().expandtabs(1), highlight=False)
             console.print("    " + " " * max(d.span.column - 1, 0) + f"[{colour}]^[/]")
@@ -87,8 +95,10 @@ def load_or_exit(policy: Sequence[str] | None, sets: Sequence[str] | None) -> An
     if result.table is None:
         console = err_console()
         print_diagnostics_rich(console, result.errors)
-        console.print(f"[bold red]policy has {len(result.errors)} error(s)[/]; run "
-                      "`mcp-defense policy lint` for details")
+        console.print(
+            f"[bold red]policy has {len(result.errors)} error(s)[/]; run "
+            "`mcp-defense policy lint` for details"
+        )
         raise typer.Exit(EXIT_USAGE)
     return result.table
 

@@ -47,11 +47,14 @@ def register(app: typer.Typer) -> None:
 
 @policy_app.command()
 def lint(
-    paths: Annotated[list[str] | None, typer.Argument(help="Files or directories "
-                                                       "(default: the built-in pack).")] = None,
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Files or directories (default: the built-in pack).")
+    ] = None,
     sets: SetOpt = None,
-    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text, json, or github "
-                                     "(GitHub Actions annotations).")] = Fmt.text,
+    fmt: Annotated[
+        Fmt,
+        typer.Option("--format", "-f", help="text, json, or github (GitHub Actions annotations)."),
+    ] = Fmt.text,
 ) -> None:
     """Check policies: syntax, names, variables, CEL types and cost, dead rules, unused jewels.
 
@@ -68,8 +71,10 @@ def lint(
         n_warn = len(diags) - n_err
         files = len(result.files)
         status = "[bold red]" if n_err else "[bold green]"
-        out.print(f"{status}{n_err} error(s)[/], {n_warn} warning(s) in {files} file(s)"
-                  + (f"; policy version {result.table.version}" if result.table else ""))
+        out.print(
+            f"{status}{n_err} error(s)[/], {n_warn} warning(s) in {files} file(s)"
+            + (f"; policy version {result.table.version}" if result.table else "")
+        )
     else:
         text = render_diagnostics(diags, fmt.value)
         if text:
@@ -95,8 +100,10 @@ _enc = json.encoder.encode_basestring  # the C string escaper json itself uses
 
 def _decision_line(decision: str, rule: str, reason: str, version: str, rid: Any) -> str:
     """One output line, built directly (json.dumps per line would double eval's cost)."""
-    line = (f'{{"decision":"{decision}","rule":{_enc(rule)},"reason":{_enc(reason)},'
-            f'"policy_version":"{version}"')
+    line = (
+        f'{{"decision":"{decision}","rule":{_enc(rule)},"reason":{_enc(reason)},'
+        f'"policy_version":"{version}"'
+    )
     if rid is not None:
         t = type(rid)
         line += ',"id":' + (_enc(rid) if t is str else str(rid) if t is int else json.dumps(rid))
@@ -138,6 +145,8 @@ def available_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
 _worker_state: tuple[Any, str] | None = None  # (table, archetype), inherited by fork
 
 
@@ -184,12 +193,22 @@ def eval_stream(table: Any, stream: Any, archetype: str, write: Any, jobs: int) 
 @policy_app.command("eval")
 def eval_cmd(
     source: Annotated[str, typer.Argument(help="JSON lines file, or - for stdin.")] = "-",
-    archetype: Annotated[str, typer.Option("--archetype", "-a", help="Archetype for lines "
-                                           "without their own \"archetype\" field.")] = "",
+    archetype: Annotated[
+        str,
+        typer.Option(
+            "--archetype", "-a", help='Archetype for lines without their own "archetype" field.'
+        ),
+    ] = "",
     policy: PolicyOpt = None,
     sets: SetOpt = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes for large inputs "
-                                      "(output order is kept); 0 = one per CPU.")] = 0,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Worker processes for large inputs (output order is kept); 0 = one per CPU.",
+        ),
+    ] = 0,
 ) -> None:
     """Decide tool calls read as JSON lines; print exactly one JSON line per input line.
 
@@ -215,7 +234,10 @@ def eval_cmd(
 # explain
 
 _STYLE = {
-    "allow": "green", "alert": "yellow", "require_approval": "magenta", "deny": "red",
+    "allow": "green",
+    "alert": "yellow",
+    "require_approval": "magenta",
+    "deny": "red",
     "kill": "bold red",
 }
 
@@ -235,8 +257,10 @@ def _first_call(source: str) -> bytes:
 def render_explanation(exp: Any, console: Console) -> None:
     d = exp.decision
     style = _STYLE.get(d.action.value, "white")
-    root = Tree(f"[bold]{exp.call.tool}[/] on [cyan]{exp.call.archetype}[/] → "
-                f"[{style}]{d.action.value}[/] [dim]{d.rule or '(default)'}[/]  {d.reason}")
+    root = Tree(
+        f"[bold]{exp.call.tool}[/] on [cyan]{exp.call.archetype}[/] → "
+        f"[{style}]{d.action.value}[/] [dim]{d.rule or '(default)'}[/]  {d.reason}"
+    )
     if exp.error:
         root.add(f"[red]not evaluated:[/] {exp.error}")
     if exp.facts is not None:
@@ -250,11 +274,18 @@ def render_explanation(exp: Any, console: Console) -> None:
         facts.add(f"effects: {', '.join(effects) or 'none'}")
     rules = root.add("[bold]rules[/] (in decision order)")
     for r in exp.rules:
-        mark = {"decided": "[bold]★ decided[/]", "matched": "[yellow]matched[/]",
-                "not matched": "[dim]no[/]", "error": "[red]error[/]",
-                "folded": "[dim]folded[/]", "not indexed": "[dim]skipped[/]"}.get(r.status, r.status)
-        node = rules.add(f"{mark} [bold]{r.name}[/] [dim]p{r.priority} {r.action} {r.source}[/]"
-                         + (f"  {r.detail}" if r.detail else ""))
+        mark = {
+            "decided": "[bold]★ decided[/]",
+            "matched": "[yellow]matched[/]",
+            "not matched": "[dim]no[/]",
+            "error": "[red]error[/]",
+            "folded": "[dim]folded[/]",
+            "not indexed": "[dim]skipped[/]",
+        }.get(r.status, r.status)
+        node = rules.add(
+            f"{mark} [bold]{r.name}[/] [dim]p{r.priority} {r.action} {r.source}[/]"
+            + (f"  {r.detail}" if r.detail else "")
+        )
         for clause, value in r.clauses:
             node.add(f"[dim]{value:>5}[/]  {clause}")
     if exp.deciding_clause:
@@ -308,18 +339,32 @@ def compile_cmd(
         return
     console = Console(highlight=False)
     t = Table(title=f"decision table {table.version}", title_justify="left")
-    for col in ("archetype", "tool rules", "indexed tools", "flow rules", "orphan rules",
-                "folded away"):
+    for col in (
+        "archetype",
+        "tool rules",
+        "indexed tools",
+        "flow rules",
+        "orphan rules",
+        "folded away",
+    ):
         t.add_column(col)
     for name, a in sorted(summary["archetypes"].items()):
-        t.add_row(name, str(a["rules"]), str(len(a["indexed_tools"])), str(a["flow_rules"]),
-                  str(a["orphan_rules"]), ", ".join(a["dropped"]) or "-")
+        t.add_row(
+            name,
+            str(a["rules"]),
+            str(len(a["indexed_tools"])),
+            str(a["flow_rules"]),
+            str(a["orphan_rules"]),
+            ", ".join(a["dropped"]) or "-",
+        )
     console.print(t)
-    console.print(f"{summary['rules']} rules · {summary['jewel_globs']} jewel globs in "
-                  f"3 matchers · {summary['classify']['tools']} tool classifiers · "
-                  f"{summary['classify']['keys']} argument keys · {summary['tests']} inline "
-                  f"tests · default {summary['default']} · join "
-                  f"{'/'.join(summary['join']['keys'])} within {summary['join']['window_s']}s")
+    console.print(
+        f"{summary['rules']} rules · {summary['jewel_globs']} jewel globs in "
+        f"3 matchers · {summary['classify']['tools']} tool classifiers · "
+        f"{summary['classify']['keys']} argument keys · {summary['tests']} inline "
+        f"tests · default {summary['default']} · join "
+        f"{'/'.join(summary['join']['keys'])} within {summary['join']['window_s']}s"
+    )
     console.print(f"[dim]{len(table.files)} files: " + ", ".join(table.files) + "[/]")
 
 
@@ -332,7 +377,9 @@ def bench(
     policy: PolicyOpt = None,
     sets: SetOpt = None,
     n: Annotated[int, typer.Option("--n", help="Decisions per measurement.")] = 20000,
-    lines: Annotated[int, typer.Option("--lines", help="Lines for the eval throughput run.")] = 100_000,
+    lines: Annotated[
+        int, typer.Option("--lines", help="Lines for the eval throughput run.")
+    ] = 100_000,
     fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text or json.")] = Fmt.text,
 ) -> None:
     """Measure decision latency (median µs per decide) and `policy eval` throughput.
@@ -358,14 +405,19 @@ def bench(
     t.add_column("median µs", justify="right")
     t.add_column("p95 µs", justify="right")
     for case in results["cases"]:
-        t.add_row(case["name"], case["decision"], f"{case['median_us']:.2f}",
-                  f"{case['p95_us']:.2f}")
+        t.add_row(
+            case["name"], case["decision"], f"{case['median_us']:.2f}", f"{case['p95_us']:.2f}"
+        )
     console.print(t)
-    console.print(f"all cases: median [bold]{results['median_us']:.2f} µs[/] per decision "
-                  f"(target ≤ 7 µs)")
-    console.print(f"policy eval: [bold]{results['eval_calls_per_s']:,.0f} calls/s[/] in one "
-                  f"process over {results['eval_lines']:,} lines (target ≥ 50,000)")
+    console.print(
+        f"all cases: median [bold]{results['median_us']:.2f} µs[/] per decision (target ≤ 7 µs)"
+    )
+    console.print(
+        f"policy eval: [bold]{results['eval_calls_per_s']:,.0f} calls/s[/] in one "
+        f"process over {results['eval_lines']:,} lines (target ≥ 50,000)"
+    )
     if results["eval_parallel_calls_per_s"]:
-        console.print(f"policy eval --jobs {results['eval_jobs']}: [bold]"
-                      f"{results['eval_parallel_calls_per_s']:,.0f} calls/s[/]")
-
+        console.print(
+            f"policy eval --jobs {results['eval_jobs']}: [bold]"
+            f"{results['eval_parallel_calls_per_s']:,.0f} calls/s[/]"
+        )

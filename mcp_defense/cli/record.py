@@ -14,9 +14,11 @@ from mcp_defense.cli.common import EXIT_OK, EXIT_USAGE, Fmt, err_console
 from mcp_defense.events.model import EventFormatError
 from mcp_defense.events.recorder import Summary, grouped, header, read_recording, render
 
-record_app = typer.Typer(help="Read recordings written with --record.\n\n"
-                         "Exit codes: 0 ok, 2 unreadable or invalid recording.",
-                         no_args_is_help=True)
+record_app = typer.Typer(
+    help="Read recordings written with --record.\n\n"
+    "Exit codes: 0 ok, 2 unreadable or invalid recording.",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,8 +28,9 @@ def register(app: typer.Typer) -> None:
 @record_app.command()
 def view(
     path: Annotated[Path, typer.Argument(help="A JSONL recording (--record FILE).")],
-    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text (timeline) or json "
-                                     "(summary counts).")] = Fmt.text,
+    fmt: Annotated[
+        Fmt, typer.Option("--format", "-f", help="text (timeline) or json (summary counts).")
+    ] = Fmt.text,
 ) -> None:
     """Render a recording as a timeline: calls, the flows they caused, orphans, kills.
 
@@ -48,9 +51,20 @@ def view(
     for e in events:
         summary.add(e)
     if fmt is Fmt.json:
-        sys.stdout.write(json.dumps({
-            "events": len(events), "decisions": dict(summary.decisions), "flows": summary.flows,
-            "orphans": summary.orphans, "kills": summary.kills, "errors": bad}, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "events": len(events),
+                    "decisions": dict(summary.decisions),
+                    "flows": summary.flows,
+                    "orphans": summary.orphans,
+                    "kills": summary.kills,
+                    "errors": bad,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     else:
         console = Console(highlight=False, soft_wrap=True)
         console.print(header())

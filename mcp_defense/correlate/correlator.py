@@ -51,8 +51,14 @@ OnKill = Callable[[KillReport, KillEvent], None]
 
 _CGROUP, _PID = 0, 1
 _KEY_NAMES = {
-    "cgroup_id": _CGROUP, "cgroup": _CGROUP, "flow.cgroup_id": _CGROUP, "call.cgroup_id": _CGROUP,
-    "pid": _PID, "server_pid": _PID, "flow.pid": _PID, "call.server_pid": _PID,
+    "cgroup_id": _CGROUP,
+    "cgroup": _CGROUP,
+    "flow.cgroup_id": _CGROUP,
+    "call.cgroup_id": _CGROUP,
+    "pid": _PID,
+    "server_pid": _PID,
+    "flow.pid": _PID,
+    "call.server_pid": _PID,
 }
 _INF = float("inf")
 _KILL = Action.KILL
@@ -60,30 +66,62 @@ _VERDICT = {a: a.value for a in Action}  # Enum.value is a property: 4x slower t
 INTERNAL_RULE = "<correlator>"
 
 
-_FAST_ORDER = ("src_ip", "src_port", "dst_ip", "dst_port", "host", "protocol", "pid", "cgroup_id",
-               "binary", "calls", "ts")
+_FAST_ORDER = (
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "host",
+    "protocol",
+    "pid",
+    "cgroup_id",
+    "binary",
+    "calls",
+    "ts",
+)
 
 
 def _with_calls_positional(flow: FlowFacts, n: int) -> FlowFacts:
     # 2x faster than dataclasses.replace on a frozen slots class; used only while the
     # field order is the one spelled out above.
-    return FlowFacts(flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port, flow.host,
-                     flow.protocol, flow.pid, flow.cgroup_id, flow.binary, n, flow.ts)
+    return FlowFacts(
+        flow.src_ip,
+        flow.src_port,
+        flow.dst_ip,
+        flow.dst_port,
+        flow.host,
+        flow.protocol,
+        flow.pid,
+        flow.cgroup_id,
+        flow.binary,
+        n,
+        flow.ts,
+    )
 
 
 def _with_calls_replace(flow: FlowFacts, n: int) -> FlowFacts:
     return replace(flow, calls=n)
 
 
-_with_calls = (_with_calls_positional
-               if tuple(f.name for f in fields(FlowFacts)) == _FAST_ORDER else _with_calls_replace)
+_with_calls = (
+    _with_calls_positional
+    if tuple(f.name for f in fields(FlowFacts)) == _FAST_ORDER
+    else _with_calls_replace
+)
 
 
 class _Session:
     __slots__ = ("cid", "server_pid", "cgroup_id", "pids", "start", "end", "until", "mask", "live")
 
-    def __init__(self, cid: str, server_pid: int, cgroup_id: int, pids: tuple[int, ...],
-                 start: float, mask: int) -> None:
+    def __init__(
+        self,
+        cid: str,
+        server_pid: int,
+        cgroup_id: int,
+        pids: tuple[int, ...],
+        start: float,
+        mask: int,
+    ) -> None:
         self.cid = cid
         self.server_pid = server_pid
         self.cgroup_id = cgroup_id
@@ -198,8 +236,15 @@ class Correlator:
         with self._lock:
             self._servers.pop(pid, None)
 
-    def open_call(self, correlation_id: str, ts: float | None = None, *, server_pid: int = 0,
-                  cgroup_id: int = 0, descendant_pids: Iterable[int] = ()) -> None:
+    def open_call(
+        self,
+        correlation_id: str,
+        ts: float | None = None,
+        *,
+        server_pid: int = 0,
+        cgroup_id: int = 0,
+        descendant_pids: Iterable[int] = (),
+    ) -> None:
         """A tools/call was forwarded to the server: flows from now on may be its doing.
 
         `cgroup_id` should come from `proctree.session_cgroup_id(server_pid)` (0 when the
@@ -208,7 +253,7 @@ class Correlator:
         pids = tuple(p for p in {server_pid, *descendant_pids} if p > 0)
         mask = 0
         for i, code in enumerate(self._keys):
-            if (cgroup_id if code == _CGROUP else pids):
+            if cgroup_id if code == _CGROUP else pids:
                 mask |= 1 << i
         s = _Session(correlation_id, server_pid, cgroup_id, pids, ts, mask)
         with self._lock:
@@ -273,11 +318,21 @@ class Correlator:
             decision = Decision(Action.DENY, INTERNAL_RULE, f"flow decision failed: {e!r}", "")
         ev = FlowEvent(
             ts=self._iso(flow.ts),
-            src_ip=flow.src_ip, src_port=flow.src_port, dst_ip=flow.dst_ip,
-            dst_port=flow.dst_port, protocol=flow.protocol, pid=flow.pid,
-            cgroup_id=flow.cgroup_id, binary=flow.binary, source=source,
-            correlation_ids=cids, orphan=orphan, verdict=_VERDICT[decision.action],
-            rule=decision.rule, reason=decision.reason, policy_version=decision.policy_version,
+            src_ip=flow.src_ip,
+            src_port=flow.src_port,
+            dst_ip=flow.dst_ip,
+            dst_port=flow.dst_port,
+            protocol=flow.protocol,
+            pid=flow.pid,
+            cgroup_id=flow.cgroup_id,
+            binary=flow.binary,
+            source=source,
+            correlation_ids=cids,
+            orphan=orphan,
+            verdict=_VERDICT[decision.action],
+            rule=decision.rule,
+            reason=decision.reason,
+            policy_version=decision.policy_version,
         )
         self.emit(ev)
         if decision.action is _KILL:
@@ -285,14 +340,19 @@ class Correlator:
         return cids
 
     # -- sources ---------------------------------------------------------------------------
-    def add_source(self, source: FlowSource | str, *,
-                   server_pid_getter: Callable[[], Any] | None = None,
-                   on_error: ErrorSink | None = None) -> FlowSource:
+    def add_source(
+        self,
+        source: FlowSource | str,
+        *,
+        server_pid_getter: Callable[[], Any] | None = None,
+        on_error: ErrorSink | None = None,
+    ) -> FlowSource:
         """Start a flow source (an object, or a `--flow-source` spec) feeding `on_flow`."""
         if isinstance(source, str):
             getter = server_pid_getter or self.server_pids
-            source = open_source(source, server_pid_getter=getter, on_error=on_error,
-                                 proctree=self.proctree)
+            source = open_source(
+                source, server_pid_getter=getter, on_error=on_error, proctree=self.proctree
+            )
         self._sources.append(source)
         source.start(self.on_flow)
         return source
@@ -367,8 +427,9 @@ class Correlator:
                     j += 1
                 if skip:
                     continue
-            bucket = (self._by_cgroup.get(v) if code == _CGROUP
-                      else self._pid_bucket(v, self._by_pid))
+            bucket = (
+                self._by_cgroup.get(v) if code == _CGROUP else self._pid_bucket(v, self._by_pid)
+            )
             if not bucket:
                 continue
             for s in bucket.values():
@@ -378,8 +439,9 @@ class Correlator:
                     out.append(s)
         return out
 
-    def _pid_bucket(self, pid: int, by_pid: dict[int, dict[str, _Session]]
-                    ) -> dict[str, _Session] | None:
+    def _pid_bucket(
+        self, pid: int, by_pid: dict[int, dict[str, _Session]]
+    ) -> dict[str, _Session] | None:
         if not by_pid:
             return None
         bucket = by_pid.get(pid)
@@ -441,17 +503,28 @@ class Correlator:
                 out.append(srv)
         return out
 
-    def _kill(self, flow: FlowFacts, source: str, sessions: list[_Session],
-              decision: Decision) -> None:
+    def _kill(
+        self, flow: FlowFacts, source: str, sessions: list[_Session], decision: Decision
+    ) -> None:
         targets = self._targets(flow, sessions)
         if not targets:
-            log.warning("kill verdict (%s) for a flow from pid %d, which belongs to no known "
-                        "server: nothing to kill", decision.rule, flow.pid)
+            log.warning(
+                "kill verdict (%s) for a flow from pid %d, which belongs to no known "
+                "server: nothing to kill",
+                decision.rule,
+                flow.pid,
+            )
             return
         flow_dict = {
-            "ts": self._iso(flow.ts), "src_ip": flow.src_ip, "src_port": flow.src_port,
-            "dst_ip": flow.dst_ip, "dst_port": flow.dst_port, "protocol": flow.protocol,
-            "pid": flow.pid, "cgroup_id": flow.cgroup_id, "binary": flow.binary,
+            "ts": self._iso(flow.ts),
+            "src_ip": flow.src_ip,
+            "src_port": flow.src_port,
+            "dst_ip": flow.dst_ip,
+            "dst_port": flow.dst_port,
+            "protocol": flow.protocol,
+            "pid": flow.pid,
+            "cgroup_id": flow.cgroup_id,
+            "binary": flow.binary,
             "source": source,
         }
         cids = [s.cid for s in sessions]
@@ -470,8 +543,12 @@ class Correlator:
             with self._lock:
                 self._killed[srv.pid] = report
             ev = KillEvent(
-                server_pid=srv.pid, rule=decision.rule, reason=decision.reason, flow=flow_dict,
-                correlation_ids=cids, killed_pids=list(report.pids),
+                server_pid=srv.pid,
+                rule=decision.rule,
+                reason=decision.reason,
+                flow=flow_dict,
+                correlation_ids=cids,
+                killed_pids=list(report.pids),
                 survivors=list(report.survivors),
             )
             self.emit(ev)

@@ -59,8 +59,9 @@ def _members(server_pid: int, pgid: int, never: set[int]) -> dict[int, proctree.
         # The session the server leads: children orphaned on purpose keep it (only setsid
         # leaves it). Never our own session, which would take the user's terminal with it.
         tree.update(pid for pid, st in stats.items() if st.sid == server_pid)
-    return {pid: stats[pid] for pid in tree
-            if pid not in never and stats[pid].state not in ("Z", "X")}
+    return {
+        pid: stats[pid] for pid in tree if pid not in never and stats[pid].state not in ("Z", "X")
+    }
 
 
 def kill_server(server_pid: int, *, pgid: int | None = None, timeout: float = 2.0) -> KillReport:
@@ -121,8 +122,14 @@ def kill_server(server_pid: int, *, pgid: int | None = None, timeout: float = 2.
         for fd in pidfds.values():
             if fd is not None:
                 os.close(fd)
-    return KillReport(server_pid, group, tuple(sorted(members)), tuple(sorted(survivors)),
-                      False, time.monotonic() - t0)
+    return KillReport(
+        server_pid,
+        group,
+        tuple(sorted(members)),
+        tuple(sorted(survivors)),
+        False,
+        time.monotonic() - t0,
+    )
 
 
 def _wait_dead(pidfds: dict[int, int | None], deadline: float) -> list[int]:

@@ -39,8 +39,14 @@ def read_stat(pid: int) -> ProcStat | None:
     r = data.rfind(b")")
     parts = data[r + 2 :].split()
     try:
-        return ProcStat(pid, int(parts[1]), int(parts[2]), int(parts[3]),
-                        parts[0].decode("ascii", "replace"), int(parts[19]))
+        return ProcStat(
+            pid,
+            int(parts[1]),
+            int(parts[2]),
+            int(parts[3]),
+            parts[0].decode("ascii", "replace"),
+            int(parts[19]),
+        )
     except (IndexError, ValueError):
         return None
 
@@ -153,8 +159,14 @@ class ProcTree:
     pid namespace, where the local /proc would name other processes.
     """
 
-    def __init__(self, *, live: bool = True, ttl_s: float = 2.0, max_depth: int = 64,
-                 max_entries: int = 65536) -> None:
+    def __init__(
+        self,
+        *,
+        live: bool = True,
+        ttl_s: float = 2.0,
+        max_depth: int = 64,
+        max_entries: int = 65536,
+    ) -> None:
         self.live = live
         self.ttl_s = ttl_s
         self.max_depth = max_depth

@@ -227,29 +227,47 @@ def event_from_dict(d: Any) -> Event:
             for f in fields(cls)
             if f.name not in d and f.default is f.default_factory  # type: ignore[misc]
         ]
-        raise EventFormatError(f"{etype}: missing required field(s) {', '.join(missing) or e}") from e
+        raise EventFormatError(
+            f"{etype}: missing required field(s) {', '.join(missing) or e}"
+        ) from e
     _check_types(ev)
     return ev
 
 
-_STR_FIELDS = {"ts", "correlation_id", "agent_id", "archetype", "tool", "decision", "rule",
-               "reason", "policy_version", "session_id"}
+_STR_FIELDS = {
+    "ts",
+    "correlation_id",
+    "agent_id",
+    "archetype",
+    "tool",
+    "decision",
+    "rule",
+    "reason",
+    "policy_version",
+    "session_id",
+}
 
 
 def _check_types(ev: Event) -> None:
     for f in fields(ev):
         v = getattr(ev, f.name)
         if f.name in _STR_FIELDS and not isinstance(v, str):
-            raise EventFormatError(f"{ev.type}: field {f.name!r} must be a string, got {type(v).__name__}")
+            raise EventFormatError(
+                f"{ev.type}: field {f.name!r} must be a string, got {type(v).__name__}"
+            )
     if isinstance(ev, ToolCallEvent):
         from mcp_defense.policy.facts import Action
 
         valid = {a.value for a in Action}
         if ev.expect is not None and not isinstance(ev.expect, str):
-            raise EventFormatError(f"tool_call: expect must be a string, got {type(ev.expect).__name__}")
+            raise EventFormatError(
+                f"tool_call: expect must be a string, got {type(ev.expect).__name__}"
+            )
         if ev.annotations is not None and not isinstance(ev.annotations, dict):
             raise EventFormatError("tool_call: annotations must be an object")
         if ev.decision not in valid:
-            raise EventFormatError(f"tool_call: decision {ev.decision!r} is not one of {sorted(valid)}")
+            raise EventFormatError(
+                f"tool_call: decision {ev.decision!r} is not one of {sorted(valid)}"
+            )
         if ev.expect is not None and ev.expect not in valid:
             raise EventFormatError(f"tool_call: expect {ev.expect!r} is not one of {sorted(valid)}")

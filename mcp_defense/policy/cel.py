@@ -128,7 +128,10 @@ class _FatalError(CelEvalError):
 _SOFT, _HARD, _FTYPE, _FATAL = 1, 2, 4, 8
 _NONSOFT = _HARD | _FTYPE | _FATAL
 _CLASS_BITS: dict[type, int] = {
-    CelEvalError: _SOFT, _HardError: _HARD, _FatalTypeError: _FTYPE, _FatalError: _FATAL,
+    CelEvalError: _SOFT,
+    _HardError: _HARD,
+    _FatalTypeError: _FTYPE,
+    _FatalError: _FATAL,
 }
 
 
@@ -220,7 +223,7 @@ _STRING_METHODS = frozenset({"startsWith", "endsWith", "contains", "matches"})
 _MACROS = frozenset({"exists", "all", "exists_one", "map", "filter"})
 _REJECTED_FUNCTIONS: dict[str, str] = {
     "bool": "celpy's bool() is not CEL's (bool(\"5\") is neither true nor false); "
-            "compare the string instead",
+    "compare the string instead",
     "uint": "uint is not supported: no fact is unsigned and celpy never compares uint with int",
     "bytes": "bytes are not supported: no fact is bytes",
     "timestamp": "timestamps are not supported: no fact is a timestamp",
@@ -242,8 +245,12 @@ class CelEnv:
     and the functions of `schema.FUNCTIONS` (with `functions` binding their implementations;
     receiver functions are called as `impl(receiver, *args)`)."""
 
-    def __init__(self, scope: frozenset[str], vars_fields: Sequence[str] = (),
-                 functions: Mapping[str, Callable[..., Any]] | None = None) -> None:
+    def __init__(
+        self,
+        scope: frozenset[str],
+        vars_fields: Sequence[str] = (),
+        functions: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
         unknown = set(scope) - set(schema.VARIABLES)
         if unknown:
             raise ValueError(f"unknown CEL variables in scope: {sorted(unknown)}")
@@ -287,10 +294,17 @@ def _parser() -> lark.Lark:
         import celpy.celparser
 
         grammar = (Path(celpy.celparser.__file__).parent / "cel.lark").read_text()
-        _PARSER = lark.Lark(grammar, parser="lalr", start="expr", g_regex_flags=re.M,
-                            lexer_callbacks={"IDENT": _ambiguous_literals},
-                            propagate_positions=True, maybe_placeholders=False,
-                            priority="invert", cache=True)  # LALR tables cached on disk
+        _PARSER = lark.Lark(
+            grammar,
+            parser="lalr",
+            start="expr",
+            g_regex_flags=re.M,
+            lexer_callbacks={"IDENT": _ambiguous_literals},
+            propagate_positions=True,
+            maybe_placeholders=False,
+            priority="invert",
+            cache=True,
+        )  # LALR tables cached on disk
     return _PARSER
 
 
@@ -338,10 +352,18 @@ class _Node:
 
 
 _BIN_OPS = {
-    "relation_lt": "<", "relation_le": "<=", "relation_gt": ">", "relation_ge": ">=",
-    "relation_eq": "==", "relation_ne": "!=", "relation_in": "in",
-    "addition_add": "+", "addition_sub": "-",
-    "multiplication_mul": "*", "multiplication_div": "/", "multiplication_mod": "%",
+    "relation_lt": "<",
+    "relation_le": "<=",
+    "relation_gt": ">",
+    "relation_ge": ">=",
+    "relation_eq": "==",
+    "relation_ne": "!=",
+    "relation_in": "in",
+    "addition_add": "+",
+    "addition_sub": "-",
+    "multiplication_mul": "*",
+    "multiplication_div": "/",
+    "multiplication_mod": "%",
 }
 
 
@@ -361,8 +383,14 @@ class _Converter:
             line, col, start, end = m.line, m.column, m.start_pos, m.end_pos
         return (line or 1, col or 1, -1 if start is None else start, -1 if end is None else end)
 
-    def node(self, kind: str, at: lark.Tree | lark.Token, kids: tuple[_Node, ...] = (),
-             a: Any = None, b: Any = None) -> _Node:
+    def node(
+        self,
+        kind: str,
+        at: lark.Tree | lark.Token,
+        kids: tuple[_Node, ...] = (),
+        a: Any = None,
+        b: Any = None,
+    ) -> _Node:
         line, col, start, end = self.pos(at)
         return _Node(kind, line, col, kids, a, b, start, end)
 
@@ -391,8 +419,21 @@ class _Converter:
     def conv(self, t: lark.Tree) -> _Node:
         data = t.data
         ch = t.children
-        if data in ("expr", "conditionalor", "conditionaland", "relation", "addition",
-                    "multiplication", "unary", "member", "primary") and len(ch) == 1:
+        if (
+            data
+            in (
+                "expr",
+                "conditionalor",
+                "conditionaland",
+                "relation",
+                "addition",
+                "multiplication",
+                "unary",
+                "member",
+                "primary",
+            )
+            and len(ch) == 1
+        ):
             return self.conv(ch[0])
         if data == "expr":
             return self.node("cond", t, (self.conv(ch[0]), self.conv(ch[1]), self.conv(ch[2])))
@@ -404,8 +445,9 @@ class _Converter:
         if data in ("relation", "addition", "multiplication"):
             op_tree, right_tree = ch
             left_tree = op_tree.children[0]
-            n = self.node("bin", t, (self.conv(left_tree), self.conv(right_tree)),
-                          a=_BIN_OPS[op_tree.data])
+            n = self.node(
+                "bin", t, (self.conv(left_tree), self.conv(right_tree)), a=_BIN_OPS[op_tree.data]
+            )
             self._at_op(n, left_tree, right_tree)
             return n
         if data == "unary":
@@ -453,25 +495,25 @@ class _Converter:
     def args(self, exprlist: lark.Tree | None) -> list[lark.Tree]:
         return list(exprlist.children) if exprlist is not None else []
 
-    def method(self, t: lark.Tree, operand: lark.Tree, name: lark.Token,
-               args: list[lark.Tree]) -> _Node:
+    def method(
+        self, t: lark.Tree, operand: lark.Tree, name: lark.Token, args: list[lark.Tree]
+    ) -> _Node:
         mname = str(name)
         if mname in _MACROS:
             if len(args) != 2:
-                raise self.err(f"{mname}() takes a variable and an expression "
-                               f"(got {len(args)} arguments)", name)
+                raise self.err(
+                    f"{mname}() takes a variable and an expression (got {len(args)} arguments)",
+                    name,
+                )
             var = self.conv(args[0])
             if var.kind != "ident":
-                raise self.err(f"the first argument of {mname}() must be a variable name",
-                               args[0])
-            n = self.node("macro", t, (self.conv(operand), self.conv(args[1])), a=mname,
-                          b=var.a)
+                raise self.err(f"the first argument of {mname}() must be a variable name", args[0])
+            n = self.node("macro", t, (self.conv(operand), self.conv(args[1])), a=mname, b=var.a)
             n.at = self.pos(name)[:2]
             return n
         if mname in ("reduce", "min"):
             raise self.err(_REJECTED_FUNCTIONS[mname], name)
-        n = self.node("method", t, (self.conv(operand), *(self.conv(a) for a in args)),
-                      a=mname)
+        n = self.node("method", t, (self.conv(operand), *(self.conv(a) for a in args)), a=mname)
         n.at = self.pos(name)[:2]
         return n
 
@@ -482,8 +524,7 @@ class _Converter:
                 raise self.err("has() takes one field selection, e.g. has(call.args.path)", name)
             operand = self.conv(args[0])
             if operand.kind != "select":
-                raise self.err("has() needs a field selection, e.g. has(call.args.path)",
-                               args[0])
+                raise self.err("has() needs a field selection, e.g. has(call.args.path)", args[0])
             n = self.node("has", name, (operand,))
         else:
             n = self.node("call", name, tuple(self.conv(a) for a in args), a=fname)
@@ -573,8 +614,10 @@ class _Checker:
         if name in self.env.scope:
             return schema.VARIABLES[name]
         if name in schema.VARIABLES:
-            raise self.err(n, f"{name!r} is not available here (available: "
-                              f"{', '.join(sorted(self.env.scope))})")
+            raise self.err(
+                n,
+                f"{name!r} is not available here (available: {', '.join(sorted(self.env.scope))})",
+            )
         if name in _FUNCTIONS or name in _CONVERSIONS:
             raise self.err(n, f"{name!r} is a function; call it")
         raise self.err(n, f"undeclared reference to {name!r}")
@@ -586,12 +629,16 @@ class _Checker:
             ft = self.env.field_type(ot, name)
             if ft is None:
                 if ot == "Vars":
-                    raise self.err_name(n, f"undefined variable {name!r} (defined: "
-                                           f"{', '.join(self.env.vars_fields) or 'none'})")
+                    raise self.err_name(
+                        n,
+                        f"undefined variable {name!r} (defined: "
+                        f"{', '.join(self.env.vars_fields) or 'none'})",
+                    )
                 if any(f.name == name and f.receiver == ot for f in schema.FUNCTIONS):
                     raise self.err_name(n, f"{name} is a function; call it: {name}(...)")
-                raise self.err_name(n, f"no field {name!r} on {ot} (fields: "
-                                       f"{', '.join(self.env.fields(ot))})")
+                raise self.err_name(
+                    n, f"no field {name!r} on {ot} (fields: {', '.join(self.env.fields(ot))})"
+                )
             return ft
         if _is_map(ot):
             return "dyn" if ot[1] is None else ot[1]
@@ -647,8 +694,9 @@ class _Checker:
                 raise self.err(n, f"{name}() is a string method: s.{name}(...)")
             raise self.err(n, f"undeclared function {name!r}")
         if f.receiver is not None:
-            raise self.err(n, f"{name}() is called on {f.receiver.lower()}: "
-                              f"{f.receiver.lower()}.{name}(...)")
+            raise self.err(
+                n, f"{name}() is called on {f.receiver.lower()}: {f.receiver.lower()}.{name}(...)"
+            )
         return self._sig(n, f, ts, n.kids)
 
     def _arity(self, n: _Node, k: int, offset: int = 0) -> None:
@@ -658,8 +706,11 @@ class _Checker:
 
     def _sig(self, n: _Node, f: schema.Function, ts: list[_T], kids: Sequence[_Node]) -> _T:
         if len(ts) != len(f.params):
-            raise self.err(n, f"{f.name}() takes {len(f.params)} argument"
-                              f"{'s' if len(f.params) != 1 else ''}, got {len(ts)}")
+            raise self.err(
+                n,
+                f"{f.name}() takes {len(f.params)} argument"
+                f"{'s' if len(f.params) != 1 else ''}, got {len(ts)}",
+            )
         for want, got, k in zip(f.params, ts, kids, strict=True):
             if not self._arg_ok(_parse_type(want), got):
                 raise self.err(k, f"{f.name}() expects {want}, got {_tname(got)}")
@@ -671,14 +722,18 @@ class _Checker:
         raise self.err(arg, f"size() needs a string, list or map, not {_tname(t)}")
 
     def _conversion_type(self, n: _Node, name: str, t: _T) -> _T:
-        allowed = {"int": ("int", "double", "string", "bool", "dyn"),
-                   "double": ("int", "double", "string", "bool", "dyn"),
-                   "string": ("string", "int", "double")}[name]
+        allowed = {
+            "int": ("int", "double", "string", "bool", "dyn"),
+            "double": ("int", "double", "string", "bool", "dyn"),
+            "string": ("string", "int", "double"),
+        }[name]
         if t not in allowed:
             why = ""
             if name == "string":
-                why = (" (celpy renders bool, null, lists, maps and dyn values as Python "
-                       "reprs such as 'True')")
+                why = (
+                    " (celpy renders bool, null, lists, maps and dyn values as Python "
+                    "reprs such as 'True')"
+                )
             raise self.err(n, f"{name}() of {_tname(t)} is not supported{why}")
         return name
 
@@ -703,17 +758,22 @@ class _Checker:
             if f.receiver is None:
                 raise self.err_name(n, f"{name}() is a global function: {name}(...)")
             if rt != f.receiver:
-                raise self.err_name(n, f"{name}() is called on {f.receiver.lower()}, "
-                                       f"not on {_tname(rt)}")
+                raise self.err_name(
+                    n, f"{name}() is called on {f.receiver.lower()}, not on {_tname(rt)}"
+                )
             return self._sig(n, f, ts, n.kids[1:])
         if name in _STRING_METHODS:
             if len(ts) != 1:
                 raise self.err_name(n, f"{name}() takes 1 argument, got {len(ts)}")
             if rt not in ("string", "dyn"):
-                hint = "; use `x in list`" if name == "contains" and (
-                    _is_list(rt) or _is_map(rt)) else ""
-                raise self.err_name(n, f"{name}() is a string method, not one of "
-                                       f"{_tname(rt)}{hint}")
+                hint = (
+                    "; use `x in list`"
+                    if name == "contains" and (_is_list(rt) or _is_map(rt))
+                    else ""
+                )
+                raise self.err_name(
+                    n, f"{name}() is a string method, not one of {_tname(rt)}{hint}"
+                )
             self._string_args(n, ts, n.kids[1:])
             if name == "matches":
                 self._pattern(n.kids[1])
@@ -757,8 +817,7 @@ class _Checker:
                 raise self.err(k, f"a {t} record cannot be put in a list")
             j = t if et is None else _join(et, t)
             if j is _NO:
-                raise self.err(k, f"list elements must have one type: {_tname(et)} and "
-                                  f"{_tname(t)}")
+                raise self.err(k, f"list elements must have one type: {_tname(et)} and {_tname(t)}")
             et = j
         return ("list", et)
 
@@ -770,8 +829,7 @@ class _Checker:
                 raise self.err(k, f"a {t} record cannot be put in a map")
             j = t if vt is None else _join(vt, t)
             if j is _NO:
-                raise self.err(k, f"map values must have one type: {_tname(vt)} and "
-                                  f"{_tname(t)}")
+                raise self.err(k, f"map values must have one type: {_tname(vt)} and {_tname(t)}")
             vt = j
             if not self._static(k):
                 raise self.err(k, "map literal values must be compile-time constants")
@@ -794,8 +852,11 @@ class _Checker:
     def k_neg(self, n: _Node, scope: dict[str, tuple[_T, int]]) -> _T:
         t = self.check(n.kids[0], scope)
         if t not in ("int", "double"):
-            raise self.err(n, f"unary - needs an int or a double, not {_tname(t)}"
-                              + (" (convert dyn values first: -int(x))" if t == "dyn" else ""))
+            raise self.err(
+                n,
+                f"unary - needs an int or a double, not {_tname(t)}"
+                + (" (convert dyn values first: -int(x))" if t == "dyn" else ""),
+            )
         return t
 
     def k_and(self, n: _Node, scope: dict[str, tuple[_T, int]]) -> _T:
@@ -828,15 +889,21 @@ class _Checker:
         op = n.a
         lt = self.check(n.kids[0], scope)
         rt = self.check(n.kids[1], scope)
-        bad = CelError(f"found no matching overload for '{op}' applied to "
-                       f"({_tname(lt)}, {_tname(rt)})", n.line, n.col)
+        bad = CelError(
+            f"found no matching overload for '{op}' applied to ({_tname(lt)}, {_tname(rt)})",
+            n.line,
+            n.col,
+        )
         if op in ("==", "!="):
             if not _eq_ok(lt, rt):
                 raise bad
             return "bool"
         if op in ("<", "<=", ">", ">="):
-            if (lt == rt and lt in _ORDERED) or (lt == "dyn" and rt in _ORDERED | {"dyn"}) or (
-                    rt == "dyn" and lt in _ORDERED):
+            if (
+                (lt == rt and lt in _ORDERED)
+                or (lt == "dyn" and rt in _ORDERED | {"dyn"})
+                or (rt == "dyn" and lt in _ORDERED)
+            ):
                 return "bool"
             raise bad
         if op == "in":
@@ -851,17 +918,25 @@ class _Checker:
                 if lt in _SCALARS or lt == "dyn":
                     return "bool"
             elif rt == "string":
-                raise CelError("'in' needs a list or map; for substrings use s.contains(x)",
-                               n.line, n.col)
+                raise CelError(
+                    "'in' needs a list or map; for substrings use s.contains(x)", n.line, n.col
+                )
             raise bad
         # arithmetic
         if lt == "dyn" or rt == "dyn":
-            raise CelError(f"arithmetic on dyn values is not supported: convert first, e.g. "
-                           f"int(x) {op} 1 (celpy leaks Python semantics: true + 1 == 2)",
-                           n.line, n.col)
+            raise CelError(
+                f"arithmetic on dyn values is not supported: convert first, e.g. "
+                f"int(x) {op} 1 (celpy leaks Python semantics: true + 1 == 2)",
+                n.line,
+                n.col,
+            )
         if lt == "double" or rt == "double":
-            raise CelError("double arithmetic is not supported (celpy's results are untyped: "
-                           "2.0/0.0 is +inf but (1.0+1.0)/(0.0+0.0) an error)", n.line, n.col)
+            raise CelError(
+                "double arithmetic is not supported (celpy's results are untyped: "
+                "2.0/0.0 is +inf but (1.0+1.0)/(0.0+0.0) an error)",
+                n.line,
+                n.col,
+            )
         if lt == rt == "int":
             return "int"
         if op == "+":
@@ -871,8 +946,12 @@ class _Checker:
                 u = _unify(lt, rt)
                 if u is not _NO:
                     if not _dynfree(u):
-                        raise CelError("concatenating lists of dyn is not supported (celpy's "
-                                       "plain-list results compare differently)", n.line, n.col)
+                        raise CelError(
+                            "concatenating lists of dyn is not supported (celpy's "
+                            "plain-list results compare differently)",
+                            n.line,
+                            n.col,
+                        )
                     return u
         raise bad
 
@@ -917,12 +996,30 @@ def _matches(text: Any, pattern: Any) -> bool:
 
 
 _FUNCTION_COST: dict[str, int] = {
-    "jewel": 10, "jewel_set": 10, "glob": 5, "basename": 1, "is_ip": 2, "is_loopback": 2,
-    "is_link_local": 2, "is_private": 3, "is_metadata": 3, "allows_path": 10,
-    "allows_write": 10, "allows_host": 5, "allows_endpoint": 5, "allows_program": 3,
+    "jewel": 10,
+    "jewel_set": 10,
+    "glob": 5,
+    "basename": 1,
+    "is_ip": 2,
+    "is_loopback": 2,
+    "is_link_local": 2,
+    "is_private": 3,
+    "is_metadata": 3,
+    "allows_path": 10,
+    "allows_write": 10,
+    "allows_host": 5,
+    "allows_endpoint": 5,
+    "allows_program": 3,
     "allows_flow": 5,
-    "size": 1, "int": 2, "double": 2, "string": 2, "has": 1,
-    "startsWith": 2, "endsWith": 2, "contains": 3, "matches": 50,
+    "size": 1,
+    "int": 2,
+    "double": 2,
+    "string": 2,
+    "has": 1,
+    "startsWith": 2,
+    "endsWith": 2,
+    "contains": 3,
+    "matches": 50,
 }
 
 
@@ -1000,8 +1097,17 @@ class _PStr(str):
 
 
 _B, _I, _D, _S, _N, _L, _M, _X = range(8)
-_KINDS: dict[type, int] = {bool: _B, int: _I, float: _D, str: _S, _PStr: _S, type(None): _N,
-                           list: _L, tuple: _L, dict: _M}
+_KINDS: dict[type, int] = {
+    bool: _B,
+    int: _I,
+    float: _D,
+    str: _S,
+    _PStr: _S,
+    type(None): _N,
+    list: _L,
+    tuple: _L,
+    dict: _M,
+}
 
 
 def _kind(v: Any) -> int:
@@ -1057,8 +1163,9 @@ def _eq_py(a: Any, b: Any) -> bool:
     raise TypeError("no such overload")
 
 
-def _seq_reduce(pairs: Iterable[tuple[Any, Any]], cmp: Callable[[Any, Any], bool],
-                unit: bool) -> bool:
+def _seq_reduce(
+    pairs: Iterable[tuple[Any, Any]], cmp: Callable[[Any, Any], bool], unit: bool
+) -> bool:
     """celpy's list/map `==` (unit True: `reduce(logical_and, ...)`) and `!=` (unit False:
     `reduce(logical_or, ...)`), where failed comparisons are values, not exceptions."""
     absorb = not unit
@@ -1120,8 +1227,9 @@ def _ne_py(a: Any, b: Any) -> bool:
     raise TypeError("no such overload")
 
 
-_ORDER_OK = frozenset({(_I, _I), (_D, _D), (_S, _S), (_B, _B), (_B, _I), (_B, _D), (_D, _I),
-                       (_D, _B)})
+_ORDER_OK = frozenset(
+    {(_I, _I), (_D, _D), (_S, _S), (_B, _B), (_B, _I), (_B, _D), (_D, _I), (_D, _B)}
+)
 
 
 def _ordered(a: Any, b: Any) -> None:
@@ -1400,9 +1508,10 @@ def _gather(parts: Sequence[_Lo]) -> Callable[[Any, Any], list[Any]]:
     """Evaluate operands left to right like celpy's `visit_children`: all of them run (so a
     later raised error wins), then the first error *value* is raised."""
     fns = tuple(p.fn for p in parts)
-    later_hard = [any(q.raises & _NONSOFT for q in parts[i + 1:]) for i in range(len(parts))]
+    later_hard = [any(q.raises & _NONSOFT for q in parts[i + 1 :]) for i in range(len(parts))]
 
     if not any(later_hard):
+
         def g(ctx: Any, loc: Any) -> list[Any]:
             return [f(ctx, loc) for f in fns]
 
@@ -1429,6 +1538,7 @@ def _gather(parts: Sequence[_Lo]) -> Callable[[Any, Any], list[Any]]:
 
 def _bin(lf: Fn, rf: Fn, r_hard: bool, op: Callable[[Any, Any], Any]) -> Fn:
     if not r_hard:
+
         def f(ctx: Any, loc: Any = None) -> Any:
             return op(lf(ctx, loc), rf(ctx, loc))
 
@@ -1455,11 +1565,13 @@ def _bin_const(a: _Lo, k: Any, op: Callable[[Any, Any], Any]) -> Fn:
     lf, g = a.fn, a.getter
     if g is not None:
         if op is operator.eq:
+
             def geq(ctx: Any, loc: Any = None) -> Any:
                 return g(ctx) == k
 
             return geq
         if op is operator.ne:
+
             def gne(ctx: Any, loc: Any = None) -> Any:
                 return g(ctx) != k
 
@@ -1470,11 +1582,13 @@ def _bin_const(a: _Lo, k: Any, op: Callable[[Any, Any], Any]) -> Fn:
 
         return gop
     if op is operator.eq:
+
         def feq(ctx: Any, loc: Any = None) -> Any:
             return lf(ctx, loc) == k
 
         return feq
     if op is operator.ne:
+
         def fne(ctx: Any, loc: Any = None) -> Any:
             return lf(ctx, loc) != k
 
@@ -1503,10 +1617,12 @@ def _compose_const(a: _Lo, k: Any, op: Callable[[Any, Any], Any]) -> Fn:
     return lambda e: op(au(e), k)
 
 
-def _fused_string_cmp(impl: Callable[[Any], Any], checked: Callable[[Any], Any], k: Any,
-                      eq: bool) -> Fn:
+def _fused_string_cmp(
+    impl: Callable[[Any], Any], checked: Callable[[Any], Any], k: Any, eq: bool
+) -> Fn:
     """`impl(e) == k` in one frame: the body of `exists(p, jewel(p) == "crown")`."""
     if eq:
+
         def ueq(e: Any) -> Any:
             try:
                 r = impl(e)
@@ -1532,6 +1648,7 @@ def _fused_string_cmp(impl: Callable[[Any], Any], checked: Callable[[Any], Any],
 
 def _fused_not(impl: Callable[[Any], Any], checked: Callable[[Any], Any]) -> Fn:
     """`!impl(e)` in one frame: the body of `exists(p, !archetype.allows_path(p))`."""
+
     def unot(e: Any) -> Any:
         try:
             r = impl(e)
@@ -1592,6 +1709,7 @@ def _bool_logic(af: Fn, bf: Fn, is_and: bool) -> Fn:
     """`a && b` / `a || b` for two bool-typed operands that may fail with an error value:
     the decisive value wins over an error on either side, otherwise the error stands."""
     if is_and:
+
         def fand(ctx: Any, loc: Any = None) -> Any:
             try:
                 x = af(ctx, loc)
@@ -1628,6 +1746,7 @@ def _bool_logic(af: Fn, bf: Fn, is_and: bool) -> Fn:
 def _bool_logic_unary(au: Fn, bu: Fn, is_and: bool) -> Fn:
     """`_bool_logic` for a comprehension body of one variable."""
     if is_and:
+
         def uand(e: Any) -> Any:
             try:
                 x = au(e)
@@ -1746,9 +1865,15 @@ class _Lowerer:
                 # `call`, `agent` and `session` are always set where they are in scope (the
                 # table builds them); `flow` may be missing, which is an error value.
                 trusted = path.split(".", 1)[0] in ("call", "agent", "session")
-                return _Lo(f, ctxfree=False, chain=chain, attrpath=path,
-                           raises=0 if trusted else _SOFT, getter=g if trusted else None,
-                           t=n.t)
+                return _Lo(
+                    f,
+                    ctxfree=False,
+                    chain=chain,
+                    attrpath=path,
+                    raises=0 if trusted else _SOFT,
+                    getter=g if trusted else None,
+                    t=n.t,
+                )
             of = o.fn
 
             def fr(ctx: Any, loc: Any = None) -> Any:
@@ -1758,8 +1883,9 @@ class _Lowerer:
                 except (KeyError, AttributeError):
                     raise _soft(f"no such member {name!r}") from None
 
-            return self.fin(_Lo(fr, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _SOFT,
-                                chain=chain), n.t)
+            return self.fin(
+                _Lo(fr, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _SOFT, chain=chain), n.t
+            )
         of = o.fn
         if _is_map(ot) and o.getter is not None:
             og = o.getter
@@ -1772,6 +1898,7 @@ class _Lowerer:
 
             return _Lo(fmg, ctxfree=False, raises=_SOFT, chain=chain, t=n.t)
         if _is_map(ot):
+
             def fm(ctx: Any, loc: Any = None) -> Any:
                 m = of(ctx, loc)
                 try:
@@ -1779,25 +1906,29 @@ class _Lowerer:
                 except KeyError:
                     raise _soft(f"no such member in mapping: {name!r}") from None
 
-            return self.fin(_Lo(fm, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _SOFT,
-                                chain=chain), n.t)
+            return self.fin(
+                _Lo(fm, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _SOFT, chain=chain), n.t
+            )
 
         def fd(ctx: Any, loc: Any = None) -> Any:
             return _dyn_select(of(ctx, loc), name)
 
-        return self.fin(_Lo(fd, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _SOFT,
-                            chain=chain), n.t)
+        return self.fin(
+            _Lo(fd, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _SOFT, chain=chain), n.t
+        )
 
     def l_index(self, n: _Node) -> _Lo:
         o, i = self.lo(n.kids[0]), self.lo(n.kids[1])
         ot, it = n.kids[0].t, n.kids[1].t
         if _is_list(ot) and it == "int":
+
             def op(c: Any, k: Any) -> Any:
                 try:
                     return c[k]
                 except IndexError:
                     raise _soft("invalid_argument: index out of range") from None
         elif _is_map(ot) and it == "string":
+
             def op(c: Any, k: Any) -> Any:
                 try:
                     return c[k]
@@ -1812,8 +1943,12 @@ class _Lowerer:
             fn = _bin_const(a, b.value, op)
         else:
             fn = _bin(a.fn, b.fn, bool(b.raises & _NONSOFT), op)
-        lo = _Lo(fn, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free,
-                 raises=a.raises | b.raises | extra)
+        lo = _Lo(
+            fn,
+            ctxfree=a.ctxfree and b.ctxfree,
+            free=a.free | b.free,
+            raises=a.raises | b.raises | extra,
+        )
         if b.const and b.err is None and a.ufn is not None and a.free == {a.uvar}:
             lo.ufn, lo.uvar = _compose_const(a, b.value, op), a.uvar
         return lo
@@ -1826,8 +1961,9 @@ class _Lowerer:
             raise CelError(f"no implementation is bound for {name}()", n.line, n.col)
         return impl
 
-    def _call(self, n: _Node, name: str, impl: Callable[..., Any], result: str,
-              args: Sequence[_Lo]) -> _Lo:
+    def _call(
+        self, n: _Node, name: str, impl: Callable[..., Any], result: str, args: Sequence[_Lo]
+    ) -> _Lo:
         """Call a schema function: arguments first (their errors win), then the implementation,
         whose exceptions are error values and whose result must have the declared type."""
         checked = _result_check(name, result)
@@ -1851,8 +1987,16 @@ class _Lowerer:
             def f1(ctx: Any, loc: Any = None) -> Any:
                 return u1(loc[d])
 
-            return _Lo(f1, raises=raises, free=free, ctxfree=ctxfree, ufn=u, uvar=d,
-                       impl=uimpl, result=result)
+            return _Lo(
+                f1,
+                raises=raises,
+                free=free,
+                ctxfree=ctxfree,
+                ufn=u,
+                uvar=d,
+                impl=uimpl,
+                result=result,
+            )
         if len(args) == 1:
             af = args[0].fn
 
@@ -1887,23 +2031,28 @@ class _Lowerer:
         if name in _CONVERSIONS:
             return self.fin(self._conversion(name, args[0], n.kids[0].t), n.t)
         if name == "matches":
-            return self.fin(self._string_method("matches", args[0], args[1], n.kids[0].t,
-                                                n.kids[1]), n.t)
+            return self.fin(
+                self._string_method("matches", args[0], args[1], n.kids[0].t, n.kids[1]), n.t
+            )
         f = _FUNCTIONS[name]
         return self.fin(self._call(n, name, self._impl(n, name), f.result, args), n.t)
 
     def _unary(self, a: _Lo, op: Callable[[Any], Any], extra: int) -> _Lo:
         af, g = a.fn, a.getter
         if op is operator.not_ and g is not None:
+
             def f(ctx: Any, loc: Any = None) -> Any:
                 return not g(ctx)
         elif op is operator.not_:
+
             def f(ctx: Any, loc: Any = None) -> Any:
                 return not af(ctx, loc)
         elif g is not None:
+
             def f(ctx: Any, loc: Any = None) -> Any:
                 return op(g(ctx))
         else:
+
             def f(ctx: Any, loc: Any = None) -> Any:
                 return op(af(ctx, loc))
 
@@ -1952,6 +2101,7 @@ class _Lowerer:
                 return self._binop(recv, arg, m1, _SOFT)
             return self._binop(recv, arg, _matches, _SOFT)
         if name == "contains":
+
             def op(s: Any, x: Any) -> bool:
                 c = s.__class__
                 if c is str:
@@ -1983,8 +2133,7 @@ class _Lowerer:
             if recv.const:
                 if recv.err is not None:
                     return recv
-                return self.fin(self._call(n, name, partial(impl, recv.value), f.result, args),
-                                n.t)
+                return self.fin(self._call(n, name, partial(impl, recv.value), f.result, args), n.t)
             return self.fin(self._call(n, name, impl, f.result, [recv, *args]), n.t)
         if name == "size":
             return self.fin(self._size(recv, rt), n.t)
@@ -2008,20 +2157,31 @@ class _Lowerer:
         if kind in ("exists", "all"):
             clean = body.raises == 0 and n.kids[1].t == "bool"
             getter = rng.getter if rt != "dyn" else None
-            fn = self._exists_all(kind == "exists", rf, getter, bf, unary, d, clean,
-                                  bool(fatal), n.b, rng.chain)
+            fn = self._exists_all(
+                kind == "exists", rf, getter, bf, unary, d, clean, bool(fatal), n.b, rng.chain
+            )
             raises |= 0 if clean else _SOFT
         else:
             can_fail = bool(body.raises)
-            fn = {"exists_one": self._exists_one, "map": self._map,
-                  "filter": self._filter}[kind](rf, bf, unary, d, can_fail, n.b, rng.chain)
+            fn = {"exists_one": self._exists_one, "map": self._map, "filter": self._filter}[kind](
+                rf, bf, unary, d, can_fail, n.b, rng.chain
+            )
             raises |= _HARD if body.raises & (_SOFT | _HARD) else 0
         return self.fin(_Lo(fn, ctxfree=ctxfree, free=free, raises=raises), n.t)
 
     @staticmethod
-    def _exists_all(is_exists: bool, rf: Fn, getter: Callable[[Any], Any] | None, bf: Fn,
-                    unary: Fn | None, d: int, clean: bool, fatal_body: bool, var: str,
-                    chain: str | None) -> Fn:
+    def _exists_all(
+        is_exists: bool,
+        rf: Fn,
+        getter: Callable[[Any], Any] | None,
+        bf: Fn,
+        unary: Fn | None,
+        d: int,
+        clean: bool,
+        fatal_body: bool,
+        var: str,
+        chain: str | None,
+    ) -> Fn:
         stop = is_exists  # the value that decides: True for exists, False for all
         other = not stop
 
@@ -2039,8 +2199,9 @@ class _Lowerer:
             g = getter if getter is not None else (lambda ctx, _rf=rf: _rf(ctx, None))
             if clean:  # no error of any kind, always a bool
                 if is_exists:
+
                     def f(ctx: Any, loc: Any = None) -> Any:
-                        for e in (g(ctx) if loc is None else rf(ctx, loc)):
+                        for e in g(ctx) if loc is None else rf(ctx, loc):
                             if p(e):
                                 _witness(ctx, var, chain, e)
                                 return True
@@ -2049,7 +2210,7 @@ class _Lowerer:
                     return f
 
                 def fa(ctx: Any, loc: Any = None) -> Any:
-                    for e in (g(ctx) if loc is None else rf(ctx, loc)):
+                    for e in g(ctx) if loc is None else rf(ctx, loc):
                         if not p(e):
                             return False
                     return True
@@ -2058,7 +2219,7 @@ class _Lowerer:
 
             def fe(ctx: Any, loc: Any = None) -> Any:
                 state: Any = other
-                for e in (g(ctx) if loc is None else rf(ctx, loc)):
+                for e in g(ctx) if loc is None else rf(ctx, loc):
                     try:
                         r = p(e)
                     except CelEvalError as ex:
@@ -2076,6 +2237,7 @@ class _Lowerer:
             return fe
         if clean:
             if is_exists:
+
                 def fl(ctx: Any, loc: Any = None) -> Any:
                     l2 = [None] if loc is None else [*loc, None]
                     for e in rf(ctx, loc):
@@ -2161,8 +2323,9 @@ class _Lowerer:
 
         return run
 
-    def _exists_one(self, rf: Fn, bf: Fn, unary: Fn | None, d: int, can_fail: bool, var: str,
-                    chain: str | None) -> Fn:
+    def _exists_one(
+        self, rf: Fn, bf: Fn, unary: Fn | None, d: int, can_fail: bool, var: str, chain: str | None
+    ) -> Fn:
         run = self._body_runner(bf, unary, d)
 
         def f(ctx: Any, loc: Any = None) -> Any:
@@ -2183,8 +2346,9 @@ class _Lowerer:
 
         return f
 
-    def _map(self, rf: Fn, bf: Fn, unary: Fn | None, d: int, can_fail: bool, var: str,
-             chain: str | None) -> Fn:
+    def _map(
+        self, rf: Fn, bf: Fn, unary: Fn | None, d: int, can_fail: bool, var: str, chain: str | None
+    ) -> Fn:
         run = self._body_runner(bf, unary, d)
 
         def f(ctx: Any, loc: Any = None) -> Any:
@@ -2193,8 +2357,9 @@ class _Lowerer:
 
         return f
 
-    def _filter(self, rf: Fn, bf: Fn, unary: Fn | None, d: int, can_fail: bool, var: str,
-                chain: str | None) -> Fn:
+    def _filter(
+        self, rf: Fn, bf: Fn, unary: Fn | None, d: int, can_fail: bool, var: str, chain: str | None
+    ) -> Fn:
         run = self._body_runner(bf, unary, d)
 
         def f(ctx: Any, loc: Any = None) -> Any:
@@ -2217,19 +2382,24 @@ class _Lowerer:
         raises = 0
         for i in items:
             raises |= i.raises
-        return self.fin(_Lo(f, ctxfree=all(i.ctxfree for i in items),
-                            free=frozenset().union(*(i.free for i in items)), raises=raises), n.t)
+        return self.fin(
+            _Lo(
+                f,
+                ctxfree=all(i.ctxfree for i in items),
+                free=frozenset().union(*(i.free for i in items)),
+                raises=raises,
+            ),
+            n.t,
+        )
 
     def l_map(self, n: _Node) -> _Lo:
         out = {}
         for key, k in zip(n.a, n.kids, strict=True):
             v = self.lo(k)
             if v.err is not None:
-                raise CelError(f"map value for {key!r} is always an error: {v.err}", k.line,
-                               k.col)
+                raise CelError(f"map value for {key!r} is always an error: {v.err}", k.line, k.col)
             if not v.const:
-                raise CelError("map literal values must be compile-time constants", k.line,
-                               k.col)
+                raise CelError("map literal values must be compile-time constants", k.line, k.col)
             out[key] = v.value
         return _const(out, n.t)
 
@@ -2267,8 +2437,7 @@ class _Lowerer:
                 return name in v
             return False
 
-        return self.fin(_Lo(f, ctxfree=o.ctxfree, free=o.free, raises=o.raises & _NONSOFT),
-                        "bool")
+        return self.fin(_Lo(f, ctxfree=o.ctxfree, free=o.free, raises=o.raises & _NONSOFT), "bool")
 
     def l_not(self, n: _Node) -> _Lo:
         a = self.lo(n.kids[0])
@@ -2291,15 +2460,17 @@ class _Lowerer:
         static = lt == rt and lt in _ORDERED
         if op in ("==", "!="):
             if static:
-                return self.fin(self._binop(a, b, operator.eq if op == "==" else operator.ne, 0),
-                                n.t)
+                return self.fin(
+                    self._binop(a, b, operator.eq if op == "==" else operator.ne, 0), n.t
+                )
             if lt == rt == "null_type":
                 return self.fin(self._binop(a, b, (lambda x, y: op == "=="), 0), n.t)
             return self.fin(self._binop(a, b, _dyn_eq if op == "==" else _dyn_ne, _SOFT), n.t)
         if op in ("<", "<=", ">", ">="):
             if static:
-                pyop = {"<": operator.lt, "<=": operator.le, ">": operator.gt,
-                        ">=": operator.ge}[op]
+                pyop = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[
+                    op
+                ]
                 return self.fin(self._binop(a, b, pyop, 0), n.t)
             dop = {"<": _dyn_lt, "<=": _dyn_le, ">": _dyn_gt, ">=": _dyn_ge}[op]
             return self.fin(self._binop(a, b, dop, _SOFT), n.t)
@@ -2347,8 +2518,7 @@ class _Lowerer:
             if b.value is decisive and not a_hard:
                 return _const(decisive, "bool")
         af, bf = a.fn, b.fn
-        clean = (a.raises == 0 and b.raises == 0 and n.kids[0].t == "bool"
-                 and n.kids[1].t == "bool")
+        clean = a.raises == 0 and b.raises == 0 and n.kids[0].t == "bool" and n.kids[1].t == "bool"
         raises = (a.raises | b.raises) & _NONSOFT
         if clean:
             if is_and and a.getter is not None and b.getter is not None:
@@ -2357,6 +2527,7 @@ class _Lowerer:
                 def f(ctx: Any, loc: Any = None) -> Any:
                     return ga(ctx) and gb(ctx)
             elif is_and:
+
                 def f(ctx: Any, loc: Any = None) -> Any:
                     return af(ctx, loc) and bf(ctx, loc)
             elif a.getter is not None and b.getter is not None:
@@ -2365,11 +2536,18 @@ class _Lowerer:
                 def f(ctx: Any, loc: Any = None) -> Any:
                     return ga(ctx) or gb(ctx)
             else:
+
                 def f(ctx: Any, loc: Any = None) -> Any:
                     return af(ctx, loc) or bf(ctx, loc)
+
             lo = _Lo(f, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free, raises=raises)
-            if (a.ufn is not None and b.ufn is not None and a.uvar == b.uvar
-                    and a.free == {a.uvar} and b.free == {b.uvar}):
+            if (
+                a.ufn is not None
+                and b.ufn is not None
+                and a.uvar == b.uvar
+                and a.free == {a.uvar}
+                and b.free == {b.uvar}
+            ):
                 au, bu = a.ufn, b.ufn
                 lo.ufn = (lambda e: au(e) and bu(e)) if is_and else (lambda e: au(e) or bu(e))
                 lo.uvar = a.uvar
@@ -2378,24 +2556,42 @@ class _Lowerer:
             # A plain bool on the left decides alone or hands over: `true && y` is exactly y.
             ga = a.getter if a.getter is not None else (lambda ctx, _af=af: _af(ctx, None))
             if is_and:
+
                 def fl(ctx: Any, loc: Any = None) -> Any:
                     if ga(ctx) if loc is None else af(ctx, loc):
                         return bf(ctx, loc)
                     return False
             else:
+
                 def fl(ctx: Any, loc: Any = None) -> Any:
                     if ga(ctx) if loc is None else af(ctx, loc):
                         return True
                     return bf(ctx, loc)
-            return self.fin(_Lo(fl, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free,
-                                raises=b.raises | (0 if n.kids[1].t == "bool" else _SOFT)),
-                            n.t)
+
+            return self.fin(
+                _Lo(
+                    fl,
+                    ctxfree=a.ctxfree and b.ctxfree,
+                    free=a.free | b.free,
+                    raises=b.raises | (0 if n.kids[1].t == "bool" else _SOFT),
+                ),
+                n.t,
+            )
         if n.kids[0].t == "bool" and n.kids[1].t == "bool" and not b_hard:
             # Both sides are bools or error values: celpy's commutative rules in one frame.
-            lo = _Lo(_bool_logic(af, bf, is_and), ctxfree=a.ctxfree and b.ctxfree,
-                     free=a.free | b.free, raises=raises | _SOFT)
-            if (a.ufn is not None and b.ufn is not None and a.uvar == b.uvar
-                    and a.free == {a.uvar} and b.free == {b.uvar}):
+            lo = _Lo(
+                _bool_logic(af, bf, is_and),
+                ctxfree=a.ctxfree and b.ctxfree,
+                free=a.free | b.free,
+                raises=raises | _SOFT,
+            )
+            if (
+                a.ufn is not None
+                and b.ufn is not None
+                and a.uvar == b.uvar
+                and a.free == {a.uvar}
+                and b.free == {b.uvar}
+            ):
                 lo.ufn, lo.uvar = _bool_logic_unary(a.ufn, b.ufn, is_and), a.uvar
             return self.fin(lo, n.t)
         combine = _and_values if is_and else _or_values
@@ -2407,8 +2603,10 @@ class _Lowerer:
                 return decisive
             return combine(x, bg(ctx, loc))
 
-        return self.fin(_Lo(g, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free,
-                            raises=raises | _SOFT), n.t)
+        return self.fin(
+            _Lo(g, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free, raises=raises | _SOFT),
+            n.t,
+        )
 
     def l_cond(self, n: _Node) -> _Lo:
         c, t, e = (self.lo(k) for k in n.kids)
@@ -2429,7 +2627,7 @@ class _Lowerer:
             if v is False:
                 return ef(ctx, loc)
             # celpy evaluates the branch Python truthiness picks, then fails on the condition.
-            if (t_hard if v else e_hard):
+            if t_hard if v else e_hard:
                 try:
                     (tf if v else ef)(ctx, loc)
                 except CelEvalError as ex:
@@ -2438,8 +2636,15 @@ class _Lowerer:
             raise _soft("found no matching overload for _?_:_")
 
         raises = (c.raises & _NONSOFT) | _SOFT | t.raises | e.raises
-        return self.fin(_Lo(f, ctxfree=c.ctxfree and t.ctxfree and e.ctxfree,
-                            free=c.free | t.free | e.free, raises=raises), n.t)
+        return self.fin(
+            _Lo(
+                f,
+                ctxfree=c.ctxfree and t.ctxfree and e.ctxfree,
+                free=c.free | t.free | e.free,
+                raises=raises,
+            ),
+            n.t,
+        )
 
     @staticmethod
     def _branch(lo: _Lo) -> _Lo:
@@ -2454,8 +2659,9 @@ class _Lowerer:
             except _FatalTypeError as e:
                 raise _soft(str(e)) from None
 
-        return _Lo(f, ctxfree=lo.ctxfree, free=lo.free,
-                   raises=(lo.raises & ~_FTYPE) | _SOFT, t=lo.t)
+        return _Lo(
+            f, ctxfree=lo.ctxfree, free=lo.free, raises=(lo.raises & ~_FTYPE) | _SOFT, t=lo.t
+        )
 
 
 def _identity(e: Any) -> Any:
@@ -2469,6 +2675,7 @@ def _swap2(impl: Callable[..., Any], k: Any, e: Any) -> Any:
 def _result_check(name: str, result: str) -> Callable[[Any], Any]:
     """Implementations must return their declared type; anything else is an error value."""
     if result == "bool":
+
         def cb(r: Any) -> Any:
             if r is True or r is False:
                 return r
@@ -2476,6 +2683,7 @@ def _result_check(name: str, result: str) -> Callable[[Any], Any]:
 
         return cb
     if result == "string":
+
         def cs(r: Any) -> Any:
             if isinstance(r, str):
                 return r
@@ -2485,11 +2693,13 @@ def _result_check(name: str, result: str) -> Callable[[Any], Any]:
     return _identity
 
 
-def _unary_call(name: str, impl: Callable[[Any], Any], checked: Callable[[Any], Any],
-                result: str) -> Fn:
+def _unary_call(
+    name: str, impl: Callable[[Any], Any], checked: Callable[[Any], Any], result: str
+) -> Fn:
     """`impl(e)` with its exceptions as error values and its result type checked, inlined for
     the common result types because this is the body of most comprehensions."""
     if result == "bool":
+
         def ub(e: Any) -> Any:
             try:
                 r = impl(e)
@@ -2501,6 +2711,7 @@ def _unary_call(name: str, impl: Callable[[Any], Any], checked: Callable[[Any], 
 
         return ub
     if result == "string":
+
         def us(e: Any) -> Any:
             try:
                 r = impl(e)
@@ -2690,10 +2901,16 @@ def _ref_run(source: str, act: Mapping[str, Any], env: CelEnv) -> Any:
     try:
         ast = _ref_ast(source)
     except CELParseError as e:
-        raise CelError(f"syntax error: {str(e.args[0]).splitlines()[0] if e.args else e}",
-                       e.line or 1, e.column or 1) from None
-    fns = {f.name: _ref_function(f.name, env.functions[f.name], f.result)
-           for f in schema.FUNCTIONS if f.name in env.functions}
+        raise CelError(
+            f"syntax error: {str(e.args[0]).splitlines()[0] if e.args else e}",
+            e.line or 1,
+            e.column or 1,
+        ) from None
+    fns = {
+        f.name: _ref_function(f.name, env.functions[f.name], f.result)
+        for f in schema.FUNCTIONS
+        if f.name in env.functions
+    }
     program = _ref_environment().program(ast, functions=fns)
     try:
         result = program.evaluate(dict(act))
@@ -2710,8 +2927,19 @@ def _ref_run(source: str, act: Mapping[str, Any], env: CelEnv) -> Any:
 # Clauses, for `policy explain`
 
 
-_WRAPPERS = frozenset({"expr", "conditionalor", "conditionaland", "relation", "addition",
-                       "multiplication", "unary", "member", "primary"})
+_WRAPPERS = frozenset(
+    {
+        "expr",
+        "conditionalor",
+        "conditionaland",
+        "relation",
+        "addition",
+        "multiplication",
+        "unary",
+        "member",
+        "primary",
+    }
+)
 
 
 def clauses(tree: lark.Tree) -> list[tuple[str, lark.Tree]]:
@@ -2725,7 +2953,7 @@ def clauses(tree: lark.Tree) -> list[tuple[str, lark.Tree]]:
     def text(t: lark.Tree) -> str:
         m = t.meta
         if src is not None and not getattr(m, "empty", True):
-            return src[m.start_pos:m.end_pos]
+            return src[m.start_pos : m.end_pos]
         return tree_dump(t)
 
     def mark(t: lark.Tree) -> lark.Tree:

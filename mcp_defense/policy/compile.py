@@ -49,7 +49,7 @@ JOIN_KEYS = {
 }
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOOL_EQ = re.compile(r'^\s*\(?\s*call\.tool\s*==\s*"((?:[^"\\]|\\.)*)"\s*\)?\s*$')
-_TOOL_IN = re.compile(r'^\s*\(?\s*call\.tool\s+in\s+\[([^\]]*)\]\s*\)?\s*$')
+_TOOL_IN = re.compile(r"^\s*\(?\s*call\.tool\s+in\s+\[([^\]]*)\]\s*\)?\s*$")
 
 
 def builtin_variables() -> dict[str, str]:
@@ -85,9 +85,12 @@ def _expand(s: ast.Str, variables: Mapping[str, str], c: _Ctx) -> str:
         name = m.group(1)
         if name not in variables:
             col = s.span.column + 1 + m.start()
-            c.error(ast.Span(s.span.file, s.span.line, col), "undefined-variable",
-                    f"undefined variable ${{{name}}} (define it with `let {name} = \"…\"` "
-                    f"or --set {name}=…)")
+            c.error(
+                ast.Span(s.span.file, s.span.line, col),
+                "undefined-variable",
+                f'undefined variable ${{{name}}} (define it with `let {name} = "…"` '
+                f"or --set {name}=…)",
+            )
             return m.group(0)
         return variables[name]
 
@@ -120,8 +123,9 @@ def _path_glob(raw: str) -> str:
 # Archetypes, jewels, classification
 
 
-def _globset(targets: ast.Targets | None, variables: Mapping[str, str], c: _Ctx,
-             default_any: bool) -> GlobSet | None:
+def _globset(
+    targets: ast.Targets | None, variables: Mapping[str, str], c: _Ctx, default_any: bool
+) -> GlobSet | None:
     """None means "any"; an empty GlobSet means "none"."""
     if targets is None:
         return None if default_any else GlobSet(())
@@ -143,7 +147,9 @@ def _globset(targets: ast.Targets | None, variables: Mapping[str, str], c: _Ctx,
     return GlobSet(globs)
 
 
-def _net_entries(targets: ast.Targets, variables: Mapping[str, str], c: _Ctx) -> tuple[NetEntry, ...]:
+def _net_entries(
+    targets: ast.Targets, variables: Mapping[str, str], c: _Ctx
+) -> tuple[NetEntry, ...]:
     entries = []
     for s in targets.items:
         text = _expand(s, variables, c)
@@ -193,28 +199,41 @@ def _archetype(a: ast.Archetype, variables: Mapping[str, str], c: _Ctx) -> Arche
     net = a.network.kind if a.network is not None else "none"
     entries = _net_entries(a.network, variables, c) if a.network and net == "list" else ()
     spawn_kind = a.spawn.kind if a.spawn is not None else "none"
-    spawn_programs = (_globset(a.spawn, variables, c, default_any=True)
-                      if spawn_kind == "list" else None)
+    spawn_programs = (
+        _globset(a.spawn, variables, c, default_any=True) if spawn_kind == "list" else None
+    )
     paths = _globset(a.paths, variables, c, default_any=True)
     writes = _globset(a.writes, variables, c, default_any=False) if a.writes is not None else paths
     return ArchetypeConst(
-        name=a.name, network=net, spawn=spawn_kind != "none", learning=bool(a.learn_s),
-        description=a.description, paths=paths, writes=writes, net_entries=entries,
-        spawn_programs=spawn_programs, learn_s=a.learn_s, source=str(a.span),
+        name=a.name,
+        network=net,
+        spawn=spawn_kind != "none",
+        learning=bool(a.learn_s),
+        description=a.description,
+        paths=paths,
+        writes=writes,
+        net_entries=entries,
+        spawn_programs=spawn_programs,
+        learn_s=a.learn_s,
+        source=str(a.span),
     )
 
 
-def _jewel_matcher(jewels: Sequence[ast.Jewels], variables: Mapping[str, str], c: _Ctx
-                   ) -> tuple[Callable[[str], str], Callable[[str], str]]:
+def _jewel_matcher(
+    jewels: Sequence[ast.Jewels], variables: Mapping[str, str], c: _Ctx
+) -> tuple[Callable[[str], str], Callable[[str], str]]:
     per_level: dict[str, list[str]] = {lv: [] for lv in JEWEL_LEVELS}
     per_set: list[tuple[str, GlobSet]] = []
     for j in jewels:
         set_globs: list[str] = []
         for lv in j.levels:
             if lv.level not in per_level:
-                c.error(lv.span, "unknown-level",
-                        f"unknown sensitivity level {lv.level!r} (expected one of "
-                        f"{', '.join(JEWEL_LEVELS)})")
+                c.error(
+                    lv.span,
+                    "unknown-level",
+                    f"unknown sensitivity level {lv.level!r} (expected one of "
+                    f"{', '.join(JEWEL_LEVELS)})",
+                )
                 continue
             gs = _globset(ast.Targets("list", lv.globs, lv.span), variables, c, default_any=False)
             if gs is not None:
@@ -242,7 +261,9 @@ def _jewel_matcher(jewels: Sequence[ast.Jewels], variables: Mapping[str, str], c
     return jewel, jewel_set
 
 
-def _classifier(blocks: Sequence[ast.Classify], variables: Mapping[str, str], c: _Ctx) -> Classifier:
+def _classifier(
+    blocks: Sequence[ast.Classify], variables: Mapping[str, str], c: _Ctx
+) -> Classifier:
     tools: list[tuple[list[str], list[str]]] = []
     keys: list[tuple[list[str], str | None, list[str]]] = []
     for b in blocks:
@@ -285,7 +306,9 @@ def _tool_index(tree: Any) -> tuple[str, ...]:
     return ()
 
 
-def _functions(jewel: Callable[[str], str], jewel_set: Callable[[str], str]) -> dict[str, Callable[..., Any]]:
+def _functions(
+    jewel: Callable[[str], str], jewel_set: Callable[[str], str]
+) -> dict[str, Callable[..., Any]]:
     glob_cache: dict[str, GlobSet] = {}
 
     def glob(path: str, pattern: str) -> bool:
@@ -313,8 +336,9 @@ def _functions(jewel: Callable[[str], str], jewel_set: Callable[[str], str]) -> 
     }
 
 
-def _lazy_clauses(tree: Any, env_cel: cel.CelEnv, constants: dict[str, Any]
-                  ) -> Callable[[], tuple[tuple[str, Callable[[Any], Any]], ...]]:
+def _lazy_clauses(
+    tree: Any, env_cel: cel.CelEnv, constants: dict[str, Any]
+) -> Callable[[], tuple[tuple[str, Callable[[Any], Any]], ...]]:
     """The per-clause closures `policy explain` shows, lowered on first use only: half the
     compile (and so half of every hot reload) would otherwise go to them."""
     done: list[tuple[tuple[str, Callable[[Any], Any]], ...]] = []
@@ -335,9 +359,18 @@ def _lazy_clauses(tree: Any, env_cel: cel.CelEnv, constants: dict[str, Any]
 
 
 def _fingerprint(r: ast.Rule) -> str:
-    text = "\x1f".join([r.kind, r.name, " ".join(r.when.split()), r.action,
-                        r.reason.value if r.reason else "", str(r.priority),
-                        ",".join(r.scope), str(r.learn)])
+    text = "\x1f".join(
+        [
+            r.kind,
+            r.name,
+            " ".join(r.when.split()),
+            r.action,
+            r.reason.value if r.reason else "",
+            str(r.priority),
+            ",".join(r.scope),
+            str(r.learn),
+        ]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -364,8 +397,12 @@ def version_of(files: Sequence[ast.PolicyFile], variables: Mapping[str, str]) ->
     return h.hexdigest()[:12]
 
 
-def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] | None = None,
-                  *, strict: bool = True) -> tuple[DecisionTable | None, list[Diagnostic]]:
+def compile_files(
+    files: Sequence[ast.PolicyFile],
+    overrides: Mapping[str, str] | None = None,
+    *,
+    strict: bool = True,
+) -> tuple[DecisionTable | None, list[Diagnostic]]:
     """Compile parsed files (imports already resolved, in load order).
 
     Returns the table (None when there are errors) and every diagnostic, warnings included.
@@ -379,8 +416,11 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
     for f in files:
         for let in f.lets:
             if let.name in lets and lets[let.name].value.value != let.value.value:
-                c.error(let.span, "duplicate-variable",
-                        f"variable {let.name!r} already defined at {lets[let.name].span}")
+                c.error(
+                    let.span,
+                    "duplicate-variable",
+                    f"variable {let.name!r} already defined at {lets[let.name].span}",
+                )
             lets[let.name] = let
     for name, let in lets.items():
         if name not in overrides:
@@ -395,8 +435,11 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
     for f in files:
         for a in f.archetypes:
             if a.name in arch_nodes:
-                c.error(a.span, "duplicate-archetype",
-                        f"archetype {a.name!r} already defined at {arch_nodes[a.name].span}")
+                c.error(
+                    a.span,
+                    "duplicate-archetype",
+                    f"archetype {a.name!r} already defined at {arch_nodes[a.name].span}",
+                )
                 continue
             arch_nodes[a.name] = a
     consts = {name: _archetype(a, variables, c) for name, a in arch_nodes.items()}
@@ -404,19 +447,28 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
     all_jewels = [j for f in files for j in f.jewels]
     jewel, jewel_set = _jewel_matcher(all_jewels, variables, c)
     classifier = _classifier([b for f in files for b in f.classify], variables, c)
-    env = Environment(workspace=variables["workspace"], home=variables["home"],
-                      user=os.path.basename(variables["home"]))
+    env = Environment(
+        workspace=variables["workspace"],
+        home=variables["home"],
+        user=os.path.basename(variables["home"]),
+    )
 
     # Default decision.
     default: tuple[Action, str, str] = (
-        Action.DENY, "no rule matched and the policy declares no default (fail closed)", "")
+        Action.DENY,
+        "no rule matched and the policy declares no default (fail closed)",
+        "",
+    )
     seen_default: ast.Default | None = None
     for f in files:
         for d in f.defaults:
             if seen_default is not None and seen_default.action != d.action:
-                c.error(d.span, "conflicting-default",
-                        f"default {d.action} conflicts with default {seen_default.action} "
-                        f"at {seen_default.span}")
+                c.error(
+                    d.span,
+                    "conflicting-default",
+                    f"default {d.action} conflicts with default {seen_default.action} "
+                    f"at {seen_default.span}",
+                )
                 continue
             seen_default = d
             reason = d.reason.value if d.reason else f"no rule matched (default {d.action})"
@@ -432,19 +484,28 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
         for r in f.rules:
             order += 1
             if r.name in names:
-                c.error(r.span, "duplicate-rule",
-                        f"rule {r.name!r} already defined at {names[r.name].span}")
+                c.error(
+                    r.span,
+                    "duplicate-rule",
+                    f"rule {r.name!r} already defined at {names[r.name].span}",
+                )
                 continue
             names[r.name] = r
             if r.action not in RULE_ACTIONS[r.kind]:
-                c.error(r.action_span, "bad-action",
-                        f"{r.kind} rules cannot {r.action} (allowed: "
-                        f"{', '.join(sorted(RULE_ACTIONS[r.kind]))})")
+                c.error(
+                    r.action_span,
+                    "bad-action",
+                    f"{r.kind} rules cannot {r.action} (allowed: "
+                    f"{', '.join(sorted(RULE_ACTIONS[r.kind]))})",
+                )
                 continue
             for a in r.scope:
                 if a not in arch_nodes:
-                    c.error(r.scope_span or r.span, "unknown-archetype",
-                            f"rule {r.name!r} is scoped to unknown archetype {a!r}")
+                    c.error(
+                        r.scope_span or r.span,
+                        "unknown-archetype",
+                        f"rule {r.name!r} is scoped to unknown archetype {a!r}",
+                    )
             env_cel = cel.CelEnv(RULE_SCOPES[r.kind], var_names, functions)
             try:
                 tree = cel.parse(r.when)
@@ -457,15 +518,20 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
                 c.error(r.when_span, "cel-type", f"`when` must be a bool, this is {typ}")
                 continue
             if cost > cel.COST_LIMIT:
-                c.error(r.when_span, "cel-cost",
-                        f"estimated cost {cost} exceeds the limit {cel.COST_LIMIT}; "
-                        f"narrow the comprehensions or split the rule")
+                c.error(
+                    r.when_span,
+                    "cel-cost",
+                    f"estimated cost {cost} exceeds the limit {cel.COST_LIMIT}; "
+                    f"narrow the comprehensions or split the rule",
+                )
                 continue
             if r.reason is not None:
                 for name in ReasonTemplate.parse(r.reason.value).fields():
                     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                         c.error(r.reason.span, "bad-reason", f"bad placeholder {{{name}}}")
-            parsed.append(_ParsedRule(r, order, tree, _tool_index(tree) if r.kind == "rule" else ()))
+            parsed.append(
+                _ParsedRule(r, order, tree, _tool_index(tree) if r.kind == "rule" else ())
+            )
 
     # Per-archetype lowering (partial evaluation).
     per_arch: dict[str, ArchetypeRules] = {}
@@ -487,18 +553,31 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
                 c.error(_cel_span(r, e), "cel", e.message)
                 continue
             except cel.CelEvalError as e:
-                c.error(r.when_span, "cel-eval",
-                        f"always fails for archetype {name!r}: {e}")
+                c.error(r.when_span, "cel-eval", f"always fails for archetype {name!r}: {e}")
                 continue
             if lowered.const and lowered.value is not True:
                 dropped.append(r.name)
                 continue
             fires_somewhere[r.name] = True
             fn = lowered.fn
-            clause_fns = _lazy_clauses(p.tree, env_cel, {"archetype": const, "vars": dict(variables)})
+            clause_fns = _lazy_clauses(
+                p.tree, env_cel, {"archetype": const, "vars": dict(variables)}
+            )
             reason = ReasonTemplate.parse(r.reason.value if r.reason else _default_reason(r))
-            cr = CompiledRule(r.name, r.kind, Action(r.action), r.priority, p.order, fn, reason,
-                              str(r.span), r.learn, r.when.strip(), p.tools, clause_fns)
+            cr = CompiledRule(
+                r.name,
+                r.kind,
+                Action(r.action),
+                r.priority,
+                p.order,
+                fn,
+                reason,
+                str(r.span),
+                r.learn,
+                r.when.strip(),
+                p.tools,
+                clause_fns,
+            )
             if r.kind == "flow":
                 flows.append(cr)
             elif r.kind == "orphan":
@@ -513,44 +592,65 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
             for t in cr.tools:
                 by_tool.setdefault(t, ())
         for t in by_tool:
-            by_tool[t] = tuple(sorted([*generic, *(x for x in indexed if t in x.tools)],
-                                      key=lambda x: x.sort_key))
+            by_tool[t] = tuple(
+                sorted([*generic, *(x for x in indexed if t in x.tools)], key=lambda x: x.sort_key)
+            )
         per_arch[name] = ArchetypeRules(
-            const, tuple(generic), by_tool, tuple(sorted(flows, key=lambda x: x.sort_key)),
-            tuple(sorted(orphans, key=lambda x: x.sort_key)), tuple(dropped))
+            const,
+            tuple(generic),
+            by_tool,
+            tuple(sorted(flows, key=lambda x: x.sort_key)),
+            tuple(sorted(orphans, key=lambda x: x.sort_key)),
+            tuple(dropped),
+        )
 
     for p in parsed:
         if p.node.scope and not set(p.node.scope) & set(consts):
             continue  # already reported as unknown-archetype
         if not fires_somewhere[p.node.name] and consts:
-            c.warn(p.node.span, "never-fires",
-                   f"rule {p.node.name!r} can never fire: its `when` is false for every "
-                   f"archetype it applies to")
+            c.warn(
+                p.node.span,
+                "never-fires",
+                f"rule {p.node.name!r} can never fire: its `when` is false for every "
+                f"archetype it applies to",
+            )
 
     # Unused jewels: a level no rule asks about.
     rule_text = "\n".join(p.node.when for p in parsed)
     for j in all_jewels:
         for lv in j.levels:
             if lv.level in JEWEL_LEVELS and (
-                    "jewel(" not in rule_text or f'"{lv.level}"' not in rule_text):
-                c.warn(lv.span, "unused-jewels",
-                       f"jewels {j.name}: level {lv.level!r} is not used by any rule")
+                "jewel(" not in rule_text or f'"{lv.level}"' not in rule_text
+            ):
+                c.warn(
+                    lv.span,
+                    "unused-jewels",
+                    f"jewels {j.name}: level {lv.level!r} is not used by any rule",
+                )
 
     # Correlation.
     join = JoinSpec()
     corrs = [x for f in files for x in f.correlate]
     for extra in corrs[1:]:
-        c.error(extra.span, "duplicate-correlate",
-                f"only one correlate block is allowed (first at {corrs[0].span})")
+        c.error(
+            extra.span,
+            "duplicate-correlate",
+            f"only one correlate block is allowed (first at {corrs[0].span})",
+        )
     if corrs:
         keys = []
         for k in corrs[0].keys:
             key = JOIN_KEYS.get((k.flow_field, k.call_field)) or JOIN_KEYS.get(
-                (k.call_field, k.flow_field))
+                (k.call_field, k.flow_field)
+            )
             if key is None:
-                c.error(k.span, "bad-join",
-                        f"unknown join {k.flow_field} == {k.call_field} (known: "
-                        + ", ".join(f"{a} == {b}" for a, b in JOIN_KEYS) + ")")
+                c.error(
+                    k.span,
+                    "bad-join",
+                    f"unknown join {k.flow_field} == {k.call_field} (known: "
+                    + ", ".join(f"{a} == {b}" for a, b in JOIN_KEYS)
+                    + ")",
+                )
             else:
                 keys.append(key)
         join = JoinSpec(tuple(keys) or join.keys, corrs[0].window_s or join.window_s)
@@ -560,19 +660,41 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
     for f in files:
         for t in f.tests:
             if t.archetype is None or t.tool is None or t.expect is None:
-                c.error(t.span, "incomplete-test",
-                        f"test {t.name!r} needs `archetype`, `call` and `expect`")
+                c.error(
+                    t.span,
+                    "incomplete-test",
+                    f"test {t.name!r} needs `archetype`, `call` and `expect`",
+                )
                 continue
             if t.archetype not in arch_nodes:
-                c.error(t.archetype_span or t.span, "unknown-archetype",
-                        f"test {t.name!r}: unknown archetype {t.archetype!r}")
-            if t.expect_rule is not None and t.expect_rule not in names and t.expect_rule not in (
-                    "malformed_arguments", "unknown_archetype", "rule_error", "internal_error"):
-                c.error(t.expect_span or t.span, "unknown-rule",
-                        f"test {t.name!r} expects unknown rule {t.expect_rule!r}")
-            tests.append(InlineTest(t.name, str(t.span), t.archetype, t.tool,
-                                    _expand_json(t.arguments, variables, c), t.agent, t.expect,
-                                    t.expect_rule))
+                c.error(
+                    t.archetype_span or t.span,
+                    "unknown-archetype",
+                    f"test {t.name!r}: unknown archetype {t.archetype!r}",
+                )
+            if (
+                t.expect_rule is not None
+                and t.expect_rule not in names
+                and t.expect_rule
+                not in ("malformed_arguments", "unknown_archetype", "rule_error", "internal_error")
+            ):
+                c.error(
+                    t.expect_span or t.span,
+                    "unknown-rule",
+                    f"test {t.name!r} expects unknown rule {t.expect_rule!r}",
+                )
+            tests.append(
+                InlineTest(
+                    t.name,
+                    str(t.span),
+                    t.archetype,
+                    t.tool,
+                    _expand_json(t.arguments, variables, c),
+                    t.agent,
+                    t.expect,
+                    t.expect_rule,
+                )
+            )
 
     errors = [d for d in c.diags if d.is_error]
     c.diags.sort(key=lambda d: (d.span.file, d.span.line, d.span.column))
@@ -583,15 +705,21 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
 
     summary = {
         "archetypes": {
-            n: {"rules": len(set(a.generic).union(*a.by_tool.values())),
-                "indexed_tools": sorted(a.by_tool), "flow_rules": len(a.flow),
-                "orphan_rules": len(a.orphan), "dropped": list(a.dropped)}
+            n: {
+                "rules": len(set(a.generic).union(*a.by_tool.values())),
+                "indexed_tools": sorted(a.by_tool),
+                "flow_rules": len(a.flow),
+                "orphan_rules": len(a.orphan),
+                "dropped": list(a.dropped),
+            }
             for n, a in per_arch.items()
         },
         "rules": len(parsed),
         "jewel_globs": sum(len(lv.globs) for j in all_jewels for lv in j.levels),
-        "classify": {"tools": len(classifier.tool_exact) + len(classifier.tool_globs),
-                     "keys": len(classifier.key_roles)},
+        "classify": {
+            "tools": len(classifier.tool_exact) + len(classifier.tool_globs),
+            "keys": len(classifier.key_roles),
+        },
         "tests": len(tests),
         "default": default[0].value,
         "join": {"keys": list(join.keys), "window_s": join.window_s},
@@ -599,9 +727,18 @@ def compile_files(files: Sequence[ast.PolicyFile], overrides: Mapping[str, str] 
     from mcp_defense.policy.explain import explain as explainer
 
     table = DecisionTable(
-        version=version_of(files, variables), files=[f.path for f in files], variables=variables,
-        archetypes=per_arch, classifier=classifier, env=env, default=default, join=join,
-        tests=tests, rule_fingerprints={p.node.name: _fingerprint(p.node) for p in parsed},
-        explainer=explainer, summary=summary, jewels=jewel,
+        version=version_of(files, variables),
+        files=[f.path for f in files],
+        variables=variables,
+        archetypes=per_arch,
+        classifier=classifier,
+        env=env,
+        default=default,
+        join=join,
+        tests=tests,
+        rule_fingerprints={p.node.name: _fingerprint(p.node) for p in parsed},
+        explainer=explainer,
+        summary=summary,
+        jewels=jewel,
     )
     return table, c.diags

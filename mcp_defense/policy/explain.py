@@ -45,16 +45,26 @@ def explain(table: DecisionTable, call: ToolCall) -> Explanation:
     ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, table.variables)
     considered = arch.by_tool.get(facts.tool, arch.generic) if arch.by_tool else arch.generic
     considered_names = {r.name for r in considered}
-    every = sorted({r for rs in (arch.generic, *arch.by_tool.values()) for r in rs},
-                   key=lambda r: r.sort_key)
+    every = sorted(
+        {r for rs in (arch.generic, *arch.by_tool.values()) for r in rs}, key=lambda r: r.sort_key
+    )
     traces: list[RuleTrace] = []
     deciding_clause = ""
     for r in every:
-        base = dict(name=r.name, kind=r.kind, action=r.action.value, priority=r.priority,
-                    source=r.source, when=r.when)
+        base = dict(
+            name=r.name,
+            kind=r.kind,
+            action=r.action.value,
+            priority=r.priority,
+            source=r.source,
+            when=r.when,
+        )
         if r.name not in considered_names:
-            traces.append(RuleTrace(**base, status="not indexed",
-                                    detail=f"only for tools {', '.join(r.tools)}"))
+            traces.append(
+                RuleTrace(
+                    **base, status="not indexed", detail=f"only for tools {', '.join(r.tools)}"
+                )
+            )
             continue
         ctx.witness = {}
         try:
@@ -70,13 +80,21 @@ def explain(table: DecisionTable, call: ToolCall) -> Explanation:
         if hit is True and r.name == decision.rule:
             status = "decided"
             true_clauses = [c for c, v in clauses if v == "true"]
-            deciding_clause = (true_clauses[0] if len(clauses) and len(true_clauses) == 1
-                               else r.when)
+            deciding_clause = true_clauses[0] if len(clauses) and len(true_clauses) == 1 else r.when
             if clauses and all(v == "true" for _, v in clauses):
                 deciding_clause = r.when
         traces.append(RuleTrace(**base, status=status, detail=detail, clauses=clauses))
     for name in arch.dropped:
-        traces.append(RuleTrace(name=name, kind="rule", action="", priority=0, source="",
-                                when="", status="folded",
-                                detail=f"cannot fire for archetype {call.archetype}"))
+        traces.append(
+            RuleTrace(
+                name=name,
+                kind="rule",
+                action="",
+                priority=0,
+                source="",
+                when="",
+                status="folded",
+                detail=f"cannot fire for archetype {call.archetype}",
+            )
+        )
     return Explanation(call, facts, decision, tuple(traces), deciding_clause)

@@ -111,7 +111,9 @@ def _flags(effects: Iterable[str]) -> int:
         try:
             bits |= _FLAG_OF[effect]
         except KeyError:
-            raise ValueError(f"unknown effect {effect!r} (expected one of {sorted(EFFECTS)})") from None
+            raise ValueError(
+                f"unknown effect {effect!r} (expected one of {sorted(EFFECTS)})"
+            ) from None
     return bits
 
 
@@ -127,11 +129,42 @@ def _squash(key: str) -> str:
 
 _PATHISH_KEY_PARTS = ("path", "file", "dir", "folder")
 _URLISH_KEYS = frozenset(
-    {"url", "uri", "urls", "uris", "host", "hostname", "endpoint", "server", "domain", "href",
-     "link", "webhook", "proxy", "remote", "baseurl", "apiurl", "address", "origin"}
+    {
+        "url",
+        "uri",
+        "urls",
+        "uris",
+        "host",
+        "hostname",
+        "endpoint",
+        "server",
+        "domain",
+        "href",
+        "link",
+        "webhook",
+        "proxy",
+        "remote",
+        "baseurl",
+        "apiurl",
+        "address",
+        "origin",
+    }
 )
-_DIRISH_KEY_PARTS = ("cwd", "dir", "folder", "root", "base", "workdir", "chdir", "location",
-                     "parent", "prefix", "workspace", "home", "cd")
+_DIRISH_KEY_PARTS = (
+    "cwd",
+    "dir",
+    "folder",
+    "root",
+    "base",
+    "workdir",
+    "chdir",
+    "location",
+    "parent",
+    "prefix",
+    "workspace",
+    "home",
+    "cd",
+)
 _ARGVISH_KEYS = frozenset({"args", "argv", "arguments", "params", "parameters"})
 
 
@@ -157,7 +190,9 @@ class Classifier:
     key_roles: Mapping[str, str] = field(default_factory=dict)
     key_effects: Mapping[str, frozenset[str]] = field(default_factory=dict)
     _tool_bits: dict[str, int] = field(init=False, repr=False, compare=False)
-    _glob_bits: tuple[tuple[re.Pattern[str], int], ...] = field(init=False, repr=False, compare=False)
+    _glob_bits: tuple[tuple[re.Pattern[str], int], ...] = field(
+        init=False, repr=False, compare=False
+    )
     _roles: dict[str, int] = field(init=False, repr=False, compare=False)
     _roles_sq: dict[str, int] = field(init=False, repr=False, compare=False)
     _key_bits: dict[str, int] = field(init=False, repr=False, compare=False)
@@ -173,7 +208,9 @@ class Classifier:
         roles_sq: dict[str, int] = {}
         for key, role in self.key_roles.items():
             if role not in _ROLE_CODE:
-                raise ValueError(f"unknown key role {role!r} for {key!r} (expected one of {sorted(ROLES)})")
+                raise ValueError(
+                    f"unknown key role {role!r} for {key!r} (expected one of {sorted(ROLES)})"
+                )
             for table, name in ((roles, key.lower()), (roles_sq, _squash(key))):
                 old = table.get(name)
                 if old is None or _ROLE_PRIORITY[role] > _ROLE_PRIORITY[_role_name(old)]:
@@ -284,33 +321,213 @@ def _role_name(code: int) -> str:
 # A sensible starting point for policies that do not classify everything themselves. The
 # compiler may merge these under the policy's own `classify` blocks.
 DEFAULT_TOOLS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
-    (("read_*", "*_read", "get_file*", "view_*", "cat", "head", "tail", "list_*", "search_*",
-      "find_*", "grep*", "glob", "directory_tree", "get_*_info", "*read_file*"), ("reads",)),
-    (("write_*", "*_write", "edit_*", "create_*", "delete_*", "remove_*", "move_*", "rename_*",
-      "copy_*", "append_*", "patch*", "upload*", "mkdir*", "save_*", "put_*", "*write_file*",
-      "*edit_file*", "str_replace*", "insert_*", "notebookedit", "multiedit"), ("writes",)),
-    (("run_*", "exec*", "*shell*", "*bash*", "*terminal*", "*command*", "execute_*", "spawn*",
-      "*_exec", "eval*", "*python*", "*repl*", "*notebook*execute*"), ("spawns",)),
-    (("fetch*", "http*", "*request*", "browse*", "navigate*", "download*", "*curl*", "web_*",
-      "*_url", "*webhook*", "*search_web*", "git_clone", "git_push", "git_pull", "git_fetch"),
-     ("network",)),
+    (
+        (
+            "read_*",
+            "*_read",
+            "get_file*",
+            "view_*",
+            "cat",
+            "head",
+            "tail",
+            "list_*",
+            "search_*",
+            "find_*",
+            "grep*",
+            "glob",
+            "directory_tree",
+            "get_*_info",
+            "*read_file*",
+        ),
+        ("reads",),
+    ),
+    (
+        (
+            "write_*",
+            "*_write",
+            "edit_*",
+            "create_*",
+            "delete_*",
+            "remove_*",
+            "move_*",
+            "rename_*",
+            "copy_*",
+            "append_*",
+            "patch*",
+            "upload*",
+            "mkdir*",
+            "save_*",
+            "put_*",
+            "*write_file*",
+            "*edit_file*",
+            "str_replace*",
+            "insert_*",
+            "notebookedit",
+            "multiedit",
+        ),
+        ("writes",),
+    ),
+    (
+        (
+            "run_*",
+            "exec*",
+            "*shell*",
+            "*bash*",
+            "*terminal*",
+            "*command*",
+            "execute_*",
+            "spawn*",
+            "*_exec",
+            "eval*",
+            "*python*",
+            "*repl*",
+            "*notebook*execute*",
+        ),
+        ("spawns",),
+    ),
+    (
+        (
+            "fetch*",
+            "http*",
+            "*request*",
+            "browse*",
+            "navigate*",
+            "download*",
+            "*curl*",
+            "web_*",
+            "*_url",
+            "*webhook*",
+            "*search_web*",
+            "git_clone",
+            "git_push",
+            "git_pull",
+            "git_fetch",
+        ),
+        ("network",),
+    ),
 )
 DEFAULT_KEYS: tuple[tuple[tuple[str, ...], str | None, tuple[str, ...]], ...] = (
-    (("path", "paths", "file", "files", "filename", "file_name", "filepath", "file_path",
-      "filenames", "source", "src", "destination", "dest", "dst", "target_path", "dir",
-      "directory", "dirname", "folder", "cwd", "workdir", "working_dir", "working_directory",
-      "root", "old_path", "new_path", "notebook_path", "image_path", "output_path",
-      "input_path", "repo_path", "source_path", "destination_path"), "path", ()),
-    (("url", "urls", "uri", "href", "link", "endpoint", "host", "hostname", "server", "domain",
-      "base_url", "api_url", "webhook", "webhook_url", "remote", "repo_url", "repository_url",
-      "proxy"), "url", ()),
-    (("command", "cmd", "commands", "shell", "bash", "shell_command", "command_line",
-      "commandline", "cmdline"), "command", ("spawns",)),
-    (("code", "python", "javascript", "js", "source_code", "snippet", "script", "program",
-      "expression"), "code", ("spawns",)),
-    (("content", "contents", "text", "body", "message", "prompt", "description", "title",
-      "comment", "old_text", "new_text", "old_string", "new_string", "oldtext", "newtext",
-      "summary", "note", "notes", "query", "question", "answer", "commit_message"), "text", ()),
+    (
+        (
+            "path",
+            "paths",
+            "file",
+            "files",
+            "filename",
+            "file_name",
+            "filepath",
+            "file_path",
+            "filenames",
+            "source",
+            "src",
+            "destination",
+            "dest",
+            "dst",
+            "target_path",
+            "dir",
+            "directory",
+            "dirname",
+            "folder",
+            "cwd",
+            "workdir",
+            "working_dir",
+            "working_directory",
+            "root",
+            "old_path",
+            "new_path",
+            "notebook_path",
+            "image_path",
+            "output_path",
+            "input_path",
+            "repo_path",
+            "source_path",
+            "destination_path",
+        ),
+        "path",
+        (),
+    ),
+    (
+        (
+            "url",
+            "urls",
+            "uri",
+            "href",
+            "link",
+            "endpoint",
+            "host",
+            "hostname",
+            "server",
+            "domain",
+            "base_url",
+            "api_url",
+            "webhook",
+            "webhook_url",
+            "remote",
+            "repo_url",
+            "repository_url",
+            "proxy",
+        ),
+        "url",
+        (),
+    ),
+    (
+        (
+            "command",
+            "cmd",
+            "commands",
+            "shell",
+            "bash",
+            "shell_command",
+            "command_line",
+            "commandline",
+            "cmdline",
+        ),
+        "command",
+        ("spawns",),
+    ),
+    (
+        (
+            "code",
+            "python",
+            "javascript",
+            "js",
+            "source_code",
+            "snippet",
+            "script",
+            "program",
+            "expression",
+        ),
+        "code",
+        ("spawns",),
+    ),
+    (
+        (
+            "content",
+            "contents",
+            "text",
+            "body",
+            "message",
+            "prompt",
+            "description",
+            "title",
+            "comment",
+            "old_text",
+            "new_text",
+            "old_string",
+            "new_string",
+            "oldtext",
+            "newtext",
+            "summary",
+            "note",
+            "notes",
+            "query",
+            "question",
+            "answer",
+            "commit_message",
+        ),
+        "text",
+        (),
+    ),
 )
 
 
@@ -344,7 +561,9 @@ class Environment:
         for name in ("workspace", "home"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.startswith("/") or "\x00" in value:
-                raise ValueError(f"Environment.{name} must be an absolute POSIX path, got {value!r}")
+                raise ValueError(
+                    f"Environment.{name} must be an absolute POSIX path, got {value!r}"
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,8 +576,17 @@ _USERNAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*\$?\Z")
 class _Ctx:
     """Everything derived from one Environment, plus that environment's memo caches."""
 
-    __slots__ = ("cache", "home", "home_parent", "resolve", "url_cache", "user", "vars",
-                 "workspace", "ws_parts")
+    __slots__ = (
+        "cache",
+        "home",
+        "home_parent",
+        "resolve",
+        "url_cache",
+        "user",
+        "vars",
+        "workspace",
+        "ws_parts",
+    )
 
     def __init__(self, env: Environment) -> None:
         self.workspace = _lexical(env.workspace)
@@ -456,12 +684,7 @@ def _normalise(path: str, ctx: _Ctx) -> list[str]:
     reading is kept as well, and `/proc/<pid>/task/<tid>/x` also yields `/proc/<pid>/x` so a
     jewel like `/proc/*/environ` matches per-thread spellings.
     """
-    if (
-        "/." not in path
-        and "//" not in path
-        and path[-1] != "/"
-        and not path.startswith("/proc/")
-    ):
+    if "/." not in path and "//" not in path and path[-1] != "/" and not path.startswith("/proc/"):
         return [path]
     if not path.startswith("/proc/") and "/proc/" not in path:
         return [_lexical(path)]
@@ -486,14 +709,14 @@ def _normalise(path: str, ctx: _Ctx) -> list[str]:
             link = stack[4]
         if depth == 4 and stack[2] == "task" and index + 1 < len(segments):
             # /proc/<pid>/task/<tid>/rest is also spelled /proc/<pid>/rest.
-            rest = "/".join(segments[index + 1:])
+            rest = "/".join(segments[index + 1 :])
             for alt in _normalise(f"/proc/{stack[1]}/{rest}", ctx):
                 out.append(alt)
         if link == "root":
             stack = []
         elif link == "cwd":
             if stack[1].isdigit():
-                rest = "/".join(segments[index + 1:])
+                rest = "/".join(segments[index + 1 :])
                 out.extend(_normalise("/" + rest, ctx))
             stack = list(ctx.ws_parts)
     primary = "/" + "/".join(stack)
@@ -506,8 +729,15 @@ def _normalise(path: str, ctx: _Ctx) -> list[str]:
 
 
 _OVERLONG_RE = re.compile(r"%(?:c0%af|e0%80%af|c0%ae|e0%80%ae|c1%9c|c0%2f|c0%5c)", re.I)
-_OVERLONG_MAP = {"c0%af": "/", "e0%80%af": "/", "c0%ae": ".", "e0%80%ae": ".", "c1%9c": "\\",
-                 "c0%2f": "/", "c0%5c": "\\"}
+_OVERLONG_MAP = {
+    "c0%af": "/",
+    "e0%80%af": "/",
+    "c0%ae": ".",
+    "e0%80%ae": ".",
+    "c1%9c": "\\",
+    "c0%2f": "/",
+    "c0%5c": "\\",
+}
 
 
 def _decode_stages(raw: str) -> list[str]:
@@ -571,7 +801,9 @@ def _expand(form: str, strict: bool, ctx: _Ctx, variables: Mapping[str, str | No
         home = ctx.user_home(name)
         if home is None:
             if strict and name == "-":
-                raise ExtractionError(f"path starts with {form[:2]!r} (previous directory is unknown)")
+                raise ExtractionError(
+                    f"path starts with {form[:2]!r} (previous directory is unknown)"
+                )
             return [form]
         rest = "" if slash < 0 else form[slash:]
         reassigned = variables.get("HOME") if name == "" else None
@@ -585,7 +817,9 @@ def _expand(form: str, strict: bool, ctx: _Ctx, variables: Mapping[str, str | No
             # `$(…)`, `${…` (malformed), `$'…'`, `$1`, `$$`: expansion syntax we cannot resolve.
             # Anything else after `$` (`$%48`, `$.`) is no expander's syntax: a literal name.
             if strict and form[1:2] in _EXPANSION_STARTS:
-                raise ExtractionError(f"path starts with an expansion that cannot be resolved: {form[:40]!r}")
+                raise ExtractionError(
+                    f"path starts with an expansion that cannot be resolved: {form[:40]!r}"
+                )
             return [form]
         name = match.group("braced") or match.group("bare")
         value = variables.get(name)
@@ -595,12 +829,12 @@ def _expand(form: str, strict: bool, ctx: _Ctx, variables: Mapping[str, str | No
         elif value is None and op and op[-1] in "-=":
             value = match.group("word") or ""
             if value.startswith("~") or value.startswith("$"):
-                return _expand(value + form[match.end():], strict, ctx, variables)
+                return _expand(value + form[match.end() :], strict, ctx, variables)
         if value is None:
             if strict:
                 raise ExtractionError(f"path starts with unresolvable variable ${name}")
             return [form]
-        form = value + form[match.end():]
+        form = value + form[match.end() :]
     if "$" in form:
         substituted = _sub_known_vars(form, variables)
         if substituted != form:
@@ -630,8 +864,9 @@ def _file_url_path(url: str) -> list[str]:
     return [rest]
 
 
-def _forms(raw: str, mode: int, ctx: _Ctx, variables: Mapping[str, str | None],
-           depth: int = 0) -> list[str]:
+def _forms(
+    raw: str, mode: int, ctx: _Ctx, variables: Mapping[str, str | None], depth: int = 0
+) -> list[str]:
     """All spellings `raw` may be resolved to by some consumer, expanded, not yet normalised.
 
     Percent-decoding stages (a server may decode 0..n times) × {as written, backslashes as
@@ -641,8 +876,9 @@ def _forms(raw: str, mode: int, ctx: _Ctx, variables: Mapping[str, str | None],
     trimmed = _trim_path(raw)
     if trimmed != raw and trimmed:
         # Servers strip whitespace and surrounding quotes (the reference filesystem server does).
-        stages = stages + [t for t in (_decode_stages(trimmed) if "%" in trimmed else [trimmed])
-                           if t not in stages]
+        stages = stages + [
+            t for t in (_decode_stages(trimmed) if "%" in trimmed else [trimmed]) if t not in stages
+        ]
     out: list[str] = []
     for index, stage in enumerate(stages):
         readings = [stage]
@@ -659,8 +895,15 @@ def _forms(raw: str, mode: int, ctx: _Ctx, variables: Mapping[str, str | None],
                 if depth < 3:
                     for path in _file_url_path(reading):
                         sub_mode = mode if index == 0 else _M_SOFT
-                        out.extend(_forms(path, _M_SOFT if mode == _M_GENERIC else sub_mode, ctx,
-                                          variables, depth + 1))
+                        out.extend(
+                            _forms(
+                                path,
+                                _M_SOFT if mode == _M_GENERIC else sub_mode,
+                                ctx,
+                                variables,
+                                depth + 1,
+                            )
+                        )
                 continue
             out.extend(_expand(reading, strict and index == 0, ctx, variables))
     if len(out) > 1:
@@ -692,14 +935,17 @@ class _PathOut:
 
     __slots__ = ("paths", "phys", "relative")
 
-    def __init__(self, paths: tuple[str, ...], phys: tuple[str, ...], relative: tuple[str, ...]) -> None:
+    def __init__(
+        self, paths: tuple[str, ...], phys: tuple[str, ...], relative: tuple[str, ...]
+    ) -> None:
         self.paths = paths
         self.phys = phys
         self.relative = relative
 
 
-def _resolve_path(raw: str, mode: int, base: str, ctx: _Ctx,
-                  variables: Mapping[str, str | None] | None = None) -> _PathOut:
+def _resolve_path(
+    raw: str, mode: int, base: str, ctx: _Ctx, variables: Mapping[str, str | None] | None = None
+) -> _PathOut:
     """raw value → _PathOut. Memoised per environment for the default variables."""
     strict = mode == _M_STRICT
     key = None
@@ -766,19 +1012,81 @@ def _realpath(path: str) -> str | None:
 _SPECIAL_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21}
 _DEFAULT_PORTS = {
     **_SPECIAL_PORTS,
-    "ssh": 22, "sftp": 22, "scp": 22, "git+ssh": 22, "ssh+git": 22, "git": 9418,
-    "git+https": 443, "git+http": 80, "rsync": 873, "telnet": 23, "gopher": 70,
-    "ldap": 389, "ldaps": 636, "smtp": 25, "smtps": 465, "imap": 143, "imaps": 993,
-    "pop3": 110, "pop3s": 995, "redis": 6379, "rediss": 6379, "postgres": 5432,
-    "postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mongodb": 27017, "amqp": 5672,
-    "amqps": 5671, "mqtt": 1883, "mqtts": 8883, "irc": 6667, "ircs": 6697, "rtsp": 554,
-    "dns": 53, "nntp": 119, "svn": 3690, "svn+ssh": 22, "ftps": 990, "tftp": 69, "smb": 445,
-    "nfs": 2049, "socks": 1080, "socks4": 1080, "socks4a": 1080, "socks5": 1080,
-    "socks5h": 1080, "grpc": 443, "h2": 443, "http2": 443, "s3": 443, "memcached": 11211,
-    "vnc": 5900, "rdp": 3389, "sip": 5060, "xmpp": 5222, "ipfs": 443,
+    "ssh": 22,
+    "sftp": 22,
+    "scp": 22,
+    "git+ssh": 22,
+    "ssh+git": 22,
+    "git": 9418,
+    "git+https": 443,
+    "git+http": 80,
+    "rsync": 873,
+    "telnet": 23,
+    "gopher": 70,
+    "ldap": 389,
+    "ldaps": 636,
+    "smtp": 25,
+    "smtps": 465,
+    "imap": 143,
+    "imaps": 993,
+    "pop3": 110,
+    "pop3s": 995,
+    "redis": 6379,
+    "rediss": 6379,
+    "postgres": 5432,
+    "postgresql": 5432,
+    "mysql": 3306,
+    "mariadb": 3306,
+    "mongodb": 27017,
+    "amqp": 5672,
+    "amqps": 5671,
+    "mqtt": 1883,
+    "mqtts": 8883,
+    "irc": 6667,
+    "ircs": 6697,
+    "rtsp": 554,
+    "dns": 53,
+    "nntp": 119,
+    "svn": 3690,
+    "svn+ssh": 22,
+    "ftps": 990,
+    "tftp": 69,
+    "smb": 445,
+    "nfs": 2049,
+    "socks": 1080,
+    "socks4": 1080,
+    "socks4a": 1080,
+    "socks5": 1080,
+    "socks5h": 1080,
+    "grpc": 443,
+    "h2": 443,
+    "http2": 443,
+    "s3": 443,
+    "memcached": 11211,
+    "vnc": 5900,
+    "rdp": 3389,
+    "sip": 5060,
+    "xmpp": 5222,
+    "ipfs": 443,
 }
-_OPAQUE_SCHEMES = frozenset({"mailto", "data", "javascript", "tel", "urn", "about", "blob",
-                             "sms", "geo", "magnet", "news", "cid", "mid", "xmpp"})
+_OPAQUE_SCHEMES = frozenset(
+    {
+        "mailto",
+        "data",
+        "javascript",
+        "tel",
+        "urn",
+        "about",
+        "blob",
+        "sms",
+        "geo",
+        "magnet",
+        "news",
+        "cid",
+        "mid",
+        "xmpp",
+    }
+)
 _KNOWN_SCHEMES = frozenset(_DEFAULT_PORTS) | _OPAQUE_SCHEMES | {"file"}
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _C0_SPACE = "".join(chr(i) for i in range(0x21))
@@ -812,7 +1120,7 @@ def _split_hostport(hostport: str) -> tuple[str, str]:
         end = hostport.find("]")
         if end < 0:
             return hostport, ""
-        after = hostport[end + 1:]
+        after = hostport[end + 1 :]
         return hostport[: end + 1], after[1:] if after.startswith(":") else ""
     host, _, port = hostport.partition(":")
     return host, port
@@ -857,7 +1165,7 @@ def _parse_url(text: str, default_scheme: str | None) -> _UrlOut:
     match = _SCHEME_RE.match(t)
     scheme = match.group(1).lower() if match else ""
     if match and (default_scheme is None or "://" in t or scheme in _KNOWN_SCHEMES):
-        rest = t[match.end():]
+        rest = t[match.end() :]
     elif default_scheme is not None:
         scheme = default_scheme
         rest = t[2:] if t[:2] in ("//", "\\\\") else t
@@ -883,7 +1191,7 @@ def _parse_url(text: str, default_scheme: str | None) -> _UrlOut:
         authority_plain = rest if cut_plain is None else rest[: cut_plain.start()]
     host_port, out.hosts, out.endpoints = _authority_facts(scheme, authority, authority_plain)
     if host_port is not None:
-        path = rest[len(authority):]
+        path = rest[len(authority) :]
         hash_at = path.find("#")
         if hash_at >= 0:
             path = path[:hash_at]
@@ -896,14 +1204,17 @@ def _parse_url(text: str, default_scheme: str | None) -> _UrlOut:
 
 
 @lru_cache(maxsize=16384)
-def _authority_facts(scheme: str, authority: str,
-                     authority_plain: str) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
+def _authority_facts(
+    scheme: str, authority: str, authority_plain: str
+) -> tuple[str | None, tuple[str, ...], tuple[str, ...]]:
     """(`host:port` for the URL string, hosts, endpoints) of one authority — memoised, because
     text with thousands of URLs usually names a handful of hosts."""
     host_port: str | None = None
     hosts: list[str] = []
     endpoints: list[str] = []
-    for index, auth in enumerate((authority, authority_plain) if authority_plain != authority else (authority,)):
+    for index, auth in enumerate(
+        (authority, authority_plain) if authority_plain != authority else (authority,)
+    ):
         host_raw, port_raw = _split_hostport(auth.rpartition("@")[2])
         port = _port(port_raw, scheme)
         for host in _clean_hosts(host_raw):
@@ -1023,8 +1334,19 @@ def _trim_trailing(word: str) -> str:
 # Generic (unknown-key) value scanning
 # ---------------------------------------------------------------------------------------------
 
-_STRONG_PREFIXES = ("/", "~", "./", "../", "$HOME", "${HOME", "file:", "FILE:", "File:", ".\\",
-                    "..\\")
+_STRONG_PREFIXES = (
+    "/",
+    "~",
+    "./",
+    "../",
+    "$HOME",
+    "${HOME",
+    "file:",
+    "FILE:",
+    "File:",
+    ".\\",
+    "..\\",
+)
 _TOKEN_HINT = re.compile(r"[/\\]|%(?:2[fF]|5[cC]|25)")
 _TOKEN_SEPS = " \t\n\r\f\v\"'`<>|;&(){}"
 _TOKEN_STOP = re.compile(r"[\s\"'`<>|;&(){}]")
@@ -1033,7 +1355,9 @@ _PIECE_SPLIT = re.compile(r"[=,@:]")
 _OPTION_NAME = re.compile(r"-+[A-Za-z0-9_]*")
 _BRACED_VAR_TAIL = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?:[:\-=+?][^{}]*)?\}\Z")
 _BARE_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\Z")
-_BARE_IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+(?:%[^\]]*)?\](?::\d{1,5})?\Z|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\Z")
+_BARE_IPV6 = re.compile(
+    r"\[[0-9A-Fa-f:.]+(?:%[^\]]*)?\](?::\d{1,5})?\Z|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\Z"
+)
 _BARE_HOSTPORT = re.compile(r"([A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*):(\d{1,5})\Z")
 _WS = re.compile(r"\s")
 
@@ -1075,9 +1399,24 @@ _OP3 = frozenset({"<<<", "<<-", ";;&", "&>>"})
 _OP2 = frozenset({"&&", "||", ";;", ";&", "|&", "<<", ">>", "&>", "<&", ">&", "<>", ">|"})
 _OP_CHARS = frozenset(";&|<>()\n")
 _FD_VAR = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}\Z")
-_ANSI_ESC = re.compile(r"\\(x[0-9A-Fa-f]{1,2}|u[0-9A-Fa-f]{1,4}|U[0-9A-Fa-f]{1,8}|[0-7]{1,3}|c.|.)", re.S)
-_ANSI_SIMPLE = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r",
-                "t": "\t", "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?"}
+_ANSI_ESC = re.compile(
+    r"\\(x[0-9A-Fa-f]{1,2}|u[0-9A-Fa-f]{1,4}|U[0-9A-Fa-f]{1,8}|[0-7]{1,3}|c.|.)", re.S
+)
+_ANSI_SIMPLE = {
+    "a": "\a",
+    "b": "\b",
+    "e": "\x1b",
+    "E": "\x1b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "?": "?",
+}
 
 
 def _ansi_c(body: str) -> str:
@@ -1228,13 +1567,13 @@ class _Lexer:
                 if end < 0:
                     self.bad = True
                     end = n
-                toks.append(_Word("/dev/fd/63", [s[i + 2:end]], False))
+                toks.append(_Word("/dev/fd/63", [s[i + 2 : end]], False))
                 i = end + 1
                 continue
             if c in _OP_CHARS:
-                op = s[i:i + 3]
+                op = s[i : i + 3]
                 if op not in _OP3:
-                    op = s[i:i + 2]
+                    op = s[i : i + 2]
                     if op not in _OP2:
                         op = c
                 i += len(op)
@@ -1248,7 +1587,12 @@ class _Lexer:
                     pending.append(doc)
                 continue
             word, i = self._word(i)
-            if i < n and s[i] in "<>" and not word.quoted and (word.text.isdigit() or _FD_VAR.match(word.text)):
+            if (
+                i < n
+                and s[i] in "<>"
+                and not word.quoted
+                and (word.text.isdigit() or _FD_VAR.match(word.text))
+            ):
                 continue  # `2>file`, `{fd}>file`: an fd number, not an argument
             toks.append(word)
         if pending:  # heredoc never terminated by a newline: no body
@@ -1258,13 +1602,15 @@ class _Lexer:
     def _heredoc_bodies(self, i: int, pending: list[_Heredoc]) -> int:
         s = self.s
         for doc in pending:
-            pattern = re.compile(r"^" + (r"\t*" if doc.strip else "") + re.escape(doc.delim) + r"$", re.M)
+            pattern = re.compile(
+                r"^" + (r"\t*" if doc.strip else "") + re.escape(doc.delim) + r"$", re.M
+            )
             match = pattern.search(s, i)
             if match is None:
                 self.bad = True
                 doc.body = s[i:]
                 return self.n
-            doc.body = s[i:match.start()]
+            doc.body = s[i : match.start()]
             i = match.end() + 1
         return min(i, self.n)
 
@@ -1294,7 +1640,7 @@ class _Lexer:
                 if j < 0:
                     self.bad = True
                     j = n
-                buf.append(s[i + 1:j])
+                buf.append(s[i + 1 : j])
                 i = j + 1
                 quoted = True
             elif c == '"':
@@ -1310,7 +1656,7 @@ class _Lexer:
                 if j < 0:
                     self.bad = True
                     j = n
-                body = s[i + 1:j].replace("\\`", "`").replace("\\$", "$").replace("\\\\", "\\")
+                body = s[i + 1 : j].replace("\\`", "`").replace("\\$", "$").replace("\\\\", "\\")
                 subs.append(body)
                 buf.append("`" + body + "`")
                 i = j + 1
@@ -1354,7 +1700,7 @@ class _Lexer:
                 if j < 0:
                     self.bad = True
                     j = n
-                body = s[i + 1:j].replace("\\`", "`").replace("\\$", "$").replace("\\\\", "\\")
+                body = s[i + 1 : j].replace("\\`", "`").replace("\\$", "$").replace("\\\\", "\\")
                 subs.append(body)
                 buf.append("`" + body + "`")
                 i = j + 1
@@ -1375,7 +1721,7 @@ class _Lexer:
                 j += 1
             if j >= n:
                 self.bad = True
-            buf.append(_ansi_c(s[i + 2:min(j, n)]))
+            buf.append(_ansi_c(s[i + 2 : min(j, n)]))
             buf.append(_QUOTED_MARK)
             return j + 1
         if nxt == '"':
@@ -1390,16 +1736,16 @@ class _Lexer:
                     buf.append(s[i:])
                     return n
                 close = end + 1 if end + 1 < n and s[end + 1] == ")" else end
-                body = s[i + 3:end]
+                body = s[i + 3 : end]
                 if "$(" in body or "`" in body:
                     subs.append(body)
-                buf.append(s[i:close + 1])
+                buf.append(s[i : close + 1])
                 return close + 1
             end = _match_paren(s, i + 2)
             if end < 0:
                 self.bad = True
                 end = n
-            body = s[i + 2:end]
+            body = s[i + 2 : end]
             subs.append(body)
             buf.append("$(" + body + ")")
             return end + 1
@@ -1408,7 +1754,7 @@ class _Lexer:
             if end < 0:
                 self.bad = True
                 end = n
-            inner = s[i + 2:end]
+            inner = s[i + 2 : end]
             if "$(" in inner or "`" in inner:
                 subs.append(inner)
             buf.append("${" + inner + "}")
@@ -1498,12 +1844,12 @@ def _brace_once(word: str) -> list[str] | None:
         if "," in inner:
             parts = _split_top_commas(inner)
             if len(parts) > 1:
-                return [word[: match.start()] + part + word[match.end():] for part in parts]
+                return [word[: match.start()] + part + word[match.end() :] for part in parts]
         seq = _SEQ_RE.match(inner)
         if seq:
             values = _sequence(seq.group(1), seq.group(2), seq.group(3))
             if values is not None:
-                return [word[: match.start()] + v + word[match.end():] for v in values]
+                return [word[: match.start()] + v + word[match.end() :] for v in values]
     return None
 
 
@@ -1540,15 +1886,61 @@ def _sequence(a: str, b: str, step_text: str | None) -> list[str] | None:
 
 
 _ASSIGN_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\])?\+?=(.*)\Z", re.S)
-_RESERVED = frozenset({"!", "{", "}", "if", "then", "else", "elif", "fi", "do", "done", "while",
-                       "until", "time", "coproc", "function", "[[", "]]", "in", "esac"})
+_RESERVED = frozenset(
+    {
+        "!",
+        "{",
+        "}",
+        "if",
+        "then",
+        "else",
+        "elif",
+        "fi",
+        "do",
+        "done",
+        "while",
+        "until",
+        "time",
+        "coproc",
+        "function",
+        "[[",
+        "]]",
+        "in",
+        "esac",
+    }
+)
 _DATA_KEYWORDS = frozenset({"for", "select", "case"})
 _NULL_TARGETS = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty", "-"})
 _WRITE_REDIRS = frozenset({">", ">>", "&>", "&>>", ">|", "<>", ">&"})
-_WHICH_RE = re.compile(r"(?:\$\(|`)\s*(?:which|command\s+-[vV]|type\s+-[pP]|whence\s+-p)\s+([^\s)`]+)\s*[)`]\Z")
-_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "fish", "csh", "tcsh",
-                     "rbash", "yash", "posh", "busybox", "elvish", "nu", "xonsh", "pwsh",
-                     "powershell", "cmd", "oksh", "loksh"})
+_WHICH_RE = re.compile(
+    r"(?:\$\(|`)\s*(?:which|command\s+-[vV]|type\s+-[pP]|whence\s+-p)\s+([^\s)`]+)\s*[)`]\Z"
+)
+_SHELLS = frozenset(
+    {
+        "sh",
+        "bash",
+        "zsh",
+        "dash",
+        "ksh",
+        "mksh",
+        "ash",
+        "fish",
+        "csh",
+        "tcsh",
+        "rbash",
+        "yash",
+        "posh",
+        "busybox",
+        "elvish",
+        "nu",
+        "xonsh",
+        "pwsh",
+        "powershell",
+        "cmd",
+        "oksh",
+        "loksh",
+    }
+)
 _SHELL_ARG_OPTS = frozenset({"-o", "-O", "+o", "+O", "--rcfile", "--init-file"})
 _INTERP_RE = re.compile(
     r"(?:(?P<python>python|pypy|ipython|jython)[0-9.]*(?:-dbg)?|(?P<node>node|nodejs|bun|deno|tsx|ts-node|qjs)"
@@ -1557,8 +1949,18 @@ _INTERP_RE = re.compile(
     r"|(?P<awk>awk|gawk|mawk|nawk)|(?P<tcl>tclsh|wish|expect)[0-9.]*)\Z"
 )
 # Short flags after which the next word (or the rest of the cluster) is program text.
-_CODE_LETTERS = {"python": "c", "node": "ep", "perl": "eE", "ruby": "e", "php": "rR", "lua": "e",
-                 "osa": "e", "r": "e", "julia": "e", "tcl": "c"}
+_CODE_LETTERS = {
+    "python": "c",
+    "node": "ep",
+    "perl": "eE",
+    "ruby": "e",
+    "php": "rR",
+    "lua": "e",
+    "osa": "e",
+    "r": "e",
+    "julia": "e",
+    "tcl": "c",
+}
 _CODE_LONG = frozenset({"--eval", "--print", "--command", "--exec", "--expression"})
 
 _READ_PROGS = frozenset(
@@ -1587,15 +1989,51 @@ _NET_PROGS = frozenset(
     "mongosh mongo sqlcmd ldapsearch websocat wscat grpcurl rclone s3cmd gsutil".split()
 )
 _NET_SUBCOMMANDS: dict[str, frozenset[str]] = {
-    "git": frozenset({"clone", "fetch", "pull", "push", "ls-remote", "submodule", "remote", "archive", "send-email", "request-pull", "svn"}),
-    "npm": frozenset({"install", "i", "ci", "add", "update", "upgrade", "publish", "exec", "x", "create", "init", "view", "info", "audit", "login", "dlx"}),
-    "pnpm": frozenset({"install", "i", "add", "update", "up", "publish", "dlx", "exec", "create", "fetch"}),
+    "git": frozenset(
+        {
+            "clone",
+            "fetch",
+            "pull",
+            "push",
+            "ls-remote",
+            "submodule",
+            "remote",
+            "archive",
+            "send-email",
+            "request-pull",
+            "svn",
+        }
+    ),
+    "npm": frozenset(
+        {
+            "install",
+            "i",
+            "ci",
+            "add",
+            "update",
+            "upgrade",
+            "publish",
+            "exec",
+            "x",
+            "create",
+            "init",
+            "view",
+            "info",
+            "audit",
+            "login",
+            "dlx",
+        }
+    ),
+    "pnpm": frozenset(
+        {"install", "i", "add", "update", "up", "publish", "dlx", "exec", "create", "fetch"}
+    ),
     "yarn": frozenset({"install", "add", "upgrade", "up", "publish", "dlx", "create", "npm"}),
     "bun": frozenset({"install", "i", "add", "update", "publish", "x", "create"}),
     "pip": frozenset({"install", "download", "search", "index", "wheel"}),
     "pip3": frozenset({"install", "download", "search", "index", "wheel"}),
     "uv": frozenset({"pip", "add", "sync", "lock", "run", "tool", "publish", "venv", "python"}),
-    "uvx": frozenset(), "pipx": frozenset({"install", "run", "inject", "upgrade"}),
+    "uvx": frozenset(),
+    "pipx": frozenset({"install", "run", "inject", "upgrade"}),
     "poetry": frozenset({"install", "add", "update", "lock", "publish"}),
     "pdm": frozenset({"install", "add", "update", "lock", "publish", "sync"}),
     "pipenv": frozenset({"install", "update", "lock", "sync"}),
@@ -1618,9 +2056,36 @@ _NET_SUBCOMMANDS: dict[str, frozenset[str]] = {
     "terraform": frozenset({"init", "apply", "plan", "destroy", "import", "refresh"}),
 }
 _WRITE_SUBCOMMANDS: dict[str, frozenset[str]] = {
-    "git": frozenset({"clone", "checkout", "reset", "clean", "apply", "am", "commit", "merge", "pull",
-                      "rebase", "stash", "init", "mv", "rm", "restore", "switch", "add", "cherry-pick",
-                      "revert", "worktree", "config", "tag", "branch", "fetch", "submodule", "gc"}),
+    "git": frozenset(
+        {
+            "clone",
+            "checkout",
+            "reset",
+            "clean",
+            "apply",
+            "am",
+            "commit",
+            "merge",
+            "pull",
+            "rebase",
+            "stash",
+            "init",
+            "mv",
+            "rm",
+            "restore",
+            "switch",
+            "add",
+            "cherry-pick",
+            "revert",
+            "worktree",
+            "config",
+            "tag",
+            "branch",
+            "fetch",
+            "submodule",
+            "gc",
+        }
+    ),
     "npm": frozenset({"install", "i", "ci", "add", "update", "uninstall", "rm", "init", "link"}),
     "pip": frozenset({"install", "uninstall", "download", "wheel"}),
     "pip3": frozenset({"install", "uninstall", "download", "wheel"}),
@@ -1628,18 +2093,75 @@ _WRITE_SUBCOMMANDS: dict[str, frozenset[str]] = {
     "go": frozenset({"get", "install", "build", "mod"}),
 }
 _CONDITIONAL_EFFECTS = frozenset(
-    {*_NET_SUBCOMMANDS, *_WRITE_SUBCOMMANDS, "sed", "gsed", "perl", "ruby", "dd", "tar", "bsdtar",
-     "gtar", "curl", "sort", "find", "ssh", "scp", "sftp", "rsync"}
+    {
+        *_NET_SUBCOMMANDS,
+        *_WRITE_SUBCOMMANDS,
+        "sed",
+        "gsed",
+        "perl",
+        "ruby",
+        "dd",
+        "tar",
+        "bsdtar",
+        "gtar",
+        "curl",
+        "sort",
+        "find",
+        "ssh",
+        "scp",
+        "sftp",
+        "rsync",
+    }
 )
-_HOST_PROGS = frozenset({"ping", "ping6", "traceroute", "traceroute6", "tracepath", "mtr", "whois",
-                         "arping", "hping3", "mosh", "ssh-keyscan", "ssh-copy-id", "nslookup",
-                         "host", "drill", "kdig", "dig", "nmap", "fping", "masscan"})
+_HOST_PROGS = frozenset(
+    {
+        "ping",
+        "ping6",
+        "traceroute",
+        "traceroute6",
+        "tracepath",
+        "mtr",
+        "whois",
+        "arping",
+        "hping3",
+        "mosh",
+        "ssh-keyscan",
+        "ssh-copy-id",
+        "nslookup",
+        "host",
+        "drill",
+        "kdig",
+        "dig",
+        "nmap",
+        "fping",
+        "masscan",
+    }
+)
 _HOST_PORT_PROGS = {"telnet": 23, "ftp": 21, "tftp": 69, "lftp": 21}
-_URL_PROGS = {"curl": "http", "wget": "http", "wget2": "http", "aria2c": "http", "axel": "http",
-              "lynx": "http", "w3m": "http", "links": "http", "elinks": "http", "http": "http",
-              "https": "https", "xh": "http", "xhs": "https", "curlie": "http", "yt-dlp": "https",
-              "youtube-dl": "https", "websocat": "ws", "wscat": "ws", "httpie": "http"}
-_DNS_TYPES = frozenset("a aaaa mx txt ns cname soa ptr srv any caa ds dnskey naptr spf https svcb axfr ixfr in ch hs".split())
+_URL_PROGS = {
+    "curl": "http",
+    "wget": "http",
+    "wget2": "http",
+    "aria2c": "http",
+    "axel": "http",
+    "lynx": "http",
+    "w3m": "http",
+    "links": "http",
+    "elinks": "http",
+    "http": "http",
+    "https": "https",
+    "xh": "http",
+    "xhs": "https",
+    "curlie": "http",
+    "yt-dlp": "https",
+    "youtube-dl": "https",
+    "websocat": "ws",
+    "wscat": "ws",
+    "httpie": "http",
+}
+_DNS_TYPES = frozenset(
+    "a aaaa mx txt ns cname soa ptr srv any caa ds dnskey naptr spf https svcb axfr ixfr in ch hs".split()
+)
 _DB_HOST_OPTS = {
     "psql": (("-h", "--host"), ("-p", "--port"), 5432),
     "pg_dump": (("-h", "--host"), ("-p", "--port"), 5432),
@@ -1680,9 +2202,12 @@ _SSH_SHORT_ARG = frozenset("bcDEeFIiJLlmOopQRSWwB")
 _SCP_SHORT_ARG = frozenset("cFiJloPSDX")
 _NC_SHORT_ARG = frozenset("pswxXeciqWIOTVMmPbg")
 _GENERIC_OPT_ARG: dict[str, frozenset[str]] = {
-    "ping": frozenset("cisItWwlpQSMOLmT"), "ping6": frozenset("cisItWwlpQSMOLmT"),
-    "traceroute": frozenset("fgimpqsztwN"), "mtr": frozenset("cipsBfmQaTu"),
-    "dig": frozenset("bcfkpqtxy"), "nmap": frozenset("opeDSiM"),
+    "ping": frozenset("cisItWwlpQSMOLmT"),
+    "ping6": frozenset("cisItWwlpQSMOLmT"),
+    "traceroute": frozenset("fgimpqsztwN"),
+    "mtr": frozenset("cipsBfmQaTu"),
+    "dig": frozenset("bcfkpqtxy"),
+    "nmap": frozenset("opeDSiM"),
 }
 
 
@@ -1696,7 +2221,7 @@ def _short_value(word: str, letters: frozenset[str]) -> tuple[str, str | None, b
     body = word[1:]
     for index, letter in enumerate(body):
         if letter in letters:
-            rest = body[index + 1:]
+            rest = body[index + 1 :]
             return (letter, rest, False) if rest else (letter, None, True)
     return "", None, False
 
@@ -1722,7 +2247,11 @@ def _b64_text(word: str) -> str | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if not text or "\x00" in text or sum(ch.isprintable() or ch in "\n\t" for ch in text) < len(text):
+    if (
+        not text
+        or "\x00" in text
+        or sum(ch.isprintable() or ch in "\n\t" for ch in text) < len(text)
+    ):
         return None
     return text
 
@@ -1733,7 +2262,9 @@ class _ShellState:
 
     __slots__ = ("cwd_changed", "cwds", "pvars", "vars")
 
-    def __init__(self, cwds: list[str], variables: dict[str, str | None], pristine: bool = True) -> None:
+    def __init__(
+        self, cwds: list[str], variables: dict[str, str | None], pristine: bool = True
+    ) -> None:
         self.cwds = cwds
         self.vars = variables
         self.pvars: dict[str, str | None] | None = None if pristine else variables
@@ -1752,7 +2283,9 @@ _HOME_MARKER = re.compile(
     r"|Dir\.home\b|Deno\.env\.get\(\s*(['\"])HOME\7\s*\)|getenv\(\s*(['\"])HOME\8\s*\)"
     r"|expanduser\(\s*(['\"])~\9\s*\)|homedir\(\)"
 )
-_CHR_CALL = re.compile(r"\b(?:chr|String\.fromCharCode|String\.fromCodePoint)\(\s*((?:(?:0x[0-9A-Fa-f]+|\d+)\s*,?\s*)+)\)")
+_CHR_CALL = re.compile(
+    r"\b(?:chr|String\.fromCharCode|String\.fromCodePoint)\(\s*((?:(?:0x[0-9A-Fa-f]+|\d+)\s*,?\s*)+)\)"
+)
 _LIT_START = re.compile(r"(?<![A-Za-z0-9_])([rRbBuUfF]{0,2})('''|\"\"\"|'|\"|`)")
 _LIT_END = {
     "'": re.compile(r"(?:[^'\\\n]|\\.)*", re.S),
@@ -1765,7 +2298,9 @@ _CODE_ESC = re.compile(
 )
 _JOIN_GAP = re.compile(r"\s*(?:\+|,|/|\.|\.\.|<<|\|\|)?\s*\Z")
 _COMMENT_START = re.compile(r"#|//")
-_SHELL_HINT = re.compile(r"system|popen|subprocess|exec|spawn|shell|`|%x|run\(|Popen|check_output|call\(")
+_SHELL_HINT = re.compile(
+    r"system|popen|subprocess|exec|spawn|shell|`|%x|run\(|Popen|check_output|call\("
+)
 _HOST_PORT_TUPLE = re.compile(r"""(['"])(\[?[A-Za-z0-9.\-:%]+\]?)\1\s*,\s*(\d{1,5})\b""")
 
 
@@ -1840,9 +2375,25 @@ _BOOL = bool
 class _Acc:
     """Accumulates the facts of one call. Ordered sets are dicts (insertion order)."""
 
-    __slots__ = ("anchors", "cls", "cmd_strings", "commands", "ctx", "endpoints", "flags",
-                 "hosts", "items", "overflow", "paths", "phys", "programs", "relatives", "tokens",
-                 "url_words", "urls")
+    __slots__ = (
+        "anchors",
+        "cls",
+        "cmd_strings",
+        "commands",
+        "ctx",
+        "endpoints",
+        "flags",
+        "hosts",
+        "items",
+        "overflow",
+        "paths",
+        "phys",
+        "programs",
+        "relatives",
+        "tokens",
+        "url_words",
+        "urls",
+    )
 
     def __init__(self, ctx: _Ctx, cls: Classifier) -> None:
         self.ctx = ctx
@@ -1905,8 +2456,13 @@ class _Acc:
             else:
                 self.overflow = True
 
-    def path_value(self, raw: str, mode: int, bases: Sequence[str] | None = None,
-                   variables: Mapping[str, str | None] | None = None) -> None:
+    def path_value(
+        self,
+        raw: str,
+        mode: int,
+        bases: Sequence[str] | None = None,
+        variables: Mapping[str, str | None] | None = None,
+    ) -> None:
         """Add every canonical reading of a raw path value (relative → each base)."""
         if bases is None:
             self.merge_path_out(_resolve_path(raw, mode, self.ctx.workspace, self.ctx), True)
@@ -1993,13 +2549,18 @@ class _Acc:
 
     # -- values -------------------------------------------------------------------------------
 
-    def scan_generic(self, s: str, depth: int, bases: Sequence[str] | None = None,
-                     variables: Mapping[str, str | None] | None = None) -> None:
+    def scan_generic(
+        self,
+        s: str,
+        depth: int,
+        bases: Sequence[str] | None = None,
+        variables: Mapping[str, str | None] | None = None,
+    ) -> None:
         """Unknown-role string: JSON inside, URLs anywhere, path-looking words anywhere."""
         if not s:
             return
         first = s[0]
-        if first in "{[\"" or (first in " \t\r\n" and s.lstrip()[:1] in ("{", "[")):
+        if first in '{["' or (first in " \t\r\n" and s.lstrip()[:1] in ("{", "[")):
             if self._json_in_string(s, depth):
                 return
         if ":" in s:
@@ -2020,8 +2581,9 @@ class _Acc:
         if _TOKEN_HINT.search(s) is not None:
             self._scan_tokens(s, bases, variables)
 
-    def _scan_tokens(self, s: str, bases: Sequence[str] | None,
-                     variables: Mapping[str, str | None] | None) -> None:
+    def _scan_tokens(
+        self, s: str, bases: Sequence[str] | None, variables: Mapping[str, str | None] | None
+    ) -> None:
         """Each separator-delimited word that contains a (possibly encoded) slash is a path."""
         if not any(ch in s for ch in _TOKEN_SEPS):
             tokens: Iterable[str] = (s,)
@@ -2042,8 +2604,9 @@ class _Acc:
                     if piece and piece != token and _TOKEN_HINT.search(piece):
                         self._token_path(piece, bases, variables)
 
-    def _token_path(self, token: str, bases: Sequence[str] | None,
-                    variables: Mapping[str, str | None] | None) -> None:
+    def _token_path(
+        self, token: str, bases: Sequence[str] | None, variables: Mapping[str, str | None] | None
+    ) -> None:
         if _too_long(token):
             # A path the kernel would refuse unless a consumer normalises it first: keep it only
             # if lexical normalisation shrinks it (e.g. "/home/a/.ssh/id_rsa" + "/." * 3000).
@@ -2178,14 +2741,20 @@ class _Acc:
                 decoded = _b64_text(word)
                 if decoded:
                     self.scan_generic(decoded, 0, state.cwds)
-                    _Shell(self, _ShellState(list(state.cwds), dict(state.vars), state.pvars is None),
-                           False).analyse(decoded, 1)
+                    _Shell(
+                        self,
+                        _ShellState(list(state.cwds), dict(state.vars), state.pvars is None),
+                        False,
+                    ).analyse(decoded, 1)
         if "\\x" in s or "\\0" in s or "\\u" in s:
             decoded = _ansi_c(s)
             if decoded != s:
                 self.scan_generic_raw(decoded, state.cwds)
-                _Shell(self, _ShellState(list(state.cwds), dict(state.vars), state.pvars is None),
-                       False).analyse(decoded, 1)
+                _Shell(
+                    self,
+                    _ShellState(list(state.cwds), dict(state.vars), state.pvars is None),
+                    False,
+                ).analyse(decoded, 1)
 
     def scan_generic_raw(self, s: str, bases: Sequence[str]) -> None:
         if ":" in s:
@@ -2193,8 +2762,14 @@ class _Acc:
         if _TOKEN_HINT.search(s) is not None:
             self._scan_tokens(s, bases, None)
 
-    def code(self, code: str, depth: int, bases: list[str], variables: Mapping[str, str | None],
-             shell_depth: int = 0) -> None:
+    def code(
+        self,
+        code: str,
+        depth: int,
+        bases: list[str],
+        variables: Mapping[str, str | None],
+        shell_depth: int = 0,
+    ) -> None:
         """Program text: literals (decoded), joins of adjacent literals, home markers."""
         text = code
         if _HOME_MARKER.search(text):
@@ -2209,7 +2784,11 @@ class _Acc:
             group: list[str] = []
             previous_end = -1
             for start, end, value in atoms:
-                if group and _JOIN_GAP.match(text, previous_end, start) is not None and len(group) < 32:
+                if (
+                    group
+                    and _JOIN_GAP.match(text, previous_end, start) is not None
+                    and len(group) < 32
+                ):
                     group.append(value)
                 else:
                     if len(group) > 1:
@@ -2223,7 +2802,9 @@ class _Acc:
         # Paths built through variables (`h = "/home/alice"; open(h + "/.ssh/id_rsa")`): join every
         # directory-looking literal with every path-tail literal. Bounded: 32 × 32.
         heads = [v for v in values if v.startswith(("/", "~")) and not _WS.search(v)][:32]
-        tails = [v for v in values if v and not _WS.search(v) and ("/" in v or v.startswith("."))][:32]
+        tails = [v for v in values if v and not _WS.search(v) and ("/" in v or v.startswith("."))][
+            :32
+        ]
         for head in heads:
             for tail in tails:
                 if head != tail:
@@ -2241,10 +2822,14 @@ class _Acc:
                 self.path_value(value, _M_SOFT, bases, variables)
                 continue
             self.scan_generic(value, depth + 1, bases, variables)
-            if (value[0].isdigit() or value[0] in "[:") and (_BARE_IPV4.match(value) or _BARE_IPV6.match(value)):
+            if (value[0].isdigit() or value[0] in "[:") and (
+                _BARE_IPV4.match(value) or _BARE_IPV6.match(value)
+            ):
                 self.url_value(value, "tcp")
             if shellish and (" " in value or "\t" in value) and shell_depth < MAX_SHELL_NESTING:
-                state = _ShellState(list(bases), {**variables, "IFS": " "}, variables is self.ctx.vars)
+                state = _ShellState(
+                    list(bases), {**variables, "IFS": " "}, variables is self.ctx.vars
+                )
                 _Shell(self, state, False).analyse(value, shell_depth + 1)
         for match in _HOST_PORT_TUPLE.finditer(text):
             for host in _clean_hosts(match.group(2)):
@@ -2321,7 +2906,14 @@ class _Acc:
             key_role, bits, dirish = key_info(key)
             if key_role == _GENERIC:
                 key_role = role
-            if bits and item is not None and item != "" and item != [] and item != {} and item is not False:
+            if (
+                bits
+                and item is not None
+                and item != ""
+                and item != []
+                and item != {}
+                and item is not False
+            ):
                 self.flags |= bits
             if key and (key[0] in "/~.$\\" or "/" in key or ":" in key or "%" in key):
                 self.scan_generic(key, depth + 1)
@@ -2361,7 +2953,9 @@ class _Acc:
             return
         if self.overflow:
             # Joining only some of them could miss the one that names a secret.
-            raise ExtractionError(f"more than {MAX_RELATIVES} relative paths next to a directory argument")
+            raise ExtractionError(
+                f"more than {MAX_RELATIVES} relative paths next to a directory argument"
+            )
         relatives = list(dict.fromkeys(self.relatives))
         for anchor in anchors:
             for rel in relatives:
@@ -2376,7 +2970,9 @@ def _chr_literal(match: re.Match[str]) -> str:
         if not number:
             continue
         try:
-            chars.append(_safe_chr(int(number, 0) if number.lower().startswith("0x") else int(number)))
+            chars.append(
+                _safe_chr(int(number, 0) if number.lower().startswith("0x") else int(number))
+            )
         except ValueError:
             return match.group()
     text = "".join(chars)
@@ -2433,7 +3029,7 @@ class _Shell:
         while i < n and not words[i].quoted and words[i].text in _RESERVED:
             i += 1
         if i < n and not words[i].quoted and words[i].text in _DATA_KEYWORDS:
-            for word in words[i + 1:]:
+            for word in words[i + 1 :]:
                 self.arg_word(word, False)
             self.redirections(sc, "", depth)
             return
@@ -2515,7 +3111,11 @@ class _Shell:
             acc.path_value(value, _M_SOFT, self.state.cwds, self.state.pvars)
         elif file_arg and not _WS.search(value) and not value.isdigit():
             acc.path_value(value, _M_SOFT, self.state.cwds, self.state.pvars)
-        if acc.ctx.resolve and any(ch in value for ch in "*?[") and (file_arg or _looks_pathy(value)):
+        if (
+            acc.ctx.resolve
+            and any(ch in value for ch in "*?[")
+            and (file_arg or _looks_pathy(value))
+        ):
             self.glob(value)
 
     def glob(self, pattern: str) -> None:
@@ -2543,7 +3143,7 @@ class _Shell:
             if first == "-" and len(value) > 1:
                 eq = value.find("=")
                 if eq > 0:
-                    self.path_candidate(value[eq + 1:], False)
+                    self.path_candidate(value[eq + 1 :], False)
                 elif value[1] != "-" and len(value) > 2 and value[2] in "/~.$":
                     self.path_candidate(value[2:], False)
                 continue
@@ -2552,17 +3152,28 @@ class _Shell:
             self.path_candidate(value, file_arg)
             eq = value.find("=")
             if eq > 0 and value[:eq].replace("_", "").replace("-", "").isalnum():
-                self.path_candidate(value[eq + 1:], file_arg)
-            if _TOKEN_HINT.search(value) is not None and (_WS.search(value) or _PIECE_SPLIT.search(value)):
+                self.path_candidate(value[eq + 1 :], file_arg)
+            if _TOKEN_HINT.search(value) is not None and (
+                _WS.search(value) or _PIECE_SPLIT.search(value)
+            ):
                 acc._scan_tokens(value, self.state.cwds, self.state.pvars)
 
     def assignment(self, name: str, word: _Word, depth: int) -> None:
         value = word.text.split("=", 1)[1] if "=" in word.text else ""
         if value:
             self.arg_word(_Word(value, [], word.quoted), False)
-            if name.endswith("COMMAND") or name in ("PAGER", "EDITOR", "VISUAL", "GIT_SSH_COMMAND",
-                                                    "PROMPT_COMMAND", "GIT_EDITOR", "LESSOPEN",
-                                                    "GIT_PAGER", "MANPAGER", "SSH_ASKPASS"):
+            if name.endswith("COMMAND") or name in (
+                "PAGER",
+                "EDITOR",
+                "VISUAL",
+                "GIT_SSH_COMMAND",
+                "PROMPT_COMMAND",
+                "GIT_EDITOR",
+                "LESSOPEN",
+                "GIT_PAGER",
+                "MANPAGER",
+                "SSH_ASKPASS",
+            ):
                 self.analyse(value, depth + 1)
             if name in ("BASH_ENV", "ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONSTARTUP"):
                 self.acc.flags |= _R
@@ -2663,8 +3274,13 @@ class _Shell:
             self.url_program(program, args)
         elif program in _DB_HOST_OPTS:
             self.db_program(program, args)
-        file_arg = (program in _READ_PROGS or program in _WRITE_PROGS or program in _SHELLS
-                    or interp is not None or self.state.cwd_changed)
+        file_arg = (
+            program in _READ_PROGS
+            or program in _WRITE_PROGS
+            or program in _SHELLS
+            or interp is not None
+            or self.state.cwd_changed
+        )
         for word in args:
             self.arg_word(word, file_arg)
         return program
@@ -2688,8 +3304,10 @@ class _Shell:
         if write_subs is not None and sub in write_subs:
             acc.flags |= _W
         if program in ("sed", "gsed", "perl", "ruby") and any(
-            t == "--in-place" or t.startswith("--in-place=")
-            or (t.startswith("-") and not t.startswith("--") and "i" in t[1:]) for t in texts
+            t == "--in-place"
+            or t.startswith("--in-place=")
+            or (t.startswith("-") and not t.startswith("--") and "i" in t[1:])
+            for t in texts
         ):
             acc.flags |= _W
         elif program == "dd" and any(t.startswith("of=") for t in texts):
@@ -2702,12 +3320,15 @@ class _Shell:
                 acc.flags |= _W
         elif program == "curl" and any(
             t in ("--remote-name", "--remote-name-all", "--output", "--output-dir")
-            or (t.startswith("-") and not t.startswith("--") and ("O" in t or "o" in t)) for t in texts
+            or (t.startswith("-") and not t.startswith("--") and ("O" in t or "o" in t))
+            for t in texts
         ):
             acc.flags |= _W
         elif program == "sort" and any(t.startswith(("-o", "--output")) for t in texts):
             acc.flags |= _W
-        elif program == "find" and any(t in ("-delete", "-fprint", "-fprint0", "-fprintf", "-fls") for t in texts):
+        elif program == "find" and any(
+            t in ("-delete", "-fprint", "-fprint0", "-fprintf", "-fls") for t in texts
+        ):
             acc.flags |= _W
         if program in ("git", "ssh", "scp", "sftp", "rsync") and any(":" in t for t in texts):
             if program != "git" or sub in _NET_SUBCOMMANDS["git"]:
@@ -2743,7 +3364,11 @@ class _Shell:
                     self.assignment(match.group(1), args[i], depth)
                     i += 1
                     continue
-            if program in ("su", "runuser", "script", "flock", "sg") and text in ("-c", "--command") and i + 1 < n:
+            if (
+                program in ("su", "runuser", "script", "flock", "sg")
+                and text in ("-c", "--command")
+                and i + 1 < n
+            ):
                 self.analyse(args[i + 1].text, depth + 1)
                 return []
             if program in ("su", "runuser", "script") and text.startswith("--command="):
@@ -2785,7 +3410,10 @@ class _Shell:
                 i += 2
                 continue
             if text in ("-c", "-Command", "-command", "/c", "/C") or (
-                text.startswith("-") and not text.startswith("--") and "c" in text[1:] and text[1:].isalpha()
+                text.startswith("-")
+                and not text.startswith("--")
+                and "c" in text[1:]
+                and text[1:].isalpha()
             ):
                 wants_code = True
                 i += 1
@@ -2847,11 +3475,13 @@ class _Shell:
                 body = text[1:]
                 for index, letter in enumerate(body):
                     if letter in letters:
-                        attached = body[index + 1:]
+                        attached = body[index + 1 :]
                         if attached:
                             acc.code(attached, 0, self.state.cwds, self.state.vars, depth + 1)
                         elif i + 1 < n:
-                            acc.code(args[i + 1].text, 0, self.state.cwds, self.state.vars, depth + 1)
+                            acc.code(
+                                args[i + 1].text, 0, self.state.cwds, self.state.vars, depth + 1
+                            )
                             i += 1
                         found = True
                         break
@@ -2886,7 +3516,9 @@ class _Shell:
             target = positionals[0]
             if "@" in target and "://" not in target:
                 target = target.rsplit("@", 1)[1]
-            acc.url_value(target, "ssh" if program in ("mosh", "ssh-copy-id", "ssh-keyscan") else "tcp")
+            acc.url_value(
+                target, "ssh" if program in ("mosh", "ssh-copy-id", "ssh-keyscan") else "tcp"
+            )
 
     def host_port_program(self, program: str, args: list[_Word]) -> None:
         positionals = self.positionals(args, frozenset("bceElnpPsSX"), frozenset())
@@ -2911,8 +3543,13 @@ class _Shell:
                 if inner:
                     acc.add_endpoint(inner, int(port))
 
-    def positionals(self, args: list[_Word], short_arg: frozenset[str], long_arg: frozenset[str],
-                    values: list[tuple[str, str]] | None = None) -> list[str]:
+    def positionals(
+        self,
+        args: list[_Word],
+        short_arg: frozenset[str],
+        long_arg: frozenset[str],
+        values: list[tuple[str, str]] | None = None,
+    ) -> list[str]:
         """Positional words of an argv, skipping options and their values (collected)."""
         out: list[str] = []
         i = 0
@@ -2920,7 +3557,7 @@ class _Shell:
         while i < n:
             text = self.expanded(args[i])
             if text == "--":
-                out.extend(self.expanded(w) for w in args[i + 1:])
+                out.extend(self.expanded(w) for w in args[i + 1 :])
                 break
             if text.startswith("--") and len(text) > 2:
                 name, eq, value = text[2:].partition("=")
@@ -2993,8 +3630,15 @@ class _Shell:
         long = option[2:] if option.startswith("--") else ""
         if long == "url":
             self.add_url_arg(value, "http")
-        elif short == "-x" or long in ("proxy", "preproxy", "doh-url", "socks4", "socks4a", "socks5",
-                                       "socks5-hostname"):
+        elif short == "-x" or long in (
+            "proxy",
+            "preproxy",
+            "doh-url",
+            "socks4",
+            "socks4a",
+            "socks5",
+            "socks5-hostname",
+        ):
             self.add_url_arg(value, "http")
         elif long == "resolve" or long == "connect-to":
             parts = value.split(":")
@@ -3015,18 +3659,44 @@ class _Shell:
                         self.path_candidate(target, True)
                         acc.flags |= _R
                     break
-        elif short in ("-T", "-K", "-E", "-i") or long in ("upload-file", "config", "cacert", "cert", "key",
-                                                     "netrc-file", "unix-socket", "abstract-unix-socket",
-                                                     "input-file", "post-file", "body-file",
-                                                     "load-cookies", "certificate", "private-key",
-                                                     "ca-certificate", "proxy-cacert", "proxy-cert",
-                                                     "proxy-key"):
+        elif short in ("-T", "-K", "-E", "-i") or long in (
+            "upload-file",
+            "config",
+            "cacert",
+            "cert",
+            "key",
+            "netrc-file",
+            "unix-socket",
+            "abstract-unix-socket",
+            "input-file",
+            "post-file",
+            "body-file",
+            "load-cookies",
+            "certificate",
+            "private-key",
+            "ca-certificate",
+            "proxy-cacert",
+            "proxy-cert",
+            "proxy-key",
+        ):
             self.path_candidate(value, True)
             acc.flags |= _R
         elif short in ("-o", "-D", "-c", "-O", "-a", "-P") or long in (
-            "output", "dump-header", "cookie-jar", "trace", "trace-ascii", "stderr", "output-dir",
-            "output-document", "output-file", "append-output", "directory-prefix", "save-cookies",
-            "etag-save", "hsts", "alt-svc",
+            "output",
+            "dump-header",
+            "cookie-jar",
+            "trace",
+            "trace-ascii",
+            "stderr",
+            "output-dir",
+            "output-document",
+            "output-file",
+            "append-output",
+            "directory-prefix",
+            "save-cookies",
+            "etag-save",
+            "hsts",
+            "alt-svc",
         ):
             if value != "-":
                 self.path_candidate(value, True)
@@ -3050,8 +3720,10 @@ class _Shell:
             for opt in host_opts:
                 if text == opt and index + 1 < len(texts):
                     host = texts[index + 1]
-                elif text.startswith(opt + "=") or (len(opt) == 2 and text.startswith(opt) and len(text) > 2 and opt != text):
-                    host = text[len(opt) + (1 if text.startswith(opt + "=") else 0):]
+                elif text.startswith(opt + "=") or (
+                    len(opt) == 2 and text.startswith(opt) and len(text) > 2 and opt != text
+                ):
+                    host = text[len(opt) + (1 if text.startswith(opt + "=") else 0) :]
             for opt in port_opts:
                 if text == opt and index + 1 < len(texts):
                     port = texts[index + 1]
@@ -3123,7 +3795,7 @@ def _h_find(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
             j = i + 1
             while j < n and args[j].text not in (";", "+"):
                 j += 1
-            inner = args[i + 1:j]
+            inner = args[i + 1 : j]
             if inner:
                 shell.run(list(inner), depth + 1)
             i = j + 1
@@ -3135,9 +3807,15 @@ def _h_find(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
 
 def _h_nc(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
     values: list[tuple[str, str]] = []
-    positionals = shell.positionals(args, _NC_SHORT_ARG, frozenset({"exec", "sh-exec", "lua-exec", "proxy", "source", "output"}), values)
-    listen = any(w.text.startswith("-") and "l" in w.text[1:] and not w.text.startswith("--") for w in args) or any(
-        w.text == "--listen" for w in args)
+    positionals = shell.positionals(
+        args,
+        _NC_SHORT_ARG,
+        frozenset({"exec", "sh-exec", "lua-exec", "proxy", "source", "output"}),
+        values,
+    )
+    listen = any(
+        w.text.startswith("-") and "l" in w.text[1:] and not w.text.startswith("--") for w in args
+    ) or any(w.text == "--listen" for w in args)
     for option, value in values:
         if option in ("-e", "--exec", "--lua-exec"):
             shell.path_candidate(value, True)
@@ -3209,7 +3887,7 @@ def _ssh_destination(shell: _Shell, dest: str, port: str) -> None:
     if host.startswith("["):
         end = host.find("]")
         inner = host[1:end]
-        after = host[end + 1:]
+        after = host[end + 1 :]
         shell.host_endpoint(inner, after[1:] if after.startswith(":") else port)
         return
     if host.count(":") == 1:
@@ -3225,10 +3903,30 @@ _SCP_REMOTE = re.compile(r"(?:[^@/:\s]+@)?(\[[^\]]+\]|[^@/:\s\[\]]+):(:?)")
 def _h_scp(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
     values: list[tuple[str, str]] = []
     letters = _SCP_SHORT_ARG if program != "rsync" else frozenset("efBTM")
-    longs = frozenset({"rsh", "rsync-path", "port", "files-from", "exclude-from", "include-from",
-                       "password-file", "log-file", "temp-dir", "backup-dir", "partial-dir",
-                       "compare-dest", "copy-dest", "link-dest", "filter", "exclude", "include"})
-    positionals = shell.positionals(args, letters, longs if program == "rsync" else frozenset(), values)
+    longs = frozenset(
+        {
+            "rsh",
+            "rsync-path",
+            "port",
+            "files-from",
+            "exclude-from",
+            "include-from",
+            "password-file",
+            "log-file",
+            "temp-dir",
+            "backup-dir",
+            "partial-dir",
+            "compare-dest",
+            "copy-dest",
+            "link-dest",
+            "filter",
+            "exclude",
+            "include",
+        }
+    )
+    positionals = shell.positionals(
+        args, letters, longs if program == "rsync" else frozenset(), values
+    )
     port = "873" if program == "rsync" else "22"
     for option, value in values:
         if option in ("-P", "--port") and program != "rsync":
@@ -3237,7 +3935,14 @@ def _h_scp(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
             port = value
         elif option in ("-e", "--rsh", "--rsync-path", "-S"):
             shell.analyse(value, depth + 1)
-        elif option in ("-i", "-F", "--files-from", "--exclude-from", "--include-from", "--password-file"):
+        elif option in (
+            "-i",
+            "-F",
+            "--files-from",
+            "--exclude-from",
+            "--include-from",
+            "--password-file",
+        ):
             shell.path_candidate(value, True)
         elif option == "-J":
             for jump in value.split(","):
@@ -3264,9 +3969,18 @@ def _h_git(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
             setting = args[i + 1].text
             key, _, value = setting.partition("=")
             low = key.lower()
-            if low in ("core.sshcommand", "core.pager", "core.editor", "core.fsmonitor",
-                       "credential.helper", "core.askpass", "gpg.program", "sequence.editor",
-                       "diff.external", "core.hookspath") or low.startswith(("alias.", "filter.", "diff.")):
+            if low in (
+                "core.sshcommand",
+                "core.pager",
+                "core.editor",
+                "core.fsmonitor",
+                "credential.helper",
+                "core.askpass",
+                "gpg.program",
+                "sequence.editor",
+                "diff.external",
+                "core.hookspath",
+            ) or low.startswith(("alias.", "filter.", "diff.")):
                 shell.analyse(value.lstrip("!"), depth + 1)
             i += 2
             continue
@@ -3279,7 +3993,7 @@ def _h_git(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
             continue
         break
     sub = args[i].text if i < n else ""
-    rest = args[i + 1:]
+    rest = args[i + 1 :]
     for word in rest:
         text = shell.expanded(word)
         if text.startswith("ext::"):
@@ -3300,7 +4014,12 @@ def _h_git(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
                 shell.acc.flags |= _N
     if sub == "config" and len(rest) >= 2:
         key = rest[0].text.lower()
-        if key in ("core.sshcommand", "core.pager", "core.editor", "core.fsmonitor") or key.startswith("alias."):
+        if key in (
+            "core.sshcommand",
+            "core.pager",
+            "core.editor",
+            "core.fsmonitor",
+        ) or key.startswith("alias."):
             shell.analyse(rest[1].text.lstrip("!"), depth + 1)
 
 
@@ -3309,7 +4028,9 @@ _SOCAT_NET = re.compile(
     r"socks4a?|socks5|sctp[46]?|sctp[46]?-connect|dccp-connect)\Z"
 )
 _SOCAT_EXEC = re.compile(r"(?i)(?:exec|system)\Z")
-_SOCAT_FILE = re.compile(r"(?i)(?:open|file|gopen|create|pipe|unix-connect|unix-client|unix|unix-sendto|readline)\Z")
+_SOCAT_FILE = re.compile(
+    r"(?i)(?:open|file|gopen|create|pipe|unix-connect|unix-client|unix|unix-sendto|readline)\Z"
+)
 
 
 def _h_socat(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
@@ -3350,7 +4071,7 @@ def _h_openssl(shell: _Shell, program: str, args: list[_Word], depth: int) -> No
                 value = texts[index + 1]
                 if value.startswith("["):
                     end = value.find("]")
-                    host, port = value[1:end], value[end + 2:] or "443"
+                    host, port = value[1:end], value[end + 2 :] or "443"
                 else:
                     host, _, port = value.rpartition(":")
                     if not host:
@@ -3383,10 +4104,16 @@ def _h_dd(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
 def _h_tar(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
     for index, word in enumerate(args):
         text = word.text
-        for prefix in ("--to-command=", "--use-compress-program=", "--checkpoint-action=exec=",
-                       "--info-script=", "--new-volume-script=", "--rsh-command="):
+        for prefix in (
+            "--to-command=",
+            "--use-compress-program=",
+            "--checkpoint-action=exec=",
+            "--info-script=",
+            "--new-volume-script=",
+            "--rsh-command=",
+        ):
             if text.startswith(prefix):
-                shell.analyse(text[len(prefix):], depth + 1)
+                shell.analyse(text[len(prefix) :], depth + 1)
         if text in ("-I", "--use-compress-program", "--to-command", "-F") and index + 1 < len(args):
             shell.analyse(args[index + 1].text, depth + 1)
         if text in ("-C", "--directory") and index + 1 < len(args):
@@ -3396,19 +4123,63 @@ def _h_tar(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
 
 
 _HANDLERS = {
-    "cd": _h_cd, "pushd": _h_cd, "eval": _h_eval, "export": _h_export, "declare": _h_export,
-    "typeset": _h_export, "local": _h_export, "readonly": _h_export, "alias": _h_alias,
-    "find": _h_find, "nc": _h_nc, "ncat": _h_nc, "netcat": _h_nc, "ssh": _h_ssh, "scp": _h_scp,
-    "sftp": _h_scp, "rsync": _h_scp, "git": _h_git, "socat": _h_socat, "openssl": _h_openssl,
-    "dd": _h_dd, "tar": _h_tar, "bsdtar": _h_tar, "gtar": _h_tar, "make": _h_make,
+    "cd": _h_cd,
+    "pushd": _h_cd,
+    "eval": _h_eval,
+    "export": _h_export,
+    "declare": _h_export,
+    "typeset": _h_export,
+    "local": _h_export,
+    "readonly": _h_export,
+    "alias": _h_alias,
+    "find": _h_find,
+    "nc": _h_nc,
+    "ncat": _h_nc,
+    "netcat": _h_nc,
+    "ssh": _h_ssh,
+    "scp": _h_scp,
+    "sftp": _h_scp,
+    "rsync": _h_scp,
+    "git": _h_git,
+    "socat": _h_socat,
+    "openssl": _h_openssl,
+    "dd": _h_dd,
+    "tar": _h_tar,
+    "bsdtar": _h_tar,
+    "gtar": _h_tar,
+    "make": _h_make,
     "gmake": _h_make,
 }
 
 # wrapper -> (options that take a value, positional words to skip before the command)
 _WRAPPERS: dict[str, tuple[frozenset[str], int]] = {
-    "sudo": (frozenset({"-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-U", "-T", "--user", "--group",
-                        "--host", "--prompt", "--chdir", "--role", "--type", "--other-user",
-                        "--command-timeout", "--close-from"}), 0),
+    "sudo": (
+        frozenset(
+            {
+                "-u",
+                "-g",
+                "-h",
+                "-p",
+                "-C",
+                "-D",
+                "-r",
+                "-t",
+                "-U",
+                "-T",
+                "--user",
+                "--group",
+                "--host",
+                "--prompt",
+                "--chdir",
+                "--role",
+                "--type",
+                "--other-user",
+                "--command-timeout",
+                "--close-from",
+            }
+        ),
+        0,
+    ),
     "doas": (frozenset({"-u", "-C"}), 0),
     "env": (frozenset({"-u", "--unset", "-C", "--chdir", "-P"}), 0),
     "nohup": (frozenset(), 0),
@@ -3420,19 +4191,58 @@ _WRAPPERS: dict[str, tuple[frozenset[str], int]] = {
     "time": (frozenset({"-f", "-o", "--format", "--output"}), 0),
     "timeout": (frozenset({"-s", "-k", "--signal", "--kill-after"}), 1),
     "gtimeout": (frozenset({"-s", "-k", "--signal", "--kill-after"}), 1),
-    "xargs": (frozenset({"-I", "-n", "-P", "-L", "-s", "-d", "-E", "-a", "--max-args", "--max-procs",
-                         "--replace", "--delimiter", "--arg-file", "--max-lines", "--max-chars", "--eof"}), 0),
+    "xargs": (
+        frozenset(
+            {
+                "-I",
+                "-n",
+                "-P",
+                "-L",
+                "-s",
+                "-d",
+                "-E",
+                "-a",
+                "--max-args",
+                "--max-procs",
+                "--replace",
+                "--delimiter",
+                "--arg-file",
+                "--max-lines",
+                "--max-chars",
+                "--eof",
+            }
+        ),
+        0,
+    ),
     "stdbuf": (frozenset({"-i", "-o", "-e"}), 0),
     "setsid": (frozenset(), 0),
     "chronic": (frozenset(), 0),
     "unbuffer": (frozenset(), 0),
     "caffeinate": (frozenset({"-t", "-w"}), 0),
     "taskset": (frozenset({"-c", "-p"}), 1),
-    "numactl": (frozenset({"-C", "-N", "-m", "-p", "-i", "--physcpubind", "--cpunodebind", "--membind",
-                           "--preferred", "--interleave"}), 0),
+    "numactl": (
+        frozenset(
+            {
+                "-C",
+                "-N",
+                "-m",
+                "-p",
+                "-i",
+                "--physcpubind",
+                "--cpunodebind",
+                "--membind",
+                "--preferred",
+                "--interleave",
+            }
+        ),
+        0,
+    ),
     "chroot": (frozenset({"--userspec", "--groups"}), 1),
     "flock": (frozenset({"-w", "-E", "--timeout", "--conflict-exit-code"}), 1),
-    "strace": (frozenset({"-o", "-e", "-p", "-s", "-u", "-E", "-P", "-a", "-b", "-I", "-S", "-X"}), 0),
+    "strace": (
+        frozenset({"-o", "-e", "-p", "-s", "-u", "-E", "-P", "-a", "-b", "-I", "-S", "-X"}),
+        0,
+    ),
     "ltrace": (frozenset({"-o", "-e", "-p", "-s", "-u", "-a", "-n", "-l"}), 0),
     "watch": (frozenset({"-n", "-d", "--interval", "--differences"}), 0),
     "proxychains": (frozenset({"-f"}), 0),
@@ -3444,12 +4254,20 @@ _WRAPPERS: dict[str, tuple[frozenset[str], int]] = {
     "su": (frozenset({"-s", "-g", "-G", "--shell", "--group"}), 0),
     "runuser": (frozenset({"-u", "-g", "-G", "-s", "--user", "--group"}), 0),
     "sg": (frozenset(), 1),
-    "script": (frozenset({"-t", "-T", "-I", "-O", "-B", "-E", "--log-in", "--log-out", "--log-io", "--timing"}), 0),
+    "script": (
+        frozenset(
+            {"-t", "-T", "-I", "-O", "-B", "-E", "--log-in", "--log-out", "--log-io", "--timing"}
+        ),
+        0,
+    ),
     "fakeroot": (frozenset({"-l", "-s", "-i", "--lib", "--faked"}), 0),
     "unshare": (frozenset(), 0),
     "nsenter": (frozenset({"-t", "--target"}), 0),
     "catchsegv": (frozenset(), 0),
-    "systemd-run": (frozenset({"-p", "-E", "--unit", "--property", "--setenv", "--uid", "--gid"}), 0),
+    "systemd-run": (
+        frozenset({"-p", "-E", "--unit", "--property", "--setenv", "--uid", "--gid"}),
+        0,
+    ),
     "cgexec": (frozenset({"-g"}), 0),
     "valgrind": (frozenset(), 0),
     "nocache": (frozenset(), 0),
@@ -3479,8 +4297,18 @@ class _Pair:
     per call.
     """
 
-    __slots__ = ("anchor", "commands", "endpoints", "flags", "hosts", "joinable", "paths", "phys",
-                 "programs", "urls")
+    __slots__ = (
+        "anchor",
+        "commands",
+        "endpoints",
+        "flags",
+        "hosts",
+        "joinable",
+        "paths",
+        "phys",
+        "programs",
+        "urls",
+    )
 
     def __init__(self, acc: _Acc) -> None:
         self.paths = tuple(acc.paths)
@@ -3507,7 +4335,11 @@ def _fast_facts(ctx: _Ctx, classifier: Classifier, arguments: dict[Any, Any]) ->
     pairs: list[_Pair] = []
     for key, value in arguments.items():
         kind = type(value)
-        if type(key) is not _STR or kind not in _PAIR_TYPES or (kind is _STR and len(value) > _CACHEABLE_LEN):
+        if (
+            type(key) is not _STR
+            or kind not in _PAIR_TYPES
+            or (kind is _STR and len(value) > _CACHEABLE_LEN)
+        ):
             return None
         memo_key = (ctx, key, value, kind)
         pair = memo.get(memo_key)
@@ -3517,15 +4349,30 @@ def _fast_facts(ctx: _Ctx, classifier: Classifier, arguments: dict[Any, Any]) ->
                 memo.clear()
             memo[memo_key] = pair
         pairs.append(pair)
-    if len(pairs) > 1 and any(p.anchor is not None for p in pairs) and any(p.joinable for p in pairs):
+    if (
+        len(pairs) > 1
+        and any(p.anchor is not None for p in pairs)
+        and any(p.joinable for p in pairs)
+    ):
         return None
     return pairs
 
 
-def _finish(tool: str, arguments: Any, classifier: Classifier, ctx: _Ctx, flags: int,
-            paths: tuple[str, ...], phys: Sequence[str], urls: tuple[str, ...],
-            hosts: tuple[str, ...], endpoints: tuple[str, ...], commands: tuple[str, ...],
-            programs: tuple[str, ...], annotations: Mapping[str, Any] | None) -> CallFacts:
+def _finish(
+    tool: str,
+    arguments: Any,
+    classifier: Classifier,
+    ctx: _Ctx,
+    flags: int,
+    paths: tuple[str, ...],
+    phys: Sequence[str],
+    urls: tuple[str, ...],
+    hosts: tuple[str, ...],
+    endpoints: tuple[str, ...],
+    commands: tuple[str, ...],
+    programs: tuple[str, ...],
+    annotations: Mapping[str, Any] | None,
+) -> CallFacts:
     flags |= classifier.tool_flags(tool)
     if annotations is not None and not isinstance(annotations, Mapping):
         annotations = None
@@ -3536,8 +4383,18 @@ def _finish(tool: str, arguments: Any, classifier: Classifier, ctx: _Ctx, flags:
     if paths and not flags & (_R | _W):
         flags |= _R  # a tool nobody classified that receives a path is assumed to read it
     return CallFacts(
-        tool, arguments, paths, urls, hosts, endpoints, commands, programs,
-        bool(flags & _R), bool(flags & _W), bool(flags & _S), bool(flags & _N),
+        tool,
+        arguments,
+        paths,
+        urls,
+        hosts,
+        endpoints,
+        commands,
+        programs,
+        bool(flags & _R),
+        bool(flags & _W),
+        bool(flags & _S),
+        bool(flags & _N),
         annotations if annotations is not None else {},
     )
 
@@ -3585,15 +4442,22 @@ def extract(
         arguments = _EMPTY_ARGS
     elif type(arguments) is not dict:
         if not isinstance(arguments, Mapping):
-            raise ExtractionError(f"arguments must be a JSON object, got {type(arguments).__name__}")
+            raise ExtractionError(
+                f"arguments must be a JSON object, got {type(arguments).__name__}"
+            )
     last = _LAST_CTX
     ctx = last[1] if last is not None and last[0] is env else _ctx_for(env)
-    if type(arguments) is dict and len(arguments) == 1 and (
-            annotations is None or type(annotations) is dict):
+    if (
+        type(arguments) is dict
+        and len(arguments) == 1
+        and (annotations is None or type(annotations) is dict)
+    ):
         # Hot path, inlined: one memoised scalar argument (`{"path": "src/app.py"}`).
         for key, value in arguments.items():
             kind = type(value)
-            pair = classifier._pair_memo.get((ctx, key, value, kind)) if kind in _PAIR_TYPES else None
+            pair = (
+                classifier._pair_memo.get((ctx, key, value, kind)) if kind in _PAIR_TYPES else None
+            )
             if pair is not None:
                 flags = classifier._tool_memo.get(tool)
                 if flags is None:
@@ -3607,30 +4471,72 @@ def extract(
                         flags |= _R
                     if ctx.resolve:
                         paths = _with_realpaths(paths, pair.phys)
-                return CallFacts(tool, arguments, paths, pair.urls, pair.hosts, pair.endpoints,
-                                 pair.commands, pair.programs, bool(flags & _R), bool(flags & _W),
-                                 bool(flags & _S), bool(flags & _N),
-                                 annotations if annotations is not None else {})
+                return CallFacts(
+                    tool,
+                    arguments,
+                    paths,
+                    pair.urls,
+                    pair.hosts,
+                    pair.endpoints,
+                    pair.commands,
+                    pair.programs,
+                    bool(flags & _R),
+                    bool(flags & _W),
+                    bool(flags & _S),
+                    bool(flags & _N),
+                    annotations if annotations is not None else {},
+                )
     if type(arguments) is dict and len(arguments) <= _MAX_FAST_PAIRS:
         pairs = _fast_facts(ctx, classifier, arguments)
         if pairs is not None:
             if len(pairs) == 1:
                 p = pairs[0]
-                return _finish(tool, arguments, classifier, ctx, p.flags, p.paths, p.phys, p.urls,
-                               p.hosts, p.endpoints, p.commands, p.programs, annotations)
+                return _finish(
+                    tool,
+                    arguments,
+                    classifier,
+                    ctx,
+                    p.flags,
+                    p.paths,
+                    p.phys,
+                    p.urls,
+                    p.hosts,
+                    p.endpoints,
+                    p.commands,
+                    p.programs,
+                    annotations,
+                )
             return _merge_pairs(tool, arguments, classifier, ctx, pairs, annotations)
     acc = _Acc(ctx, classifier)
     if arguments:
         acc.walk_dict(arguments if type(arguments) is dict else dict(arguments), _GENERIC, 0)
         if acc.anchors:
             acc.join_anchors()
-    return _finish(tool, arguments, classifier, ctx, acc.flags, tuple(acc.paths), acc.phys,
-                   tuple(acc.urls), tuple(acc.hosts), tuple(acc.endpoints), tuple(acc.commands),
-                   tuple(acc.programs), annotations)
+    return _finish(
+        tool,
+        arguments,
+        classifier,
+        ctx,
+        acc.flags,
+        tuple(acc.paths),
+        acc.phys,
+        tuple(acc.urls),
+        tuple(acc.hosts),
+        tuple(acc.endpoints),
+        tuple(acc.commands),
+        tuple(acc.programs),
+        annotations,
+    )
 
 
-def _merge_pairs(tool: str, arguments: Any, classifier: Classifier, ctx: _Ctx, pairs: list[_Pair],
-                 annotations: Mapping[str, Any] | None) -> CallFacts:
+def _merge_pairs(
+    tool: str,
+    arguments: Any,
+    classifier: Classifier,
+    ctx: _Ctx,
+    pairs: list[_Pair],
+    annotations: Mapping[str, Any] | None,
+) -> CallFacts:
     paths: dict[str, None] = {}
     urls: dict[str, None] = {}
     hosts: dict[str, None] = {}
@@ -3657,5 +4563,18 @@ def _merge_pairs(tool: str, arguments: Any, classifier: Classifier, ctx: _Ctx, p
             programs.update(dict.fromkeys(p.programs))
         if p.phys:
             phys.extend(p.phys)
-    return _finish(tool, arguments, classifier, ctx, flags, tuple(paths), phys, tuple(urls),
-                   tuple(hosts), tuple(endpoints), tuple(commands), tuple(programs), annotations)
+    return _finish(
+        tool,
+        arguments,
+        classifier,
+        ctx,
+        flags,
+        tuple(paths),
+        phys,
+        tuple(urls),
+        tuple(hosts),
+        tuple(endpoints),
+        tuple(commands),
+        tuple(programs),
+        annotations,
+    )

@@ -53,7 +53,9 @@ def glob_to_regex(glob: str) -> str:
         elif c == "?":
             out.append(r"[^/]")
         elif c == "[":
-            j = glob.find("]", i + 2 if glob.startswith("[!", i) or glob.startswith("[^", i) else i + 1)
+            j = glob.find(
+                "]", i + 2 if glob.startswith("[!", i) or glob.startswith("[^", i) else i + 1
+            )
             if j < 0:
                 raise GlobError(f"unclosed '[' in {glob!r}")
             body = glob[i + 1 : j]

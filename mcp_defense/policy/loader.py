@@ -64,20 +64,33 @@ def _display(p: Path) -> str:
 def _policy_files(directory: Path) -> list[Path]:
     """`.mcpd` files under a directory, skipping dot-files (editor locks such as emacs's
     `.#main.mcpd`, which is a dangling symlink while the file is open)."""
-    return sorted(p for p in directory.rglob("*.mcpd")
-                  if not any(part.startswith(".") for part in p.relative_to(directory).parts))
+    return sorted(
+        p
+        for p in directory.rglob("*.mcpd")
+        if not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
 
 
 def _expand_inputs(paths: Sequence[str | Path], diags: list[Diagnostic]) -> list[Path]:
     out: list[Path] = []
     for raw in paths:
         s = str(raw)
-        p = (builtin_policy_dir() / s[len(BUILTIN_PREFIX):]) if s.startswith(BUILTIN_PREFIX) else Path(s)
+        p = (
+            (builtin_policy_dir() / s[len(BUILTIN_PREFIX) :])
+            if s.startswith(BUILTIN_PREFIX)
+            else Path(s)
+        )
         if p.is_dir():
             found = _policy_files(p)
             if not found:
-                diags.append(Diagnostic(ast.Span(s, 1, 1), ERROR, "no-policy",
-                                        f"{s}: directory contains no .mcpd files"))
+                diags.append(
+                    Diagnostic(
+                        ast.Span(s, 1, 1),
+                        ERROR,
+                        "no-policy",
+                        f"{s}: directory contains no .mcpd files",
+                    )
+                )
             out.extend(found)
         elif p.is_file():
             out.append(p)
@@ -120,7 +133,7 @@ def load(
         for imp in pf.imports:
             target = imp.path.value
             if target.startswith(BUILTIN_PREFIX):
-                tp = builtin_policy_dir() / target[len(BUILTIN_PREFIX):]
+                tp = builtin_policy_dir() / target[len(BUILTIN_PREFIX) :]
             else:
                 tp = rp.parent / target
             if tp.is_dir():
@@ -130,9 +143,15 @@ def load(
                 visit(tp, imp)
             else:
                 lines = pf.source.splitlines()
-                diags.append(Diagnostic(imp.path.span, ERROR, "import-not-found",
-                                        f"import {target!r}: no such file or directory",
-                                        lines[imp.span.line - 1] if lines else ""))
+                diags.append(
+                    Diagnostic(
+                        imp.path.span,
+                        ERROR,
+                        "import-not-found",
+                        f"import {target!r}: no such file or directory",
+                        lines[imp.span.line - 1] if lines else "",
+                    )
+                )
         files.append(pf)  # imports first, so their definitions come earlier in order
 
     for root in roots:
@@ -143,8 +162,9 @@ def load(
     return LoadResult(table, diags + more, read)
 
 
-def load_table(paths: Sequence[str | Path] | None = None,
-               variables: Mapping[str, str] | None = None) -> DecisionTable:
+def load_table(
+    paths: Sequence[str | Path] | None = None, variables: Mapping[str, str] | None = None
+) -> DecisionTable:
     """Like `load`, but raises PolicyLoadError (with every diagnostic) unless it compiled."""
     result = load(paths, variables)
     if result.table is None:

@@ -244,8 +244,12 @@ _LINK_LOCAL = (ipaddress.IPv4Network("169.254.0.0/16"), ipaddress.IPv6Network("f
 @lru_cache(maxsize=16384)
 def is_link_local(host: str) -> bool:
     """169.254.0.0/16 and fe80::/10 (where most metadata services live)."""
-    return any(address in net for address in _addresses(host) for net in _LINK_LOCAL
-               if address.version == net.version)
+    return any(
+        address in net
+        for address in _addresses(host)
+        for net in _LINK_LOCAL
+        if address.version == net.version
+    )
 
 
 _PRIVATE = (
@@ -260,8 +264,12 @@ _PRIVATE = (
 @lru_cache(maxsize=16384)
 def is_private(host: str) -> bool:
     """RFC 1918, RFC 4193 (fc00::/7) and CGNAT 100.64.0.0/10, including tunnelled IPv4."""
-    return any(address in net for address in _addresses(host) for net in _PRIVATE
-               if address.version == net.version)
+    return any(
+        address in net
+        for address in _addresses(host)
+        for net in _PRIVATE
+        if address.version == net.version
+    )
 
 
 # Documented endpoints, and a few that SSRF deny-lists carry by habit (marked): blocking a name

@@ -57,11 +57,21 @@ class _Build(Transformer):
 
     def _span(self, node: Any) -> ast.Span:
         if isinstance(node, Token):
-            return ast.Span(self.file, node.line or 0, node.column or 0,
-                            node.end_line or 0, node.end_column or 0)
+            return ast.Span(
+                self.file,
+                node.line or 0,
+                node.column or 0,
+                node.end_line or 0,
+                node.end_column or 0,
+            )
         meta = node
-        return ast.Span(self.file, getattr(meta, "line", 0), getattr(meta, "column", 0),
-                        getattr(meta, "end_line", 0), getattr(meta, "end_column", 0))
+        return ast.Span(
+            self.file,
+            getattr(meta, "line", 0),
+            getattr(meta, "column", 0),
+            getattr(meta, "end_line", 0),
+            getattr(meta, "end_column", 0),
+        )
 
     def _str(self, tok: Token) -> ast.Str:
         return ast.Str(_unquote(tok), self._span(tok))
@@ -206,9 +216,17 @@ class _Build(Transformer):
                 when, when_span = value
             elif key == "action":
                 action, action_span, reason = value
-        return ast.Rule(kind=kind, name=str(name_tok), span=self._span(name_tok), when=when,
-                        when_span=when_span, action=action, action_span=action_span,
-                        reason=reason, **kw)
+        return ast.Rule(
+            kind=kind,
+            name=str(name_tok),
+            span=self._span(name_tok),
+            when=when,
+            when_span=when_span,
+            action=action,
+            action_span=action_span,
+            reason=reason,
+            **kw,
+        )
 
     @v_args(meta=True)
     def rule(self, meta: Any, c: list[Any]) -> ast.Rule:
@@ -339,7 +357,11 @@ def _keyword(name: str) -> str:
 def _syntax_diag(file: str, source: str, e: UnexpectedInput) -> Diagnostic:
     line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
     if isinstance(e, UnexpectedCharacters):
-        ch = source.splitlines()[line - 1][col - 1 : col] if line - 1 < len(source.splitlines()) else ""
+        ch = (
+            source.splitlines()[line - 1][col - 1 : col]
+            if line - 1 < len(source.splitlines())
+            else ""
+        )
         msg = f"unexpected character {ch!r}"
         if e.allowed:
             msg += f"; expected {_expected(set(e.allowed))}"
@@ -389,8 +411,15 @@ def parse(source: str, file: str = "<string>") -> ast.PolicyFile:
         return tuple(groups.get(cls, ()))
 
     return ast.PolicyFile(
-        path=file, source=text, imports=g(ast.Import), lets=g(ast.Let),
-        defaults=g(ast.Default), archetypes=g(ast.Archetype), jewels=g(ast.Jewels),
-        classify=g(ast.Classify), rules=g(ast.Rule), correlate=g(ast.Correlate),
+        path=file,
+        source=text,
+        imports=g(ast.Import),
+        lets=g(ast.Let),
+        defaults=g(ast.Default),
+        archetypes=g(ast.Archetype),
+        jewels=g(ast.Jewels),
+        classify=g(ast.Classify),
+        rules=g(ast.Rule),
+        correlate=g(ast.Correlate),
         tests=g(ast.Test),
     )

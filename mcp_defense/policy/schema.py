@@ -34,8 +34,12 @@ RECORDS: dict[str, tuple[Field, ...]] = {
     "Call": (
         Field("tool", "string", "tool name as sent in tools/call params.name"),
         Field("args", "map<string,dyn>", "raw arguments object, untouched"),
-        Field("paths", "list<string>", "absolute, normalised filesystem paths found anywhere in args"),
-        Field("urls", "list<string>", "normalised URLs (lower-case host, no userinfo, explicit port)"),
+        Field(
+            "paths", "list<string>", "absolute, normalised filesystem paths found anywhere in args"
+        ),
+        Field(
+            "urls", "list<string>", "normalised URLs (lower-case host, no userinfo, explicit port)"
+        ),
         Field("hosts", "list<string>", "host names (lower-case) and canonical IP literals"),
         Field("endpoints", "list<string>", "'host:port' for every URL / host with a known port"),
         Field("commands", "list<string>", "shell words of every command string (argv[0] first)"),
@@ -44,7 +48,11 @@ RECORDS: dict[str, tuple[Field, ...]] = {
         Field("writes", "bool", "the call writes, moves or deletes files (classification)"),
         Field("spawns", "bool", "the call runs a process (classification)"),
         Field("network", "bool", "the call reaches the network (classification)"),
-        Field("annotations", "map<string,dyn>", "tool annotations the server advertised (untrusted hints)"),
+        Field(
+            "annotations",
+            "map<string,dyn>",
+            "tool annotations the server advertised (untrusted hints)",
+        ),
     ),
     "Archetype": (
         Field("name", "string", "archetype name"),
@@ -87,20 +95,49 @@ RULE_SCOPES: dict[str, frozenset[str]] = {
 }
 
 FUNCTIONS: tuple[Function, ...] = (
-    Function("jewel", ("string",), "string",
-             "sensitivity level of the most sensitive jewel glob matching the path, '' if none"),
-    Function("jewel_set", ("string",), "string", "name of the jewels block that matched, '' if none"),
-    Function("glob", ("string", "string"), "bool", "path glob match (`*` one segment, `**` any depth)"),
+    Function(
+        "jewel",
+        ("string",),
+        "string",
+        "sensitivity level of the most sensitive jewel glob matching the path, '' if none",
+    ),
+    Function(
+        "jewel_set", ("string",), "string", "name of the jewels block that matched, '' if none"
+    ),
+    Function(
+        "glob", ("string", "string"), "bool", "path glob match (`*` one segment, `**` any depth)"
+    ),
     Function("basename", ("string",), "string", "last path segment"),
     Function("is_ip", ("string",), "bool", "host is an IP literal"),
     Function("is_loopback", ("string",), "bool", "127.0.0.0/8, ::1, localhost"),
     Function("is_link_local", ("string",), "bool", "169.254.0.0/16, fe80::/10"),
     Function("is_private", ("string",), "bool", "RFC 1918, RFC 4193, CGNAT"),
-    Function("is_metadata", ("string",), "bool", "cloud metadata endpoints (AWS, GCP, Azure, Alibaba, ...)"),
-    Function("allows_path", ("string",), "bool", "path is inside the archetype's paths", "Archetype"),
-    Function("allows_write", ("string",), "bool", "path is inside the archetype's writes", "Archetype"),
-    Function("allows_host", ("string",), "bool", "some network entry admits this host", "Archetype"),
-    Function("allows_endpoint", ("string",), "bool", "network entries admit 'host:port'", "Archetype"),
-    Function("allows_program", ("string",), "bool", "spawn entries admit this program", "Archetype"),
-    Function("allows_flow", ("Flow",), "bool", "network entries admit the flow's destination", "Archetype"),
+    Function(
+        "is_metadata",
+        ("string",),
+        "bool",
+        "cloud metadata endpoints (AWS, GCP, Azure, Alibaba, ...)",
+    ),
+    Function(
+        "allows_path", ("string",), "bool", "path is inside the archetype's paths", "Archetype"
+    ),
+    Function(
+        "allows_write", ("string",), "bool", "path is inside the archetype's writes", "Archetype"
+    ),
+    Function(
+        "allows_host", ("string",), "bool", "some network entry admits this host", "Archetype"
+    ),
+    Function(
+        "allows_endpoint", ("string",), "bool", "network entries admit 'host:port'", "Archetype"
+    ),
+    Function(
+        "allows_program", ("string",), "bool", "spawn entries admit this program", "Archetype"
+    ),
+    Function(
+        "allows_flow",
+        ("Flow",),
+        "bool",
+        "network entries admit the flow's destination",
+        "Archetype",
+    ),
 )

@@ -417,19 +417,32 @@ class Explanation:
         return {
             "archetype": self.call.archetype,
             "tool": self.call.tool,
-            "facts": None if f is None else {
-                "paths": list(f.paths), "urls": list(f.urls), "hosts": list(f.hosts),
-                "endpoints": list(f.endpoints), "commands": list(f.commands),
-                "programs": list(f.programs), "reads": f.reads, "writes": f.writes,
-                "spawns": f.spawns, "network": f.network,
+            "facts": None
+            if f is None
+            else {
+                "paths": list(f.paths),
+                "urls": list(f.urls),
+                "hosts": list(f.hosts),
+                "endpoints": list(f.endpoints),
+                "commands": list(f.commands),
+                "programs": list(f.programs),
+                "reads": f.reads,
+                "writes": f.writes,
+                "spawns": f.spawns,
+                "network": f.network,
             },
             "error": self.error,
             "decision": {**self.decision.to_dict(), "source": self.decision.source},
             "deciding_clause": self.deciding_clause,
             "rules": [
                 {
-                    "name": r.name, "kind": r.kind, "action": r.action, "priority": r.priority,
-                    "source": r.source, "status": r.status, "detail": r.detail,
+                    "name": r.name,
+                    "kind": r.kind,
+                    "action": r.action,
+                    "priority": r.priority,
+                    "source": r.source,
+                    "status": r.status,
+                    "detail": r.detail,
                     "clauses": [{"clause": c, "value": v} for c, v in r.clauses],
                 }
                 for r in self.rules
@@ -441,9 +454,21 @@ class DecisionTable:
     """Immutable result of compiling a policy set. Safe to share between threads."""
 
     __slots__ = (
-        "version", "files", "variables", "_archetypes", "_classifier", "_env", "_default",
-        "_arch_hot", "_vars_hot",
-        "join", "tests", "rule_fingerprints", "_explainer", "summary", "_jewels",
+        "version",
+        "files",
+        "variables",
+        "_archetypes",
+        "_classifier",
+        "_env",
+        "_default",
+        "_arch_hot",
+        "_vars_hot",
+        "join",
+        "tests",
+        "rule_fingerprints",
+        "_explainer",
+        "summary",
+        "_jewels",
     )
 
     def __init__(
@@ -494,13 +519,23 @@ class DecisionTable:
     def jewel(self, path: str) -> str:
         return self._jewels(path)
 
-    def facts(self, tool: Any, arguments: Any, annotations: Mapping[str, Any] | None = None) -> CallFacts:
+    def facts(
+        self, tool: Any, arguments: Any, annotations: Mapping[str, Any] | None = None
+    ) -> CallFacts:
         """The extractor as this table is configured (raises ExtractionError)."""
         return extract(tool, arguments, self._classifier, self._env, annotations)
 
     # -- decisions
-    def _mk(self, action: Action, rule: str, reason: str, corr: str, source: str = "",
-            learning: bool = False, facts: CallFacts | None = None) -> Decision:
+    def _mk(
+        self,
+        action: Action,
+        rule: str,
+        reason: str,
+        corr: str,
+        source: str = "",
+        learning: bool = False,
+        facts: CallFacts | None = None,
+    ) -> Decision:
         return Decision(action, rule, reason, self.version, corr, source, learning, facts)
 
     def decide(self, call: ToolCall, learning: LearningState | None = None) -> Decision:
@@ -508,18 +543,26 @@ class DecisionTable:
         try:
             return self._decide(call, learning)
         except Exception as e:  # noqa: BLE001 - the fail-closed boundary
-            return self._mk(Action.DENY, INTERNAL_ERROR,
-                            f"internal error while deciding: {type(e).__name__}: {e}",
-                            call.correlation_id)
+            return self._mk(
+                Action.DENY,
+                INTERNAL_ERROR,
+                f"internal error while deciding: {type(e).__name__}: {e}",
+                call.correlation_id,
+            )
 
     def _decide(self, call: ToolCall, learning: LearningState | None) -> Decision:
         arch = self._arch_hot.get(call.archetype)
         if arch is None:
-            return self._mk(Action.DENY, UNKNOWN_ARCHETYPE,
-                            f"unknown archetype {call.archetype!r}", call.correlation_id)
+            return self._mk(
+                Action.DENY,
+                UNKNOWN_ARCHETYPE,
+                f"unknown archetype {call.archetype!r}",
+                call.correlation_id,
+            )
         try:
-            facts = extract(call.tool, call.arguments, self._classifier, self._env,
-                            call.annotations)
+            facts = extract(
+                call.tool, call.arguments, self._classifier, self._env, call.annotations
+            )
         except ExtractionError as e:
             return self._mk(Action.DENY, MALFORMED_ARGUMENTS, str(e), call.correlation_id)
         ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, self._vars_hot)
@@ -529,44 +572,80 @@ class DecisionTable:
             try:
                 hit = rule.fn(ctx)
             except Exception as e:  # noqa: BLE001 - CEL runtime error: fail closed
-                return self._mk(Action.DENY, RULE_ERROR,
-                                f"rule {rule.name} could not be evaluated: {e}",
-                                call.correlation_id, rule.source)
+                return self._mk(
+                    Action.DENY,
+                    RULE_ERROR,
+                    f"rule {rule.name} could not be evaluated: {e}",
+                    call.correlation_id,
+                    rule.source,
+                )
             if hit is True:
                 return self._rule_decision(rule, ctx, arch.const, call.correlation_id, learning)
         action, reason, source = self._default
         return self._mk(action, DEFAULT_RULE, reason, call.correlation_id, source, facts=facts)
 
-    def _rule_decision(self, rule: CompiledRule, ctx: EvalCtx, arch: ArchetypeConst,
-                       corr: str, learning: LearningState | None) -> Decision:
+    def _rule_decision(
+        self,
+        rule: CompiledRule,
+        ctx: EvalCtx,
+        arch: ArchetypeConst,
+        corr: str,
+        learning: LearningState | None,
+    ) -> Decision:
         reason = rule.reason.render(lambda n: _call_value(n, ctx, rule))
         action = rule.action
-        if (learning is not None and rule.learn and arch.learn_s
-                and action.severity > Action.ALERT.severity
-                and learning.active(arch.name, arch.learn_s)):
-            until = time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                  time.gmtime(learning.until(arch.name, arch.learn_s)))
-            return self._mk(Action.ALERT, rule.name,
-                            f"learning until {until}, would {action.value}: {reason}",
-                            corr, rule.source, learning=True, facts=ctx.call)
+        if (
+            learning is not None
+            and rule.learn
+            and arch.learn_s
+            and action.severity > Action.ALERT.severity
+            and learning.active(arch.name, arch.learn_s)
+        ):
+            until = time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(learning.until(arch.name, arch.learn_s))
+            )
+            return self._mk(
+                Action.ALERT,
+                rule.name,
+                f"learning until {until}, would {action.value}: {reason}",
+                corr,
+                rule.source,
+                learning=True,
+                facts=ctx.call,
+            )
         return self._mk(action, rule.name, reason, corr, rule.source, facts=ctx.call)
 
-    def decide_flow(self, archetype: str, flow: FlowFacts, orphan: bool,
-                    agent_id: str = "", session_id: str = "", correlation_id: str = "") -> Decision:
+    def decide_flow(
+        self,
+        archetype: str,
+        flow: FlowFacts,
+        orphan: bool,
+        agent_id: str = "",
+        session_id: str = "",
+        correlation_id: str = "",
+    ) -> Decision:
         """Decide a network flow with `flow rule`s (or `orphan rule`s). Default: allow."""
         try:
             arch = self._archetypes.get(archetype)
             if arch is None:
-                return self._mk(Action.ALERT, UNKNOWN_ARCHETYPE,
-                                f"unknown archetype {archetype!r}", correlation_id)
+                return self._mk(
+                    Action.ALERT,
+                    UNKNOWN_ARCHETYPE,
+                    f"unknown archetype {archetype!r}",
+                    correlation_id,
+                )
             ctx = EvalCtx(None, flow, agent_id, session_id, arch.const, self.variables)
-            for rule in (arch.orphan if orphan else arch.flow):
+            for rule in arch.orphan if orphan else arch.flow:
                 try:
                     hit = rule.fn(ctx)
                 except Exception as e:  # noqa: BLE001
-                    return self._mk(Action.ALERT, RULE_ERROR,
-                                    f"flow rule {rule.name} could not be evaluated: {e}",
-                                    correlation_id, rule.source)
+                    return self._mk(
+                        Action.ALERT,
+                        RULE_ERROR,
+                        f"flow rule {rule.name} could not be evaluated: {e}",
+                        correlation_id,
+                        rule.source,
+                    )
                 if hit is True:
                     reason = rule.reason.render(lambda n, r=rule: _call_value(n, ctx, r))
                     return self._mk(rule.action, rule.name, reason, correlation_id, rule.source)

@@ -19,8 +19,9 @@ class LineCall:
     error: str = ""
 
 
-def call_from_object(obj: Any, archetype: str, *, agent_id: str = "", session_id: str = "",
-                     correlation_id: str = "") -> LineCall:
+def call_from_object(
+    obj: Any, archetype: str, *, agent_id: str = "", session_id: str = "", correlation_id: str = ""
+) -> LineCall:
     """Accept a JSON-RPC tools/call request or `{"archetype": …, "params": {…}}`."""
     if not isinstance(obj, dict):
         return LineCall(None, None, "line is not a JSON object")
@@ -30,7 +31,7 @@ def call_from_object(obj: Any, archetype: str, *, agent_id: str = "", session_id
             return LineCall(None, rid, f"not a tools/call request (method {obj.get('method')!r})")
     arch = obj.get("archetype", archetype)
     if not isinstance(arch, str) or not arch:
-        return LineCall(None, rid, "no archetype: give --archetype or an \"archetype\" field")
+        return LineCall(None, rid, 'no archetype: give --archetype or an "archetype" field')
     params = obj.get("params")
     if not isinstance(params, dict):
         return LineCall(None, rid, "tools/call without a params object")

@@ -81,8 +81,12 @@ class FlowMonitor:
         self._kill_rule = ""
         # Built now (a bad spec raises ValueError here), started in server_started().
         self._sources: list[FlowSource] = [
-            open_source(spec, server_pid_getter=self._roots, proctree=self.correlator.proctree,
-                        on_error=lambda m: report(f"flow source: {m}"))
+            open_source(
+                spec,
+                server_pid_getter=self._roots,
+                proctree=self.correlator.proctree,
+                on_error=lambda m: report(f"flow source: {m}"),
+            )
             for spec in specs
         ]
         self._started = False
@@ -91,8 +95,9 @@ class FlowMonitor:
         return self._server_pid or None
 
     def _decide(self, flow: FlowFacts, orphan: bool) -> Decision:
-        d = self.get_table().decide_flow(self.archetype, flow, orphan,
-                                         agent_id=self.agent_id, session_id=self.session_id)
+        d = self.get_table().decide_flow(
+            self.archetype, flow, orphan, agent_id=self.agent_id, session_id=self.session_id
+        )
         if self.observe and d.action is Action.KILL:
             # --observe blocks nothing: record what would have happened, as learning mode does.
             return replace(d, action=Action.ALERT, reason=f"--observe, would kill: {d.reason}")
@@ -103,9 +108,11 @@ class FlowMonitor:
         flow = event.flow
         others = len(report.pids) - 1
         tree = f" and {others} other process(es) of its tree" if others > 0 else ""
-        msg = (f"killed server pid {report.server_pid}{tree}: [{event.rule}] {event.reason}; flow "
-               f"{flow.get('dst_ip', '')}:{flow.get('dst_port', '')} from pid "
-               f"{flow.get('pid', '')}, call(s) {', '.join(event.correlation_ids) or 'none'}")
+        msg = (
+            f"killed server pid {report.server_pid}{tree}: [{event.rule}] {event.reason}; flow "
+            f"{flow.get('dst_ip', '')}:{flow.get('dst_port', '')} from pid "
+            f"{flow.get('pid', '')}, call(s) {', '.join(event.correlation_ids) or 'none'}"
+        )
         if report.survivors:
             msg += f"; still alive after SIGKILL: {list(report.survivors)}"
         self._report(msg)
@@ -125,8 +132,9 @@ class FlowMonitor:
 
     def call_opened(self, correlation_id: str) -> None:
         """A request is about to reach the server: flows from now on may be its doing."""
-        self.correlator.open_call(correlation_id, server_pid=self._server_pid,
-                                  cgroup_id=self._cgroup_id)
+        self.correlator.open_call(
+            correlation_id, server_pid=self._server_pid, cgroup_id=self._cgroup_id
+        )
 
     def call_closed(self, correlation_id: str) -> None:
         """Its answer went back (or it failed): its window ends `window_s` from now."""

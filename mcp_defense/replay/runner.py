@@ -313,7 +313,9 @@ def _tool_result_ok(d: dict[str, Any]) -> bool:
 _ACTION_OF = {a.value: a for a in Action}
 
 
-def _numbered_lines(path: Path, name: str, progress: Progress | None) -> Iterator[tuple[int, bytes]]:
+def _numbered_lines(
+    path: Path, name: str, progress: Progress | None
+) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of an input file, reporting progress by bytes read."""
     try:
         fh = path.open("rb")
@@ -523,9 +525,7 @@ def replay_transcript(
             expect = el.obj.get("expect")
             if expect is not None and expect not in ACTIONS:
                 report.errors.append(
-                    InputError(
-                        name, lineno, f"expect {expect!r} is not one of {sorted(ACTIONS)}"
-                    )
+                    InputError(name, lineno, f"expect {expect!r} is not one of {sorted(ACTIONS)}")
                 )
                 fr.errors += 1
                 continue

@@ -50,8 +50,9 @@ class FlowSource:
     def start(self, sink: FlowSink) -> FlowSource:
         if self._thread is not None:
             raise RuntimeError(f"flow source {self.name} already started")
-        self._thread = threading.Thread(target=self._main, args=(sink,),
-                                        name=f"flow-source:{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, args=(sink,), name=f"flow-source:{self.name}", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -40,8 +40,15 @@ class LineFollower:
     closing). Reports oversize lines and I/O trouble through `report`, never raises.
     """
 
-    def __init__(self, path: str, stop: threading.Event, report: Callable[[str], None], *,
-                 follow: bool = True, poll_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        path: str,
+        stop: threading.Event,
+        report: Callable[[str], None],
+        *,
+        follow: bool = True,
+        poll_s: float = 0.05,
+    ) -> None:
         self.path = path
         self.stop = stop
         self.report = report
@@ -128,7 +135,9 @@ class LineFollower:
                     os.close(fd)
                     fd, ino, pos = new_fd, os.fstat(new_fd).st_ino, 0
                     self.lineno = 0
-                    self.report(f"{self.path}: file was rotated or truncated; reading it from its start")
+                    self.report(
+                        f"{self.path}: file was rotated or truncated; reading it from its start"
+                    )
         finally:
             os.close(fd)
         if not self.follow:  # at EOF; when following we only get here on stop(), where a
@@ -152,12 +161,16 @@ class LineFollower:
             line = bytes(buf[start:nl])
             start = nl + 1
             if len(line) > MAX_LINE:
-                self.report(f"{self.path}:{self.lineno}: line longer than {MAX_LINE} bytes; skipped")
+                self.report(
+                    f"{self.path}:{self.lineno}: line longer than {MAX_LINE} bytes; skipped"
+                )
                 continue
             yield self.lineno, line
         del buf[:start]
         if len(buf) > MAX_LINE:
-            self.report(f"{self.path}:{self.lineno + 1}: line longer than {MAX_LINE} bytes; skipped")
+            self.report(
+                f"{self.path}:{self.lineno + 1}: line longer than {MAX_LINE} bytes; skipped"
+            )
             buf.clear()
             self._skipping = True
 
@@ -254,8 +267,11 @@ def parse_flow_event(obj: Any) -> FlowFacts:
     """One FlowEvent object -> FlowFacts; ValueError says what is wrong with it."""
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
-    missing = [k for k in ("timestamp", "src_ip", "dst_ip", "src_port", "dst_port", "protocol")
-               if k not in obj]
+    missing = [
+        k
+        for k in ("timestamp", "src_ip", "dst_ip", "src_port", "dst_port", "protocol")
+        if k not in obj
+    ]
     if missing:
         raise ValueError(f"missing field(s): {', '.join(missing)}")
     binary = obj.get("binary", "")
@@ -272,7 +288,9 @@ def parse_flow_event(obj: Any) -> FlowFacts:
     )
 
 
-def json_lines(source: FlowSource, path: str, follow: bool, poll_s: float) -> Iterator[tuple[int, Any]]:
+def json_lines(
+    source: FlowSource, path: str, follow: bool, poll_s: float
+) -> Iterator[tuple[int, Any]]:
     """(line number, parsed object) for each non-blank line of a followed file; a line that is
     not JSON is reported with its file:line and skipped, so one bad line never stops a source."""
     lines = LineFollower(path, source._stop, source._report, follow=follow, poll_s=poll_s)
@@ -293,8 +311,15 @@ def json_lines(source: FlowSource, path: str, follow: bool, poll_s: float) -> It
 class JsonlSource(FlowSource):
     """FlowEvent JSONL from a file or FIFO (see the module docstring)."""
 
-    def __init__(self, path: str, *, on_error: ErrorSink | None = None, follow: bool = True,
-                 poll_s: float = 0.05, name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        on_error: ErrorSink | None = None,
+        follow: bool = True,
+        poll_s: float = 0.05,
+        name: str | None = None,
+    ) -> None:
         super().__init__(name or f"jsonl:{path}", on_error=on_error)
         self.path = path
         self.follow = follow

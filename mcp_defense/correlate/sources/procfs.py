@@ -90,7 +90,9 @@ class ProcfsSource(FlowSource):
         self._parent: dict[int, int] = {}  # member -> logical parent (a member, or a root's ppid)
         self._roots: tuple[int, ...] = ()
         self._done: dict[int, int] = {}  # inode -> _REPORTED | _IGNORED
-        self._pending: dict[int, tuple[float, float, str | None]] = {}  # inode -> (due, backoff, table)
+        self._pending: dict[
+            int, tuple[float, float, str | None]
+        ] = {}  # inode -> (due, backoff, table)
         self._roots_failed = False
 
     @property
@@ -127,8 +129,11 @@ class ProcfsSource(FlowSource):
             for ino in [i for i in table if i not in found]:
                 del table[ino]
         now = time.monotonic()
-        cands = {ino: v for ino, v in found.items()
-                 if ino not in self._done and (ino not in self._pending or self._pending[ino][0] <= now)}
+        cands = {
+            ino: v
+            for ino, v in found.items()
+            if ino not in self._done and (ino not in self._pending or self._pending[ino][0] <= now)
+        }
         if cands:
             self._resolve(cands, sink, now)
 
@@ -265,7 +270,9 @@ class ProcfsSource(FlowSource):
         except OSError:
             return []
 
-    def _inode_column(self, pid: int, table: str, wanted: dict[int, tuple[int, float]]) -> list[int]:
+    def _inode_column(
+        self, pid: int, table: str, wanted: dict[int, tuple[int, float]]
+    ) -> list[int]:
         col = 6 if table == "unix" else 9  # unix: Num RefCount Protocol Flags Type St Inode;
         # netlink: sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
         hits = []
@@ -275,8 +282,9 @@ class ProcfsSource(FlowSource):
                 hits.append(int(parts[col]))
         return hits
 
-    def _scan_table(self, pid: int, table: str, left: dict[int, tuple[int, float]],
-                    sink: FlowSink) -> None:
+    def _scan_table(
+        self, pid: int, table: str, left: dict[int, tuple[int, float]], sink: FlowSink
+    ) -> None:
         tcp = table.startswith("tcp")
         listening: set[tuple[str, int]] = set()
         hits: list[tuple[int, str, str, int]] = []
@@ -303,16 +311,25 @@ class ProcfsSource(FlowSource):
                 due, backoff, _t = self._pending.get(ino, (0.0, 0.0, None))
                 backoff = min(max(backoff * 2, self.interval_s * 2), self.recheck_max_s)
                 self._pending[ino] = (time.monotonic() + backoff, backoff, table)
-            elif tcp and ((laddr, lport) in listening or
-                          any(p == lport and _is_zero(a) for a, p in listening)):
+            elif tcp and (
+                (laddr, lport) in listening or any(p == lport and _is_zero(a) for a, p in listening)
+            ):
                 self._done[ino] = _IGNORED  # accepted: someone connected to the server
             else:
                 self._done[ino] = _REPORTED
                 self._pending.pop(ino, None)
                 self._emit(sink, pid_ts, table, laddr, lport, raddr, rport)
 
-    def _emit(self, sink: FlowSink, pid_ts: tuple[int, float], table: str, laddr: str,
-              lport: int, raddr: str, rport: int) -> None:
+    def _emit(
+        self,
+        sink: FlowSink,
+        pid_ts: tuple[int, float],
+        table: str,
+        laddr: str,
+        lport: int,
+        raddr: str,
+        rport: int,
+    ) -> None:
         pid, ts = pid_ts
         try:
             binary = os.readlink(f"{pt.PROC}/{pid}/exe")

@@ -46,9 +46,16 @@ def _pid(proc: Any, what: str) -> int:
 class TetragonSource(FlowSource):
     """Flows from Tetragon's JSON export (see the module docstring)."""
 
-    def __init__(self, path: str, *, proctree: ProcTree | None = None,
-                 on_error: ErrorSink | None = None, follow: bool = True, poll_s: float = 0.05,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        proctree: ProcTree | None = None,
+        on_error: ErrorSink | None = None,
+        follow: bool = True,
+        poll_s: float = 0.05,
+        name: str | None = None,
+    ) -> None:
         super().__init__(name or f"tetragon:{path}", on_error=on_error)
         self.path = path
         self.proctree = proctree
@@ -100,7 +107,9 @@ class TetragonSource(FlowSource):
             raise ValueError("tcp_connect without args[0]")
         sock = args[0].get("sock_arg")
         if not isinstance(sock, dict):
-            raise ValueError("tcp_connect args[0] has no sock_arg (the policy must hook it as type: sock)")
+            raise ValueError(
+                "tcp_connect args[0] has no sock_arg (the policy must hook it as type: sock)"
+            )
         if "daddr" not in sock or "dport" not in sock:
             raise ValueError("sock_arg lacks daddr/dport")
         if "time" not in obj:
