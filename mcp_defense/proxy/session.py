@@ -331,7 +331,9 @@ class ProxySession:
                 }
         asking = [i for i, o in outcomes.items() if o.ticket]
         held = _Held(line, msg, outcomes, errors)
-        if asking and not errors:
+        refused = [i for i, o in outcomes.items() if not o.ticket and not o.forward]
+        first_refused = min([*errors, *refused], default=-1)
+        if asking and first_refused < 0:
             actions: list[ProxyAction] = []
             for i in asking:
                 out = outcomes[i]
@@ -344,7 +346,7 @@ class ProxySession:
             return actions
         for i in asking:  # another element is refused: the batch is, so no one is asked
             self._settle(
-                outcomes[i], False, f"approval not asked: batch element {min(errors)} was refused"
+                outcomes[i], False, f"approval not asked: batch element {first_refused} was refused"
             )
         return self._finish_batch(held)
 
