@@ -96,19 +96,19 @@ class CallHooks(Protocol):
 # --- actions ---------------------------------------------------------------------------------
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ToServer:
     data: bytes
     request_id: Any = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ToClient:
     data: bytes
     request_id: Any = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class AskApproval:
     ticket: int
     tool: str
@@ -117,7 +117,7 @@ class AskApproval:
     correlation_id: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Kill:
     rule: str
     reason: str
@@ -446,9 +446,12 @@ class ProxySession:
                 _safe_version(table),
                 cid,
             )
-        out = _Outcome(cid, call=call, decision=decision, request_id=msg.id)
         action = decision.action
-        if self.observe or action is Action.ALLOW or action is Action.ALERT:
+        allowed = self.observe or action is Action.ALLOW or action is Action.ALERT
+        if allowed and not self.recorder.active:
+            return _Outcome(cid, True)  # the hot path: nothing to record, nothing to build
+        out = _Outcome(cid, False, None, None, call, decision, msg.id)
+        if allowed:
             self._settle(out, True, decision.reason, approval="")
         elif action is Action.REQUIRE_APPROVAL:
             if self.approval:

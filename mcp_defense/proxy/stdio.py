@@ -393,7 +393,10 @@ class StdioProxy:
     def _handle_client(self, item: bytes | Oversize) -> None:
         with self._lock:
             actions = self._session.client_message(item)
-        self._execute(actions)
+        if len(actions) == 1 and type(actions[0]) is ToServer:  # the common case
+            self._forward_to_server(actions[0].data, actions[0].request_id)
+        else:
+            self._execute(actions)
 
     # --- driving the session -------------------------------------------------------------------
 
@@ -507,7 +510,10 @@ class StdioProxy:
     def _handle_server(self, item: bytes | Oversize) -> None:
         with self._lock:
             actions = self._session.server_message(item)
-        self._execute(actions)
+        if len(actions) == 1 and type(actions[0]) is ToClient:  # the common case
+            self._write_client(actions[0].data)
+        else:
+            self._execute(actions)
 
 
 def _safe_version(table: Any) -> str:
