@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from support.cel_reference import reference_evaluate  # noqa: E402
 
 from mcp_defense.policy import cel, schema  # noqa: E402
 from mcp_defense.policy.facts import CallFacts, FlowFacts  # noqa: E402
@@ -121,11 +124,11 @@ def main() -> None:
     print(f"{'expression':32} {'lowered µs':>10} {'python µs':>10} {'celpy µs':>9} {'vs celpy':>9}")
     for label, src, hand in EXPRESSIONS:
         low = cel.lower(cel.parse(src), env, consts)
-        want = cel.reference_evaluate(src, act, env)
+        want = reference_evaluate(src, act, env)
         assert low.fn(ctx) == want == hand(ctx), src
         fast = bench(low.fn, ctx, args.iterations)
         floor = bench(hand, ctx, args.iterations)
-        slow = bench(lambda a, s=src: cel.reference_evaluate(s, a, env), act, args.celpy_iterations)
+        slow = bench(lambda a, s=src: reference_evaluate(s, a, env), act, args.celpy_iterations)
         print(f"{label:32} {fast:10.2f} {floor:10.2f} {slow:9.0f} {slow / fast:8.0f}x")
 
 

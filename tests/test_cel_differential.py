@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import cel_reference
 
 from mcp_defense.policy import cel, schema
 from mcp_defense.policy.facts import CallFacts, FlowFacts
@@ -559,7 +560,7 @@ def contexts(draw: st.DrawFn) -> Ctx:
 
 _ENV = make_env()
 _SCALE = int(os.environ.get("CEL_DIFF_SCALE", "1"))  # e.g. 20 for a long bug hunt
-cel.reference_evaluate("true", {}, _ENV)  # celpy raises the recursion limit on first use
+cel_reference.reference_evaluate("true", {}, _ENV)  # celpy raises the recursion limit on first use
 
 
 @cache
@@ -573,10 +574,12 @@ def _lowered(source: str, fold: bool, arch: Arch) -> Any:
 
 
 def _check_corpus(ctx: Ctx, sources: list[str]) -> list[str]:
-    act = cel._ref_activation(ctx.activation(), _ENV)  # converted once for the whole corpus
+    act = cel_reference._ref_activation(
+        ctx.activation(), _ENV
+    )  # converted once for the whole corpus
     bad = []
     for source in sources:
-        want = outcome(cel._ref_run, source, act, _ENV)
+        want = outcome(cel_reference._ref_run, source, act, _ENV)
         for fold in (True, False):
             low = _lowered(source, fold, ctx.archetype)
             ctx.witness.clear()
@@ -598,11 +601,13 @@ def test_lowered_matches_celpy(ctx: Ctx) -> None:
 def test_reference_evaluate_is_the_reference() -> None:
     ctx = Ctx(CallFacts("read_file", {"path": "/w/.env"}, paths=("/w/.env",)), None)
     assert (
-        cel.reference_evaluate('call.paths.exists(p, jewel(p) == "auth")', ctx.activation(), _ENV)
+        cel_reference.reference_evaluate(
+            'call.paths.exists(p, jewel(p) == "auth")', ctx.activation(), _ENV
+        )
         is True
     )
     with pytest.raises(cel.CelEvalError):
-        cel.reference_evaluate("call.args.nope == 1", ctx.activation(), _ENV)
+        cel_reference.reference_evaluate("call.args.nope == 1", ctx.activation(), _ENV)
 
 
 _PAIR_OPS = ["==", "!=", "<", "<=", ">", ">=", "in"]
@@ -614,7 +619,7 @@ def test_dyn_operators_match_celpy(a: Any, b: Any, op: str) -> None:
     """celpy's operators on every pair of JSON values (its asymmetries and list/map quirks)."""
     source = f"call.args.a {op} call.args.b"
     ctx = Ctx(CallFacts("t", {"a": a, "b": b}), None)
-    want = outcome(cel.reference_evaluate, source, ctx.activation(), _ENV)
+    want = outcome(cel_reference.reference_evaluate, source, ctx.activation(), _ENV)
     assert lowered_outcome(source, _ENV, ctx, True) == want, (a, op, b, want)
 
 
@@ -660,5 +665,5 @@ _UNARY = [
 @given(a=_json, b=_json, source=st.sampled_from(_UNARY))
 def test_dyn_forms_match_celpy(a: Any, b: Any, source: str) -> None:
     ctx = Ctx(CallFacts("t", {"a": a, "b": b}), None)
-    want = outcome(cel.reference_evaluate, source, ctx.activation(), _ENV)
+    want = outcome(cel_reference.reference_evaluate, source, ctx.activation(), _ENV)
     assert lowered_outcome(source, _ENV, ctx, True) == want, (source, a, b, want)
