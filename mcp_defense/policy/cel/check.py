@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import lark
-
 from mcp_defense.policy import schema
 from mcp_defense.policy.cel.runtime import _re2_compile, _re2_msg
-from mcp_defense.policy.cel.syntax import CelError, _convert, _Node
+from mcp_defense.policy.cel.syntax import CelError, Tree, _convert, _Node
 from mcp_defense.policy.cel.types import (
     _CONVERSIONS,
     _FUNCTIONS,
@@ -176,17 +174,11 @@ class _Checker:
     def _conversion_type(self, n: _Node, name: str, t: _T) -> _T:
         allowed = {
             "int": ("int", "double", "string", "bool", "dyn"),
-            "double": ("int", "double", "string", "bool", "dyn"),
+            "double": ("int", "double", "string", "dyn"),  # CEL has no double(bool)
             "string": ("string", "int", "double"),
         }[name]
         if t not in allowed:
-            why = ""
-            if name == "string":
-                why = (
-                    " (celpy renders bool, null, lists, maps and dyn values as Python "
-                    "reprs such as 'True')"
-                )
-            raise self.err(n, f"{name}() of {_tname(t)} is not supported{why}")
+            raise self.err(n, f"{name}() of {_tname(t)} is not supported")
         return name
 
     def _string_args(self, n: _Node, ts: list[_T], kids: Sequence[_Node]) -> None:
@@ -377,15 +369,13 @@ class _Checker:
         # arithmetic
         if lt == "dyn" or rt == "dyn":
             raise CelError(
-                f"arithmetic on dyn values is not supported: convert first, e.g. "
-                f"int(x) {op} 1 (celpy leaks Python semantics: true + 1 == 2)",
+                f"arithmetic on dyn values is not supported: convert first, e.g. int(x) {op} 1",
                 n.line,
                 n.col,
             )
         if lt == "double" or rt == "double":
             raise CelError(
-                "double arithmetic is not supported (celpy's results are untyped: "
-                "2.0/0.0 is +inf but (1.0+1.0)/(0.0+0.0) an error)",
+                "double arithmetic is not supported (no fact is a double; compare instead)",
                 n.line,
                 n.col,
             )
@@ -399,8 +389,7 @@ class _Checker:
                 if u is not _NO:
                     if not _dynfree(u):
                         raise CelError(
-                            "concatenating lists of dyn is not supported (celpy's "
-                            "plain-list results compare differently)",
+                            "concatenating lists of dyn is not supported",
                             n.line,
                             n.col,
                         )
@@ -412,7 +401,7 @@ class _Checker:
 # check
 
 
-def check(tree: lark.Tree, env: CelEnv) -> str:
+def check(tree: Tree, env: CelEnv) -> str:
     """Static type check against `schema`; returns the CEL type name of the expression.
 
     Raises `CelError` at the offending node for unknown names, fields and functions, wrong

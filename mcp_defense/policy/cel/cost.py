@@ -3,10 +3,8 @@ compile time against `COST_LIMIT`."""
 
 from __future__ import annotations
 
-import lark
-
 from mcp_defense.policy.cel.check import _Checker
-from mcp_defense.policy.cel.syntax import _convert, _Node
+from mcp_defense.policy.cel.syntax import Tree, _convert, _Node
 from mcp_defense.policy.cel.types import CelEnv, _is_list, _is_map
 
 COST_LIMIT = 100_000
@@ -46,7 +44,7 @@ _FUNCTION_COST: dict[str, int] = {
 }
 
 
-def estimate_cost(tree: lark.Tree, env: CelEnv) -> int:
+def estimate_cost(tree: Tree, env: CelEnv) -> int:
     """Worst-case static cost, Kubernetes style, in *steps*.
 
     A step is one constant-time operation of a lowered closure (a literal, a field read, a

@@ -9,33 +9,26 @@ evaluation, so one closure is safe to run from many threads at once.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import lark
-
+from mcp_defense.policy import schema
 from mcp_defense.policy.cel.check import _ORDERED, _Checker
 from mcp_defense.policy.cel.runtime import (
-    _CLASS_BITS,
-    _ERRV,
-    _FATAL,
-    _FTYPE,
-    _HARD,
-    _M,
-    _NONSOFT,
-    _SOFT,
     CelEvalError,
     Fn,
     _add_i,
     _add_l,
     _add_s,
     _div_i,
+    _dyn_bool,
     _dyn_contains,
     _dyn_eq,
     _dyn_ge,
     _dyn_gt,
+    _dyn_has,
     _dyn_in,
     _dyn_index,
     _dyn_le,
@@ -45,11 +38,9 @@ from mcp_defense.policy.cel.runtime import (
     _dyn_range,
     _dyn_select,
     _dyn_size,
-    _FatalError,
-    _FatalTypeError,
-    _HardError,
     _identity,
-    _kind,
+    _list_index,
+    _map_index,
     _matches,
     _mod_i,
     _mul_i,
@@ -65,7 +56,7 @@ from mcp_defense.policy.cel.runtime import (
     _unary_call,
     _witness,
 )
-from mcp_defense.policy.cel.syntax import CelError, _convert, _Node
+from mcp_defense.policy.cel.syntax import CelError, Tree, _convert, _Node
 from mcp_defense.policy.cel.types import (
     _CONVERSIONS,
     _FUNCTIONS,
@@ -78,6 +69,10 @@ from mcp_defense.policy.cel.types import (
 )
 
 # Lowering
+
+
+_SOFT = 1
+"""`_Lo.raises`: the closure may raise `CelEvalError` (an error value of CEL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,73 +113,43 @@ def _const(v: Any, t: _T = None) -> _Lo:
 
 
 def _const_err(e: CelEvalError, t: _T = None) -> _Lo:
-    cls, msg = e.__class__, str(e)
+    msg = str(e)
 
     def f(ctx: Any, loc: Any = None) -> Any:
-        raise cls(msg)
+        raise CelEvalError(msg)
 
-    return _Lo(f, err=e, raises=_CLASS_BITS.get(cls, _SOFT), t=t)
-
-
-def _only_soft(e: BaseException) -> bool:
-    return e.__class__ is CelEvalError
+    return _Lo(f, err=e, raises=_SOFT, t=t)
 
 
 def _gather(parts: Sequence[_Lo]) -> Callable[[Any, Any], list[Any]]:
-    """Evaluate operands left to right like celpy's `visit_children`: all of them run (so a
-    later raised error wins), then the first error *value* is raised."""
+    """Evaluate operands left to right; the first error is the result."""
     fns = tuple(p.fn for p in parts)
-    later_hard = [any(q.raises & _NONSOFT for q in parts[i + 1 :]) for i in range(len(parts))]
 
-    if not any(later_hard):
+    def g(ctx: Any, loc: Any) -> list[Any]:
+        return [f(ctx, loc) for f in fns]
 
-        def g(ctx: Any, loc: Any) -> list[Any]:
-            return [f(ctx, loc) for f in fns]
-
-        return g
-
-    def g2(ctx: Any, loc: Any) -> list[Any]:
-        vals: list[Any] = []
-        first: CelEvalError | None = None
-        for f in fns:
-            try:
-                vals.append(f(ctx, loc))
-            except CelEvalError as e:
-                if not _only_soft(e):
-                    raise
-                if first is None:
-                    first = e
-                vals.append(None)
-        if first is not None:
-            raise first
-        return vals
-
-    return g2
+    return g
 
 
-def _bin(lf: Fn, rf: Fn, r_hard: bool, op: Callable[[Any, Any], Any]) -> Fn:
-    if not r_hard:
+def _bin(lf: Fn, rf: Fn, op: Callable[[Any, Any], Any]) -> Fn:
+    def f(ctx: Any, loc: Any = None) -> Any:
+        return op(lf(ctx, loc), rf(ctx, loc))
 
-        def f(ctx: Any, loc: Any = None) -> Any:
-            return op(lf(ctx, loc), rf(ctx, loc))
+    return f
 
-        return f
 
-    def f2(ctx: Any, loc: Any = None) -> Any:
-        try:
-            a = lf(ctx, loc)
-        except CelEvalError as e:
-            if not _only_soft(e):
-                raise
-            try:
-                rf(ctx, loc)
-            except CelEvalError as e2:
-                if not _only_soft(e2):
-                    raise
-            raise
-        return op(a, rf(ctx, loc))
+def _as_bool(lo: _Lo) -> _Lo:
+    """A dyn operand where CEL needs a bool: anything else is an error value."""
+    inner = lo.fn
 
-    return f2
+    def f(ctx: Any, loc: Any = None) -> Any:
+        return _dyn_bool(inner(ctx, loc))
+
+    out = _Lo(f, ctxfree=lo.ctxfree, free=lo.free, raises=_SOFT, chain=lo.chain, t="bool")
+    if lo.ufn is not None:
+        iu = lo.ufn
+        out.ufn, out.uvar = (lambda e: _dyn_bool(iu(e))), lo.uvar
+    return out
 
 
 def _bin_const(a: _Lo, k: Any, op: Callable[[Any, Any], Any]) -> Fn:
@@ -289,48 +254,6 @@ def _fused_not(impl: Callable[[Any], Any], checked: Callable[[Any], Any]) -> Fn:
     return unot
 
 
-def _and_values(x: Any, y: Any) -> Any:
-    """celpy's logical_and where error values are non-bool operands."""
-    xb = x is True or x is False
-    yb = y is True or y is False
-    if xb and yb:
-        return x and y
-    if not xb and not yb:
-        raise _soft("found no matching overload for '&&'")
-    if yb:
-        if y:
-            if isinstance(x, CelEvalError):
-                raise CelEvalError(str(x))
-            return x
-        return False
-    if x:
-        if isinstance(y, CelEvalError):
-            raise CelEvalError(str(y))
-        return y
-    return False
-
-
-def _or_values(x: Any, y: Any) -> Any:
-    """celpy's logical_or where error values are non-bool operands."""
-    xb = x is True or x is False
-    yb = y is True or y is False
-    if xb and yb:
-        return x or y
-    if not xb and not yb:
-        raise _soft("found no matching overload for '||'")
-    if yb:
-        if y:
-            return True
-        if isinstance(x, CelEvalError):
-            raise CelEvalError(str(x))
-        return x
-    if x:
-        return True
-    if isinstance(y, CelEvalError):
-        raise CelEvalError(str(y))
-    return y
-
-
 def _bool_logic(af: Fn, bf: Fn, is_and: bool) -> Fn:
     """`a && b` / `a || b` for two bool-typed operands that may fail with an error value:
     the decisive value wins over an error on either side, otherwise the error stands."""
@@ -340,8 +263,6 @@ def _bool_logic(af: Fn, bf: Fn, is_and: bool) -> Fn:
             try:
                 x = af(ctx, loc)
             except CelEvalError as e:
-                if e.__class__ is not CelEvalError:
-                    raise
                 x = e
             if x is False:
                 return False
@@ -356,8 +277,6 @@ def _bool_logic(af: Fn, bf: Fn, is_and: bool) -> Fn:
         try:
             x = af(ctx, loc)
         except CelEvalError as e:
-            if e.__class__ is not CelEvalError:
-                raise
             x = e
         if x is True:
             return True
@@ -377,8 +296,6 @@ def _bool_logic_unary(au: Fn, bu: Fn, is_and: bool) -> Fn:
             try:
                 x = au(e)
             except CelEvalError as ex:
-                if ex.__class__ is not CelEvalError:
-                    raise
                 x = ex
             if x is False:
                 return False
@@ -393,8 +310,6 @@ def _bool_logic_unary(au: Fn, bu: Fn, is_and: bool) -> Fn:
         try:
             x = au(e)
         except CelEvalError as ex:
-            if ex.__class__ is not CelEvalError:
-                raise
             x = ex
         if x is True:
             return True
@@ -404,20 +319,6 @@ def _bool_logic_unary(au: Fn, bu: Fn, is_and: bool) -> Fn:
         raise x
 
     return uor
-
-
-def _catch_soft(fn: Fn) -> Fn:
-    """Turn a soft error raised by fn into the returned error value."""
-
-    def g(ctx: Any, loc: Any = None) -> Any:
-        try:
-            return fn(ctx, loc)
-        except CelEvalError as e:
-            if not _only_soft(e):
-                raise
-            return e
-
-    return g
 
 
 class _Lowerer:
@@ -438,7 +339,8 @@ class _Lowerer:
         return _const(v, t)
 
     def lo(self, n: _Node) -> _Lo:
-        return getattr(self, "l_" + n.kind)(n)
+        lo: _Lo = getattr(self, "l_" + n.kind)(n)
+        return lo
 
     # -- leaves -------------------------------------------------------------------------------
 
@@ -457,11 +359,20 @@ class _Lowerer:
         if name in self.constants:
             return _const(self.constants[name], n.t)
         g = operator.attrgetter(name)
+        if name in ("call", "agent", "session"):  # always set where they are in scope
 
-        def r(ctx: Any, loc: Any = None) -> Any:
-            return g(ctx)
+            def r(ctx: Any, loc: Any = None) -> Any:
+                return g(ctx)
 
-        return _Lo(r, ctxfree=False, chain=name, attrpath=name, t=n.t)
+            return _Lo(r, ctxfree=False, chain=name, attrpath=name, t=n.t)
+
+        def rn(ctx: Any, loc: Any = None) -> Any:
+            v = g(ctx)
+            if v is None:
+                raise CelEvalError(f"no value for {name!r}")
+            return v
+
+        return _Lo(rn, ctxfree=False, chain=name, attrpath=name, raises=_SOFT, t=n.t)
 
     def l_select(self, n: _Node) -> _Lo:
         o = self.lo(n.kids[0])
@@ -546,20 +457,11 @@ class _Lowerer:
     def l_index(self, n: _Node) -> _Lo:
         o, i = self.lo(n.kids[0]), self.lo(n.kids[1])
         ot, it = n.kids[0].t, n.kids[1].t
+        op: Callable[[Any, Any], Any]
         if _is_list(ot) and it == "int":
-
-            def op(c: Any, k: Any) -> Any:
-                try:
-                    return c[k]
-                except IndexError:
-                    raise _soft("invalid_argument: index out of range") from None
+            op = _list_index
         elif _is_map(ot) and it == "string":
-
-            def op(c: Any, k: Any) -> Any:
-                try:
-                    return c[k]
-                except KeyError:
-                    raise _soft(f"no such key: {k!r}") from None
+            op = _map_index
         else:
             op = _dyn_index
         return self.fin(self._binop(o, i, op, _SOFT), n.t)
@@ -568,7 +470,7 @@ class _Lowerer:
         if b.const and b.err is None:
             fn = _bin_const(a, b.value, op)
         else:
-            fn = _bin(a.fn, b.fn, bool(b.raises & _NONSOFT), op)
+            fn = _bin(a.fn, b.fn, op)
         lo = _Lo(
             fn,
             ctxfree=a.ctxfree and b.ctxfree,
@@ -661,7 +563,15 @@ class _Lowerer:
                 self._string_method("matches", args[0], args[1], n.kids[0].t, n.kids[1]), n.t
             )
         f = _FUNCTIONS[name]
+        args = self._typed_args(f, n.kids, args)
         return self.fin(self._call(n, name, self._impl(n, name), f.result, args), n.t)
+
+    @staticmethod
+    def _typed_args(f: schema.Function, kids: Sequence[_Node], args: list[_Lo]) -> list[_Lo]:
+        return [
+            _string_typed(a, f.name) if k.t == "dyn" and want == "string" else a
+            for want, k, a in zip(f.params, kids, args, strict=True)
+        ]
 
     def _unary(self, a: _Lo, op: Callable[[Any], Any], extra: int) -> _Lo:
         af, g = a.fn, a.getter
@@ -703,7 +613,7 @@ class _Lowerer:
         if name == "int":
             if t == "int":
                 return a
-            return self._unary(a, _to_int, _SOFT | (_FATAL if t in ("double", "dyn") else 0))
+            return self._unary(a, _to_int, 0 if t == "bool" else _SOFT)
         if name == "double":
             if t == "double":
                 return a
@@ -727,16 +637,9 @@ class _Lowerer:
                 return self._binop(recv, arg, m1, _SOFT)
             return self._binop(recv, arg, _matches, _SOFT)
         if name == "contains":
-
-            def op(s: Any, x: Any) -> bool:
-                c = s.__class__
-                if c is str:
-                    if x.__class__ is str or isinstance(x, str):
-                        return x in s
-                    raise _soft("no such overload for contains()")
-                return _dyn_contains(s, x)
-
-            return self._binop(recv, arg, op, _SOFT)
+            if static:
+                return self._binop(recv, arg, _contains, 0)
+            return self._binop(recv, arg, _dyn_contains, _SOFT)
         meth = str.startswith if name == "startsWith" else str.endswith
         if static:
             return self._binop(recv, arg, meth, 0)
@@ -756,6 +659,7 @@ class _Lowerer:
         f = _FUNCTIONS.get(name)
         if f is not None:
             impl = self._impl(n, name)
+            args = self._typed_args(f, n.kids[1:], args)
             if recv.const:
                 if recv.err is not None:
                     return recv
@@ -770,6 +674,9 @@ class _Lowerer:
     def l_macro(self, n: _Node) -> _Lo:
         rng = self.lo(n.kids[0])
         body = self.lo(n.kids[1])
+        kind = n.a
+        if kind != "map" and n.kids[1].t != "bool":
+            body = _as_bool(body)  # a predicate must be a bool: anything else is an error
         d = n.depth
         rt = n.kids[0].t
         rf = rng.fn if rt != "dyn" else _dyn_range(rng.fn)
@@ -777,22 +684,16 @@ class _Lowerer:
         ctxfree = rng.ctxfree and body.ctxfree
         unary = body.ufn if body.ufn is not None and body.uvar == d and body.free == {d} else None
         bf = body.fn
-        fatal = body.raises & (_FTYPE | _FATAL)
-        raises = rng.raises | fatal | (_FTYPE if rt == "dyn" else 0)
-        kind = n.a
+        raises = rng.raises | (_SOFT if rt == "dyn" else 0) | body.raises
         if kind in ("exists", "all"):
-            clean = body.raises == 0 and n.kids[1].t == "bool"
             getter = rng.getter if rt != "dyn" else None
             fn = self._exists_all(
-                kind == "exists", rf, getter, bf, unary, d, clean, bool(fatal), n.b, rng.chain
+                kind == "exists", rf, getter, bf, unary, d, body.raises == 0, n.b, rng.chain
             )
-            raises |= 0 if clean else _SOFT
         else:
-            can_fail = bool(body.raises)
             fn = {"exists_one": self._exists_one, "map": self._map, "filter": self._filter}[kind](
-                rf, bf, unary, d, can_fail, n.b, rng.chain
+                rf, bf, unary, d, bool(body.raises), n.b, rng.chain
             )
-            raises |= _HARD if body.raises & (_SOFT | _HARD) else 0
         return self.fin(_Lo(fn, ctxfree=ctxfree, free=free, raises=raises), n.t)
 
     @staticmethod
@@ -804,25 +705,18 @@ class _Lowerer:
         unary: Fn | None,
         d: int,
         clean: bool,
-        fatal_body: bool,
         var: str,
         chain: str | None,
     ) -> Fn:
-        stop = is_exists  # the value that decides: True for exists, False for all
-        other = not stop
-
-        def settle(state: Any) -> Any:
-            if state is other:
-                return state
-            if state is _ERRV or isinstance(state, CelEvalError):
-                raise _soft("no such overload in " + ("exists()" if stop else "all()"))
-            return state  # a non-bool body value, returned as celpy does
-
-        if unary is not None and not fatal_body:
+        """CEL's `exists`/`all`: stop at the first deciding element (true for `exists`, false
+        for `all`), which also absorbs the errors of other elements; with none, the first
+        error is the result."""
+        stop = is_exists
+        if unary is not None:
             # The common shapes, one frame per element: `items` is read with the attribute
             # getter when the range is a fact (`call.paths`).
             p = unary
-            g = getter if getter is not None else (lambda ctx, _rf=rf: _rf(ctx, None))
+            g: Callable[[Any], Any] = getter if getter is not None else partial(rf, loc=None)
             if clean:  # no error of any kind, always a bool
                 if is_exists:
 
@@ -844,21 +738,20 @@ class _Lowerer:
                 return fa
 
             def fe(ctx: Any, loc: Any = None) -> Any:
-                state: Any = other
+                err: CelEvalError | None = None
                 for e in g(ctx) if loc is None else rf(ctx, loc):
                     try:
                         r = p(e)
                     except CelEvalError as ex:
-                        if ex.__class__ is _FatalError or ex.__class__ is _FatalTypeError:
-                            raise
-                        r = ex
+                        err = err or ex
+                        continue
                     if r is stop:
                         if stop:
                             _witness(ctx, var, chain, e)
                         return stop
-                    if r is not other:
-                        state = r if state is other else _ERRV
-                return state if state is other else settle(state)
+                if err is not None:
+                    raise err
+                return not stop
 
             return fe
         if clean:
@@ -885,73 +778,46 @@ class _Lowerer:
 
             return fla
 
-        # celpy never stops early: a later element can still raise past the macro, so with
-        # such a body the rest is evaluated after the answer is known.
-        full = fatal_body
-
-        def run_loop(ctx: Any, items: Iterable[Any], body: Callable[[Any], Any]) -> Any:
-            state: Any = other
-            found: Any = _ERRV
-            for e in items:
-                try:
-                    r = body(e)
-                except CelEvalError as ex:
-                    if ex.__class__ is _FatalError or ex.__class__ is _FatalTypeError:
-                        raise
-                    r = ex
-                if found is not _ERRV:
-                    continue
-                if r is stop:
-                    if not full:
-                        if stop:
-                            _witness(ctx, var, chain, e)
-                        return stop
-                    found = e
-                elif r is not other:
-                    state = r if state is other else _ERRV
-            if found is not _ERRV:
-                if stop:
-                    _witness(ctx, var, chain, found)
-                return stop
-            return settle(state)
-
-        if unary is not None:
-            p = unary
-
-            def fu(ctx: Any, loc: Any = None) -> Any:
-                return run_loop(ctx, rf(ctx, loc), p)
-
-            return fu
-
         def fg(ctx: Any, loc: Any = None) -> Any:
             l2 = [None] if loc is None else [*loc, None]
-
-            def body(e: Any) -> Any:
+            err: CelEvalError | None = None
+            for e in rf(ctx, loc):
                 l2[d] = e
-                return bf(ctx, l2)
-
-            return run_loop(ctx, rf(ctx, loc), body)
+                try:
+                    r = bf(ctx, l2)
+                except CelEvalError as ex:
+                    err = err or ex
+                    continue
+                if r is stop:
+                    if stop:
+                        _witness(ctx, var, chain, e)
+                    return stop
+            if err is not None:
+                raise err
+            return not stop
 
         return fg
 
     @staticmethod
     def _body_runner(bf: Fn, unary: Fn | None, d: int) -> Callable[[Any, Any, Any], Any]:
+        if unary is not None:
+            u = unary
+
+            def run_u(e: Any, ctx: Any, l2: Any) -> Any:
+                return u(e)
+
+            return run_u
+
         def run(e: Any, ctx: Any, l2: Any) -> Any:
-            try:
-                if unary is not None:
-                    return unary(e)
-                l2[d] = e
-                return bf(ctx, l2)
-            except CelEvalError as ex:
-                if _only_soft(ex):
-                    raise _HardError(str(ex)) from ex
-                raise
+            l2[d] = e
+            return bf(ctx, l2)
 
         return run
 
     def _exists_one(
         self, rf: Fn, bf: Fn, unary: Fn | None, d: int, can_fail: bool, var: str, chain: str | None
     ) -> Fn:
+        """CEL's `exists_one`: every element is evaluated (an error anywhere is the result)."""
         run = self._body_runner(bf, unary, d)
 
         def f(ctx: Any, loc: Any = None) -> Any:
@@ -1041,29 +907,31 @@ class _Lowerer:
                 v = o.value
                 return _const(name in v if isinstance(v, Mapping) else hasattr(v, name), "bool")
         of = o.fn
-        is_map = _is_map(ot)
-        if is_map and o.getter is not None:
+        if _is_map(ot) and o.getter is not None:
             og = o.getter
 
             def fg(ctx: Any, loc: Any = None) -> Any:
                 return name in og(ctx)
 
             return _Lo(fg, ctxfree=False, t="bool")
+        if ot in _RECORDS:
+
+            def fr(ctx: Any, loc: Any = None) -> Any:
+                v = of(ctx, loc)
+                return name in v if isinstance(v, Mapping) else hasattr(v, name)
+
+            return self.fin(_Lo(fr, ctxfree=o.ctxfree, free=o.free, raises=o.raises), "bool")
+        if _is_map(ot):
+
+            def fm(ctx: Any, loc: Any = None) -> Any:
+                return name in of(ctx, loc)
+
+            return self.fin(_Lo(fm, ctxfree=o.ctxfree, free=o.free, raises=o.raises), "bool")
 
         def f(ctx: Any, loc: Any = None) -> Any:
-            try:
-                v = of(ctx, loc)
-            except CelEvalError as e:
-                if _only_soft(e):
-                    return False
-                raise
-            if ot in _RECORDS:
-                return name in v if isinstance(v, Mapping) else hasattr(v, name)
-            if is_map or _kind(v) == _M:
-                return name in v
-            return False
+            return _dyn_has(of(ctx, loc), name)
 
-        return self.fin(_Lo(f, ctxfree=o.ctxfree, free=o.free, raises=o.raises & _NONSOFT), "bool")
+        return self.fin(_Lo(f, ctxfree=o.ctxfree, free=o.free, raises=_SOFT), "bool")
 
     def l_not(self, n: _Node) -> _Lo:
         a = self.lo(n.kids[0])
@@ -1091,7 +959,7 @@ class _Lowerer:
                 )
             if lt == rt == "null_type":
                 return self.fin(self._binop(a, b, (lambda x, y: op == "=="), 0), n.t)
-            return self.fin(self._binop(a, b, _dyn_eq if op == "==" else _dyn_ne, _SOFT), n.t)
+            return self.fin(self._binop(a, b, _dyn_eq if op == "==" else _dyn_ne, 0), n.t)
         if op in ("<", "<=", ">", ">="):
             if static:
                 pyop = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[
@@ -1128,25 +996,27 @@ class _Lowerer:
         return self._logic(n, False)
 
     def _logic(self, n: _Node, is_and: bool) -> _Lo:
+        """CEL's commutative `&&`/`||`: a decisive operand (false for `&&`, true for `||`) wins
+        over an error on either side; operands that are not bools are errors."""
         a, b = self.lo(n.kids[0]), self.lo(n.kids[1])
+        if n.kids[0].t != "bool":
+            a = _as_bool(a)
+        if n.kids[1].t != "bool":
+            b = _as_bool(b)
         decisive = not is_and  # false for &&, true for ||
-        a_hard = bool(a.raises & _NONSOFT)
-        b_hard = bool(b.raises & _NONSOFT)
-        # Folding: `true && x` is x, `false && x` is false unless x raises past it, ...
+        # Folding: `true && x` is x, `false && x` is false, ...
         if a.const and a.err is None:
             if a.value is (not decisive):
                 return b
-            if a.value is decisive and not b_hard:
+            if a.value is decisive:
                 return _const(decisive, "bool")
         if b.const and b.err is None:
             if b.value is (not decisive):
                 return a
-            if b.value is decisive and not a_hard:
+            if b.value is decisive:
                 return _const(decisive, "bool")
         af, bf = a.fn, b.fn
-        clean = a.raises == 0 and b.raises == 0 and n.kids[0].t == "bool" and n.kids[1].t == "bool"
-        raises = (a.raises | b.raises) & _NONSOFT
-        if clean:
+        if a.raises == 0 and b.raises == 0:
             if is_and and a.getter is not None and b.getter is not None:
                 ga, gb = a.getter, b.getter
 
@@ -1166,7 +1036,7 @@ class _Lowerer:
                 def f(ctx: Any, loc: Any = None) -> Any:
                     return af(ctx, loc) or bf(ctx, loc)
 
-            lo = _Lo(f, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free, raises=raises)
+            lo = _Lo(f, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free)
             if (
                 a.ufn is not None
                 and b.ufn is not None
@@ -1178,19 +1048,19 @@ class _Lowerer:
                 lo.ufn = (lambda e: au(e) and bu(e)) if is_and else (lambda e: au(e) or bu(e))
                 lo.uvar = a.uvar
             return self.fin(lo, n.t)
-        if a.raises == 0 and n.kids[0].t == "bool" and not b_hard:
+        if a.raises == 0:
             # A plain bool on the left decides alone or hands over: `true && y` is exactly y.
-            ga = a.getter if a.getter is not None else (lambda ctx, _af=af: _af(ctx, None))
+            gl: Callable[[Any], Any] = a.getter if a.getter is not None else partial(af, loc=None)
             if is_and:
 
                 def fl(ctx: Any, loc: Any = None) -> Any:
-                    if ga(ctx) if loc is None else af(ctx, loc):
+                    if gl(ctx) if loc is None else af(ctx, loc):
                         return bf(ctx, loc)
                     return False
             else:
 
                 def fl(ctx: Any, loc: Any = None) -> Any:
-                    if ga(ctx) if loc is None else af(ctx, loc):
+                    if gl(ctx) if loc is None else af(ctx, loc):
                         return True
                     return bf(ctx, loc)
 
@@ -1199,98 +1069,73 @@ class _Lowerer:
                     fl,
                     ctxfree=a.ctxfree and b.ctxfree,
                     free=a.free | b.free,
-                    raises=b.raises | (0 if n.kids[1].t == "bool" else _SOFT),
+                    raises=b.raises,
                 ),
                 n.t,
             )
-        if n.kids[0].t == "bool" and n.kids[1].t == "bool" and not b_hard:
-            # Both sides are bools or error values: celpy's commutative rules in one frame.
-            lo = _Lo(
-                _bool_logic(af, bf, is_and),
-                ctxfree=a.ctxfree and b.ctxfree,
-                free=a.free | b.free,
-                raises=raises | _SOFT,
-            )
-            if (
-                a.ufn is not None
-                and b.ufn is not None
-                and a.uvar == b.uvar
-                and a.free == {a.uvar}
-                and b.free == {b.uvar}
-            ):
-                lo.ufn, lo.uvar = _bool_logic_unary(a.ufn, b.ufn, is_and), a.uvar
-            return self.fin(lo, n.t)
-        combine = _and_values if is_and else _or_values
-        ag, bg = _catch_soft(af), _catch_soft(bf)
-
-        def g(ctx: Any, loc: Any = None) -> Any:
-            x = ag(ctx, loc)
-            if x is decisive and not b_hard:
-                return decisive
-            return combine(x, bg(ctx, loc))
-
-        return self.fin(
-            _Lo(g, ctxfree=a.ctxfree and b.ctxfree, free=a.free | b.free, raises=raises | _SOFT),
-            n.t,
+        lo = _Lo(
+            _bool_logic(af, bf, is_and),
+            ctxfree=a.ctxfree and b.ctxfree,
+            free=a.free | b.free,
+            raises=_SOFT,
         )
+        if (
+            a.ufn is not None
+            and b.ufn is not None
+            and a.uvar == b.uvar
+            and a.free == {a.uvar}
+            and b.free == {b.uvar}
+        ):
+            lo.ufn, lo.uvar = _bool_logic_unary(a.ufn, b.ufn, is_and), a.uvar
+        return self.fin(lo, n.t)
 
     def l_cond(self, n: _Node) -> _Lo:
         c, t, e = (self.lo(k) for k in n.kids)
-        t, e = self._branch(t), self._branch(e)
         if c.const and c.err is None:
             if c.value is True:
                 return t
             if c.value is False:
                 return e
         cf, tf, ef = c.fn, t.fn, e.fn
-        cg = _catch_soft(cf)
-        t_hard, e_hard = bool(t.raises & _NONSOFT), bool(e.raises & _NONSOFT)
 
         def f(ctx: Any, loc: Any = None) -> Any:
-            v = cg(ctx, loc)
+            v = cf(ctx, loc)
             if v is True:
                 return tf(ctx, loc)
             if v is False:
                 return ef(ctx, loc)
-            # celpy evaluates the branch Python truthiness picks, then fails on the condition.
-            if t_hard if v else e_hard:
-                try:
-                    (tf if v else ef)(ctx, loc)
-                except CelEvalError as ex:
-                    if not _only_soft(ex):
-                        raise
-            raise _soft("found no matching overload for _?_:_")
+            raise CelEvalError("found no matching overload for _?_:_")
 
-        raises = (c.raises & _NONSOFT) | _SOFT | t.raises | e.raises
         return self.fin(
             _Lo(
                 f,
                 ctxfree=c.ctxfree and t.ctxfree and e.ctxfree,
                 free=c.free | t.free | e.free,
-                raises=raises,
+                raises=_SOFT if n.kids[0].t != "bool" else (c.raises | t.raises | e.raises),
             ),
             n.t,
         )
 
-    @staticmethod
-    def _branch(lo: _Lo) -> _Lo:
-        """celpy catches a raw TypeError from a ternary branch and returns an error value."""
-        if not lo.raises & _FTYPE:
-            return lo
-        inner = lo.fn
 
-        def f(ctx: Any, loc: Any = None) -> Any:
-            try:
-                return inner(ctx, loc)
-            except _FatalTypeError as e:
-                raise _soft(str(e)) from None
-
-        return _Lo(
-            f, ctxfree=lo.ctxfree, free=lo.free, raises=(lo.raises & ~_FTYPE) | _SOFT, t=lo.t
-        )
+def _contains(s: str, x: str) -> bool:
+    return x in s
 
 
-def lower(tree: lark.Tree, env: CelEnv, constants: Mapping[str, Any]) -> Lowered:
+def _string_typed(lo: _Lo, fname: str) -> _Lo:
+    """A dyn argument of a function declared on strings: CEL resolves the overload at run
+    time, so any other value is "no matching overload" (an error), never a call."""
+    inner = lo.fn
+
+    def f(ctx: Any, loc: Any = None) -> Any:
+        v = inner(ctx, loc)
+        if isinstance(v, str):
+            return v
+        raise CelEvalError(f"found no matching overload for {fname}({type(v).__name__})")
+
+    return _Lo(f, ctxfree=lo.ctxfree, free=lo.free, raises=_SOFT)
+
+
+def lower(tree: Tree, env: CelEnv, constants: Mapping[str, Any]) -> Lowered:
     """Check `tree` and lower it to `fn(ctx)`, folding everything `constants` decides.
 
     `constants` maps top-level variables known at compile time (`archetype`, `vars`) to their

@@ -7,54 +7,32 @@ Nothing here imports the parser: this is the decision path.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-import re2
+import re2  # type: ignore[import-untyped]
 
 Fn = Callable[..., Any]
 """A lowered closure: `fn(ctx, loc=None)`."""
 
 
 class CelEvalError(Exception):
-    """A runtime evaluation error (no such key, division by zero, no overload on a dyn, ...).
+    """A runtime evaluation error (no such key, division by zero, no matching overload, ...).
 
-    Lowered closures raise exactly this class for what celpy treats as an error *value*
-    (absorbed by `false && e`, `true || e`, `exists`, `all`). Private subclasses mark failures
-    celpy raises instead of returning, which absorb less; callers only need this class.
+    Lowered closures raise it where CEL has an error value: `false && e`, `true || e` and a
+    decisive element of `exists`/`all` absorb it, everything else propagates it.
     """
-
-
-class _HardError(CelEvalError):
-    """celpy raised a CELEvalError (a failing `map`/`filter`/`exists_one` body): only the body
-    of an enclosing `exists`/`all` absorbs it."""
-
-
-class _FatalTypeError(CelEvalError):
-    """celpy raised a raw TypeError (a macro over something not iterable): only the branch of an
-    enclosing ternary turns it back into an error value."""
-
-
-class _FatalError(CelEvalError):
-    """celpy raised some other raw exception (`int()` of an infinite double): nothing absorbs it."""
-
-
-_SOFT, _HARD, _FTYPE, _FATAL = 1, 2, 4, 8
-_NONSOFT = _HARD | _FTYPE | _FATAL
-_CLASS_BITS: dict[type, int] = {
-    CelEvalError: _SOFT,
-    _HardError: _HARD,
-    _FatalTypeError: _FTYPE,
-    _FatalError: _FATAL,
-}
 
 
 def _soft(msg: str) -> CelEvalError:
     return CelEvalError(msg)
 
 
-# RE2 (the engine celpy's `matches` uses)
+# ---------------------------------------------------------------------------------------------
+# RE2: the engine of CEL's `matches` (linear time, the same syntax as cel-cpp and cel-go)
 
 
 _RE2_OPTIONS = re2.Options()
@@ -88,14 +66,8 @@ def _matches(text: Any, pattern: Any) -> bool:
         raise _soft(f"return error for overflow: {e}") from None
 
 
-# Runtime helpers: celpy's operator semantics on plain values, for dyn operands.
-
-
-class _PStr(str):
-    """A string built by `+`, indexing or iteration. celpy leaves those as plain `str`, which
-    lacks the `.contains` method, so `("a" + "b").contains("a")` is an error there too."""
-
-    __slots__ = ()
+# ---------------------------------------------------------------------------------------------
+# CEL's operators on plain values, for dyn operands (and the static paths that need them)
 
 
 _B, _I, _D, _S, _N, _L, _M, _X = range(8)
@@ -104,7 +76,6 @@ _KINDS: dict[type, int] = {
     int: _I,
     float: _D,
     str: _S,
-    _PStr: _S,
     type(None): _N,
     list: _L,
     tuple: _L,
@@ -131,188 +102,114 @@ def _kind(v: Any) -> int:
     return _X
 
 
-_ERRV = object()  # an element comparison that failed (celpy keeps the TypeError as a value)
-
-
-def _eq_py(a: Any, b: Any) -> bool:
-    """celpy's `a == b` (Python dispatch over celtypes); TypeError where celpy has no overload."""
+def _eq(a: Any, b: Any) -> bool:
+    """CEL's heterogeneous equality: values of different types are unequal, numbers compare
+    across int and double (as doubles, like cel-cpp), lists and maps element by element. Never
+    an error."""
     ka, kb = _kind(a), _kind(b)
     if ka == kb:
         if ka == _L:
-            return len(a) == len(b) and _seq_and(zip(a, b, strict=True), _eq_py)
+            return len(a) == len(b) and all(_eq(x, y) for x, y in zip(a, b, strict=True))
         if ka == _M:
-            if a.keys() != b.keys():
-                return False
-            return _seq_and(((a[k], b[k]) for k in a), _eq_py)
-        if ka == _N:
-            return True
+            return a.keys() == b.keys() and all(_eq(a[k], b[k]) for k in a)
         if ka == _X:
-            raise TypeError("no such overload")
-        return a == b
-    if ka == _B:
-        if kb == _I:
-            return a == b
-        if kb == _S or kb == _N:
             return False
-    elif ka == _S:
-        if kb == _B or kb == _N:
-            return False
-    elif ka == _N:
-        if kb == _B or kb == _S or kb == _L or kb == _M:
-            return False
-    elif (ka == _L or ka == _M) and kb == _N:
-        return False
-    raise TypeError("no such overload")
-
-
-def _seq_reduce(
-    pairs: Iterable[tuple[Any, Any]], cmp: Callable[[Any, Any], bool], unit: bool
-) -> bool:
-    """celpy's list/map `==` (unit True: `reduce(logical_and, ...)`) and `!=` (unit False:
-    `reduce(logical_or, ...)`), where failed comparisons are values, not exceptions."""
-    absorb = not unit
-    acc: Any = unit
-    for x, y in pairs:
-        try:
-            r: Any = cmp(x, y)
-        except TypeError:
-            r = _ERRV
-        if acc is unit:
-            acc = r
-        elif r is absorb:
-            return absorb
-        elif r is _ERRV:
-            raise TypeError("no such overload")
-        if acc is absorb:
-            return absorb
-    if acc is _ERRV:
-        raise TypeError("no such overload")
-    return unit
-
-
-def _seq_and(pairs: Iterable[tuple[Any, Any]], cmp: Callable[[Any, Any], bool]) -> bool:
-    return _seq_reduce(pairs, cmp, True)
-
-
-def _seq_or(pairs: Iterable[tuple[Any, Any]], cmp: Callable[[Any, Any], bool]) -> bool:
-    return _seq_reduce(pairs, cmp, False)
-
-
-def _ne_py(a: Any, b: Any) -> bool:
-    """celpy's `a != b`; note `[1] != null` is an error while `[1] == null` is false."""
-    ka, kb = _kind(a), _kind(b)
-    if ka == kb:
-        if ka == _L:
-            if len(a) != len(b):
-                return True
-            return _seq_or(zip(a, b, strict=True), _ne_py)
-        if ka == _M:
-            if len(a) == 1 and len(b) == 1 and a.keys() == b.keys():
-                k = next(iter(a))
-                return _ne_py(a[k], b[k])
-            if a.keys() != b.keys():
-                return True
-            return _seq_or(((a[k], b[k]) for k in a), _ne_py)
-        if ka == _N:
-            return False
-        if ka == _X:
-            raise TypeError("no such overload")
-        return a != b
-    if ka == _B:
-        if kb == _I:
-            return a != b
-        if kb == _S or kb == _N:
-            return True
-    elif ka == _S or ka == _N:
-        if kb == _B or kb == _N or kb == _S:
-            return True
-    raise TypeError("no such overload")
-
-
-_ORDER_OK = frozenset(
-    {(_I, _I), (_D, _D), (_S, _S), (_B, _B), (_B, _I), (_B, _D), (_D, _I), (_D, _B)}
-)
-
-
-def _ordered(a: Any, b: Any) -> None:
-    if (_kind(a), _kind(b)) not in _ORDER_OK:
-        raise _soft("no such overload for ordering")
+        return bool(a == b)
+    if (ka == _I and kb == _D) or (ka == _D and kb == _I):
+        return float(a) == float(b)
+    return False
 
 
 def _dyn_eq(a: Any, b: Any) -> bool:
-    try:
-        return _eq_py(a, b)
-    except TypeError:
-        raise _soft("found no matching overload for '=='") from None
+    return _eq(a, b)
 
 
 def _dyn_ne(a: Any, b: Any) -> bool:
-    try:
-        return _ne_py(a, b)
-    except TypeError:
-        raise _soft("found no matching overload for '!='") from None
+    return not _eq(a, b)
+
+
+_ORDER_OK = frozenset({(_I, _I), (_D, _D), (_S, _S), (_B, _B)})
+
+
+def _ordered(a: Any, b: Any) -> tuple[Any, Any]:
+    """Operands of `<`: the same ordered type, or int and double (compared as doubles)."""
+    ka, kb = _kind(a), _kind(b)
+    if (ka, kb) in _ORDER_OK:
+        return a, b
+    if (ka == _I and kb == _D) or (ka == _D and kb == _I):
+        return float(a), float(b)
+    raise _soft("no matching overload for ordering")
 
 
 def _dyn_lt(a: Any, b: Any) -> bool:
-    _ordered(a, b)
-    return a < b
+    x, y = _ordered(a, b)
+    return bool(x < y)
 
 
 def _dyn_le(a: Any, b: Any) -> bool:
-    _ordered(a, b)
-    return a <= b
+    x, y = _ordered(a, b)
+    return bool(x <= y)
 
 
 def _dyn_gt(a: Any, b: Any) -> bool:
-    _ordered(a, b)
-    return a > b
+    x, y = _ordered(a, b)
+    return bool(x > y)
 
 
 def _dyn_ge(a: Any, b: Any) -> bool:
-    _ordered(a, b)
-    return a >= b
+    x, y = _ordered(a, b)
+    return bool(x >= y)
 
 
 def _dyn_in(item: Any, container: Any) -> bool:
-    """celpy's `in`: compares `element == item` over list elements, map keys or (for a dyn
-    string) characters; a failed comparison is an error only when nothing matched."""
+    """`in`: equality with some list element, or a key of a map (string keys; a number or bool
+    is simply not a key); anything else is no matching overload."""
     kc = _kind(container)
-    if kc != _L and kc != _M and kc != _S:
-        raise _soft("found no matching overload for 'in'")
-    failed = False
-    for c in container:
-        try:
-            if _eq_py(c, item):
-                return True
-        except TypeError:
-            failed = True
-    if failed:
-        raise _soft("no such overload for 'in'")
-    return False
+    if kc == _L:
+        return any(_eq(c, item) for c in container)
+    if kc == _M:
+        ki = _kind(item)
+        if ki == _S:
+            return item in container
+        if ki == _I or ki == _D or ki == _B:
+            return any(_eq(k, item) for k in container if not isinstance(k, str))
+    raise _soft("found no matching overload for 'in'")
 
 
 def _dyn_size(v: Any) -> int:
     k = _kind(v)
-    if k == _N:
-        return 0  # celpy: size(null) == 0
     if k == _S or k == _L or k == _M:
         return len(v)
-    raise _soft("no such overload for size()")
+    raise _soft("found no matching overload for size()")
+
+
+def _list_index(c: Sequence[Any], i: Any) -> Any:
+    if 0 <= i < len(c):
+        return c[i]
+    raise _soft(f"index out of range: index={i} size={len(c)}")
+
+
+def _map_index(c: Mapping[str, Any], k: str) -> Any:
+    try:
+        return c[k]
+    except KeyError:
+        raise _soft(f"no such key: {k!r}") from None
 
 
 def _dyn_index(c: Any, i: Any) -> Any:
     kc, ki = _kind(c), _kind(i)
-    try:
-        if kc == _L and (ki == _I or ki == _B):
-            return c[i]  # negative indexes count from the end, as in celpy
-        if kc == _M and (ki == _S or ki == _I or ki == _B):
+    if kc == _L:
+        if ki == _I:
+            return _list_index(c, i)
+        if ki == _D and i.is_integer():
+            return _list_index(c, int(i))
+        raise _soft("index error: expected an integer index")
+    if kc == _M:
+        if ki == _S and i in c:
             return c[i]
-        if kc == _S and (ki == _I or ki == _B):
-            return _PStr(c[i])
-    except IndexError:
-        raise _soft("invalid_argument: index out of range") from None
-    except KeyError:
-        raise _soft(f"no such key: {i!r}") from None
+        if ki == _L or ki == _M or ki == _N or ki == _X:
+            raise _soft("invalid map key type")
+        raise _soft(f"no such key: {i!r}")
     raise _soft("found no matching overload for _[_]")
 
 
@@ -321,8 +218,14 @@ def _dyn_select(v: Any, name: str) -> Any:
         try:
             return v[name]
         except KeyError:
-            raise _soft(f"no such member in mapping: {name!r}") from None
+            raise _soft(f"no such key: {name!r}") from None
     raise _soft(f"value does not support field selection .{name}")
+
+
+def _dyn_has(v: Any, name: str) -> bool:
+    if _kind(v) == _M:
+        return name in v
+    raise _soft(f"has() on a value that has no fields: .{name}")
 
 
 def _dyn_not(v: Any) -> bool:
@@ -333,13 +236,18 @@ def _dyn_not(v: Any) -> bool:
     raise _soft("found no matching overload for '!'")
 
 
+def _dyn_bool(v: Any) -> bool:
+    """A dyn operand where CEL needs a bool (`&&`, `||`, `?:`, macro predicates)."""
+    if v is True or v is False:
+        return v
+    raise _soft(f"no matching overload: a {type(v).__name__} is not a bool")
+
+
 def _iter_dyn(v: Any) -> Iterable[Any]:
     k = _kind(v)
     if k == _L or k == _M:
-        return v
-    if k == _S:
-        return [_PStr(c) for c in v]
-    raise _FatalTypeError(f"{type(v).__name__} is not iterable")
+        return v  # type: ignore[no-any-return]
+    raise _soft(f"a {type(v).__name__} cannot be iterated")
 
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
@@ -348,7 +256,7 @@ _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 def _i64(r: int) -> int:
     if _I64_MIN <= r <= _I64_MAX:
         return r
-    raise _soft("return error for overflow")
+    raise _soft("integer overflow")
 
 
 def _add_i(a: int, b: int) -> int:
@@ -365,14 +273,16 @@ def _mul_i(a: int, b: int) -> int:
 
 def _div_i(a: int, b: int) -> int:
     if b == 0:
-        raise _soft("modulus or divide by zero")
+        raise _soft("divide by zero")
     sign = (-1 if a < 0 else 1) * (-1 if b < 0 else 1)
     return _i64(sign * (abs(a) // abs(b)))
 
 
 def _mod_i(a: int, b: int) -> int:
     if b == 0:
-        raise _soft("modulus or divide by zero")
+        raise _soft("modulus by zero")
+    if a == _I64_MIN and b == -1:
+        raise _soft("integer overflow")
     return _i64((-1 if a < 0 else 1) * (abs(a) % abs(b)))
 
 
@@ -381,55 +291,94 @@ def _neg_i(a: int) -> int:
 
 
 def _add_s(a: str, b: str) -> str:
-    return _PStr(a + b)
+    return a + b
 
 
 def _add_l(a: Sequence[Any], b: Sequence[Any]) -> list[Any]:
     return [*a, *b]
 
 
+_ASCII_SPACE = " \t\n\r\f\v"
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+_TWO63 = 9.223372036854775808e18
+
+
 def _to_int(v: Any) -> int:
-    """celpy's IntType(v) on a plain value."""
+    """CEL's int(): doubles truncate (an error outside int64), strings are decimal."""
     k = _kind(v)
-    try:
-        if k == _N:
-            return 0
-        if k == _I:
-            return v
-        if k == _B:
-            return int(v)
-        if k == _D:
-            try:
-                return _i64(math.trunc(v))
-            except OverflowError as e:  # celpy lets this escape uncaught
-                raise _FatalError(f"OverflowError: {e}") from None
-        if k == _S:
-            if v[:2] in ("0x", "0X"):
-                return _i64(int(v[2:], 16))
-            if v[:3] in ("-0x", "-0X"):
-                return _i64(-int(v[3:], 16))
-            return _i64(int(v))
-        raise TypeError(f"int() of {type(v).__name__}")
-    except (ValueError, TypeError) as e:
-        raise _soft(f"int(): {e}") from None
+    if k == _I:
+        return int(v)
+    if k == _B:
+        return int(v)  # cel-cpp's runtime has int(bool)
+    if k == _D:
+        if -_TWO63 < v < _TWO63:
+            return int(math.trunc(v))
+        raise _soft("double out of int64 range")
+    if k == _S:
+        text = v.strip(_ASCII_SPACE)
+        if _DECIMAL.fullmatch(text):
+            r = int(text)
+            if _I64_MIN <= r <= _I64_MAX:
+                return r
+        raise _soft("cannot convert string to int")
+    raise _soft(f"found no matching overload for int({type(v).__name__})")
+
+
+_FLOAT_TEXT = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan"
+    r"|0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?)",
+    re.IGNORECASE,
+)
 
 
 def _to_double(v: Any) -> float:
-    """celpy's DoubleType(v) on a plain value."""
-    if v is None:
-        return 0.0
+    """CEL's double(): ints convert, strings parse as C's strtod does (hex and inf included)."""
     k = _kind(v)
-    if k == _L or k == _M or k == _X:
-        raise _soft("no such overload for double()")
-    try:
+    if k == _D:
         return float(v)
-    except (ValueError, TypeError) as e:
-        raise _soft(f"double(): {e}") from None
+    if k == _I:
+        return float(v)
+    if k == _S:
+        text = v.strip(_ASCII_SPACE)
+        if _FLOAT_TEXT.fullmatch(text):
+            if "x" in text.lower() and "inf" not in text.lower():
+                return float.fromhex(text)
+            return float(text)
+        raise _soft("cannot convert string to double")
+    raise _soft(f"found no matching overload for double({type(v).__name__})")
+
+
+def _format_double(x: float) -> str:
+    """cel-cpp's string(double): the shortest digits that round-trip, printed as C's `%g`
+    would place them (exponent form below 1e-4 and from 1e6 on)."""
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "-0" if math.copysign(1.0, x) < 0 else "0"
+    sign, digits, exp = Decimal(repr(x)).normalize().as_tuple()
+    ds = "".join(map(str, digits))
+    e10 = len(ds) - 1 + int(exp)
+    neg = "-" if sign else ""
+    if -4 <= e10 < 6:
+        if e10 >= len(ds) - 1:
+            return neg + ds + "0" * (e10 - len(ds) + 1)
+        if e10 >= 0:
+            return neg + ds[: e10 + 1] + "." + ds[e10 + 1 :]
+        return neg + "0." + "0" * (-e10 - 1) + ds
+    mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+    return f"{neg}{mant}e{'-' if e10 < 0 else '+'}{abs(e10):02d}"
 
 
 def _to_string(v: Any) -> str:
-    """celpy's StringType(v) for a string, int or double (the only accepted sources)."""
-    return str(v)
+    """CEL's string() of a string, int or double (the only sources the checker accepts)."""
+    k = _kind(v)
+    if k == _D:
+        return _format_double(v)
+    if k == _S or k == _I:
+        return str(v)
+    raise _soft(f"found no matching overload for string({type(v).__name__})")
 
 
 def _dyn_range(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -447,6 +396,20 @@ def _witness(ctx: Any, var: str, chain: str | None, e: Any) -> None:
         w[var] = e
         if chain:
             w[chain] = e
+
+
+def _string_arg(name: str, s: Any, x: Any) -> None:
+    if not isinstance(s, str) or not isinstance(x, str):
+        raise _soft(f"found no matching overload for {name}()")
+
+
+def _dyn_contains(s: Any, x: Any) -> bool:
+    _string_arg("contains", s, x)
+    return x in s
+
+
+# ---------------------------------------------------------------------------------------------
+# Calls of the schema's functions
 
 
 def _identity(e: Any) -> Any:
@@ -516,28 +479,3 @@ def _unary_call(
         return checked(r)
 
     return ua
-
-
-def _dyn_contains(s: Any, x: Any) -> bool:
-    """celpy's `.contains()` on a dyn receiver: `item in self` per celtype, error otherwise."""
-    k = _kind(s)
-    if k == _S:
-        if s.__class__ is _PStr:
-            raise _soft("no such overload: a computed string has no contains()")
-        if isinstance(x, str):
-            return x in s
-        raise _soft("no such overload for contains()")
-    if k == _L:
-        try:
-            for el in s:
-                if el is x or _eq_py(el, x):
-                    return True
-        except TypeError:
-            raise _soft("no such overload for contains()") from None
-        return False
-    if k == _M:
-        try:
-            return x in s
-        except TypeError:
-            raise _soft("no such overload for contains()") from None
-    raise _soft("no such overload for contains()")

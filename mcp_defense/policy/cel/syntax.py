@@ -16,6 +16,9 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 
 from mcp_defense.policy.cel.types import _MACROS, _REJECTED_FUNCTIONS, _T
 
+Tree = lark.Tree[Any]
+"""A parse tree in cel-python's shape (`parse`, `clauses`)."""
+
 
 class CelError(Exception):
     """A static problem in an expression: syntax, types, unsupported forms. Positions are
@@ -68,12 +71,13 @@ def _linecol(src: str, offset: int) -> tuple[int, int]:
     return line, offset - (src.rfind("\n", 0, offset) + 1) + 1
 
 
-def parse(source: str) -> lark.Tree:
+def parse(source: str) -> Tree:
     """Parse with cel-python's grammar; a syntax error is a `CelError` at its position."""
     try:
         tree = _parser().parse(source)
     except UnexpectedCharacters as e:
-        ch = source[e.pos_in_stream] if 0 <= e.pos_in_stream < len(source) else ""
+        pos = e.pos_in_stream
+        ch = source[pos] if pos is not None and 0 <= pos < len(source) else ""
         raise CelError(f"syntax error: unexpected character {ch!r}", e.line, e.column) from None
     except UnexpectedEOF:
         line, col = _linecol(source, len(source.rstrip()))
@@ -128,7 +132,7 @@ class _Converter:
     def __init__(self, src: str | None) -> None:
         self.src = src
 
-    def pos(self, t: lark.Tree | lark.Token) -> tuple[int, int, int, int]:
+    def pos(self, t: Tree | lark.Token) -> tuple[int, int, int, int]:
         if isinstance(t, lark.Token):
             line, col, start, end = t.line, t.column, t.start_pos, t.end_pos
         else:
@@ -141,7 +145,7 @@ class _Converter:
     def node(
         self,
         kind: str,
-        at: lark.Tree | lark.Token,
+        at: Tree | lark.Token,
         kids: tuple[_Node, ...] = (),
         a: Any = None,
         b: Any = None,
@@ -149,7 +153,7 @@ class _Converter:
         line, col, start, end = self.pos(at)
         return _Node(kind, line, col, kids, a, b, start, end)
 
-    def op_pos(self, left: lark.Tree, right: lark.Tree) -> tuple[int, int] | None:
+    def op_pos(self, left: Tree, right: Tree) -> tuple[int, int] | None:
         """Where the operator between two operands is (the grammar drops operator tokens)."""
         if self.src is None:
             return None
@@ -167,11 +171,11 @@ class _Converter:
                 return _linecol(self.src, i)
         return None
 
-    def err(self, msg: str, at: lark.Tree | lark.Token) -> CelError:
+    def err(self, msg: str, at: Tree | lark.Token) -> CelError:
         line, col, _, _ = self.pos(at)
         return CelError(msg, line, col)
 
-    def conv(self, t: lark.Tree) -> _Node:
+    def conv(self, t: Tree) -> _Node:
         data = t.data
         ch = t.children
         if (
@@ -216,6 +220,7 @@ class _Converter:
         if data == "member_dot_arg":
             operand, name = ch[0], ch[1]
             args = self.args(ch[2] if len(ch) > 2 else None)
+            assert isinstance(name, lark.Token)
             return self.method(t, operand, name, args)
         if data == "member_index":
             return self.node("index", t, (self.conv(ch[0]), self.conv(ch[1])))
@@ -226,6 +231,7 @@ class _Converter:
         if data == "ident_arg":
             name = ch[0]
             args = ch[1].children if len(ch) > 1 else []
+            assert isinstance(name, lark.Token)
             return self.call(t, name, args)
         if data == "ident":
             return self.node("ident", t, a=str(ch[0]))
@@ -242,17 +248,15 @@ class _Converter:
             return self.literal(t)
         raise self.err(f"unsupported syntax {data!r}", t)
 
-    def _at_op(self, n: _Node, left: lark.Tree, right: lark.Tree) -> None:
+    def _at_op(self, n: _Node, left: Tree, right: Tree) -> None:
         p = self.op_pos(left, right)
         if p is not None:
             n.line, n.col = p
 
-    def args(self, exprlist: lark.Tree | None) -> list[lark.Tree]:
+    def args(self, exprlist: Tree | None) -> list[Tree]:
         return list(exprlist.children) if exprlist is not None else []
 
-    def method(
-        self, t: lark.Tree, operand: lark.Tree, name: lark.Token, args: list[lark.Tree]
-    ) -> _Node:
+    def method(self, t: Tree, operand: Tree, name: lark.Token, args: list[Tree]) -> _Node:
         mname = str(name)
         if mname in _MACROS:
             if len(args) != 2:
@@ -272,7 +276,7 @@ class _Converter:
         n.at = self.pos(name)[:2]
         return n
 
-    def call(self, t: lark.Tree, name: lark.Token, args: list[lark.Tree]) -> _Node:
+    def call(self, t: Tree, name: lark.Token, args: list[Tree]) -> _Node:
         fname = str(name)
         if fname == "has":
             if len(args) != 1:
@@ -286,7 +290,7 @@ class _Converter:
         n.start, n.end = self.pos(t)[2:]
         return n
 
-    def map_lit(self, t: lark.Tree) -> _Node:
+    def map_lit(self, t: Tree) -> _Node:
         keys: list[str] = []
         vals: list[_Node] = []
         if t.children:
@@ -301,8 +305,9 @@ class _Converter:
                 vals.append(self.conv(v_tree))
         return self.node("map", t, tuple(vals), a=tuple(keys))
 
-    def literal(self, t: lark.Tree) -> _Node:
+    def literal(self, t: Tree) -> _Node:
         tok = t.children[0]
+        assert isinstance(tok, lark.Token)
         kind = tok.type
         text = str(tok)
         if kind == "INT_LIT":
@@ -328,7 +333,7 @@ class _Converter:
         raise self.err(f"{kind.lower().replace('_lit', '')} literals are not supported", tok)
 
 
-def _convert(tree: lark.Tree) -> _Node:
+def _convert(tree: Tree) -> _Node:
     return _Converter(getattr(tree, _SRC_ATTR, None)).conv(tree)
 
 
@@ -351,21 +356,21 @@ _WRAPPERS = frozenset(
 )
 
 
-def clauses(tree: lark.Tree) -> list[tuple[str, lark.Tree]]:
+def clauses(tree: Tree) -> list[tuple[str, Tree]]:
     """Top-level `&&` conjuncts (or, failing that, `||` disjuncts) with their source text.
 
     Outer parentheses are looked through; a single clause is the whole expression. The
     subtrees can be passed to `check`/`lower` like whole expressions.
     """
-    src = getattr(tree, _SRC_ATTR, None)
+    src: str | None = getattr(tree, _SRC_ATTR, None)
 
-    def text(t: lark.Tree) -> str:
+    def text(t: Tree) -> str:
         m = t.meta
         if src is not None and not getattr(m, "empty", True):
             return src[m.start_pos : m.end_pos]
-        return tree_dump(t)
+        return str(tree_dump(t))
 
-    def mark(t: lark.Tree) -> lark.Tree:
+    def mark(t: Tree) -> Tree:
         if src is not None:
             setattr(t, _SRC_ATTR, src)
         return t
@@ -373,7 +378,7 @@ def clauses(tree: lark.Tree) -> list[tuple[str, lark.Tree]]:
     t = tree
     while True:
         if t.data in ("conditionalor", "conditionaland") and len(t.children) == 2:
-            items: list[lark.Tree] = []
+            items: list[Tree] = []
             data = t.data
             while isinstance(t, lark.Tree) and t.data == data and len(t.children) == 2:
                 items.insert(0, t.children[1])

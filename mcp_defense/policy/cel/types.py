@@ -34,7 +34,7 @@ def _tname(t: _T) -> str:
     if isinstance(t, tuple):
         inner = "dyn" if t[1] is None else _tname(t[1])
         return f"list<{inner}>" if t[0] == "list" else f"map<string,{inner}>"
-    return t
+    return str(t)
 
 
 def _unify(a: _T, b: _T) -> _T:
@@ -93,7 +93,7 @@ _MACROS = frozenset({"exists", "all", "exists_one", "map", "filter"})
 _REJECTED_FUNCTIONS: dict[str, str] = {
     "bool": "celpy's bool() is not CEL's (bool(\"5\") is neither true nor false); "
     "compare the string instead",
-    "uint": "uint is not supported: no fact is unsigned and celpy never compares uint with int",
+    "uint": "uint is not supported: no fact is unsigned",
     "bytes": "bytes are not supported: no fact is bytes",
     "timestamp": "timestamps are not supported: no fact is a timestamp",
     "duration": "durations are not supported: no fact is a duration",
@@ -102,8 +102,8 @@ _REJECTED_FUNCTIONS: dict[str, str] = {
     "list": "list() is not supported",
     "map": "map() is not supported",
     "null_type": "null_type() is not supported",
-    "lowerAscii": "lowerAscii() is not available in cel-python 0.5",
-    "upperAscii": "upperAscii() is not available in cel-python 0.5",
+    "lowerAscii": "lowerAscii() is not available (a strings extension, not standard CEL)",
+    "upperAscii": "upperAscii() is not available (a strings extension, not standard CEL)",
     "reduce": "reduce() is a cel-python extension, not CEL",
     "min": "min() is a cel-python extension, not CEL",
 }
