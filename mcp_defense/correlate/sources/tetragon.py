@@ -101,6 +101,7 @@ class TetragonSource(FlowSource):
             return None
         kproc = ev.get("process")
         pid = _pid(kproc, "process")  # raises unless it is an object with a pid
+        assert isinstance(kproc, dict)
         self._learn(ev)
         args = ev.get("args")
         if not isinstance(args, list) or not args or not isinstance(args[0], dict):
