@@ -1,0 +1,90 @@
+"""The command line a security engineer expects (issue: one convention, honest formats)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mcp_defense import __version__
+from mcp_defense.cli.main import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_version_prints_package_and_pack_version() -> None:
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0, r.output
+    m = re.fullmatch(r"mcp-defense (\S+) \(built-in policy pack ([0-9a-f]{12})\)\n", r.output)
+    assert m is not None, r.output
+    assert m.group(1) == __version__
+    # The same version `policy compile` reports for the built-in pack.
+    c = runner.invoke(app, ["policy", "compile", "--format", "json"])
+    assert m.group(2) in c.output
+
+
+def test_version_from_a_real_process() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mcp_defense", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"mcp-defense {__version__} ")
+
+
+POLICY = """\
+import "builtin:rules.mcpd"
+
+rule ask_for_notes priority 90 for filesystem {
+  when call.tool == "write_file" && call.paths.exists(p, p.endsWith("/NOTES.md"))
+  require_approval "notes are reviewed"
+}
+
+test "the decision name works as an action and in expect" {
+  archetype filesystem
+  call write_file {"path": "${workspace}/NOTES.md", "content": "x"}
+  expect require_approval by ask_for_notes
+}
+
+test "the DSL keyword still works" {
+  archetype filesystem
+  call write_file {"path": "${workspace}/docs/NOTES.md", "content": "x"}
+  expect approve by ask_for_notes
+}
+"""
+
+
+def test_require_approval_is_accepted_where_the_language_names_a_decision(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "p.mcpd").write_text(POLICY)
+    lint = runner.invoke(app, ["policy", "lint", str(tmp_path)])
+    assert lint.exit_code == 0, lint.output
+    r = runner.invoke(
+        app,
+        ["policy", "test", "--policy", str(tmp_path), "--set", "workspace=/w", "--format", "json"],
+    )
+    assert r.exit_code == 0, r.output
+    mine = [f for f in json.loads(r.output)["files"] if f["path"].endswith("p.mcpd")]
+    assert [(f["cases"], f["passed"]) for f in mine] == [(2, 2)]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("docker-build", ["docker build -t mcp-defense ."]),
+        ("docker-demo", ["docker build -t mcp-defense .", "docker run --rm mcp-defense demo"]),
+    ],
+)
+def test_make_targets_of_the_published_tool(target: str, expected: list[str]) -> None:
+    out = subprocess.run(
+        ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.splitlines() == expected
