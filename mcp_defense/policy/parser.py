@@ -328,7 +328,7 @@ _FRIENDLY = {
     "NAME": "a name",
     "LBRACE": "'{'",
     "RBRACE": "'}'",
-    "ACTION": "an action (allow, deny, approve or require_approval, alert, kill)",
+    "ACTION": "an action (allow, deny, approve, alert, kill)",
     "CEL": "a CEL expression",
     "WHEN": "'when'",
     "DURATION": "a duration (e.g. 5s, 24h)",
