@@ -88,3 +88,31 @@ def test_make_targets_of_the_published_tool(target: str, expected: list[str]) ->
         ["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.splitlines() == expected
+
+
+REGISTRY_INSTALL = re.compile(
+    r"(pipx?|uv\s+tool|uv\s+pip)\s+install\s+(-\S+\s+)*[\"']?mcp-defense(?![\w./-]*\.whl)\b(?!\s*@)"
+)
+
+
+def test_docs_never_install_the_unrelated_registry_package() -> None:
+    """`mcp-defense` on the package registry is an older, unrelated package: every install
+    instruction we ship points at this repository or a built wheel."""
+    files = [ROOT / "README.md", ROOT / "Dockerfile", ROOT / "Makefile"]
+    for sub in ("docs", "examples"):
+        files += [p for p in (ROOT / sub).rglob("*") if p.suffix in {".md", ".yml", ".yaml"}]
+    bad = [
+        f"{f.relative_to(ROOT)}:{n}: {line.strip()}"
+        for f in files
+        for n, line in enumerate(f.read_text().splitlines(), 1)
+        if REGISTRY_INSTALL.search(line)
+    ]
+    assert bad == []
+
+
+def test_registry_install_pattern() -> None:
+    assert REGISTRY_INSTALL.search('run: pip install "mcp-defense>=0.2"')
+    assert REGISTRY_INSTALL.search("pipx install mcp-defense")
+    assert REGISTRY_INSTALL.search("uv tool install mcp-defense")
+    assert not REGISTRY_INSTALL.search('pip install "mcp-defense @ git+https://x/y@v1"')
+    assert not REGISTRY_INSTALL.search("pipx install ./mcp-defense")
