@@ -758,7 +758,7 @@ class _Lowerer:
             if is_exists:
 
                 def fl(ctx: Any, loc: Any = None) -> Any:
-                    l2 = [None] if loc is None else [*loc, None]
+                    l2 = [None] * (d + 1) if loc is None else [*loc, None]
                     for e in rf(ctx, loc):
                         l2[d] = e
                         if bf(ctx, l2):
@@ -769,7 +769,7 @@ class _Lowerer:
                 return fl
 
             def fla(ctx: Any, loc: Any = None) -> Any:
-                l2 = [None] if loc is None else [*loc, None]
+                l2 = [None] * (d + 1) if loc is None else [*loc, None]
                 for e in rf(ctx, loc):
                     l2[d] = e
                     if not bf(ctx, l2):
@@ -779,7 +779,7 @@ class _Lowerer:
             return fla
 
         def fg(ctx: Any, loc: Any = None) -> Any:
-            l2 = [None] if loc is None else [*loc, None]
+            l2 = [None] * (d + 1) if loc is None else [*loc, None]
             err: CelEvalError | None = None
             for e in rf(ctx, loc):
                 l2[d] = e
@@ -821,7 +821,7 @@ class _Lowerer:
         run = self._body_runner(bf, unary, d)
 
         def f(ctx: Any, loc: Any = None) -> Any:
-            l2 = None if unary is not None else ([None] if loc is None else [*loc, None])
+            l2 = None if unary is not None else ([None] * (d + 1) if loc is None else [*loc, None])
             count = 0
             first = None
             for e in rf(ctx, loc):
@@ -844,7 +844,7 @@ class _Lowerer:
         run = self._body_runner(bf, unary, d)
 
         def f(ctx: Any, loc: Any = None) -> Any:
-            l2 = None if unary is not None else ([None] if loc is None else [*loc, None])
+            l2 = None if unary is not None else ([None] * (d + 1) if loc is None else [*loc, None])
             return [run(e, ctx, l2) for e in rf(ctx, loc)]
 
         return f
@@ -855,7 +855,7 @@ class _Lowerer:
         run = self._body_runner(bf, unary, d)
 
         def f(ctx: Any, loc: Any = None) -> Any:
-            l2 = None if unary is not None else ([None] if loc is None else [*loc, None])
+            l2 = None if unary is not None else ([None] * (d + 1) if loc is None else [*loc, None])
             return [e for e in rf(ctx, loc) if run(e, ctx, l2)]
 
         return f

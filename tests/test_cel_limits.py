@@ -1,0 +1,144 @@
+"""Limits of a `when`: nesting depth and source length give a diagnostic at their position,
+never a RecursionError, in the library, in `policy lint` (exit 1) and at proxy start-up
+(exit 2); long chains of one `&&`/`||` are balanced, so they stay shallow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cel_differential import VARS, Arch, Ctx, make_env
+
+from mcp_defense.policy import cel
+from mcp_defense.policy.facts import CallFacts
+
+ENV = make_env()
+N = cel.MAX_NESTING
+
+
+def nested_args(depth: int) -> dict[str, Any]:
+    args: dict[str, Any] = {"a": 1}
+    for _ in range(depth):
+        args = {"a": args}
+    return args
+
+
+# Each shape has exactly `k` levels of nesting.
+SHAPES: dict[str, Callable[[int], str]] = {
+    "parentheses": lambda k: "(" * k + "true" + ")" * k,
+    "negations": lambda k: "!" * k + "true",
+    "additions": lambda k: "1 + " * k + "1",
+    "calls": lambda k: "string(" * k + '"a"' + ")" * k,
+    "lists": lambda k: "[" * k + "1" + "]" * k,
+    "fields": lambda k: "call.args" + ".a" * (k - 1),
+    "indexes": lambda k: "call.args" + '["a"]' * (k - 1),
+    # the receiver `[1]` of the innermost macro is one level deeper than the macro
+    "macros": lambda k: (
+        "".join(f"[1].exists(x{i}, " for i in range(k - 1)) + "true" + ")" * (k - 1)
+    ),
+    "ternaries": lambda k: "call.writes ? false : " * (k - 1) + "true",  # + `call.writes`
+}
+
+
+def deep_stack(frames: int, fn: Callable[[], Any]) -> Any:
+    """Run `fn` with `frames` more frames on the stack than the test has (the proxy and the
+    CLI call the compiler and the closures from deep inside their own code)."""
+    return fn() if frames == 0 else deep_stack(frames - 1, fn)
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_nesting_up_to_the_limit_compiles_and_runs(shape: str) -> None:
+    src = SHAPES[shape](N)
+    ctx = Ctx(CallFacts("t", nested_args(N)), None)
+
+    def compile_and_run() -> Any:
+        low = cel.lower(cel.parse(src), ENV, {"archetype": Arch(), "vars": dict(VARS)})
+        return low.fn(ctx)
+
+    deep_stack(500, compile_and_run)  # no RecursionError, with room to spare
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_nesting_past_the_limit_is_a_diagnostic(shape: str) -> None:
+    src = SHAPES[shape](N + 1)
+    with pytest.raises(cel.CelError) as e:
+        cel.parse(src)
+    assert f"more than {N} levels" in e.value.message
+    assert e.value.line == 1 and 1 <= e.value.column <= len(src)
+
+
+def test_the_deepest_level_is_the_position() -> None:
+    with pytest.raises(cel.CelError) as e:
+        cel.parse("call.writes &&\n  " + "!" * (N + 1) + "call.reads")
+    assert (e.value.line, e.value.column) == (2, 2 + N)  # `&&` is the first level
+
+
+def test_long_or_chains_are_balanced() -> None:
+    terms = 4000
+    src = " || ".join(f'call.tool == "t{i}"' for i in range(terms))
+    low = cel.lower(cel.parse(src), ENV, {"archetype": Arch(), "vars": dict(VARS)})
+    for tool, want in (("t0", True), (f"t{terms - 1}", True), ("t2500", True), ("x", False)):
+        ctx = Ctx(CallFacts(tool, {}), None)
+        assert deep_stack(700, lambda c=ctx: low.fn(c)) is want  # a left-deep chain would not fit
+    assert cel.estimate_cost(cel.parse(src), ENV) > terms
+    with pytest.raises(cel.CelError) as e:  # the clause is still found at its own position
+        cel.check(cel.parse("call.writes || " * 100 + "call.nope"), ENV)
+    assert (e.value.line, e.value.column) == (1, 15 * 100 + 6)
+
+
+def test_source_length_limit() -> None:
+    src = "true" + " && true" * (cel.MAX_SOURCE_LENGTH // 8)
+    with pytest.raises(cel.CelError) as e:
+        cel.parse(src)
+    assert "expression too long" in e.value.message
+    assert (e.value.line, e.value.column) == (1, cel.MAX_SOURCE_LENGTH + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the command line, as a user meets them
+
+DEEP = {
+    "parens": "(" * 100 + "call.writes" + ")" * 100,
+    "nots": "!" * 3000 + "call.writes",
+    "ors": " || ".join(f'call.tool == "t{i}"' for i in range(20000)),
+}
+
+
+def _policy(tmp_path: Path, name: str) -> Path:
+    p = tmp_path / f"{name}.mcpd"
+    p.write_text(f'rule deep_{name} {{\n  when {DEEP[name]}\n  deny "too deep"\n}}\n')
+    return p
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_defense.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(DEEP))
+def test_lint_reports_deep_expressions(tmp_path: Path, name: str) -> None:
+    p = _policy(tmp_path, name)
+    r = _run("policy", "lint", str(p))
+    assert r.returncode == 1, r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out and "RecursionError" not in out
+    want = "expression too long" if name == "ors" else f"more than {cel.MAX_NESTING} levels"
+    assert f"{p}:2:" in out and want in out
+
+
+@pytest.mark.parametrize("name", sorted(DEEP))
+def test_proxy_start_refuses_deep_expressions(tmp_path: Path, name: str) -> None:
+    p = _policy(tmp_path, name)
+    r = _run("stdio", "--archetype", "filesystem", "--policy", str(p), "--", "cat")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "RecursionError" not in r.stderr
+    assert f"{p}:2:" in r.stderr
