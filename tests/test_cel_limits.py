@@ -142,3 +142,107 @@ def test_proxy_start_refuses_deep_expressions(tmp_path: Path, name: str) -> None
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and "RecursionError" not in r.stderr
     assert f"{p}:2:" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost: superlinear forms are refused at lint time; a run-time budget bounds the rest
+
+QUADRATIC = [
+    "call.paths.filter(a, a in call.paths).size() == 0",  # issue 12: took 20 s at 50,000 paths
+    "call.paths.exists(p, call.hosts.exists(h, p == h))",
+    "call.paths.exists(p, p in call.args.files)",
+    "call.paths.all(p, call.paths == call.urls)",
+    "call.args.files.map(f, call.paths.filter(p, p == f))",
+]
+
+
+@pytest.mark.parametrize("src", QUADRATIC)
+def test_superlinear_expressions_exceed_the_cost_limit(src: str) -> None:
+    assert cel.estimate_cost(cel.parse(src), ENV) > cel.COST_LIMIT
+
+
+def test_linear_scans_of_the_largest_lists_fit() -> None:
+    for src in (
+        'call.paths.exists(p, jewel(p) == "crown") && call.hosts.all(h, !is_private(h))',
+        '"/w/.env" in call.paths || call.urls.exists_one(u, u.matches("^http://"))',
+        'call.args.files.filter(f, f.endsWith(".env")).size() > 0',
+    ):
+        assert cel.estimate_cost(cel.parse(src), ENV) <= cel.COST_LIMIT, src
+
+
+def test_lint_refuses_the_cost_bypass(tmp_path: Path) -> None:
+    p = tmp_path / "bypass.mcpd"
+    p.write_text(
+        "rule bypass {\n  when call.paths.filter(a, a in call.paths).size() == 0\n"
+        '  deny "never"\n}\n'
+    )
+    r = _run("policy", "lint", str(p))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{p}:2:8:" in r.stdout + r.stderr and "[cel-cost]" in r.stdout + r.stderr
+
+
+class BudgetCtx(Ctx):
+    """A context with a decision budget, like the table's EvalCtx."""
+
+    budgeted = True
+
+
+@pytest.fixture
+def no_budget_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget runs out at the first check after the clock starts (no timing involved)."""
+    from mcp_defense.policy.cel import runtime
+
+    monkeypatch.setattr(runtime, "EVAL_BUDGET_S", -1.0)
+
+
+def _lowered(src: str) -> cel.Lowered:
+    return cel.lower(cel.parse(src), ENV, {"archetype": Arch(), "vars": dict(VARS)})
+
+
+@pytest.mark.usefixtures("no_budget_left")
+def test_long_comprehensions_stop_at_the_budget() -> None:
+    paths = tuple(f"/w/f{i}" for i in range(200))
+    for src in (
+        'call.paths.exists(p, jewel(p) == "crown")',
+        "call.paths.filter(p, p.startsWith(call.tool)).size() > 0",
+        'call.paths.map(p, p + "x").size() > 0',
+        "call.paths.exists(p, jewel(p) == 'crown') || call.writes",  # || cannot absorb it
+    ):
+        ctx = BudgetCtx(CallFacts("t", {}, paths=paths, writes=True), None)
+        with pytest.raises(cel.CelBudgetExceeded):
+            _lowered(src).fn(ctx)
+
+
+@pytest.mark.usefixtures("no_budget_left")
+def test_nested_comprehensions_check_the_budget_on_entry() -> None:
+    ctx = BudgetCtx(CallFacts("t", {}, paths=("/a", "/b"), hosts=("a", "b")), None)
+    with pytest.raises(cel.CelBudgetExceeded):
+        _lowered("call.paths.exists(p, call.hosts.exists(h, p == h))").fn(ctx)
+
+
+@pytest.mark.usefixtures("no_budget_left")
+def test_short_top_level_comprehensions_never_check() -> None:
+    # the hot path: lists of up to 64 elements at the top level cost no clock read at all
+    ctx = BudgetCtx(CallFacts("t", {}, paths=tuple(f"/w/{i}" for i in range(64))), None)
+    assert _lowered('call.paths.exists(p, jewel(p) == "crown")').fn(ctx) is False
+    assert not hasattr(ctx, "deadline")  # the clock never started
+
+
+def test_contexts_without_a_budget_run_unbounded() -> None:
+    ctx = Ctx(CallFacts("t", {}, paths=tuple(f"/w/{i}" for i in range(500))), None)
+    assert _lowered('call.paths.exists(p, jewel(p) == "crown")').fn(ctx) is False
+
+
+@pytest.mark.usefixtures("no_budget_left")
+def test_table_denies_a_decision_past_its_budget(decide) -> None:
+    paths = [f"/workspace/src/f{i}.py" for i in range(300)]
+    d = decide("filesystem", "read_multiple_files", {"paths": paths})
+    assert d.action.value == "deny"
+    assert d.rule == "budget_exceeded"
+    assert "budget" in d.reason
+
+
+def test_table_decides_normally_within_the_budget(decide) -> None:
+    paths = [f"/workspace/src/f{i}.py" for i in range(300)]
+    d = decide("filesystem", "read_multiple_files", {"paths": paths})
+    assert d.rule != "budget_exceeded" and d.action.value == "allow"

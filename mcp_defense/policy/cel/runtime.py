@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from functools import lru_cache
@@ -29,6 +30,56 @@ class CelEvalError(Exception):
 
 def _soft(msg: str) -> CelEvalError:
     return CelEvalError(msg)
+
+
+EVAL_BUDGET_S = 0.05
+"""Run-time budget of the CEL evaluation of one decision, in seconds, on top of the static
+cost limit: comprehensions over more than `_CHUNK` elements and nested comprehensions check
+it; past it the decision is a deny (`CelBudgetExceeded`)."""
+
+_CHUNK = 64  # comprehension elements between two checks of the budget
+
+
+class CelBudgetExceeded(TimeoutError):
+    """The evaluation ran past `EVAL_BUDGET_S`. Not a `CelEvalError`: no `||`, `&&` or
+    `exists` may absorb it; the decision is a deny (fail closed). A `TimeoutError`, so the
+    decision table catches it without importing the compiler."""
+
+
+def _checkpoint(ctx: Any) -> None:
+    """Start the decision's clock on its first call, raise once it has run out. Only contexts
+    whose class says `budgeted` (the table's EvalCtx, one per decision) have a budget."""
+    try:
+        deadline = ctx.deadline
+    except AttributeError:
+        if getattr(ctx, "budgeted", False):
+            ctx.deadline = time.perf_counter() + EVAL_BUDGET_S
+        return
+    if time.perf_counter() > deadline:
+        raise CelBudgetExceeded(
+            f"the CEL evaluation ran past its budget of {EVAL_BUDGET_S * 1000:.0f} ms"
+        )
+
+
+def _budgeted(items: Iterable[Any], ctx: Any) -> Iterable[Any]:
+    """`items`, checking the budget every `_CHUNK` elements."""
+    n = 0
+    for e in items:
+        n += 1
+        if n == _CHUNK:
+            n = 0
+            _checkpoint(ctx)
+        yield e
+
+
+def _range(items: Any, ctx: Any, nested: bool) -> Any:
+    """The elements of a comprehension: as they are for a short range at the top level (no
+    cost on the hot path), else with the budget checked on entry and every `_CHUNK`."""
+    if nested:
+        _checkpoint(ctx)
+    if len(items) > _CHUNK:
+        return _budgeted(items, ctx)
+    return items
 
 
 # ---------------------------------------------------------------------------------------------

@@ -179,6 +179,7 @@ _OPERATORS = frozenset(
     {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary"}
 )
 _CHAINS = frozenset({"conditionalor", "conditionaland"})
+_SHORT_CHAIN = 16  # longer chains of one && / || are balanced
 
 
 def _check_nesting(tree: Tree) -> None:
@@ -344,15 +345,20 @@ class _Converter:
         nodes = [self.conv(i) for i in items]
         kind = "or" if data == "conditionalor" else "and"
 
-        def build(lo: int, hi: int) -> _Node:
-            if hi - lo == 1:
-                return nodes[lo]
-            mid = (lo + hi) // 2
-            left, right = build(lo, mid), build(mid, hi)
+        def join(left: _Node, right: _Node, lo: int, mid: int, hi: int) -> _Node:
             line, col = self.op_pos(items[mid - 1], items[mid]) or (left.line, left.col)
             start = self.pos(items[lo])[2]
             end = self.pos(items[hi - 1])[3]
             return _Node(kind, line, col, (left, right), start=start, end=end)
+
+        def build(lo: int, hi: int) -> _Node:
+            if hi - lo <= _SHORT_CHAIN:  # left to right, as written (the lowering's fast paths)
+                n = nodes[lo]
+                for i in range(lo + 1, hi):
+                    n = join(n, nodes[i], lo, i, i + 1)
+                return n
+            mid = (lo + hi) // 2
+            return join(build(lo, mid), build(mid, hi), lo, mid, hi)
 
         return build(0, len(nodes))
 
