@@ -525,6 +525,8 @@ def compile_files(
                     f"narrow the comprehensions or split the rule",
                 )
                 continue
+            for w in cel.unguarded(tree, env_cel):
+                c.warn(_cel_span(r, w), "unguarded-field", w.message)
             if r.reason is not None:
                 for name in ReasonTemplate.parse(r.reason.value).fields():
                     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
