@@ -771,3 +771,12 @@ def test_random_expressions_match_cel_cpp(source: str, a: Any, b: Any) -> None:
     want = outcome(_ORACLE.evaluate, source, ctx.activation())
     assert lowered_outcome(source, _ENV, ctx, True) == want, (source, a, b, want)
     assert lowered_outcome(source, _ENV, ctx, False) == want, (source, a, b, want)
+
+
+def test_double_negation_is_not_folded() -> None:
+    """docs/language.md: cel-cpp's parser reads `!!x` as `x`; here it needs a bool."""
+    ctx = Ctx(CallFacts("t", {"x": "s"}), None)
+    assert outcome(_ORACLE.evaluate, "!!call.args.x", ctx.activation()) == ("ok", ("string", "s"))
+    assert lowered_outcome("!!call.args.x", _ENV, ctx, True) == ("error",)
+    ctx = Ctx(CallFacts("t", {"x": True}), None)
+    assert lowered_outcome("!!call.args.x", _ENV, ctx, True) == ("ok", ("bool", True))
