@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from test_cel_differential import FUNCTIONS, VARS, Arch, Ctx, make_env
+from support.cel_env import FUNCTIONS, VARS, Arch, Ctx, make_env
 
 from mcp_defense.policy import cel, schema
 from mcp_defense.policy.facts import CallFacts, FlowFacts

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cel_differential import VARS, Arch, Ctx, make_env
+from support.cel_env import VARS, Arch, Ctx, make_env
 
 from mcp_defense.policy import cel
 from mcp_defense.policy.facts import CallFacts

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_cel_differential import make_env
+from support.cel_env import make_env
 
 from mcp_defense.policy import cel
 
