@@ -203,10 +203,12 @@ def _lowered(src: str) -> cel.Lowered:
 def test_long_comprehensions_stop_at_the_budget() -> None:
     paths = tuple(f"/w/f{i}" for i in range(200))
     for src in (
-        'call.paths.exists(p, jewel(p) == "crown")',
+        "call.paths.exists(p, p == call.tool)",
+        "call.paths.all(p, p != call.tool)",
         "call.paths.filter(p, p.startsWith(call.tool)).size() > 0",
         'call.paths.map(p, p + "x").size() > 0',
-        "call.paths.exists(p, jewel(p) == 'crown') || call.writes",  # || cannot absorb it
+        'call.paths.exists_one(p, jewel(p) == "crown")',
+        "call.paths.exists(p, p == call.tool) || call.writes",  # || cannot absorb it
     ):
         ctx = BudgetCtx(CallFacts("t", {}, paths=paths, writes=True), None)
         with pytest.raises(cel.CelBudgetExceeded):
@@ -221,10 +223,14 @@ def test_nested_comprehensions_check_the_budget_on_entry() -> None:
 
 
 @pytest.mark.usefixtures("no_budget_left")
-def test_short_top_level_comprehensions_never_check() -> None:
-    # the hot path: lists of up to 64 elements at the top level cost no clock read at all
+def test_the_hot_path_never_reads_the_clock() -> None:
+    # short comprehensions, and `exists`/`all` over one call or comparison per element (the
+    # shipped rules' shape: linear, bounded by the static cost) at the top level
     ctx = BudgetCtx(CallFacts("t", {}, paths=tuple(f"/w/{i}" for i in range(64))), None)
+    assert _lowered("call.paths.exists(p, p == call.tool)").fn(ctx) is False
+    ctx = BudgetCtx(CallFacts("t", {}, paths=tuple(f"/w/{i}" for i in range(5000))), None)
     assert _lowered('call.paths.exists(p, jewel(p) == "crown")').fn(ctx) is False
+    assert _lowered("call.paths.all(p, !is_private(p))").fn(ctx) is True
     assert not hasattr(ctx, "deadline")  # the clock never started
 
 
@@ -233,16 +239,34 @@ def test_contexts_without_a_budget_run_unbounded() -> None:
     assert _lowered('call.paths.exists(p, jewel(p) == "crown")').fn(ctx) is False
 
 
+@pytest.fixture(scope="module")
+def slow_table(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import mcp_defense
+
+    p = tmp_path_factory.mktemp("budget") / "policy.mcpd"
+    p.write_text(
+        'import "builtin:rules.mcpd"\n\n'
+        "rule path_is_tool {\n"
+        "  when call.paths.exists(p, p == call.tool)\n"
+        '  deny "a path named like the tool"\n}\n'
+    )
+    return mcp_defense.compile([p], {"workspace": "/workspace", "home": "/home/alice"})
+
+
+def _decide_paths(table: Any, n: int) -> Any:
+    from mcp_defense.policy.facts import ToolCall
+
+    paths = [f"/workspace/src/f{i}.py" for i in range(n)]
+    return table.decide(ToolCall("filesystem", "read_multiple_files", {"paths": paths}))
+
+
 @pytest.mark.usefixtures("no_budget_left")
-def test_table_denies_a_decision_past_its_budget(decide) -> None:
-    paths = [f"/workspace/src/f{i}.py" for i in range(300)]
-    d = decide("filesystem", "read_multiple_files", {"paths": paths})
-    assert d.action.value == "deny"
-    assert d.rule == "budget_exceeded"
-    assert "budget" in d.reason
+def test_table_denies_a_decision_past_its_budget(slow_table: Any) -> None:
+    d = _decide_paths(slow_table, 300)
+    assert (d.action.value, d.rule) == ("deny", "budget_exceeded")
+    assert "path_is_tool" in d.reason and "budget" in d.reason
 
 
-def test_table_decides_normally_within_the_budget(decide) -> None:
-    paths = [f"/workspace/src/f{i}.py" for i in range(300)]
-    d = decide("filesystem", "read_multiple_files", {"paths": paths})
-    assert d.rule != "budget_exceeded" and d.action.value == "allow"
+def test_table_decides_normally_within_the_budget(slow_table: Any) -> None:
+    d = _decide_paths(slow_table, 300)
+    assert (d.action.value, d.rule) == ("allow", "")

@@ -17,7 +17,6 @@ from typing import Any
 from mcp_defense.policy import schema
 from mcp_defense.policy.cel.check import _ORDERED, _Checker
 from mcp_defense.policy.cel.runtime import (
-    _CHUNK,
     CelEvalError,
     Fn,
     _add_i,
@@ -716,17 +715,17 @@ class _Lowerer:
         stop = is_exists
         if unary is not None:
             # The common shapes, one frame per element: `items` is read with the attribute
-            # getter when the range is a fact (`call.paths`).
+            # getter when the range is a fact (`call.paths`). At the top level these loops do
+            # not check the run-time budget: their body is one call or comparison per element
+            # (no loop: a comprehension is never a one-variable body), so the static cost
+            # bounds them; nested in another comprehension they check it on entry.
             p = unary
             g: Callable[[Any], Any] = getter if getter is not None else _no_loc(rf)
             if clean:  # no error of any kind, always a bool
                 if is_exists:
 
                     def f(ctx: Any, loc: Any = None) -> Any:
-                        items = g(ctx) if loc is None else rf(ctx, loc)
-                        if loc is not None or len(items) > _CHUNK:
-                            items = _range(items, ctx, loc is not None)
-                        for e in items:
+                        for e in g(ctx) if loc is None else _range(rf(ctx, loc), ctx, True):
                             if p(e):
                                 _witness(ctx, var, chain, e)
                                 return True
@@ -735,10 +734,7 @@ class _Lowerer:
                     return f
 
                 def fa(ctx: Any, loc: Any = None) -> Any:
-                    items = g(ctx) if loc is None else rf(ctx, loc)
-                    if loc is not None or len(items) > _CHUNK:
-                        items = _range(items, ctx, loc is not None)
-                    for e in items:
+                    for e in g(ctx) if loc is None else _range(rf(ctx, loc), ctx, True):
                         if not p(e):
                             return False
                     return True
@@ -747,10 +743,7 @@ class _Lowerer:
 
             def fe(ctx: Any, loc: Any = None) -> Any:
                 err: CelEvalError | None = None
-                items = g(ctx) if loc is None else rf(ctx, loc)
-                if loc is not None or len(items) > _CHUNK:
-                    items = _range(items, ctx, loc is not None)
-                for e in items:
+                for e in g(ctx) if loc is None else _range(rf(ctx, loc), ctx, True):
                     try:
                         r = p(e)
                     except CelEvalError as ex:

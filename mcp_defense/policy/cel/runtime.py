@@ -34,8 +34,9 @@ def _error(msg: str) -> CelEvalError:
 
 EVAL_BUDGET_S = 0.05
 """Run-time budget of the CEL evaluation of one decision, in seconds, on top of the static
-cost limit: comprehensions over more than `_CHUNK` elements and nested comprehensions check
-it; past it the decision is a deny (`CelBudgetExceeded`)."""
+cost limit: nested comprehensions check it on entry, comprehensions over more than `_CHUNK`
+elements every `_CHUNK` (except top-level `exists`/`all` over a one-variable body, linear
+and bounded by the static cost); past it the decision is a deny (`CelBudgetExceeded`)."""
 
 _CHUNK = 64  # comprehension elements between two checks of the budget
 
