@@ -58,8 +58,8 @@ def estimate_cost(tree: Tree, env: CelEnv) -> int:
     `&&`/`||` count both sides, `?:` its dearer branch. A comprehension costs its range plus
     `size(range) * (body + 1)`; every list fact and dyn collection is assumed to hold
     `MAX_LIST_SIZE` elements (the extractor's limit), list literals hold what they show. `==`
-    on lists and `in` over a list cost the list's size, so both multiply inside a
-    comprehension. Compare with `COST_LIMIT`.
+    on lists and `in` over a list cost the list's size, `+` of lists both sizes, so they
+    multiply inside a comprehension. Compare with `COST_LIMIT`.
     """
     n = _convert(tree)
     _Checker(env).check(n, {})
@@ -88,8 +88,8 @@ def _cost(n: _Node) -> tuple[int, int]:
             return total + kids[1][1], 0
         if op in ("==", "!=") and (_is_list(n.kids[0].t) or _is_map(n.kids[0].t)):
             return total + min(kids[0][1], kids[1][1]) + 1, 0
-        if op == "+" and _is_list(n.t):
-            return total + 1, kids[0][1] + kids[1][1]
+        if op == "+" and _is_list(n.t):  # a new list: both are copied
+            return total + kids[0][1] + kids[1][1] + 1, kids[0][1] + kids[1][1]
         return total + 1, MAX_LIST_SIZE
     if k in ("call", "method"):
         return total + _FUNCTION_COST.get(n.a, 5), MAX_LIST_SIZE

@@ -38,7 +38,7 @@ cost limit: nested comprehensions check it on entry, comprehensions over more th
 elements every `_CHUNK` (except top-level `exists`/`all` over a one-variable body, linear
 and bounded by the static cost); past it the decision is a deny (`CelBudgetExceeded`)."""
 
-_CHUNK = 64  # comprehension elements between two checks of the budget
+_CHUNK = 16  # comprehension elements between two checks of the budget
 
 
 class CelBudgetExceeded(TimeoutError):
