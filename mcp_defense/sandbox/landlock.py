@@ -92,6 +92,9 @@ PART_ABI = {
 }
 
 
+ABI_CAP_ENV = "MCPD_LANDLOCK_ABI_MAX"
+
+
 class LandlockError(OSError):
     """Landlock refused a ruleset the kernel said it supports: the caller must fail closed."""
 
@@ -123,6 +126,9 @@ def abi_version() -> tuple[int, str]:
         ctypes.c_uint32(CREATE_RULESET_VERSION),
     )
     if v >= 1:
+        cap = os.environ.get(ABI_CAP_ENV, "")
+        if cap.isdigit() and int(cap) < v:  # lower only: shows what an older kernel gives
+            return int(cap), f"{ABI_CAP_ENV}={cap} (the kernel has ABI {v})" if cap == "0" else ""
         return int(v), ""
     err = ctypes.get_errno()
     reason = {

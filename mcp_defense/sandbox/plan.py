@@ -555,7 +555,44 @@ def render(plan: Plan, enf: Enforcement | None = None) -> str:
     return "\n".join(out)
 
 
-def trampoline_argv(plan: Plan, python: str | None = None) -> list[str]:
-    """The argv prefix that applies `plan` and execs the server in place (same pid)."""
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """What `stdio --sandbox` hands the proxy: the argv prefix and the session_start record."""
+
+    launcher: tuple[str, ...]
+    summary: dict[str, Any]
+    lines: tuple[str, ...]
+    full: bool
+
+
+def prepare(table: Any, archetype: str, command: Sequence[str], mode: str) -> Launch:
+    """Compile the archetype's ruleset for `command` and say what this kernel enforces."""
+    plan = compile_plan(table, archetype, command)
+    enf = enforcement(plan)
+    data = plan.to_json()
+    if mode == "require":
+        data["require"] = True
+    summary = enf.to_json(mode)
+    summary["rules"] = len(plan.fs)
+    summary["connect_ports"] = None if plan.connect is None else list(plan.connect)
+    summary["spawn"] = plan.spawn
     exe = Path(__file__).with_name("exec.py")
-    return [python or sys.executable, "-I", "-S", str(exe), json.dumps(plan.to_json()), "--"]
+    launcher = (sys.executable, "-I", "-S", str(exe), json.dumps(data), "--")
+    return Launch(launcher, summary, tuple(enf.lines()), enf.full)
+
+
+def describe(table: Any, archetype: str, fmt: str = "text") -> str:
+    """`policy compile --sandbox ARCHETYPE`: the ruleset (with this Python as the example
+    server command) and what this kernel enforces of it."""
+    python = sys.executable
+    plan = compile_plan(table, archetype, [python])
+    enf = enforcement(plan)
+    if fmt == "json":
+        data = plan.to_json()
+        data["archetype"] = archetype
+        data["spawn"] = plan.spawn
+        data["notes"] = plan.notes
+        data["enforcement"] = enf.to_json("on")
+        return json.dumps(data, indent=2)
+    head = f"(server command for this example: {python}; `stdio --sandbox` resolves the real one)"
+    return render(plan, enf) + "\n" + head
