@@ -431,7 +431,7 @@ def compile_plan(
             prefixes.append(p)
     for p in prefixes:
         b.grant(p, rx, "interpreter prefix")
-    for extra in getattr(const, "runtime", ()) or ():
+    for extra in const.runtime:
         b.grant(glob_root(extra, b.home), rx, "archetype runtime")
     for cache in launcher:
         b.grant(cache, ("read", "execute"), "launcher cache")
