@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -142,7 +141,9 @@ def test_missing_landlock_is_said_out_loud(world, listener):
     assert probe == {"jewel": "ok", "connect": "ok", "spawn": "ok", "workspace": "ok"}
     start = read_events(world["tmp"] / "rec.jsonl")[0]
     assert start["sandbox"]["landlock_abi"] == 0 and start["sandbox"]["enforced"] == []
-    code, probe, err = run_probe(world, port, "filesystem", "--sandbox=require", **{ABI_CAP_ENV: "0"})
+    code, probe, err = run_probe(
+        world, port, "filesystem", "--sandbox=require", **{ABI_CAP_ENV: "0"}
+    )
     assert code == 2 and probe is None
 
 
@@ -182,7 +183,9 @@ def test_npm_filesystem_server_works_under_sandbox(tmp_path):
     (ws / "main.py").write_text("print('hello from the workspace')\n")
     server = _npx_filesystem_server(ws)  # installs into the npm cache, outside the sandbox
     if server is None:
-        pytest.skip("npx is not installed or @modelcontextprotocol/server-filesystem cannot be fetched")
+        pytest.skip(
+            "npx is not installed or @modelcontextprotocol/server-filesystem cannot be fetched"
+        )
     params = sandboxed(server, ws, "filesystem")
 
     async def scenario() -> None:

@@ -11,7 +11,6 @@ import os
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperCommand
 
@@ -233,7 +232,7 @@ class _StdioCommand(TyperCommand):
     """Lets `--sandbox` stand alone (`--sandbox=require` gives the mode): click options
     cannot take an optional value, so a bare flag before `--` is read as `--sandbox=on`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         head = args.index("--") if "--" in args else len(args)
         args = [("--sandbox=on" if a == "--sandbox" else a) for a in args[:head]] + args[head:]
         return super().parse_args(ctx, args)

@@ -213,9 +213,7 @@ class Ruleset:
             if not allowed:
                 return True
             attr = _PathBeneathAttr(allowed, pfd)
-            self._call(
-                "add_rule", ctypes.c_int(self.fd), RULE_PATH_BENEATH, ctypes.byref(attr), 0
-            )
+            self._call("add_rule", ctypes.c_int(self.fd), RULE_PATH_BENEATH, ctypes.byref(attr), 0)
         finally:
             os.close(pfd)
         return True

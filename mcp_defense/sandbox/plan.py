@@ -196,20 +196,25 @@ class _Builder:
             self._secrets = sorted(found)
         return self._secrets
 
-    def grant(self, path: str, access: Sequence[str], why: str) -> None:
-        """A grant is split around homes and secrets it would cover; one inside a home (an
-        interpreter under ~/.pyenv, a workspace, a package cache) is explicit and stays."""
+    def grant(self, path: str, access: Sequence[str], why: str, *, split: bool = True) -> bool:
+        """A grant the policy makes (or a system directory) is split around the homes and
+        secrets it would cover; one inferred from the command (`split=False`) that would
+        cover them is refused instead. A grant inside a home (an interpreter under
+        ~/.pyenv, a workspace, a package cache) is explicit and stays."""
         path = os.path.normpath(path)
-        covered = [h for h in self.homes if _within(h, path)]
-        if covered and path in covered:
+        if path in self.homes:
             self.plan.notes.append(f"{why}: {path} is a home directory, not granted")
-            return
-        excluded = [e for e in [*self.homes, *self.secrets()] if e != path and _within(e, path)]
+            return False
         for s in self.secrets():
             if _within(path, s):
                 self.plan.notes.append(f"{why}: {path} holds system secrets, not granted")
-                return
+                return False
+        excluded = [e for e in [*self.homes, *self.secrets()] if e != path and _within(e, path)]
+        if excluded and not split:
+            self.plan.notes.append(f"{why}: {path} holds a home or secrets, not granted")
+            return False
         self.plan.fs.append(FsRule(path, tuple(access), why, tuple(sorted(excluded))))
+        return True
 
     def grant_globs(self, globs: Sequence[str] | None, access: Sequence[str], why: str) -> None:
         if globs is None:  # any
@@ -243,10 +248,9 @@ def elf_interpreter(path: str) -> str | None:
             if head[:4] != b"\x7fELF":
                 return None
             bits64, little = head[4] == 2, head[5] == 1
-            order = "little" if little else "big"
 
             def num(b: bytes) -> int:
-                return int.from_bytes(b, order)
+                return int.from_bytes(b, "little" if little else "big")
 
             phoff = num(head[32:40]) if bits64 else num(head[28:32])
             phentsize = num(head[54:56]) if bits64 else num(head[42:44])
@@ -426,15 +430,15 @@ def compile_plan(
             b.plan.fs.append(FsRule(p, ("read",), "runtime info"))
     prefixes: list[str] = []
     for exe in chain:
-        p = _prefix(exe)
-        if p and not any(_within(p, s) for s in SYSTEM_DIRS) and p not in prefixes:
-            prefixes.append(p)
-    for p in prefixes:
-        b.grant(p, rx, "interpreter prefix")
+        prefix = _prefix(exe)
+        if prefix and not any(_within(prefix, s) for s in SYSTEM_DIRS) and prefix not in prefixes:
+            prefixes.append(prefix)
+    for prefix in prefixes:
+        b.grant(prefix, rx, "interpreter prefix", split=False)
     for extra in const.runtime:
         b.grant(glob_root(extra, b.home), rx, "archetype runtime")
     for cache in launcher:
-        b.grant(cache, ("read", "execute"), "launcher cache")
+        b.grant(cache, ("read", "execute"), "launcher cache", split=False)
     if launcher and "npx-cli.js" in names:
         # npm's content cache is written even on a cache hit; the installed package (_npx)
         # stays read-only, so the server cannot rewrite the code it runs.
@@ -456,21 +460,23 @@ def compile_plan(
         b.grant(b.home + "/.npmrc", ("read",), "npm configuration (may hold registry tokens)")
     # A script given to an interpreter, and the module search paths the environment sets.
     if command and names and _is_interpreter(names[-1]):
-        args = list(command[1:])
-        for i, a in enumerate(args):
-            if a in ("-m", "-c", "-e", "--eval") or (a.startswith("-") and len(a) > 1):
-                if a in ("-m", "-c", "-e", "--eval"):
-                    if a == "-m":
-                        b.grant(cwd, ("read",), "python -m searches the working directory")
-                    break
+        for a in command[1:]:
+            if a == "-m":
+                b.grant(cwd, ("read",), "python -m searches the working directory", split=False)
+                break
+            if a in ("-c", "-e", "--eval"):
+                break
+            if a.startswith("-") and len(a) > 1:
                 continue
             script = os.path.join(cwd, a)
             if os.path.isfile(script):
-                b.grant(_script_root(script, b.homes), ("read",), "server script")
+                root = _script_root(script, b.homes)
+                if not b.grant(root, ("read",), "server script", split=False):
+                    b.grant(script, ("read",), "server script", split=False)
             break
     for var in ("PYTHONPATH", "NODE_PATH"):
         for entry in filter(None, env.get(var, "").split(os.pathsep)):
-            b.grant(os.path.join(cwd, entry), ("read",), var)
+            b.grant(os.path.join(cwd, entry), ("read",), var, split=False)
     if plan.spawn != "any":
         plan.chain = tuple(chain)
         for exe in chain:
