@@ -51,6 +51,8 @@ NET_BIND_TCP = 1 << 0  # ABI 4
 NET_CONNECT_TCP = 1 << 1  # ABI 4
 SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
 SCOPE_SIGNAL = 1 << 1  # ABI 6
+# ABI 7: audit-log denials after the exec too (by default only the trampoline's are logged).
+RESTRICT_SELF_LOG_NEW_EXEC_ON = 1 << 1
 
 _FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
 # Rights that make sense on a file (a rule on a non-directory may only carry these).
@@ -188,6 +190,7 @@ class Ruleset:
         self.fs = handled_fs(abi)
         self.net = NET_BIND_TCP | NET_CONNECT_TCP if restrict_net and abi >= 4 else 0
         self.scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if scope and abi >= 6 else 0
+        self.restrict_flags = RESTRICT_SELF_LOG_NEW_EXEC_ON if abi >= 7 else 0
         attr = _RulesetAttr(self.fs, self.net, self.scoped)
         size = 24 if abi >= 6 else 16 if abi >= 4 else 8  # the struct as this ABI knows it
         fd = self._call("create_ruleset", ctypes.byref(attr), ctypes.c_size_t(size), 0)
@@ -230,7 +233,7 @@ class Ruleset:
             err = ctypes.get_errno()
             raise LandlockError(err, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(err)}")
         try:
-            self._call("restrict_self", ctypes.c_int(self.fd), 0)
+            self._call("restrict_self", ctypes.c_int(self.fd), self.restrict_flags)
         finally:
             os.close(self.fd)
 
