@@ -167,3 +167,26 @@ def test_trampoline_fails_closed_on_a_bad_ruleset(tmp_path):
     )
     assert done.returncode == 126 and "started" not in done.stdout
     assert "cannot apply the Landlock ruleset" in done.stderr
+
+
+def test_bare_sandbox_flag_is_read_before_the_separator_only(monkeypatch):
+    """Only the proxy's own `--sandbox` becomes `--sandbox=on`; the server's stays as written."""
+    import typer.core
+
+    from mcp_defense.cli.stdio import _StdioCommand
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(
+        typer.core.TyperCommand, "parse_args", lambda self, ctx, args: seen.append(args) or args
+    )
+    _StdioCommand("stdio").parse_args(None, ["--sandbox", "-a", "x", "--", "srv", "--sandbox"])
+    assert seen == [["--sandbox=on", "-a", "x", "--", "srv", "--sandbox"]]
+
+
+def test_policy_compile_sandbox_unknown_archetype_is_a_usage_error():
+    from typer.testing import CliRunner
+
+    from mcp_defense.cli.main import app
+
+    r = CliRunner().invoke(app, ["policy", "compile", "--sandbox", "nope"])
+    assert r.exit_code == 2 and "unknown archetype" in r.output

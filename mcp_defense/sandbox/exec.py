@@ -32,7 +32,7 @@ def _landlock() -> ModuleType:
     spec = importlib.util.spec_from_file_location("_mcpd_landlock", f"{here}/landlock.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclass-free module, but keep imports resolvable
+    sys.modules[spec.name] = mod  # registered before running, as the import system does
     spec.loader.exec_module(mod)
     return mod
 
