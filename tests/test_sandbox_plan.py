@@ -4,6 +4,7 @@ real-process behaviour is in test_sandbox.py)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,16 @@ def test_policy_compile_sandbox_unknown_archetype_is_a_usage_error():
 
     r = CliRunner().invoke(app, ["policy", "compile", "--sandbox", "nope"])
     assert r.exit_code == 2 and "unknown archetype" in r.output
+
+
+def test_spawn_list_grants_execute_on_the_named_programs(tmp_path):
+    pol = tmp_path / "a.mcpd"
+    pol.write_text(
+        'archetype lister {\n  paths "${workspace}/**"\n  network none\n  spawn "ls"\n}\n'
+    )
+    t = mcp_defense.compile([pol], {"workspace": str(tmp_path / "ws")})
+    plan = compile_plan(t, "lister", ["/bin/true"], env=env_with_home(tmp_path / "home"))
+    assert plan.spawn == "list"
+    ls = os.path.realpath(shutil.which("ls") or "/bin/ls")
+    assert any(r.path == ls and "execute" in r.access for r in plan.fs)
+    assert not any(r.path == "/usr" and "execute" in r.access for r in plan.fs)

@@ -220,7 +220,10 @@ def _sandbox(table: Any, archetype: str, command: list[str], mode: str) -> Any:
 
     if mode not in MODES:
         raise usage_error(f"--sandbox={mode}: expected --sandbox or --sandbox=require")
-    launch = prepare(table, archetype, command, mode)
+    try:
+        launch = prepare(table, archetype, command, mode)
+    except ValueError as e:
+        raise usage_error(f"--sandbox: {e}") from e
     for line in launch.lines:
         print(f"mcp-defense: {line}", file=sys.stderr)
     if mode == "require" and not launch.full:

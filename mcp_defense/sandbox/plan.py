@@ -52,6 +52,7 @@ SECRET_PATHS = (
 INTERPRETERS = ("python", "node", "nodejs", "deno", "bun", "ruby", "perl", "php", "java")
 
 MODES = ("on", "require")
+MAX_PLAN_BYTES = 120_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,7 +584,10 @@ def prepare(table: Any, archetype: str, command: Sequence[str], mode: str) -> La
     summary["connect_ports"] = None if plan.connect is None else list(plan.connect)
     summary["spawn"] = plan.spawn
     exe = Path(__file__).with_name("exec.py")
-    launcher = (sys.executable, "-I", "-S", str(exe), json.dumps(data), "--")
+    text = json.dumps(data, separators=(",", ":"))
+    if len(text) > MAX_PLAN_BYTES:  # one argv string may not exceed 128 KiB on Linux
+        raise ValueError(f"the Landlock ruleset is too large to pass ({len(text)} bytes)")
+    launcher = (sys.executable, "-I", "-S", str(exe), text, "--")
     return Launch(launcher, summary, tuple(enf.lines()), enf.full)
 
 
