@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -209,3 +210,31 @@ def test_policy_compile_shows_the_ruleset():
     assert data["archetype"] == "filesystem" and data["connect"] == []
     assert "/root" not in rules and not any(p.startswith("/home") for p in rules)
     assert data["enforcement"]["landlock_abi"] == ABI
+
+
+def test_no_way_around_through_proc_or_dotdot(world):
+    """Paths are checked where they land: /proc magic links and `..` reach nothing new, and
+    other processes' /proc entries (the agent's environment) stay closed."""
+    import mcp_defense
+    from mcp_defense.sandbox.plan import prepare
+
+    jewel = world["home"] / ".ssh" / "id_ed25519"
+    rel = os.path.relpath(jewel, world["ws"])
+    code = (
+        "import sys\n"
+        "for p in sys.argv[1:]:\n"
+        "    try:\n"
+        "        open(p).read(); print('LEAK', p)\n"
+        "    except OSError as e:\n"
+        "        print(e.errno)\n"
+    )
+    targets = [f"/proc/self/root{jewel}", f"/proc/self/cwd/{rel}", str(world["ws"] / rel)]
+    targets.append(f"/proc/{os.getppid()}/environ")
+    table = mcp_defense.compile(None, {"workspace": str(world["ws"])})
+    server = [sys.executable, "-c", code, *targets]
+    env = proxy_env(world["home"])
+    launch = prepare(table, "filesystem", server, "on", env=env)
+    out = subprocess.run(
+        [*launch.launcher, *server], capture_output=True, text=True, env=env, cwd=world["ws"]
+    ).stdout.split()
+    assert out == [str(errno.EACCES)] * len(targets)

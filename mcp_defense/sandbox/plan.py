@@ -572,9 +572,16 @@ class Launch:
     full: bool
 
 
-def prepare(table: Any, archetype: str, command: Sequence[str], mode: str) -> Launch:
-    """Compile the archetype's ruleset for `command` and say what this kernel enforces."""
-    plan = compile_plan(table, archetype, command)
+def prepare(
+    table: Any,
+    archetype: str,
+    command: Sequence[str],
+    mode: str,
+    env: Mapping[str, str] | None = None,
+) -> Launch:
+    """Compile the archetype's ruleset for `command` (run with `env`, default this
+    process's) and say what this kernel enforces."""
+    plan = compile_plan(table, archetype, command, env=env)
     enf = enforcement(plan)
     data = plan.to_json()
     if mode == "require":
