@@ -216,6 +216,7 @@ def _archetype(a: ast.Archetype, variables: Mapping[str, str], c: _Ctx) -> Arche
         spawn_programs=spawn_programs,
         learn_s=a.learn_s,
         source=str(a.span),
+        runtime=_globset(a.runtime, variables, c, default_any=False).globs if a.runtime else (),
     )
 
 

@@ -130,6 +130,7 @@ class ArchetypeConst:
     spawn_programs: GlobSet | None  # None = any (when spawn is true)
     learn_s: float | None
     source: str
+    runtime: tuple[str, ...] = ()  # globs the server's runtime reads (kernel sandbox only)
     _resolved: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     _memo: dict[str, bool] = field(default_factory=dict, compare=False)  # endpoint → allowed
 
