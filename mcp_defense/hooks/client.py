@@ -108,11 +108,12 @@ def fast_main(argv: Sequence[str]) -> int:
         config, in_process, idle = parse_args(argv[1:])
         raw = sys.stdin.buffer.read()
         answer = _decide(config, raw, in_process, idle)
-        if answer["stdout"]:
-            sys.stdout.write(answer["stdout"])
+        out, err = str(answer["stdout"]), str(answer["stderr"])
+        if out:
+            sys.stdout.write(out)
             sys.stdout.flush()
-        if answer["stderr"]:
-            sys.stderr.write(answer["stderr"])
+        if err:
+            sys.stderr.write(err)
             sys.stderr.flush()
         return 2 if answer["exit"] != 0 else 0
     except UsageError as e:
