@@ -231,6 +231,8 @@ def serve(path: str, idle_s: float) -> int:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another process serves (or is about to)
+    os.ftruncate(lock_fd, 0)
+    os.write(lock_fd, f"{os.getpid()}\n".encode())  # who serves: for `kill` and the tests
     tables, log = TableSource(), SessionLog()
     # Warm the engine before the first connection: imports are most of a cold start.
     import mcp_defense.events.record  # noqa: F401
