@@ -173,6 +173,8 @@ def _add_member(text: str, obj: Node, key: str, value: Any) -> Edit:
     member = f"{json.dumps(key)}: {_render(value, inner, unit)}"
     if obj.members:
         last = obj.members[-1][1]
+        if "\n" not in text[obj.start : obj.end]:  # a one-line object stays on one line
+            return (last.end, last.end, f", {json.dumps(key)}: {json.dumps(value)}")
         return (last.end, last.end, f",\n{inner}{member}")
     return (obj.start + 1, obj.end - 1, f"\n{inner}{member}\n{outer}")
 
@@ -269,8 +271,10 @@ def unwrap_mcp_config(text: str, mcpd: str, notes: list[str]) -> str:
         edits.append((cmd.start, cmd.end, text[real.start : real.end]))
         if dd + 2 < len(items):
             edits.append((items[0].start, items[dd + 2].start, ""))
-        elif text[cmd.end : args.start].replace(" ", "") == ',"args":':
-            # wrap added the whole `args` member (the server had none)
+        elif text[cmd.end : args.start] == ', "args": ':
+            # wrap added the whole `args` member, in exactly this form (the server had none;
+            # an original `"command": …, "args": []` written the same way would lose its
+            # empty args too, which Claude Code reads the same)
             edits.append((cmd.end, args.end, ""))
         else:
             edits.append((items[0].start, real.end, ""))
