@@ -203,6 +203,31 @@ def test_policy_edit_is_in_force_on_the_next_tool_use(runtime, workspace, tmp_pa
     assert "no make here" in proc.stdout.decode()
 
 
+def test_warm_path_imports_no_engine(runtime, workspace):
+    """Start-up is the product: with the decision process up, the hook process must not load
+    typer, rich, the parser, CEL or the policy engine (nor `typing`)."""
+    call = pre_tool_use("Bash", {"command": "ls"}, workspace)
+    assert decision_of(run_hook(call, runtime)) == "allow"  # the process is up
+    code = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: sys.stderr.write(' '.join(sorted(sys.modules))))\n"
+        "sys.argv = ['mcp-defense', 'hook', 'claude-code']\n"
+        "from mcp_defense.cli.entry import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(call).encode(),
+        capture_output=True,
+        env=dict(os.environ, MCPD_RUNTIME_DIR=runtime),
+        timeout=60,
+    )
+    assert decision_of(proc) == "allow"
+    loaded = set(proc.stderr.decode().split())
+    for heavy in ("typer", "rich", "lark", "celpy", "mcp_defense.policy", "typing", "mcp"):
+        assert heavy not in loaded, heavy
+
+
 def test_garbled_answer_blocks(workspace):
     d = tempfile.mkdtemp(prefix="mcpd-garble-", dir="/tmp")
     try:
@@ -246,6 +271,35 @@ def test_stale_socket_starts_a_fresh_process(workspace):
         stale.close()  # the file stays, nobody listens: as after a crash
         proc = run_hook(pre_tool_use("Bash", {"command": "ls"}, workspace), d)
         assert decision_of(proc) == "allow"
+    finally:
+        _stop_daemons(d)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_parallel_first_tool_uses_share_one_process(workspace):
+    """Claude Code runs tool uses in parallel: hooks racing to start the decision process all
+    get their answer, and one process serves them."""
+    d = tempfile.mkdtemp(prefix="mcpd-race-", dir="/tmp")
+    env = dict(os.environ, MCPD_RUNTIME_DIR=d)
+    cmd = [sys.executable, "-m", "mcp_defense", "hook", "claude-code"]
+    calls = [("cat ~/.ssh/id_rsa", "deny"), ("ls", "allow")] * 3
+    try:
+        procs = [
+            subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+            )
+            for _ in calls
+        ]
+        for p, (command, _) in zip(procs, calls, strict=True):
+            p.stdin.write(
+                json.dumps(pre_tool_use("Bash", {"command": command}, workspace)).encode()
+            )
+            p.stdin.close()
+        for p, (_, expected) in zip(procs, calls, strict=True):
+            out, err = p.stdout.read(), p.stderr.read()
+            proc = subprocess.CompletedProcess(cmd, p.wait(timeout=60), out, err)
+            assert decision_of(proc) == expected
+        assert len(list(Path(d).glob("*.sock"))) == 1
     finally:
         _stop_daemons(d)
         shutil.rmtree(d, ignore_errors=True)
