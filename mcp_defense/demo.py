@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TextIO
 
 import anyio
 from rich.console import Console
@@ -184,7 +184,7 @@ async def _call(client: Any, sc: Scenario) -> Outcome:
 Job = tuple[Scenario, Callable[[Outcome], None]]
 
 
-async def _client_task(params: Any, errlog: IO[str], jobs: Any, ready: anyio.Event) -> None:
+async def _client_task(params: Any, errlog: TextIO, jobs: Any, ready: anyio.Event) -> None:
     """One SDK client on one proxy: connect, then run the scenarios sent to it in order."""
     from mcp import Client
     from mcp.client.stdio import stdio_client
@@ -197,7 +197,7 @@ async def _client_task(params: Any, errlog: IO[str], jobs: Any, ready: anyio.Eve
 
 
 async def _drive(
-    plan: list[Scenario], params: dict[str, Any], errlogs: dict[str, IO[str]]
+    plan: list[Scenario], params: dict[str, Any], errlogs: dict[str, TextIO]
 ) -> list[Outcome]:
     """Start one client per archetype at once, then run the scenarios one by one."""
     outcomes: list[Outcome] = []
@@ -261,7 +261,7 @@ def run_demo(console: Console | None = None) -> int:
         }
         recs = {a: root / f"{a}.jsonl" for a in ARCHETYPES}
         logs = {a: root / f"{a}.stderr" for a in ARCHETYPES}
-        errlogs = {a: stack.enter_context(logs[a].open("w")) for a in ARCHETYPES}
+        errlogs: dict[str, TextIO] = {a: stack.enter_context(logs[a].open("w")) for a in ARCHETYPES}
         params = {a: _proxy_params(a, ws, recs[a], env) for a in ARCHETYPES}
         plan = scenarios(ws)
         console.print(
@@ -279,9 +279,9 @@ def run_demo(console: Console | None = None) -> int:
         events = _timeline(list(recs.values()))
         console.print(header())
         summary = Summary()
-        for e in events:
-            summary.add(e)
-            for line in render(e):
+        for ev in events:
+            summary.add(ev)
+            for line in render(ev):
                 console.print(line)
         console.print(summary.text())
         code = _verdict(console, plan, outcomes, events, beacon.connections)

@@ -624,34 +624,67 @@ class DecisionTable:
         session_id: str = "",
         correlation_id: str = "",
     ) -> Decision:
-        """Decide a network flow with `flow rule`s (or `orphan rule`s). Default: allow."""
+        """Decide a network flow with `flow rule`s (or `orphan rule`s). Default: allow.
+
+        Fails closed: a rule that cannot be evaluated counts as the most severe thing it could
+        have done (its own action, or whatever the rules after it decide, whichever is worse),
+        so a `kill` rule that errors still kills; an unknown archetype or an internal error
+        takes the most severe action of any flow (orphan) rule in the table.
+        """
         try:
             arch = self._archetypes.get(archetype)
             if arch is None:
                 return self._mk(
-                    Action.ALERT,
+                    self._worst_flow_action(orphan),
                     UNKNOWN_ARCHETYPE,
                     f"unknown archetype {archetype!r}",
                     correlation_id,
                 )
             ctx = EvalCtx(None, flow, agent_id, session_id, arch.const, self.variables)
+            failed: Decision | None = None  # the first rule that could not be evaluated
+            decision: Decision | None = None
             for rule in arch.orphan if orphan else arch.flow:
                 try:
                     hit = rule.fn(ctx)
                 except Exception as e:  # noqa: BLE001
-                    return self._mk(
-                        Action.ALERT,
-                        RULE_ERROR,
-                        f"flow rule {rule.name} could not be evaluated: {e}",
-                        correlation_id,
-                        rule.source,
-                    )
+                    if failed is None:
+                        failed = self._mk(
+                            rule.action,
+                            RULE_ERROR,
+                            f"flow rule {rule.name} could not be evaluated ({e}); "
+                            f"acting as if it matched: {rule.action.value}",
+                            correlation_id,
+                            rule.source,
+                        )
+                    continue
                 if hit is True:
                     reason = rule.reason.render(lambda n, r=rule: _call_value(n, ctx, r))
-                    return self._mk(rule.action, rule.name, reason, correlation_id, rule.source)
-            return self._mk(Action.ALLOW, DEFAULT_RULE, "no flow rule matched", correlation_id)
+                    decision = self._mk(rule.action, rule.name, reason, correlation_id, rule.source)
+                    break
+            if decision is None:
+                decision = self._mk(
+                    Action.ALLOW, DEFAULT_RULE, "no flow rule matched", correlation_id
+                )
+            if failed is not None and failed.action.severity > decision.action.severity:
+                return failed
+            return decision
         except Exception as e:  # noqa: BLE001
-            return self._mk(Action.ALERT, INTERNAL_ERROR, f"internal error: {e}", correlation_id)
+            return self._mk(
+                self._worst_flow_action(orphan),
+                INTERNAL_ERROR,
+                f"internal error: {e}",
+                correlation_id,
+            )
+
+    def _worst_flow_action(self, orphan: bool) -> Action:
+        """The most severe action any flow (orphan) rule of this table can take (flow rules
+        speak allow / alert / kill); at least `alert`: a flow that cannot be decided is flagged."""
+        worst = Action.ALERT
+        for arch in self._archetypes.values():
+            for rule in arch.orphan if orphan else arch.flow:
+                if rule.action.severity > worst.severity:
+                    worst = rule.action
+        return worst
 
     def explain(self, call: ToolCall) -> Explanation:
         """Every rule considered for this call, which matched and why (not the hot path)."""
