@@ -20,9 +20,9 @@ from functools import lru_cache
 from typing import Any
 
 from mcp_defense.policy import ast, cel
-from mcp_defense.policy import net as netfacts
 from mcp_defense.policy.diagnostics import ERROR, WARNING, Diagnostic, PolicyError
 from mcp_defense.policy.extract import Classifier, Environment
+from mcp_defense.policy.extract import urls as netfacts
 from mcp_defense.policy.facts import Action, JoinSpec
 from mcp_defense.policy.globs import GlobError, GlobSet, glob_to_regex
 from mcp_defense.policy.schema import RULE_SCOPES
