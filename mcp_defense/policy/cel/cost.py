@@ -3,10 +3,10 @@ compile time against `COST_LIMIT`."""
 
 from __future__ import annotations
 
-from mcp_defense.policy.extract.limits import MAX_ITEMS
 from mcp_defense.policy.cel.check import _Checker
 from mcp_defense.policy.cel.syntax import Tree, _convert, _Node
 from mcp_defense.policy.cel.types import CelEnv, _is_list, _is_map
+from mcp_defense.policy.extract.limits import MAX_ITEMS
 
 MAX_LIST_SIZE = MAX_ITEMS
 """Assumed size of every list fact and dyn collection: the extractor reads at most
