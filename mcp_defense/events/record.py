@@ -12,11 +12,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any, Protocol
 
-from mcp_defense.events.model import Event
+from mcp_defense.events.model import Event, RecordingGap, printable
+
+__all__ = ["JsonlWriter", "Recorder", "event_line", "open_recorder", "printable"]
 
 _FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 
@@ -108,23 +110,104 @@ class EventSink(Protocol):
 
 
 class JsonlWriter:
-    """Appends one event per line and flushes each, so a killed proxy loses nothing written.
+    """Appends one event per line, each written before `emit` returns, so a killed proxy
+    loses nothing written.
 
     Opened in append mode: recording several sessions into one file is normal (each starts
-    with a `session_start` event), and an existing recording is never truncated.
+    with a `session_start` event), and an existing recording is never truncated. Under faults
+    (issue: a full disk tore lines and spliced the next event onto them; a deleted or rotated
+    file was written on into a deleted inode):
+
+    * a line is written whole or not at all (a short write is truncated away);
+    * a failure warns once per outage on stderr, counts the events lost, and the first
+      successful write is preceded by a `recording_gap` event saying how many;
+    * a recording deleted or renamed away (logrotate) is reopened at its path.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, warn: Callable[[str], None] | None = None) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._warn = warn or _stderr
         self._lock = threading.Lock()
+        self._fd = -1
+        self._ident: tuple[int, int] = (0, 0)
+        self._lost = 0
+        self._since = ""
+        self._error = ""
+        self._open()
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        st = os.fstat(fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._ident = fd, (st.st_dev, st.st_ino)
+
+    def _check_path(self) -> None:
+        """Reopen when the path no longer names the file we hold (deleted, rotated)."""
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._ident:
+                return
+        except FileNotFoundError:
+            pass
+        self._open()
+
+    def _write_line(self, data: bytes) -> None:
+        """All of `data` or none of it: a short write followed by an error is cut back."""
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:] if written else data)
+        except OSError:
+            if written:
+                try:
+                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                except OSError:
+                    pass
+            raise
+
+    def _resume(self) -> bool:
+        """In an outage: try to write the gap event; True when writing works again."""
+        gap = RecordingGap(lost=self._lost, since=self._since, error=self._error, path=self.path)
+        try:
+            self._check_path()
+            self._write_line(event_line(gap))
+        except OSError:
+            return False
+        self._warn(
+            f"mcp-defense: recording {self.path} is written again; "
+            f"{self._lost} event(s) were lost (recorded as recording_gap)"
+        )
+        self._lost = 0
+        return True
 
     def emit(self, event: Event) -> None:
         data = event_line(event)
         with self._lock:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            if self._fd < 0:
+                return
+            try:
+                if self._lost and not self._resume():
+                    raise OSError(self._error)
+                self._check_path()
+                self._write_line(data)
+            except OSError as e:
+                if not self._lost:
+                    self._since = event.ts
+                    self._error = e.strerror or str(e)
+                    self._warn(
+                        f"mcp-defense: cannot write recording {self.path}: {self._error}; "
+                        "events are lost until it can be written (one warning per outage)"
+                    )
+                self._lost += 1
+
+    @property
+    def writable(self) -> bool:
+        """False while events are being lost (checked by `--record-required` before each call)."""
+        if not self._lost:
+            return True
+        with self._lock:
+            return not self._lost or self._resume()
 
     def close(self) -> None:
         with self._lock:
@@ -133,25 +216,31 @@ class JsonlWriter:
                 self._fd = -1
 
 
-def printable(text: str) -> str:
-    """Escape what a terminal would interpret (ESC sequences, C1 controls, bidi overrides,
-    newlines): tool names, reasons and arguments come from an untrusted agent or server, and
-    must not be able to repaint the operator's screen or a prompt."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 class Recorder:
     """Fans events out to sinks. `active` is False with no sinks, so runtimes can skip
-    building events entirely on the hot path."""
+    building events entirely on the hot path. `writable` is False while a sink in `required`
+    cannot write (`--record-required`: the runtime denies calls then, failing closed)."""
 
-    def __init__(self, sinks: Iterable[EventSink] = ()) -> None:
+    def __init__(
+        self, sinks: Iterable[EventSink] = (), *, required: Iterable[Any] = ()
+    ) -> None:
         self.sinks: list[EventSink] = list(sinks)
+        self.required: list[Any] = list(required)
 
     @property
     def active(self) -> bool:
         return bool(self.sinks)
+
+    @property
+    def writable(self) -> bool:
+        for sink in self.required:
+            if not sink.writable:
+                return False
+        return True
 
     def emit(self, event: Event) -> None:
         for sink in self.sinks:
@@ -165,16 +254,29 @@ class Recorder:
             sink.close()
 
 
-def open_recorder(record_path: str | None, live: bool | None = None) -> Recorder:
+def open_recorder(
+    record_path: str | None,
+    live: bool | None = None,
+    *,
+    extra: Iterable[EventSink] = (),
+    record_required: bool = False,
+) -> Recorder:
     """The standard sinks: `--record FILE`, plus the flight recorder's timeline when stderr
-    is a terminal."""
+    is a terminal, plus `extra` (audit log, SIEM forwarders from `events/sinks`)."""
     sinks: list[EventSink] = []
+    required: list[Any] = []
     if record_path:
-        sinks.append(JsonlWriter(record_path))
+        writer = JsonlWriter(record_path)
+        sinks.append(writer)
+        if record_required:
+            required.append(writer)
+    sinks.extend(extra)
+    if record_required:
+        required.extend(s for s in extra if hasattr(s, "writable"))
     if live is None:
         live = sys.stderr.isatty()
     if live:
-        from mcp_defense.events.recorder import FlightRecorder  # it imports this module
+        from mcp_defense.events.recorder import FlightRecorder  # rich: only on a terminal
 
         sinks.append(FlightRecorder())
-    return Recorder(sinks)
+    return Recorder(sinks, required=required)

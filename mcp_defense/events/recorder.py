@@ -30,8 +30,8 @@ from mcp_defense.events.model import (
     SessionStart,
     ToolCallEvent,
     event_from_dict,
+    printable,
 )
-from mcp_defense.events.record import printable
 
 STYLE = {
     "allow": "green",
