@@ -25,9 +25,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each command module adds itself; the order here is the order in --help.
-    from mcp_defense.cli import demo, policy, record, stdio
+    from mcp_defense.cli import audit, demo, policy, record, stdio
 
-    for module in (policy, stdio, record, demo):
+    for module in (policy, stdio, record, audit, demo):
         module.register(app)
 
 

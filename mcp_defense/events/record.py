@@ -152,8 +152,15 @@ class JsonlWriter:
             pass
         self._open()
 
+    def _written(self, data: bytes) -> None:
+        """Hook: `data` is now on disk (the audit log advances its hash chain here)."""
+
     def _write_line(self, data: bytes) -> None:
         """All of `data` or none of it: a short write followed by an error is cut back."""
+        self._write_all_or_nothing(data)
+        self._written(data)
+
+    def _write_all_or_nothing(self, data: bytes) -> None:
         written = 0
         try:
             while written < len(data):
@@ -171,7 +178,7 @@ class JsonlWriter:
         gap = RecordingGap(lost=self._lost, since=self._since, error=self._error, path=self.path)
         try:
             self._check_path()
-            self._write_line(event_line(gap))
+            self._write_line(self._line(gap))
         except OSError:
             return False
         self._warn(
@@ -181,8 +188,10 @@ class JsonlWriter:
         self._lost = 0
         return True
 
+    def _line(self, event: Event) -> bytes:
+        return event_line(event)
+
     def emit(self, event: Event) -> None:
-        data = event_line(event)
         with self._lock:
             if self._fd < 0:
                 return
@@ -190,7 +199,7 @@ class JsonlWriter:
                 if self._lost and not self._resume():
                     raise OSError(self._error)
                 self._check_path()
-                self._write_line(data)
+                self._write_line(self._line(event))
             except OSError as e:
                 if not self._lost:
                     self._since = event.ts
