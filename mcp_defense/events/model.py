@@ -285,9 +285,7 @@ def event_from_dict(d: Any) -> Event:
         ev = cls(**kwargs)
     except TypeError as e:
         missing = [
-            f.name
-            for f in fields(cls)
-            if f.name not in d and f.default is f.default_factory
+            f.name for f in fields(cls) if f.name not in d and f.default is f.default_factory
         ]
         raise EventFormatError(
             f"{etype}: missing required field(s) {', '.join(missing) or e}"

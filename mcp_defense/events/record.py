@@ -37,17 +37,18 @@ def event_dict(event: Event) -> dict[str, Any]:
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 _encode_str = json.encoder.encode_basestring  # the C string escaper json itself uses
-if json.encoder.c_make_encoder is not None:
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
     # JSONEncoder.encode builds a new C encoder per call (~1 µs); keep one. No circularity
     # markers: event values come from parsed JSON, which cannot be cyclic.
-    _c_encoder = json.encoder.c_make_encoder(
+    _c_encoder = _c_make_encoder(
         None, str, _encode_str, None, ":", ",", False, False, True
     )
 
     def _encode_value(v: Any) -> str:
         return "".join(_c_encoder(v, 0))
 else:  # pragma: no cover - CPython without the _json accelerator
-    _encode_value = _encode
+    _encode_value = _encode  # type: ignore[assignment]
 _LINE_SPECS: dict[type[Event], tuple[str, tuple[tuple[str, str], ...]]] = {}
 
 
@@ -229,14 +230,18 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+RECORD_REQUIRED_RULE = "record_required"
+RECORD_REQUIRED_REASON = (
+    "the recording cannot be written and --record-required is set: calls are denied until it can"
+)
+
+
 class Recorder:
     """Fans events out to sinks. `active` is False with no sinks, so runtimes can skip
     building events entirely on the hot path. `writable` is False while a sink in `required`
     cannot write (`--record-required`: the runtime denies calls then, failing closed)."""
 
-    def __init__(
-        self, sinks: Iterable[EventSink] = (), *, required: Iterable[Any] = ()
-    ) -> None:
+    def __init__(self, sinks: Iterable[EventSink] = (), *, required: Iterable[Any] = ()) -> None:
         self.sinks: list[EventSink] = list(sinks)
         self.required: list[Any] = list(required)
 

@@ -46,7 +46,13 @@ from mcp_defense.events.model import (
     ToolResultEvent,
     new_correlation_id,
 )
-from mcp_defense.events.record import Recorder, now_iso_fast, printable
+from mcp_defense.events.record import (
+    RECORD_REQUIRED_REASON,
+    RECORD_REQUIRED_RULE,
+    Recorder,
+    now_iso_fast,
+    printable,
+)
 from mcp_defense.policy.facts import Action, Decision, ToolCall
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.jsonrpc import (
@@ -606,6 +612,7 @@ class StdioProxy:
             correlation_id=cid,
             annotations=self._annotations.get(tool) if type(tool) is str else None,
         )
+        t_eval = time.perf_counter()
         try:
             if self.learning is not None:
                 decision = table.decide(call, self.learning)
@@ -619,10 +626,19 @@ class StdioProxy:
                 _safe_version(table),
                 cid,
             )
+        eval_ms = (time.perf_counter() - t_eval) * 1e3
+        if not self.recorder.writable:  # --record-required: no recording, no call (fail closed)
+            decision = Decision(
+                Action.DENY,
+                RECORD_REQUIRED_RULE,
+                RECORD_REQUIRED_REASON,
+                decision.policy_version,
+                cid,
+            )
         action = decision.action
         reason = decision.reason
         approval = ""
-        if self.observe:
+        if self.observe and decision.rule != RECORD_REQUIRED_RULE:
             forward = True
         elif action is Action.ALLOW or action is Action.ALERT:
             forward = True
@@ -651,6 +667,7 @@ class StdioProxy:
                     request_id=msg.id,
                     enforced=not self.observe and not decision.learning,
                     approval=approval,
+                    eval_ms=eval_ms,
                 )
             )
         if forward:

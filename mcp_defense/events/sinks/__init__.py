@@ -64,6 +64,9 @@ def split_splunk(spec: str) -> tuple[str, str]:
         if ":env:" in spec:
             url, _, name = spec.rpartition(":env:")
             token_spec = "env:" + name
+        elif ":@" in spec:
+            url, _, path = spec.rpartition(":@")
+            token_spec = "@" + path
         else:
             head, _, tail = spec.rpartition(":")
             if urlsplit(head).netloc and tail and "/" not in tail and not tail.isdigit():

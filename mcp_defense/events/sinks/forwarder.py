@@ -52,15 +52,19 @@ class DeliveryConfig:
     retry_max_s: float = 60.0
     close_timeout_s: float = 5.0  # at exit: how long to try delivering what is left
     memory_max_events: int = 100_000  # between emit and the spool (a hung sink, a slow disk)
+    adopt_every_s: float = 10.0  # how often an idle forwarder looks for spools left behind
 
 
 def _encode(event: Event) -> bytes:
     from mcp_defense.events.record import event_dict
 
     d = mask_event(event_dict(event))
-    return json.dumps(d, separators=(",", ":"), ensure_ascii=False, default=str).encode(
-        "utf-8", "backslashreplace"
-    ) + b"\n"
+    return (
+        json.dumps(d, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+            "utf-8", "backslashreplace"
+        )
+        + b"\n"
+    )
 
 
 def backoff_s(failures: int, lo: float, hi: float) -> float:
@@ -87,23 +91,20 @@ class Forwarder:
         self.report = report
         self._warn = warn or (lambda m: print(m, file=sys.stderr, flush=True))
         key = hashlib.sha256(transport.name.encode()).hexdigest()[:16]
-        base = config.spool_dir / key
+        self._base = config.spool_dir / key
         self.adopted: list[Spool] = []
         spool: Spool | None = None
         for n in range(MAX_SLOTS):
             try:
-                s = Spool(base / f"slot-{n}", config.spool_max_bytes)
+                spool = Spool(self._base / f"slot-{n}", config.spool_max_bytes)
+                break
             except SpoolBusy:
                 continue
-            if spool is None:
-                spool = s
-            elif not s.empty:  # a proxy that is gone left undelivered events: deliver them
-                self.adopted.append(s)
-            else:
-                s.close()
         if spool is None:
-            raise OSError(f"all {MAX_SLOTS} spool slots of {base} are in use")
+            raise OSError(f"all {MAX_SLOTS} spool slots of {self._base} are in use")
         self.spool = spool
+        self._adopt()
+        self._last_adopt = time.monotonic()
         self._cond = threading.Condition()
         self._mem: list[bytes] = []
         self._mem_dropped = 0
@@ -125,6 +126,24 @@ class Forwarder:
                 self._mem_dropped += 1
             if len(self._mem) >= self.config.batch_size:
                 self._cond.notify()
+
+    def _adopt(self) -> None:
+        """Take over the spools of proxies that are gone (unlocked slots with events left):
+        they are delivered before this proxy's own events."""
+        from mcp_defense.events.sinks.spool import Spool, SpoolBusy
+
+        held = {self.spool.dir, *(s.dir for s in self.adopted)}
+        for d in sorted(self._base.glob("slot-*")):
+            if d in held or not any(d.glob("seg-*.jsonl")):
+                continue
+            try:
+                s = Spool(d, self.config.spool_max_bytes)
+            except (SpoolBusy, OSError):
+                continue
+            if s.empty:
+                s.close()
+            else:
+                self.adopted.append(s)
 
     def _dropped(self, n: int, reason: str) -> None:
         ev = EventsDropped(sink=self.transport.name, dropped=n, reason=reason)
@@ -177,6 +196,14 @@ class Forwarder:
         return not self.spool.empty or any(not s.empty for s in self.adopted)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.spool.close()
+            for s in self.adopted:
+                s.close()
+
+    def _loop(self) -> None:
         deadline: float | None = None
         while True:
             now = time.monotonic()
@@ -204,6 +231,9 @@ class Forwarder:
                 continue
             if self._pending() and time.monotonic() >= self._next_try:
                 self._send_one()
+            elif time.monotonic() - self._last_adopt >= self.config.adopt_every_s:
+                self._last_adopt = time.monotonic()
+                self._adopt()
             if deadline is not None and (
                 not self._pending() or time.monotonic() >= deadline or self._failures
             ):
@@ -222,9 +252,6 @@ class Forwarder:
             self._cond.notify()
         self._thread.join(self.config.close_timeout_s + 1.0)
         if not self._thread.is_alive():
-            self.spool.close()
-            for s in self.adopted:
-                s.close()
             self.transport.close()
         left = self.spool.pending_bytes
         if left > 0:

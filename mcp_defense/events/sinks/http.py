@@ -41,7 +41,7 @@ def post(
             resp.read()
     except urllib.error.HTTPError as e:
         raise DeliveryError(f"HTTP {e.code} from {redact(url)}") from None
-    except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError) as e:
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
         reason = getattr(e, "reason", e)
         raise DeliveryError(f"{redact(url)}: {reason}") from None
 
@@ -88,7 +88,11 @@ class SplunkHec:
             ts = _epoch(json.loads(line).get("ts"))
         except (ValueError, AttributeError):
             ts = None
-        head = {"host": self._host, "source": "mcp-defense", "sourcetype": "mcp-defense:event"}
+        head: dict[str, object] = {
+            "host": self._host,
+            "source": "mcp-defense",
+            "sourcetype": "mcp-defense:event",
+        }
         if ts is not None:
             head = {"time": round(ts, 6), **head}
         return json.dumps(head, separators=(",", ":")).encode()[:-1] + b',"event":' + line + b"}"

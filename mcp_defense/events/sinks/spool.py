@@ -88,12 +88,23 @@ class Spool:
         dropped to stay under `max_bytes`."""
         if not lines:
             return 0
-        seg = self.segments[-1]
-        if self._sizes.get(seg, 0) >= self.segment_bytes:
-            seg += 1
-            self.segments.append(seg)
-            self._sizes[seg] = 0
-        data = b"".join(lines)
+        i = 0
+        while i < len(lines):
+            seg = self.segments[-1]
+            if self._sizes.get(seg, 0) >= self.segment_bytes:
+                seg += 1
+                self.segments.append(seg)
+                self._sizes[seg] = 0
+            room = self.segment_bytes - self._sizes.get(seg, 0)
+            chunk: list[bytes] = []
+            while i < len(lines) and (not chunk or room > 0):
+                chunk.append(lines[i])
+                room -= len(lines[i])
+                i += 1
+            self._write(seg, b"".join(chunk))
+        return self._enforce_limit()
+
+    def _write(self, seg: int, data: bytes) -> None:
         fd = os.open(self._path(seg), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(data)
@@ -102,7 +113,6 @@ class Spool:
         finally:
             os.close(fd)
         self._sizes[seg] = self._sizes.get(seg, 0) + len(data)
-        return self._enforce_limit()
 
     def _enforce_limit(self) -> int:
         dropped = 0
@@ -120,7 +130,9 @@ class Spool:
             self._save_cursor()
         return dropped
 
-    def peek(self, max_events: int, max_bytes: int = 4 << 20) -> tuple[list[bytes], tuple[int, int]]:
+    def peek(
+        self, max_events: int, max_bytes: int = 4 << 20
+    ) -> tuple[list[bytes], tuple[int, int]]:
         """Up to `max_events` oldest undelivered lines (without newlines) and the cursor after
         them, to `commit` once delivered. Never crosses a segment boundary."""
         while self.read_off >= self._sizes.get(self.read_seg, 0) and len(self.segments) > 1:
