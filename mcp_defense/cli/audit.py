@@ -62,7 +62,7 @@ def verify(
     if fmt == "json":
         sys.stdout.write(json.dumps({"file": str(path), **verdict.to_dict()}) + "\n")
     else:
-        console = Console(highlight=False)
+        console = Console(highlight=False, soft_wrap=True)
         if verdict.intact:
             console.print(
                 f"[bold green]intact[/]: {escape(str(path))}: {verdict.lines} line(s), "
