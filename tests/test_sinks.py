@@ -221,7 +221,11 @@ def test_masking_covers_keys_token_formats_and_urls():
     for secret in ("abcdefghijklmnopqrstuvwxyz0123", "hunter2", "s3cr3t", "ghp_", "AKIA"):
         assert secret not in text
     assert m["arguments"]["path"] == "/w/readme.md" and m["arguments"]["env"]["HOME"] == "/home/b"
-    assert set(m["masked"]) == {"arguments.command", "arguments.env.GITHUB_TOKEN", "arguments.aws[0]"}
+    assert set(m["masked"]) == {
+        "arguments.command",
+        "arguments.env.GITHUB_TOKEN",
+        "arguments.aws[0]",
+    }
     assert d["arguments"]["aws"] == ["AKIAABCDEFGHIJKLMNOP"]  # the recording's copy is untouched
     clean = event_dict(ServerExit(server_pid=1, returncode=0))
     assert mask_event(clean) is clean

@@ -78,6 +78,12 @@ class AuditLog(JsonlWriter):
             + b"\n"
         )
 
+    def _state(self) -> Any:
+        return (self.seq, self.prev)
+
+    def _restore(self, state: Any) -> None:
+        self.seq, self.prev = state
+
     def _written(self, data: bytes) -> None:
         self.seq += 1
         self.prev = line_hash(data)

@@ -41,9 +41,7 @@ _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 if _c_make_encoder is not None:
     # JSONEncoder.encode builds a new C encoder per call (~1 µs); keep one. No circularity
     # markers: event values come from parsed JSON, which cannot be cyclic.
-    _c_encoder = _c_make_encoder(
-        None, str, _encode_str, None, ":", ",", False, False, True
-    )
+    _c_encoder = _c_make_encoder(None, str, _encode_str, None, ":", ",", False, False, True)
 
     def _encode_value(v: Any) -> str:
         return "".join(_c_encoder(v, 0))
@@ -161,6 +159,13 @@ class JsonlWriter:
         self._write_all_or_nothing(data)
         self._written(data)
 
+    def _state(self) -> Any:
+        """Hook: what `_written` changes, to undo when a write it anticipated fails."""
+        return None
+
+    def _restore(self, state: Any) -> None:
+        pass
+
     def _write_all_or_nothing(self, data: bytes) -> None:
         written = 0
         try:
@@ -174,14 +179,22 @@ class JsonlWriter:
                     pass
             raise
 
-    def _resume(self) -> bool:
-        """In an outage: try to write the gap event; True when writing works again."""
+    def _resume(self, event: Event | None = None) -> bool:
+        """In an outage: write the gap event (and `event`) as one write; True when it
+        worked, so an outage ends only when a whole event fits again."""
         gap = RecordingGap(lost=self._lost, since=self._since, error=self._error, path=self.path)
+        state = self._state()
         try:
             self._check_path()
-            self._write_line(self._line(gap))
+            first = self._line(gap)
+            self._written(first)
+            data = first + (self._line(event) if event is not None else b"")
+            self._write_all_or_nothing(data)
         except OSError:
+            self._restore(state)
             return False
+        if event is not None:
+            self._written(data[len(first) :])
         self._warn(
             f"mcp-defense: recording {self.path} is written again; "
             f"{self._lost} event(s) were lost (recorded as recording_gap)"
@@ -197,8 +210,10 @@ class JsonlWriter:
             if self._fd < 0:
                 return
             try:
-                if self._lost and not self._resume():
-                    raise OSError(self._error)
+                if self._lost:
+                    if not self._resume(event):
+                        raise OSError(self._error)
+                    return
                 self._check_path()
                 self._write_line(self._line(event))
             except OSError as e:
@@ -213,11 +228,10 @@ class JsonlWriter:
 
     @property
     def writable(self) -> bool:
-        """False while events are being lost (checked by `--record-required` before each call)."""
-        if not self._lost:
-            return True
-        with self._lock:
-            return not self._lost or self._resume()
+        """False while events are being lost (`--record-required` checks it before each call).
+        It turns True when an event could be written again (the denied calls' own events
+        are the probes)."""
+        return not self._lost
 
     def close(self) -> None:
         with self._lock:
