@@ -106,8 +106,9 @@ class Forwarder:
         self._adopt()
         self._last_adopt = time.monotonic()
         self._cond = threading.Condition()
-        self._mem: list[bytes] = []
+        self._mem: list[Event] = []
         self._mem_dropped = 0
+        self._unspooled: list[bytes] = []
         self._stop = False
         self._failures = 0
         self._next_try = 0.0
@@ -118,9 +119,10 @@ class Forwarder:
         self._thread.start()
 
     def emit(self, event: Event) -> None:
-        line = _encode(event)
+        # Encoding and masking happen on the worker: here only an append (events are not
+        # changed after they are emitted).
         with self._cond:
-            self._mem.append(line)
+            self._mem.append(event)
             if len(self._mem) > self.config.memory_max_events:
                 del self._mem[0]
                 self._mem_dropped += 1
@@ -157,9 +159,10 @@ class Forwarder:
         with self._cond:
             if not self._mem and not self._stop and timeout > 0:
                 self._cond.wait(timeout)
-            lines, self._mem = self._mem, []
+            events, self._mem = self._mem, []
             dropped, self._mem_dropped = self._mem_dropped, 0
-            return lines, dropped, self._stop
+            stop = self._stop
+        return [_encode(e) for e in events], dropped, stop
 
     def _send_one(self) -> bool:
         """Send the oldest spooled batch (adopted spools first); False on failure."""
@@ -214,6 +217,8 @@ class Forwarder:
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - now))
             lines, dropped, stopping = self._take(wait)
+            if self._unspooled:  # lines a failing spool disk did not take last time
+                lines, self._unspooled = self._unspooled + lines, []
             if stopping and deadline is None:
                 deadline = time.monotonic() + self.config.close_timeout_s
             try:
@@ -223,9 +228,13 @@ class Forwarder:
                         self._dropped(n, "spool over its size limit (oldest dropped first)")
                 if dropped:
                     self._dropped(dropped, "in-memory queue full while the spool lagged")
-            except OSError as e:  # the spool's disk: keep the lines in memory, retry later
-                with self._cond:
-                    self._mem[:0] = lines
+            except OSError as e:  # the spool's disk: keep the lines, retry later
+                self._unspooled = lines + self._unspooled
+                excess = len(self._unspooled) - self.config.memory_max_events
+                if excess > 0:
+                    del self._unspooled[:excess]
+                    with self._cond:
+                        self._mem_dropped += excess
                 self._warn(f"mcp-defense: sink {self.transport.name}: spool: {e}")
                 time.sleep(min(1.0, self.config.flush_s))
                 continue
