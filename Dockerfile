@@ -1,4 +1,4 @@
-# Slim runtime image for mcp-defense (`make docker`). The entry point is the CLI:
+# Slim runtime image for mcp-defense (`make docker-build`; `make docker-demo` runs the demo in it). The entry point is the CLI:
 #
 #   docker run --rm -i -v "$PWD:/workspace" -w /workspace mcp-defense \
 #       stdio --archetype filesystem --set workspace=/workspace -- <server command>

@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint format demo bench docker clean
+.PHONY: install test lint format demo bench docker docker-build docker-demo clean
 
 install:
 	$(PY) -m venv $(VENV) && $(BIN)/pip install -q -e '.[test]'
@@ -26,8 +26,15 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 
-docker:
-	docker build -t mcp-defense .
+IMAGE ?= mcp-defense
+
+docker: docker-build
+
+docker-build:
+	docker build -t $(IMAGE) .
+
+docker-demo: docker-build
+	docker run --rm $(IMAGE) demo
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,9 +1,10 @@
-"""µs per evaluation: lowered CEL closures vs cel-python, for five representative `when`s.
+"""µs per evaluation: lowered CEL closures vs cel-cpp and cel-python, for five `when`s.
 
     python benchmarks/bench_cel.py [--iterations N] [--celpy-iterations N]
 
-The lowered closures are what the decision table runs; cel-python is the reference the
-differential tests compare them with. Archetype and vars are folded as the compiler does. The
+The lowered closures are what the decision table runs; cel-cpp (the `cel-expr-python`
+bindings, data converted beforehand) is the oracle the differential tests compare them with,
+cel-python the library whose grammar parses them. Archetype and vars are folded as the compiler does. The
 functions are cheap stand-ins (set and dict lookups, like the compiler's precompiled matchers)
 so the numbers show the cost of the lowering itself; the "python" column is the same logic
 hand-written as a lambda, the floor a closure compiler could reach.
@@ -19,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from support.cel_oracle import CelCpp  # noqa: E402
+from support.cel_reference import reference_evaluate  # noqa: E402
 
 from mcp_defense.policy import cel, schema  # noqa: E402
 from mcp_defense.policy.facts import CallFacts, FlowFacts  # noqa: E402
@@ -118,15 +123,21 @@ def main() -> None:
     ctx = Ctx(call, FlowFacts(dst_ip="10.1.2.3", dst_port=443, host="evil.example", pid=7))
     act = {"call": call, "flow": ctx.flow, "archetype": ARCH, "vars": ctx.vars}
     consts = {"archetype": ARCH, "vars": ctx.vars}
-    print(f"{'expression':32} {'lowered µs':>10} {'python µs':>10} {'celpy µs':>9} {'vs celpy':>9}")
+    oracle = CelCpp(env)
+    data = oracle.data(act)
+    print(
+        f"{'expression':32} {'lowered µs':>10} {'python µs':>10} {'cel-cpp µs':>10} "
+        f"{'celpy µs':>9} {'vs celpy':>9}"
+    )
     for label, src, hand in EXPRESSIONS:
         low = cel.lower(cel.parse(src), env, consts)
-        want = cel.reference_evaluate(src, act, env)
-        assert low.fn(ctx) == want == hand(ctx), src
+        want = reference_evaluate(src, act, env)
+        assert low.fn(ctx) == want == hand(ctx) == oracle.run(src, data), src
         fast = bench(low.fn, ctx, args.iterations)
         floor = bench(hand, ctx, args.iterations)
-        slow = bench(lambda a, s=src: cel.reference_evaluate(s, a, env), act, args.celpy_iterations)
-        print(f"{label:32} {fast:10.2f} {floor:10.2f} {slow:9.0f} {slow / fast:8.0f}x")
+        cpp = bench(lambda d, s=src: oracle.run(s, d), data, args.iterations // 10)
+        slow = bench(lambda a, s=src: reference_evaluate(s, a, env), act, args.celpy_iterations)
+        print(f"{label:32} {fast:10.2f} {floor:10.2f} {cpp:10.2f} {slow:9.0f} {slow / fast:8.0f}x")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Benchmarks print numbers; they never assert. Each runs in its own process so one's warm
 caches do not flatter another's. Names: policy (the `policy bench` command), cel, extract,
-proxy, replay, reload, correlate, sinks.
+proxy, replay, reload, correlate, sandbox, hook, sinks.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ RUNS = {
     "replay": [sys.executable, str(HERE / "bench_replay.py")],
     "reload": [sys.executable, str(HERE / "bench_reload.py")],
     "correlate": [sys.executable, str(HERE / "bench_correlate.py")],
-    "sinks": [sys.executable, str(HERE / "bench_sinks.py")],
+proxy, replay, reload, correlate, sandbox, hook, sinks.
 }
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TextIO
 
 import anyio
 from rich.console import Console
@@ -184,7 +184,7 @@ async def _call(client: Any, sc: Scenario) -> Outcome:
 Job = tuple[Scenario, Callable[[Outcome], None]]
 
 
-async def _client_task(params: Any, errlog: IO[str], jobs: Any, ready: anyio.Event) -> None:
+async def _client_task(params: Any, errlog: TextIO, jobs: Any, ready: anyio.Event) -> None:
     """One SDK client on one proxy: connect, then run the scenarios sent to it in order."""
     from mcp import Client
     from mcp.client.stdio import stdio_client
@@ -197,7 +197,7 @@ async def _client_task(params: Any, errlog: IO[str], jobs: Any, ready: anyio.Eve
 
 
 async def _drive(
-    plan: list[Scenario], params: dict[str, Any], errlogs: dict[str, IO[str]]
+    plan: list[Scenario], params: dict[str, Any], errlogs: dict[str, TextIO]
 ) -> list[Outcome]:
     """Start one client per archetype at once, then run the scenarios one by one."""
     outcomes: list[Outcome] = []
@@ -261,7 +261,7 @@ def run_demo(console: Console | None = None) -> int:
         }
         recs = {a: root / f"{a}.jsonl" for a in ARCHETYPES}
         logs = {a: root / f"{a}.stderr" for a in ARCHETYPES}
-        errlogs = {a: stack.enter_context(logs[a].open("w")) for a in ARCHETYPES}
+        errlogs: dict[str, TextIO] = {a: stack.enter_context(logs[a].open("w")) for a in ARCHETYPES}
         params = {a: _proxy_params(a, ws, recs[a], env) for a in ARCHETYPES}
         plan = scenarios(ws)
         console.print(
@@ -279,12 +279,14 @@ def run_demo(console: Console | None = None) -> int:
         events = _timeline(list(recs.values()))
         console.print(header())
         summary = Summary()
-        for e in events:
-            summary.add(e)
-            for line in render(e):
+        for ev in events:
+            summary.add(ev)
+            for line in render(ev):
                 console.print(line)
         console.print(summary.text())
         code = _verdict(console, plan, outcomes, events, beacon.connections)
+        if not code and not failure:
+            code = _kernel_scene(console, root, ws, env)
         if code or failure:
             if failure:
                 console.print(f"[bold red]{failure}[/]")
@@ -297,6 +299,58 @@ def run_demo(console: Console | None = None) -> int:
                     console.out(text[-3000:], highlight=False)
             return 1
         return 0
+
+
+def _kernel_scene(console: Console, root: Path, ws: Path, env: dict[str, str]) -> int:
+    """The server reads a key in $HOME on its own, inside an allowed call: no argument shows
+    it, so only the kernel can refuse it (`stdio --sandbox`, Linux Landlock)."""
+    from mcp.client.stdio import StdioServerParameters
+
+    from mcp_defense.sandbox.landlock import abi_version
+
+    console.print("\n[bold]kernel enforcement[/]: `mcp-defense stdio --sandbox`")
+    abi, why_not = abi_version()
+    if not abi:
+        console.print(f"  skipped: {why_not} (the proxy says so and runs unconfined)")
+        return 0
+    home = root / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY----- (demo)\n")
+    log = root / "sandbox.stderr"
+    server = examples_dir() / "servers" / "demo_server.py"
+    args = ["-m", "mcp_defense", "stdio", "--sandbox", "--archetype", "filesystem"]
+    args += ["--set", f"workspace={ws}", "--", sys.executable, str(server), str(ws)]
+    params = StdioServerParameters(
+        command=sys.executable, args=args, env={**env, "HOME": str(home)}, cwd=str(ws)
+    )
+    sc = Scenario("index the workspace", "filesystem", "index", {"path": str(ws)}, "allow")
+
+    async def drive() -> Outcome:
+        from mcp import Client
+        from mcp.client.stdio import stdio_client
+
+        with log.open("w") as errlog:
+            async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+                return await _call(client, sc)
+
+    try:
+        outcome = anyio.run(drive)
+    except Exception as e:  # noqa: BLE001 - reported below with the proxy's stderr
+        outcome = Outcome(False, f"could not run: {type(e).__name__}: {e}")
+    text = log.read_text(errors="replace") if log.exists() else ""
+    said = [ln for ln in text.splitlines() if ln.startswith("mcp-defense: ")]
+    stolen = [ln.split(": ", 1)[1] for ln in text.splitlines() if ln.startswith("demo-files: ")]
+    for ln in said[:2]:
+        console.print(f"  [dim]{ln}[/]")
+    console.print(f"  call index({ws.name}/): {outcome.text} (the call itself is harmless)")
+    console.print(f"  the server, on its own: {stolen[0] if stolen else '(no report)'}")
+    refused = outcome.ok and bool(stolen) and "Errno 13" in stolen[0]
+    if refused:
+        console.print("[bold green]kernel ok[/]: the key stayed unreadable to the server")
+        return 0
+    console.print("[bold red]kernel scene failed[/]")
+    console.out(text[-3000:], highlight=False)
+    return 1
 
 
 def _kill_checked(sc_call: ToolCallEvent | None, events: list[Event], beacon_hits: int) -> str:

@@ -1,23 +1,20 @@
-"""Differential tests: lowered CEL closures against cel-python, the reference semantics.
+"""Differential tests: lowered CEL closures against Google's cel-cpp, the CEL specification's
+reference implementation (through its `cel-expr-python` bindings).
 
 For every `when` in the shipped policies and a built-in corpus covering each operator, macro
 and function (error cases included), hypothesis generates call and flow contexts, and
-`lower(...).fn(ctx)` must give exactly what `reference_evaluate` gives: the same value with the
-same type, or an error on both sides. Each expression is lowered twice: with `archetype` and
+`lower(...).fn(ctx)` must give exactly what cel-cpp gives: the same value with the same type,
+or an error on both sides. Each expression is lowered twice: with `archetype` and
 `vars` folded as compile-time constants (what the compiler does) and with nothing folded (so
 the runtime paths for them are exercised too).
 
-The helpers here (function stubs, contexts, outcome comparison) are shared with test_cel.py.
+The function stubs, contexts and outcome comparison are in tests/support/cel_env.py.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import ipaddress
-import math
 import os
 import re
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,177 +22,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import cel_reference
+from support.cel_env import VARS, Arch, Ctx, lowered_outcome, make_env, outcome
+from support.cel_oracle import CelCpp
 
-from mcp_defense.policy import cel, schema
+from mcp_defense.policy import cel
 from mcp_defense.policy.facts import CallFacts, FlowFacts
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# ---------------------------------------------------------------------------------------------
-# Deterministic function stubs, called by both evaluators
-
-
-def _jewel(p: str) -> str:
-    if ".ssh/id_" in p or p.endswith("/.aws/credentials") or p.startswith("/proc/"):
-        return "crown"
-    if p.endswith(".env") or p.endswith("/.gitconfig"):
-        return "auth"
-    if "/.github/workflows/" in p or p.endswith("CLAUDE.md"):
-        return "config"
-    return ""
-
-
-def _jewel_set(p: str) -> str:
-    return "developer_credentials" if _jewel(p) else ""
-
-
-def _glob(p: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(p, pattern)
-
-
-def _basename(p: str) -> Any:
-    b = p.rstrip("/").rsplit("/", 1)[-1]
-    return b if b else None  # a wrong result type on purpose: both sides must reject it
-
-
-def _ip(h: str) -> Any:
-    try:
-        return ipaddress.ip_address(h)
-    except ValueError:
-        return None
-
-
-def _is_ip(h: str) -> bool:
-    return _ip(h) is not None
-
-
-def _is_loopback(h: str) -> bool:
-    ip = _ip(h)
-    return h == "localhost" or (ip is not None and ip.is_loopback)
-
-
-def _is_link_local(h: str) -> bool:
-    ip = _ip(h)
-    return ip is not None and ip.is_link_local
-
-
-def _is_private(h: str) -> bool:
-    ip = _ip(h)
-    return ip is not None and ip.is_private and not ip.is_loopback and not ip.is_link_local
-
-
-def _is_metadata(h: str) -> bool:
-    return h in ("169.254.169.254", "metadata.google.internal", "100.100.100.200")
-
-
-@dataclass(frozen=True)
-class Arch:
-    """Stands in for the compiler's archetype constant: the fields CEL reads, plus what the
-    receiver-function stubs need."""
-
-    name: str = "filesystem"
-    network: str = "none"
-    spawn: bool = False
-    learning: bool = False
-    root: str = "/w/"
-    hosts: tuple[str, ...] = ("api.github.com",)
-    programs: tuple[str, ...] = ("git", "ls")
-
-
-FUNCTIONS: dict[str, Any] = {
-    "jewel": _jewel,
-    "jewel_set": _jewel_set,
-    "glob": _glob,
-    "basename": _basename,
-    "is_ip": _is_ip,
-    "is_loopback": _is_loopback,
-    "is_link_local": _is_link_local,
-    "is_private": _is_private,
-    "is_metadata": _is_metadata,
-    "allows_path": lambda a, p: p.startswith(a.root),
-    "allows_write": lambda a, p: p.startswith(a.root) and not p.endswith(".lock"),
-    "allows_host": lambda a, h: a.network == "any" or h in a.hosts,
-    "allows_endpoint": lambda a, e: a.network == "any" or e.rsplit(":", 1)[0] in a.hosts,
-    "allows_program": lambda a, p: p in a.programs,
-    "allows_flow": lambda a, f: a.network == "any" or f.host in a.hosts,
-}
-
-VARS = {"workspace": "/w", "home": "/home/u"}
-
-
-def make_env(scope: frozenset[str] | None = None) -> cel.CelEnv:
-    return cel.CelEnv(
-        scope if scope is not None else frozenset(schema.VARIABLES), tuple(VARS), FUNCTIONS
-    )
-
-
-class Ident:
-    __slots__ = ("id",)
-
-    def __init__(self, ident: str) -> None:
-        self.id = ident
-
-
-@dataclass
-class Ctx:
-    """The shape the compiled table hands to closures (`EvalCtx`)."""
-
-    call: CallFacts | None
-    flow: FlowFacts | None
-    archetype: Any = field(default_factory=Arch)
-    vars: dict[str, str] = field(default_factory=lambda: dict(VARS))
-    agent: Ident = field(default_factory=lambda: Ident("agent-1"))
-    session: Ident = field(default_factory=lambda: Ident("s-1"))
-    witness: dict[str, Any] = field(default_factory=dict)
-
-    def activation(self) -> dict[str, Any]:
-        return {
-            "call": self.call,
-            "flow": self.flow,
-            "archetype": self.archetype,
-            "agent": self.agent,
-            "session": self.session,
-            "vars": self.vars,
-        }
-
-    def constants(self) -> dict[str, Any]:
-        return {"archetype": self.archetype, "vars": self.vars}
-
-
-def norm(v: Any) -> Any:
-    """A comparable, type-tagged form: `True` and `1` differ, tuples equal lists."""
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return ("bool", v)
-    if isinstance(v, int):
-        return ("int", int(v))
-    if isinstance(v, float):
-        return ("double", "nan" if math.isnan(v) else v)
-    if isinstance(v, str):
-        return ("string", str(v))
-    if isinstance(v, (list, tuple)):
-        return ("list", [norm(x) for x in v])
-    if isinstance(v, dict):
-        return ("map", {k: norm(x) for k, x in v.items()})
-    return ("object", id(v))
-
-
-def outcome(fn: Any, *args: Any) -> Any:
-    """("ok", value) or ("error",); anything but CelEvalError escapes and fails the test."""
-    try:
-        return ("ok", norm(fn(*args)))
-    except cel.CelEvalError:
-        return ("error",)
-
-
-def lowered_outcome(source: str, env: cel.CelEnv, ctx: Ctx, fold: bool) -> Any:
-    try:
-        low = cel.lower(cel.parse(source), env, ctx.constants() if fold else {})
-    except cel.CelEvalError:  # folded to an error: it fails on every call
-        return ("error",)
-    return outcome(low.fn, ctx)
-
 
 # ---------------------------------------------------------------------------------------------
 # The corpus
@@ -559,7 +393,7 @@ def contexts(draw: st.DrawFn) -> Ctx:
 
 _ENV = make_env()
 _SCALE = int(os.environ.get("CEL_DIFF_SCALE", "1"))  # e.g. 20 for a long bug hunt
-cel.reference_evaluate("true", {}, _ENV)  # celpy raises the recursion limit on first use
+_ORACLE = CelCpp(_ENV)
 
 
 @cache
@@ -573,36 +407,41 @@ def _lowered(source: str, fold: bool, arch: Arch) -> Any:
 
 
 def _check_corpus(ctx: Ctx, sources: list[str]) -> list[str]:
-    act = cel._ref_activation(ctx.activation(), _ENV)  # converted once for the whole corpus
+    data = _ORACLE.data(ctx.activation())  # converted once for the whole corpus
     bad = []
     for source in sources:
-        want = outcome(cel._ref_run, source, act, _ENV)
+        want = outcome(_ORACLE.run, source, data)
         for fold in (True, False):
             low = _lowered(source, fold, ctx.archetype)
             ctx.witness.clear()
             got = ("error",) if low is None else outcome(low.fn, ctx)
             if got != want:
-                bad.append(f"{source!r} (fold={fold}): lowered {got}, celpy {want}")
+                bad.append(f"{source!r} (fold={fold}): lowered {got}, cel-cpp {want}")
     return bad
 
 
-@pytest.mark.timeout(600)  # ~15 s alone; celpy is slow and CI machines are shared
-@settings(max_examples=40 * _SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100 * _SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ctx=contexts())
-def test_lowered_matches_celpy(ctx: Ctx) -> None:
+def test_lowered_matches_cel_cpp(ctx: Ctx) -> None:
     """Every corpus expression, on each generated call/flow context."""
     bad = _check_corpus(ctx, CORPUS)
     assert not bad, "\n".join(bad)
 
 
-def test_reference_evaluate_is_the_reference() -> None:
+def test_oracle_and_celpy_evaluate_the_schema() -> None:
     ctx = Ctx(CallFacts("read_file", {"path": "/w/.env"}, paths=("/w/.env",)), None)
     assert (
-        cel.reference_evaluate('call.paths.exists(p, jewel(p) == "auth")', ctx.activation(), _ENV)
+        cel_reference.reference_evaluate(
+            'call.paths.exists(p, jewel(p) == "auth")', ctx.activation(), _ENV
+        )
         is True
     )
     with pytest.raises(cel.CelEvalError):
-        cel.reference_evaluate("call.args.nope == 1", ctx.activation(), _ENV)
+        cel_reference.reference_evaluate("call.args.nope == 1", ctx.activation(), _ENV)
+    src = 'call.paths.exists(p, jewel(p) == "auth") && archetype.allows_path(call.args.path)'
+    assert _ORACLE.evaluate(src, ctx.activation()) is True
+    with pytest.raises(cel.CelEvalError):
+        _ORACLE.evaluate("call.args.nope == 1", ctx.activation())
 
 
 _PAIR_OPS = ["==", "!=", "<", "<=", ">", ">=", "in"]
@@ -610,11 +449,11 @@ _PAIR_OPS = ["==", "!=", "<", "<=", ">", ">=", "in"]
 
 @settings(max_examples=300 * _SCALE, deadline=None)
 @given(a=_json, b=_json, op=st.sampled_from(_PAIR_OPS))
-def test_dyn_operators_match_celpy(a: Any, b: Any, op: str) -> None:
-    """celpy's operators on every pair of JSON values (its asymmetries and list/map quirks)."""
+def test_dyn_operators_match_cel_cpp(a: Any, b: Any, op: str) -> None:
+    """CEL's operators on every pair of JSON values (heterogeneous equality, numbers)."""
     source = f"call.args.a {op} call.args.b"
     ctx = Ctx(CallFacts("t", {"a": a, "b": b}), None)
-    want = outcome(cel.reference_evaluate, source, ctx.activation(), _ENV)
+    want = outcome(_ORACLE.evaluate, source, ctx.activation())
     assert lowered_outcome(source, _ENV, ctx, True) == want, (a, op, b, want)
 
 
@@ -658,7 +497,117 @@ _UNARY = [
 
 @settings(max_examples=300 * _SCALE, deadline=None)
 @given(a=_json, b=_json, source=st.sampled_from(_UNARY))
-def test_dyn_forms_match_celpy(a: Any, b: Any, source: str) -> None:
+def test_dyn_forms_match_cel_cpp(a: Any, b: Any, source: str) -> None:
     ctx = Ctx(CallFacts("t", {"a": a, "b": b}), None)
-    want = outcome(cel.reference_evaluate, source, ctx.activation(), _ENV)
+    want = outcome(_ORACLE.evaluate, source, ctx.activation())
     assert lowered_outcome(source, _ENV, ctx, True) == want, (source, a, b, want)
+
+
+# Each difference between cel-python and the CEL specification that a `when` can observe,
+# as written in docs/language.md: the lowered closure and cel-cpp give the spec's answer.
+_CELPY_DIFFERS = [
+    # (expression, call.args, the spec's outcome)
+    ('("a" + call.tool).contains("a")', {}, ("ok", ("bool", True))),
+    ("false && [1].map(x, 1/0) == []", {}, ("ok", ("bool", False))),
+    ('[1, 2].exists(x, x == 1 ? true : int(double("inf")) == 0)', {}, ("ok", ("bool", True))),
+    ("size(call.args.x)", {"x": None}, ("error",)),
+    ("call.paths[-1]", {}, ("error",)),
+    ("has(call.args.x.y)", {}, ("error",)),
+    ("call.args.x == 1", {"x": True}, ("ok", ("bool", False))),
+    ("1 == call.args.x", {"x": True}, ("ok", ("bool", False))),
+    ("call.args.x < 1.5", {"x": 1}, ("ok", ("bool", True))),
+    ('int("0x1F")', {}, ("error",)),
+    ("call.args.x.exists(i, i)", {"x": ["s"]}, ("error",)),
+    ('"a" in call.args.x', {"x": "abc"}, ("error",)),
+    ("string(double(call.args.x))", {"x": 1e10}, ("ok", ("string", "1e+10"))),
+    ("call.args.x && true", {"x": "s"}, ("error",)),
+]
+
+
+@pytest.mark.parametrize("source, args, spec", _CELPY_DIFFERS)
+def test_where_celpy_differs_the_spec_wins(source: str, args: dict[str, Any], spec: Any) -> None:
+    ctx = Ctx(CallFacts("read_file", args, paths=("/w/a", "/w/b")), None)
+    assert outcome(_ORACLE.evaluate, source, ctx.activation()) == spec
+    assert lowered_outcome(source, _ENV, ctx, True) == spec
+    assert lowered_outcome(source, _ENV, ctx, False) == spec
+    celpy = outcome(cel_reference.reference_evaluate, source, ctx.activation(), _ENV)
+    assert celpy != spec, "cel-python agrees now: drop this line from docs/language.md"
+
+
+# Random expressions: every one the checker accepts must evaluate as in cel-cpp.
+_LEAVES = st.sampled_from(
+    [
+        "call.args.a",
+        "call.args.b",
+        "call.args.a.k",
+        "call.args.b[0]",
+        "1",
+        "0",
+        "-3",
+        "2.5",
+        "0.0",
+        '"a"',
+        '""',
+        '"1"',
+        "true",
+        "false",
+        "null",
+        "[]",
+        "[1, 2]",
+        '["a"]',
+        '{"k": 1}',
+        "call.tool",
+        "call.paths",
+        "size(call.paths)",
+        "x",
+    ]
+)
+
+
+def _compose(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    op = st.sampled_from
+    return st.one_of(
+        st.builds("({} {} {})".format, inner, op(["==", "!=", "<", "<=", ">", ">=", "in"]), inner),
+        st.builds("({} {} {})".format, inner, op(["&&", "||"]), inner),
+        st.builds("({} {} {})".format, inner, op(["+", "-", "*", "/", "%"]), inner),
+        st.builds("!({})".format, inner),  # parenthesised: cel-cpp's parser folds `!!x` to x
+        st.builds("({} ? {} : {})".format, inner, inner, inner),
+        st.builds("{}({})".format, op(["size", "int", "double", "string"]), inner),
+        st.builds("has(call.args.{}.{})".format, op(["a", "b"]), op(["k", "a"])),
+        st.builds(
+            "{}.{}(x, {})".format,
+            inner,
+            op(["exists", "all", "exists_one", "filter", "map"]),
+            inner,
+        ),
+        st.builds(
+            "{}.{}({})".format, inner, op(["contains", "startsWith", "endsWith", "matches"]), inner
+        ),
+        st.builds("[{}, {}]".format, inner, inner),
+        st.builds("{}[{}]".format, inner, inner),
+    )
+
+
+_EXPRESSIONS = st.recursive(_LEAVES, _compose, max_leaves=6)
+
+
+@settings(max_examples=400 * _SCALE, deadline=None, suppress_health_check=list(HealthCheck))
+@given(source=_EXPRESSIONS, a=_json, b=_json)
+def test_random_expressions_match_cel_cpp(source: str, a: Any, b: Any) -> None:
+    try:
+        cel.check(cel.parse(source), _ENV)
+    except cel.CelError:
+        return  # outside the checked subset (about half of them)
+    ctx = Ctx(CallFacts("t", {"a": a, "b": b}, paths=("/w/a",)), None)
+    want = outcome(_ORACLE.evaluate, source, ctx.activation())
+    assert lowered_outcome(source, _ENV, ctx, True) == want, (source, a, b, want)
+    assert lowered_outcome(source, _ENV, ctx, False) == want, (source, a, b, want)
+
+
+def test_double_negation_is_not_folded() -> None:
+    """docs/language.md: cel-cpp's parser reads `!!x` as `x`; here it needs a bool."""
+    ctx = Ctx(CallFacts("t", {"x": "s"}), None)
+    assert outcome(_ORACLE.evaluate, "!!call.args.x", ctx.activation()) == ("ok", ("string", "s"))
+    assert lowered_outcome("!!call.args.x", _ENV, ctx, True) == ("error",)
+    ctx = Ctx(CallFacts("t", {"x": True}), None)
+    assert lowered_outcome("!!call.args.x", _ENV, ctx, True) == ("ok", ("bool", True))

@@ -1,10 +1,10 @@
-"""Host canonicalisation and address predicates (mcp_defense.policy.net)."""
+"""Host canonicalisation and address predicates (mcp_defense.policy.extract.urls)."""
 
 from __future__ import annotations
 
 import pytest
 
-from mcp_defense.policy.net import (
+from mcp_defense.policy.extract.urls import (
     canonical_host,
     embedded_ipv4,
     is_ip,

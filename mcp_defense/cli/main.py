@@ -23,11 +23,36 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if not value:
+        return
+    from mcp_defense import __version__
+    from mcp_defense.policy.loader import load
+
+    result = load()  # the built-in pack with its default variables, as `stdio` runs it
+    pack = result.table.version if result.table is not None else "does not compile"
+    typer.echo(f"mcp-defense {__version__} (built-in policy pack {pack})")
+    raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_version,
+        help="Print the version and the built-in policy pack's version, then exit.",
+    ),
+) -> None:
+    """Runtime defense for AI coding agents: decides every MCP tool call against policy-as-code."""
+
+
 def _register() -> None:
     # Each command module adds itself; the order here is the order in --help.
-    from mcp_defense.cli import audit, demo, policy, record, stdio
+    from mcp_defense.cli import audit, demo, hook, policy, record, stdio, wrap
 
-    for module in (policy, stdio, record, audit, demo):
+    for module in (policy, stdio, hook, wrap, record, audit, demo):
         module.register(app)
 
 

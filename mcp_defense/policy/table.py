@@ -37,6 +37,7 @@ from mcp_defense.policy.globs import GlobSet
 UNKNOWN_ARCHETYPE = "unknown_archetype"
 MALFORMED_ARGUMENTS = "malformed_arguments"
 RULE_ERROR = "rule_error"
+BUDGET_EXCEEDED = "budget_exceeded"
 INTERNAL_ERROR = "internal_error"
 DEFAULT_RULE = ""
 
@@ -62,9 +63,11 @@ def _id(ident: str) -> _Id:
 
 
 class EvalCtx:
-    """What a lowered closure reads: `call`, `flow`, `agent`, `session`, plus `witness`."""
+    """What a lowered closure reads: `call`, `flow`, `agent`, `session`, plus `witness` and
+    the `deadline` of the CEL run-time budget (set by its first check, see cel.runtime)."""
 
-    __slots__ = ("call", "flow", "agent", "session", "archetype", "vars", "witness")
+    __slots__ = ("call", "flow", "agent", "session", "archetype", "vars", "witness", "deadline")
+    budgeted = True
 
     def __init__(
         self,
@@ -127,6 +130,7 @@ class ArchetypeConst:
     spawn_programs: GlobSet | None  # None = any (when spawn is true)
     learn_s: float | None
     source: str
+    runtime: tuple[str, ...] = ()  # globs the server's runtime reads (kernel sandbox only)
     _resolved: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     _memo: dict[str, bool] = field(default_factory=dict, compare=False)  # endpoint → allowed
 
@@ -571,6 +575,14 @@ class DecisionTable:
         for rule in rules:
             try:
                 hit = rule.fn(ctx)
+            except TimeoutError as e:  # the CEL run-time budget (cel.CelBudgetExceeded)
+                return self._mk(
+                    Action.DENY,
+                    BUDGET_EXCEEDED,
+                    f"rule {rule.name}: {e}",
+                    call.correlation_id,
+                    rule.source,
+                )
             except Exception as e:  # noqa: BLE001 - CEL runtime error: fail closed
                 return self._mk(
                     Action.DENY,
@@ -624,34 +636,67 @@ class DecisionTable:
         session_id: str = "",
         correlation_id: str = "",
     ) -> Decision:
-        """Decide a network flow with `flow rule`s (or `orphan rule`s). Default: allow."""
+        """Decide a network flow with `flow rule`s (or `orphan rule`s). Default: allow.
+
+        Fails closed: a rule that cannot be evaluated counts as the most severe thing it could
+        have done (its own action, or whatever the rules after it decide, whichever is worse),
+        so a `kill` rule that errors still kills; an unknown archetype or an internal error
+        takes the most severe action of any flow (orphan) rule in the table.
+        """
         try:
             arch = self._archetypes.get(archetype)
             if arch is None:
                 return self._mk(
-                    Action.ALERT,
+                    self._worst_flow_action(orphan),
                     UNKNOWN_ARCHETYPE,
                     f"unknown archetype {archetype!r}",
                     correlation_id,
                 )
             ctx = EvalCtx(None, flow, agent_id, session_id, arch.const, self.variables)
+            failed: Decision | None = None  # the first rule that could not be evaluated
+            decision: Decision | None = None
             for rule in arch.orphan if orphan else arch.flow:
                 try:
                     hit = rule.fn(ctx)
                 except Exception as e:  # noqa: BLE001
-                    return self._mk(
-                        Action.ALERT,
-                        RULE_ERROR,
-                        f"flow rule {rule.name} could not be evaluated: {e}",
-                        correlation_id,
-                        rule.source,
-                    )
+                    if failed is None:
+                        failed = self._mk(
+                            rule.action,
+                            RULE_ERROR,
+                            f"flow rule {rule.name} could not be evaluated ({e}); "
+                            f"acting as if it matched: {rule.action.value}",
+                            correlation_id,
+                            rule.source,
+                        )
+                    continue
                 if hit is True:
                     reason = rule.reason.render(lambda n, r=rule: _call_value(n, ctx, r))
-                    return self._mk(rule.action, rule.name, reason, correlation_id, rule.source)
-            return self._mk(Action.ALLOW, DEFAULT_RULE, "no flow rule matched", correlation_id)
+                    decision = self._mk(rule.action, rule.name, reason, correlation_id, rule.source)
+                    break
+            if decision is None:
+                decision = self._mk(
+                    Action.ALLOW, DEFAULT_RULE, "no flow rule matched", correlation_id
+                )
+            if failed is not None and failed.action.severity > decision.action.severity:
+                return failed
+            return decision
         except Exception as e:  # noqa: BLE001
-            return self._mk(Action.ALERT, INTERNAL_ERROR, f"internal error: {e}", correlation_id)
+            return self._mk(
+                self._worst_flow_action(orphan),
+                INTERNAL_ERROR,
+                f"internal error: {e}",
+                correlation_id,
+            )
+
+    def _worst_flow_action(self, orphan: bool) -> Action:
+        """The most severe action any flow (orphan) rule of this table can take (flow rules
+        speak allow / alert / kill); at least `alert`: a flow that cannot be decided is flagged."""
+        worst = Action.ALERT
+        for arch in self._archetypes.values():
+            for rule in arch.orphan if orphan else arch.flow:
+                if rule.action.severity > worst.severity:
+                    worst = rule.action
+        return worst
 
     def explain(self, call: ToolCall) -> Explanation:
         """Every rule considered for this call, which matched and why (not the hot path)."""

@@ -258,9 +258,9 @@ class ProcfsSource(FlowSource):
             if table in tables and left:
                 self._scan_table(reader, table, left, sink)
         for ino in left:  # not found anywhere: look again later, with backoff
-            due, backoff, table = self._pending.get(ino, (0.0, 0.0, None))
+            _due, backoff, known_table = self._pending.get(ino, (0.0, 0.0, None))
             backoff = min(max(backoff * 2, self.interval_s * 2), self.recheck_max_s)
-            self._pending[ino] = (now + backoff, backoff, table)
+            self._pending[ino] = (now + backoff, backoff, known_table)
 
     @staticmethod
     def _read(pid: int, table: str) -> list[str]:

@@ -99,8 +99,9 @@ class TetragonSource(FlowSource):
             raise ValueError("process_kprobe is not an object")
         if ev.get("function_name") not in CONNECT_FUNCTIONS:
             return None
-        proc = ev.get("process")
-        pid = _pid(proc, "process")
+        kproc = ev.get("process")
+        pid = _pid(kproc, "process")  # raises unless it is an object with a pid
+        assert isinstance(kproc, dict)
         self._learn(ev)
         args = ev.get("args")
         if not isinstance(args, list) or not args or not isinstance(args[0], dict):
@@ -118,7 +119,7 @@ class TetragonSource(FlowSource):
         dst_ip = parse_ip(sock["daddr"], "sock_arg.daddr")
         if family == "AF_INET" and ":" in dst_ip:
             raise ValueError(f"sock_arg.family AF_INET with an IPv6 daddr {dst_ip}")
-        binary = proc.get("binary", "")
+        binary = kproc.get("binary", "")
         return FlowFacts(
             src_ip=parse_ip(sock["saddr"], "sock_arg.saddr") if sock.get("saddr") else "",
             src_port=parse_port(sock.get("sport", 0), "sock_arg.sport"),

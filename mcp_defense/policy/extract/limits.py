@@ -1,0 +1,52 @@
+"""Limits of per-call extraction work and the effect/role flag codes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+EFFECTS = frozenset({"reads", "writes", "spawns", "network"})
+ROLES = frozenset({"path", "url", "command", "code", "text"})
+
+MAX_DEPTH = 64  # nesting of objects/arrays, counting JSON decoded out of strings
+MAX_ITEMS = 100_000  # strings + keys visited per call
+MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
+MAX_SHELL_TOKENS = 200_000
+MAX_SHELL_NESTING = 16  # bash -c "bash -c ..." / $( $( ... ) )
+MAX_BRACE_WORDS = 1024
+MAX_CWDS = 8
+MAX_ANCHORS = 8
+MAX_RELATIVES = 4096
+MAX_GLOB_MATCHES = 256
+MAX_URLS = 20_000  # distinct URL words found in free text per call
+_CACHE_LIMIT = 8192  # entries per bounded memo dict
+_CACHEABLE_LEN = 512
+
+# Effect bits (ints are cheaper than frozensets on the hot path).
+_R, _W, _S, _N = 1, 2, 4, 8  # (_R | _W) == 3 is used inline on the hot path
+_FLAG_OF = {"reads": _R, "writes": _W, "spawns": _S, "network": _N}
+
+# How a raw value is read as a path. STRICT (path-role keys): an unresolvable `$VAR`/`~-` at the
+# start or a decoded NUL is an error. SOFT (key name suggests a path, `file:` URLs, shell words):
+# same readings, kept literally instead. GENERIC (a path-looking word in an unknown key): as SOFT,
+# but a leading backslash is not read as `/` — in unknown keys that is a regex (`\.py$`), and
+# reading it as the root would put `/.py$` outside every workspace.
+_M_GENERIC, _M_STRICT, _M_SOFT = 0, 1, 2
+
+# Role codes. _SOFT_PATH is a path role guessed from the key's name (`ssh_key_file`): read as a
+# path, but without path-role strictness (an unknown $VAR there is kept literally).
+_GENERIC, _PATH, _URL, _COMMAND, _CODE, _TEXT, _SOFT_PATH = range(7)
+_ROLE_CODE = {"path": _PATH, "url": _URL, "command": _COMMAND, "code": _CODE, "text": _TEXT}
+# When the policy gives one key two roles, the one that inspects most wins.
+_ROLE_PRIORITY = {"command": 5, "code": 4, "path": 3, "url": 2, "text": 1}
+
+
+def _flags(effects: Iterable[str]) -> int:
+    bits = 0
+    for effect in effects:
+        try:
+            bits |= _FLAG_OF[effect]
+        except KeyError:
+            raise ValueError(
+                f"unknown effect {effect!r} (expected one of {sorted(EFFECTS)})"
+            ) from None
+    return bits

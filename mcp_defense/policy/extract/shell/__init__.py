@@ -1,0 +1,1 @@
+"""Shell command lines: lexer, per-program knowledge and analysis."""

@@ -1,0 +1,931 @@
+"""Per-program knowledge: which programs read, write, spawn or reach the network, their option tables and handlers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import TYPE_CHECKING
+
+from mcp_defense.policy.extract.env import _Ctx
+from mcp_defense.policy.extract.limits import _M_SOFT, _N, _R, _W, MAX_CWDS
+from mcp_defense.policy.extract.paths import _resolve_path
+from mcp_defense.policy.extract.shell.lexer import _Word
+
+if TYPE_CHECKING:
+    from mcp_defense.policy.extract.shell.analyse import _Shell
+
+
+_ASSIGN_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\])?\+?=(.*)\Z", re.S)
+_RESERVED = frozenset(
+    {
+        "!",
+        "{",
+        "}",
+        "if",
+        "then",
+        "else",
+        "elif",
+        "fi",
+        "do",
+        "done",
+        "while",
+        "until",
+        "time",
+        "coproc",
+        "function",
+        "[[",
+        "]]",
+        "in",
+        "esac",
+    }
+)
+_DATA_KEYWORDS = frozenset({"for", "select", "case"})
+_NULL_TARGETS = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty", "-"})
+_WRITE_REDIRS = frozenset({">", ">>", "&>", "&>>", ">|", "<>", ">&"})
+_WHICH_RE = re.compile(
+    r"(?:\$\(|`)\s*(?:which|command\s+-[vV]|type\s+-[pP]|whence\s+-p)\s+([^\s)`]+)\s*[)`]\Z"
+)
+_SHELLS = frozenset(
+    {
+        "sh",
+        "bash",
+        "zsh",
+        "dash",
+        "ksh",
+        "mksh",
+        "ash",
+        "fish",
+        "csh",
+        "tcsh",
+        "rbash",
+        "yash",
+        "posh",
+        "busybox",
+        "elvish",
+        "nu",
+        "xonsh",
+        "pwsh",
+        "powershell",
+        "cmd",
+        "oksh",
+        "loksh",
+    }
+)
+_SHELL_ARG_OPTS = frozenset({"-o", "-O", "+o", "+O", "--rcfile", "--init-file"})
+_INTERP_RE = re.compile(
+    r"(?:(?P<python>python|pypy|ipython|jython)[0-9.]*(?:-dbg)?|(?P<node>node|nodejs|bun|deno|tsx|ts-node|qjs)"
+    r"|(?P<perl>perl)[0-9.]*|(?P<ruby>ruby|jruby|irb)[0-9.]*|(?P<php>php)[0-9.]*"
+    r"|(?P<lua>lua|luajit)[0-9.]*|(?P<osa>osascript)|(?P<r>rscript)|(?P<julia>julia)"
+    r"|(?P<awk>awk|gawk|mawk|nawk)|(?P<tcl>tclsh|wish|expect)[0-9.]*)\Z"
+)
+# Short flags after which the next word (or the rest of the cluster) is program text.
+_CODE_LETTERS = {
+    "python": "c",
+    "node": "ep",
+    "perl": "eE",
+    "ruby": "e",
+    "php": "rR",
+    "lua": "e",
+    "osa": "e",
+    "r": "e",
+    "julia": "e",
+    "tcl": "c",
+}
+_CODE_LONG = frozenset({"--eval", "--print", "--command", "--exec", "--expression"})
+
+_READ_PROGS = frozenset(
+    "cat tac nl head tail less more most bat batcat view vi vim nvim nano emacs ed ex pico micro "
+    "od xxd hexdump hd strings base64 base32 basenc uuencode grep egrep fgrep zgrep rg ag ack "
+    "awk gawk mawk nawk sed sort uniq wc cut paste join diff diff3 sdiff cmp comm file stat "
+    "md5sum sha1sum sha224sum sha256sum sha384sum sha512sum b2sum cksum sum md5 shasum source . "
+    "jq yq column fold fmt pr iconv gpg zcat zless zmore bzcat bzless xzcat lzcat zstdcat tar "
+    "unzip zip 7z cp mv rsync scp ls find tree du locate look split csplit readlink realpath dd "
+    "openssl sqlite3 install tee xargs lsattr getfacl exiftool pdftotext identify ffprobe "
+    "hexyl glow mdcat csvlook xmllint tidy".split()
+)
+_WRITE_PROGS = frozenset(
+    "tee cp mv rm rmdir mkdir touch ln chmod chown chgrp truncate shred install unlink mkfifo "
+    "mknod patch rsync scp sftp wget wget2 split csplit mktemp chattr setfacl zip unzip gzip "
+    "gunzip bzip2 bunzip2 xz unxz zstd unzstd 7z cpio ar ed ex vi vim nvim nano emacs pico micro "
+    "srm wipe sponge rename mmv dos2unix unix2dos crontab visudo aria2c axel yt-dlp youtube-dl "
+    "lftp ftp tftp git-lfs".split()
+)
+_NET_PROGS = frozenset(
+    "curl wget wget2 aria2c axel lynx w3m links elinks http https xh xhs httpie curlie nc ncat "
+    "netcat socat telnet ssh scp sftp mosh ftp tftp lftp ping ping6 traceroute traceroute6 "
+    "tracepath mtr dig nslookup host whois nmap masscan arping fping hping3 drill kdig yt-dlp "
+    "youtube-dl gh aws gcloud gsutil az kubectl helm doctl flyctl heroku vercel netlify npx bunx "
+    "twine ngrok cloudflared tailscale ssh-keyscan ssh-copy-id smbclient redis-cli psql mysql "
+    "mongosh mongo sqlcmd ldapsearch websocat wscat grpcurl rclone s3cmd gsutil".split()
+)
+_NET_SUBCOMMANDS: dict[str, frozenset[str]] = {
+    "git": frozenset(
+        {
+            "clone",
+            "fetch",
+            "pull",
+            "push",
+            "ls-remote",
+            "submodule",
+            "remote",
+            "archive",
+            "send-email",
+            "request-pull",
+            "svn",
+        }
+    ),
+    "npm": frozenset(
+        {
+            "install",
+            "i",
+            "ci",
+            "add",
+            "update",
+            "upgrade",
+            "publish",
+            "exec",
+            "x",
+            "create",
+            "init",
+            "view",
+            "info",
+            "audit",
+            "login",
+            "dlx",
+        }
+    ),
+    "pnpm": frozenset(
+        {"install", "i", "add", "update", "up", "publish", "dlx", "exec", "create", "fetch"}
+    ),
+    "yarn": frozenset({"install", "add", "upgrade", "up", "publish", "dlx", "create", "npm"}),
+    "bun": frozenset({"install", "i", "add", "update", "publish", "x", "create"}),
+    "pip": frozenset({"install", "download", "search", "index", "wheel"}),
+    "pip3": frozenset({"install", "download", "search", "index", "wheel"}),
+    "uv": frozenset({"pip", "add", "sync", "lock", "run", "tool", "publish", "venv", "python"}),
+    "uvx": frozenset(),
+    "pipx": frozenset({"install", "run", "inject", "upgrade"}),
+    "poetry": frozenset({"install", "add", "update", "lock", "publish"}),
+    "pdm": frozenset({"install", "add", "update", "lock", "publish", "sync"}),
+    "pipenv": frozenset({"install", "update", "lock", "sync"}),
+    "conda": frozenset({"install", "create", "update", "search"}),
+    "mamba": frozenset({"install", "create", "update", "search"}),
+    "cargo": frozenset({"install", "fetch", "publish", "update", "add", "search", "login"}),
+    "go": frozenset({"get", "install", "mod"}),
+    "gem": frozenset({"install", "push", "update", "fetch", "search"}),
+    "bundle": frozenset({"install", "update"}),
+    "composer": frozenset({"install", "require", "update", "create-project"}),
+    "apt": frozenset({"install", "update", "upgrade", "download", "full-upgrade"}),
+    "apt-get": frozenset({"install", "update", "upgrade", "download", "dist-upgrade", "source"}),
+    "yum": frozenset({"install", "update", "upgrade", "download"}),
+    "dnf": frozenset({"install", "update", "upgrade", "download"}),
+    "apk": frozenset({"add", "update", "upgrade", "fetch"}),
+    "brew": frozenset({"install", "update", "upgrade", "fetch", "tap"}),
+    "docker": frozenset({"pull", "push", "login", "run", "build", "search", "buildx", "compose"}),
+    "podman": frozenset({"pull", "push", "login", "run", "build", "search"}),
+    "dotnet": frozenset({"add", "restore", "tool", "nuget", "new"}),
+    "terraform": frozenset({"init", "apply", "plan", "destroy", "import", "refresh"}),
+}
+_WRITE_SUBCOMMANDS: dict[str, frozenset[str]] = {
+    "git": frozenset(
+        {
+            "clone",
+            "checkout",
+            "reset",
+            "clean",
+            "apply",
+            "am",
+            "commit",
+            "merge",
+            "pull",
+            "rebase",
+            "stash",
+            "init",
+            "mv",
+            "rm",
+            "restore",
+            "switch",
+            "add",
+            "cherry-pick",
+            "revert",
+            "worktree",
+            "config",
+            "tag",
+            "branch",
+            "fetch",
+            "submodule",
+            "gc",
+        }
+    ),
+    "npm": frozenset({"install", "i", "ci", "add", "update", "uninstall", "rm", "init", "link"}),
+    "pip": frozenset({"install", "uninstall", "download", "wheel"}),
+    "pip3": frozenset({"install", "uninstall", "download", "wheel"}),
+    "cargo": frozenset({"install", "build", "new", "init", "add", "update"}),
+    "go": frozenset({"get", "install", "build", "mod"}),
+}
+_CONDITIONAL_EFFECTS = frozenset(
+    {
+        *_NET_SUBCOMMANDS,
+        *_WRITE_SUBCOMMANDS,
+        "sed",
+        "gsed",
+        "perl",
+        "ruby",
+        "dd",
+        "tar",
+        "bsdtar",
+        "gtar",
+        "curl",
+        "sort",
+        "find",
+        "ssh",
+        "scp",
+        "sftp",
+        "rsync",
+    }
+)
+_HOST_PROGS = frozenset(
+    {
+        "ping",
+        "ping6",
+        "traceroute",
+        "traceroute6",
+        "tracepath",
+        "mtr",
+        "whois",
+        "arping",
+        "hping3",
+        "mosh",
+        "ssh-keyscan",
+        "ssh-copy-id",
+        "nslookup",
+        "host",
+        "drill",
+        "kdig",
+        "dig",
+        "nmap",
+        "fping",
+        "masscan",
+    }
+)
+_HOST_PORT_PROGS = {"telnet": 23, "ftp": 21, "tftp": 69, "lftp": 21}
+_URL_PROGS = {
+    "curl": "http",
+    "wget": "http",
+    "wget2": "http",
+    "aria2c": "http",
+    "axel": "http",
+    "lynx": "http",
+    "w3m": "http",
+    "links": "http",
+    "elinks": "http",
+    "http": "http",
+    "https": "https",
+    "xh": "http",
+    "xhs": "https",
+    "curlie": "http",
+    "yt-dlp": "https",
+    "youtube-dl": "https",
+    "websocat": "ws",
+    "wscat": "ws",
+    "httpie": "http",
+}
+_DNS_TYPES = frozenset(
+    "a aaaa mx txt ns cname soa ptr srv any caa ds dnskey naptr spf https svcb axfr ixfr in ch hs".split()
+)
+_DB_HOST_OPTS = {
+    "psql": (("-h", "--host"), ("-p", "--port"), 5432),
+    "pg_dump": (("-h", "--host"), ("-p", "--port"), 5432),
+    "mysql": (("-h", "--host"), ("-P", "--port"), 3306),
+    "mysqldump": (("-h", "--host"), ("-P", "--port"), 3306),
+    "redis-cli": (("-h",), ("-p",), 6379),
+    "mongosh": (("--host",), ("--port",), 27017),
+    "mongo": (("--host",), ("--port",), 27017),
+    "ldapsearch": (("-h",), ("-p",), 389),
+    "smbclient": (("-I",), ("-p",), 445),
+}
+# Option letters that take a value, per program (so that value is not read as a host/URL).
+_CURL_SHORT_ARG = frozenset("AbcCdDeEFHKmoPQrtTuUwxXyYz")
+_CURL_LONG_ARG = frozenset(
+    "url data data-ascii data-binary data-raw data-urlencode json form form-string header "
+    "output upload-file proxy preproxy resolve connect-to cookie cookie-jar config cacert capath "
+    "cert key user user-agent referer request max-time connect-timeout retry retry-delay "
+    "retry-max-time write-out dump-header trace trace-ascii stderr unix-socket "
+    "abstract-unix-socket interface dns-servers doh-url output-dir netrc-file proto "
+    "proto-default proto-redir limit-rate range oauth2-bearer variable url-query hsts alt-svc "
+    "etag-save etag-compare local-port mail-from mail-rcpt mail-auth proxy-user proxy-header "
+    "proxy-cacert proxy-cert proxy-key socks4 socks4a socks5 socks5-hostname "
+    "socks5-gssapi-service cert-type key-type pass ciphers expect100-timeout "
+    "happy-eyeballs-timeout-ms keepalive-time max-filesize max-redirs speed-limit speed-time "
+    "time-cond tls-max tlsuser tlspassword login-options sasl-authzid service-name "
+    "telnet-option ftp-port quote krb delegation engine egd-file random-file create-file-mode "
+    "aws-sigv4 ssl-sessions".split()
+)
+_WGET_SHORT_ARG = frozenset("OoaPieTtwQlARDXIUB")
+_WGET_LONG_ARG = frozenset(
+    "output-document output-file append-output directory-prefix input-file execute tries "
+    "timeout wait quota level accept reject domains exclude-directories include-directories "
+    "user-agent base post-data post-file body-data body-file header user password http-user "
+    "http-password proxy-user proxy-password load-cookies save-cookies ca-certificate "
+    "certificate private-key method referer config bind-address limit-rate".split()
+)
+_SSH_SHORT_ARG = frozenset("bcDEeFIiJLlmOopQRSWwB")
+_SCP_SHORT_ARG = frozenset("cFiJloPSDX")
+_NC_SHORT_ARG = frozenset("pswxXeciqWIOTVMmPbg")
+_GENERIC_OPT_ARG: dict[str, frozenset[str]] = {
+    "ping": frozenset("cisItWwlpQSMOLmT"),
+    "ping6": frozenset("cisItWwlpQSMOLmT"),
+    "traceroute": frozenset("fgimpqsztwN"),
+    "mtr": frozenset("cipsBfmQaTu"),
+    "dig": frozenset("bcfkpqtxy"),
+    "nmap": frozenset("opeDSiM"),
+}
+
+
+def _basename(program: str) -> str:
+    return program.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _short_value(word: str, letters: frozenset[str]) -> tuple[str, str | None, bool]:
+    """For a short-option cluster like `-sSLo` / `-ofile`: (letter, attached value, takes next
+    word). The first letter that takes a value ends the cluster, as getopt does."""
+    body = word[1:]
+    for index, letter in enumerate(body):
+        if letter in letters:
+            rest = body[index + 1 :]
+            return (letter, rest, False) if rest else (letter, None, True)
+    return "", None, False
+
+
+def _shell_vars(ctx: _Ctx) -> dict[str, str | None]:
+    variables = dict(ctx.vars)
+    variables["IFS"] = " "
+    return variables
+
+
+_B64_WORD = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/]{12,}={0,2}(?![A-Za-z0-9+/=_-])")
+
+
+def _b64_text(word: str) -> str | None:
+    """Printable text a base64 word decodes to, or None (most words are not base64)."""
+    if len(word) % 4 == 1 or len(word) > 65536:
+        return None
+    try:
+        raw = base64.b64decode(word + "=" * (-len(word) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if (
+        not text
+        or "\x00" in text
+        or sum(ch.isprintable() or ch in "\n\t" for ch in text) < len(text)
+    ):
+        return None
+    return text
+
+
+def _add_cwd(shell: _Shell, word: _Word) -> None:
+    """A directory later relative words resolve against (`cd`, `tar -C`, `git -C`, `make -C`).
+    Directories accumulate rather than replace: subshells and pipes make the real cwd
+    uncertain, and resolving against one more directory only adds facts."""
+    state = shell.state
+    ctx = shell.acc.ctx
+    new: list[str] = []
+    for value in shell.variants(word):
+        for base in list(state.cwds):
+            out = _resolve_path(value, _M_SOFT, base, ctx, state.pvars)
+            new.extend(out.paths[:1])
+    for path in new:
+        shell.acc.add_path(path)
+        if path not in state.cwds:
+            if len(state.cwds) >= MAX_CWDS:
+                state.cwds.pop(0)
+            state.cwds.append(path)
+            state.cwd_changed = True
+
+
+def _h_make(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    for index, word in enumerate(args):
+        if word.text in ("-C", "--directory") and index + 1 < len(args):
+            _add_cwd(shell, args[index + 1])
+
+
+def _h_cd(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    targets = [w for w in args if not (w.text.startswith("-") and len(w.text) > 1)]
+    if not targets:
+        _add_cwd(shell, _Word("~", [], False))
+    elif targets[0].text != "-":
+        _add_cwd(shell, targets[0])
+
+
+def _h_eval(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    if args:
+        shell.analyse(" ".join(w.text for w in args), depth + 1)
+
+
+def _h_export(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    for word in args:
+        match = _ASSIGN_RE.match(word.text)
+        if match:
+            shell.assignment(match.group(1), word, depth)
+
+
+def _h_alias(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    for word in args:
+        if "=" in word.text:
+            shell.analyse(word.text.split("=", 1)[1], depth + 1)
+
+
+def _h_find(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    i = 0
+    n = len(args)
+    while i < n:
+        text = args[i].text
+        if text in ("-exec", "-execdir", "-ok", "-okdir"):
+            j = i + 1
+            while j < n and args[j].text not in (";", "+"):
+                j += 1
+            inner = args[i + 1 : j]
+            if inner:
+                shell.run(list(inner), depth + 1)
+            i = j + 1
+            continue
+        if text in ("-fprint", "-fprint0", "-fls", "-fprintf") and i + 1 < n:
+            shell.path_candidate(shell.expanded(args[i + 1]), True)
+        i += 1
+
+
+def _h_nc(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    values: list[tuple[str, str]] = []
+    positionals = shell.positionals(
+        args,
+        _NC_SHORT_ARG,
+        frozenset({"exec", "sh-exec", "lua-exec", "proxy", "source", "output"}),
+        values,
+    )
+    listen = any(
+        w.text.startswith("-") and "l" in w.text[1:] and not w.text.startswith("--") for w in args
+    ) or any(w.text == "--listen" for w in args)
+    for option, value in values:
+        if option in ("-e", "--exec", "--lua-exec"):
+            shell.path_candidate(value, True)
+            shell.acc.programs.setdefault(_basename(value), None)
+        elif option in ("-c", "--sh-exec"):
+            shell.analyse(value, depth + 1)
+        elif option in ("-x", "--proxy"):
+            host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "1080")
+            shell.host_endpoint(host or value, port or "1080")
+    if not positionals:
+        return
+    if listen and positionals[0].isdigit():
+        return
+    host = positionals[0]
+    ports = positionals[1:]
+    for port in ports[:16]:
+        first = port.split("-", 1)[0]
+        shell.host_endpoint(host, first if first.isdigit() else "")
+    if not ports:
+        shell.host_endpoint(host, "")
+
+
+def _h_ssh(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    values: list[tuple[str, str]] = []
+    positionals = shell.positionals(args, _SSH_SHORT_ARG, frozenset(), values)
+    port = "22"
+    hostname_override = ""
+    for option, value in values:
+        if option == "-p":
+            port = value
+        elif option in ("-i", "-F", "-E", "-S"):
+            shell.path_candidate(value, True)
+            shell.acc.flags |= _R
+        elif option == "-J":
+            for jump in value.split(","):
+                _ssh_destination(shell, jump, "22")
+        elif option in ("-L", "-R", "-W"):
+            parts = value.strip("[]").split(":")
+            if option == "-W" and len(parts) == 2:
+                shell.host_endpoint(parts[0], parts[1])
+            elif len(parts) >= 3:
+                shell.host_endpoint(parts[-2], parts[-1])
+        elif option == "-o":
+            split = re.match(r"\s*([A-Za-z]+)\s*[= ]\s*(.*)\Z", value, re.S)
+            key, setting = (split.group(1), split.group(2)) if split else (value, "")
+            low = key.lower()
+            if low in ("proxycommand", "localcommand", "remotecommand", "knownhostscommand"):
+                shell.analyse(setting, depth + 1)
+            elif low == "proxyjump":
+                for jump in setting.split(","):
+                    _ssh_destination(shell, jump, "22")
+            elif low == "hostname":
+                hostname_override = setting.strip()
+            elif low == "port":
+                port = setting.strip()
+            elif low in ("identityfile", "userknownhostsfile", "certificatefile", "controlpath"):
+                shell.path_candidate(setting.strip(), True)
+    if positionals:
+        _ssh_destination(shell, positionals[0], port)
+    if hostname_override:
+        shell.host_endpoint(hostname_override, port)
+
+
+def _ssh_destination(shell: _Shell, dest: str, port: str) -> None:
+    if "://" in dest:
+        shell.acc.url_value(dest, None)
+        return
+    host = dest.rsplit("@", 1)[-1]
+    if host.startswith("["):
+        end = host.find("]")
+        inner = host[1:end]
+        after = host[end + 1 :]
+        shell.host_endpoint(inner, after[1:] if after.startswith(":") else port)
+        return
+    if host.count(":") == 1:
+        host, _, maybe_port = host.partition(":")
+        if maybe_port.isdigit():
+            port = maybe_port
+    shell.host_endpoint(host, port)
+
+
+_SCP_REMOTE = re.compile(r"(?:[^@/:\s]+@)?(\[[^\]]+\]|[^@/:\s\[\]]+):(:?)")
+
+
+def _h_scp(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    values: list[tuple[str, str]] = []
+    letters = _SCP_SHORT_ARG if program != "rsync" else frozenset("efBTM")
+    longs = frozenset(
+        {
+            "rsh",
+            "rsync-path",
+            "port",
+            "files-from",
+            "exclude-from",
+            "include-from",
+            "password-file",
+            "log-file",
+            "temp-dir",
+            "backup-dir",
+            "partial-dir",
+            "compare-dest",
+            "copy-dest",
+            "link-dest",
+            "filter",
+            "exclude",
+            "include",
+        }
+    )
+    positionals = shell.positionals(
+        args, letters, longs if program == "rsync" else frozenset(), values
+    )
+    port = "873" if program == "rsync" else "22"
+    for option, value in values:
+        if option in ("-P", "--port") and program != "rsync":
+            port = value
+        elif option == "--port":
+            port = value
+        elif option in ("-e", "--rsh", "--rsync-path", "-S"):
+            shell.analyse(value, depth + 1)
+        elif option in (
+            "-i",
+            "-F",
+            "--files-from",
+            "--exclude-from",
+            "--include-from",
+            "--password-file",
+        ):
+            shell.path_candidate(value, True)
+        elif option == "-J":
+            for jump in value.split(","):
+                _ssh_destination(shell, jump, "22")
+    for text in positionals:
+        if "://" in text:
+            shell.acc.url_value(text, None)
+            continue
+        if text.startswith(("/", "./", "../", "~")):
+            continue
+        match = _SCP_REMOTE.match(text)
+        if match:
+            host = match.group(1).strip("[]")
+            daemon = match.group(2) == ":"
+            shell.host_endpoint(host, "873" if daemon else ("22" if program == "rsync" else port))
+
+
+def _h_git(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    i = 0
+    n = len(args)
+    while i < n:
+        text = args[i].text
+        if text == "-c" and i + 1 < n:
+            setting = args[i + 1].text
+            key, _, value = setting.partition("=")
+            low = key.lower()
+            if low in (
+                "core.sshcommand",
+                "core.pager",
+                "core.editor",
+                "core.fsmonitor",
+                "credential.helper",
+                "core.askpass",
+                "gpg.program",
+                "sequence.editor",
+                "diff.external",
+                "core.hookspath",
+            ) or low.startswith(("alias.", "filter.", "diff.")):
+                shell.analyse(value.lstrip("!"), depth + 1)
+            i += 2
+            continue
+        if text == "-C" and i + 1 < n:
+            _add_cwd(shell, args[i + 1])
+            i += 2
+            continue
+        if text.startswith("-"):
+            i += 1
+            continue
+        break
+    sub = args[i].text if i < n else ""
+    rest = args[i + 1 :]
+    for word in rest:
+        text = shell.expanded(word)
+        if text.startswith("ext::"):
+            # git's ext transport runs a command: words split on spaces, "% " is a literal space.
+            parts = re.split(r"(?<!%) ", text[5:])
+            argv = [_Word(p.replace("% ", " ").replace("%%", "%"), [], True) for p in parts if p]
+            if argv:
+                shell.run(argv, depth + 1)
+            continue
+        if "://" in text:
+            if shell.acc.url_value(text, None):
+                shell.acc.flags |= _N
+            continue
+        if sub in _NET_SUBCOMMANDS["git"] and not text.startswith(("-", "/", "./", "../", "~")):
+            match = _SCP_REMOTE.match(text)
+            if match and "/" not in text[: match.end()]:
+                shell.host_endpoint(match.group(1).strip("[]"), "22")
+                shell.acc.flags |= _N
+    if sub == "config" and len(rest) >= 2:
+        key = rest[0].text.lower()
+        if key in (
+            "core.sshcommand",
+            "core.pager",
+            "core.editor",
+            "core.fsmonitor",
+        ) or key.startswith("alias."):
+            shell.analyse(rest[1].text.lstrip("!"), depth + 1)
+
+
+_SOCAT_NET = re.compile(
+    r"(?i)(?:tcp[46]?|tcp[46]?-connect|udp[46]?|udp[46]?-connect|udp[46]?-sendto|ssl|openssl|openssl-connect|"
+    r"socks4a?|socks5|sctp[46]?|sctp[46]?-connect|dccp-connect)\Z"
+)
+_SOCAT_EXEC = re.compile(r"(?i)(?:exec|system)\Z")
+_SOCAT_FILE = re.compile(
+    r"(?i)(?:open|file|gopen|create|pipe|unix-connect|unix-client|unix|unix-sendto|readline)\Z"
+)
+
+
+def _h_socat(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    for word in args:
+        text = shell.expanded(word)
+        if text.startswith("-") and text not in ("-", "-,"):
+            continue
+        kind, sep, params = text.partition(":")
+        if not sep:
+            continue
+        body = params.split(",", 1)[0]
+        if _SOCAT_NET.match(kind):
+            host, _, port = body.rpartition(":")
+            if not host:
+                host, port = body, ""
+            shell.host_endpoint(host.strip("[]"), port)
+            shell.acc.flags |= _N
+        elif kind.lower() in ("proxy", "proxy-connect"):
+            pieces = body.split(":")
+            if len(pieces) >= 3:
+                shell.host_endpoint(pieces[0], "8080")
+                shell.host_endpoint(pieces[1], pieces[2])
+            shell.acc.flags |= _N
+        elif _SOCAT_EXEC.match(kind):
+            shell.analyse(params, depth + 1)
+        elif _SOCAT_FILE.match(kind):
+            shell.path_candidate(body, True)
+
+
+def _h_openssl(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    texts = [shell.expanded(w) for w in args]
+    if texts and texts[0] in ("s_client", "s_time"):
+        shell.acc.flags |= _N
+        host = ""
+        port = "443"
+        for index, text in enumerate(texts):
+            if text == "-connect" and index + 1 < len(texts):
+                value = texts[index + 1]
+                if value.startswith("["):
+                    end = value.find("]")
+                    host, port = value[1:end], value[end + 2 :] or "443"
+                else:
+                    host, _, port = value.rpartition(":")
+                    if not host:
+                        host, port = value, "443"
+            elif text == "-host" and index + 1 < len(texts):
+                host = texts[index + 1]
+            elif text == "-port" and index + 1 < len(texts):
+                port = texts[index + 1]
+        shell.host_endpoint(host or "localhost", port)
+    for index, text in enumerate(texts):
+        if text in ("-in", "-out", "-inkey", "-key", "-cert", "-passin") and index + 1 < len(texts):
+            value = texts[index + 1]
+            if value.startswith("file:"):
+                value = value[5:]
+            shell.path_candidate(value, True)
+            if text == "-out":
+                shell.acc.flags |= _W
+            else:
+                shell.acc.flags |= _R
+
+
+def _h_dd(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    for word in args:
+        text = shell.expanded(word)
+        if text.startswith(("if=", "of=")):
+            shell.path_candidate(text[3:], True)
+            shell.acc.flags |= _R if text.startswith("if=") else _W
+
+
+def _h_tar(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    for index, word in enumerate(args):
+        text = word.text
+        for prefix in (
+            "--to-command=",
+            "--use-compress-program=",
+            "--checkpoint-action=exec=",
+            "--info-script=",
+            "--new-volume-script=",
+            "--rsh-command=",
+        ):
+            if text.startswith(prefix):
+                shell.analyse(text[len(prefix) :], depth + 1)
+        if text in ("-I", "--use-compress-program", "--to-command", "-F") and index + 1 < len(args):
+            shell.analyse(args[index + 1].text, depth + 1)
+        if text in ("-C", "--directory") and index + 1 < len(args):
+            _add_cwd(shell, args[index + 1])
+        elif text.startswith("--directory="):
+            _add_cwd(shell, _Word(text.split("=", 1)[1], [], word.quoted))
+
+
+_HANDLERS = {
+    "cd": _h_cd,
+    "pushd": _h_cd,
+    "eval": _h_eval,
+    "export": _h_export,
+    "declare": _h_export,
+    "typeset": _h_export,
+    "local": _h_export,
+    "readonly": _h_export,
+    "alias": _h_alias,
+    "find": _h_find,
+    "nc": _h_nc,
+    "ncat": _h_nc,
+    "netcat": _h_nc,
+    "ssh": _h_ssh,
+    "scp": _h_scp,
+    "sftp": _h_scp,
+    "rsync": _h_scp,
+    "git": _h_git,
+    "socat": _h_socat,
+    "openssl": _h_openssl,
+    "dd": _h_dd,
+    "tar": _h_tar,
+    "bsdtar": _h_tar,
+    "gtar": _h_tar,
+    "make": _h_make,
+    "gmake": _h_make,
+}
+
+# wrapper -> (options that take a value, positional words to skip before the command)
+_WRAPPERS: dict[str, tuple[frozenset[str], int]] = {
+    "sudo": (
+        frozenset(
+            {
+                "-u",
+                "-g",
+                "-h",
+                "-p",
+                "-C",
+                "-D",
+                "-r",
+                "-t",
+                "-U",
+                "-T",
+                "--user",
+                "--group",
+                "--host",
+                "--prompt",
+                "--chdir",
+                "--role",
+                "--type",
+                "--other-user",
+                "--command-timeout",
+                "--close-from",
+            }
+        ),
+        0,
+    ),
+    "doas": (frozenset({"-u", "-C"}), 0),
+    "env": (frozenset({"-u", "--unset", "-C", "--chdir", "-P"}), 0),
+    "nohup": (frozenset(), 0),
+    "exec": (frozenset({"-a"}), 0),
+    "command": (frozenset(), 0),
+    "builtin": (frozenset(), 0),
+    "nice": (frozenset({"-n", "--adjustment"}), 0),
+    "ionice": (frozenset({"-c", "-n", "-p", "-P", "-u", "--class", "--classdata"}), 0),
+    "time": (frozenset({"-f", "-o", "--format", "--output"}), 0),
+    "timeout": (frozenset({"-s", "-k", "--signal", "--kill-after"}), 1),
+    "gtimeout": (frozenset({"-s", "-k", "--signal", "--kill-after"}), 1),
+    "xargs": (
+        frozenset(
+            {
+                "-I",
+                "-n",
+                "-P",
+                "-L",
+                "-s",
+                "-d",
+                "-E",
+                "-a",
+                "--max-args",
+                "--max-procs",
+                "--replace",
+                "--delimiter",
+                "--arg-file",
+                "--max-lines",
+                "--max-chars",
+                "--eof",
+            }
+        ),
+        0,
+    ),
+    "stdbuf": (frozenset({"-i", "-o", "-e"}), 0),
+    "setsid": (frozenset(), 0),
+    "chronic": (frozenset(), 0),
+    "unbuffer": (frozenset(), 0),
+    "caffeinate": (frozenset({"-t", "-w"}), 0),
+    "taskset": (frozenset({"-c", "-p"}), 1),
+    "numactl": (
+        frozenset(
+            {
+                "-C",
+                "-N",
+                "-m",
+                "-p",
+                "-i",
+                "--physcpubind",
+                "--cpunodebind",
+                "--membind",
+                "--preferred",
+                "--interleave",
+            }
+        ),
+        0,
+    ),
+    "chroot": (frozenset({"--userspec", "--groups"}), 1),
+    "flock": (frozenset({"-w", "-E", "--timeout", "--conflict-exit-code"}), 1),
+    "strace": (
+        frozenset({"-o", "-e", "-p", "-s", "-u", "-E", "-P", "-a", "-b", "-I", "-S", "-X"}),
+        0,
+    ),
+    "ltrace": (frozenset({"-o", "-e", "-p", "-s", "-u", "-a", "-n", "-l"}), 0),
+    "watch": (frozenset({"-n", "-d", "--interval", "--differences"}), 0),
+    "proxychains": (frozenset({"-f"}), 0),
+    "proxychains4": (frozenset({"-f"}), 0),
+    "torsocks": (frozenset({"-u", "-p", "-a", "-P"}), 0),
+    "tsocks": (frozenset(), 0),
+    "firejail": (frozenset(), 0),
+    "busybox": (frozenset(), 0),
+    "su": (frozenset({"-s", "-g", "-G", "--shell", "--group"}), 0),
+    "runuser": (frozenset({"-u", "-g", "-G", "-s", "--user", "--group"}), 0),
+    "sg": (frozenset(), 1),
+    "script": (
+        frozenset(
+            {"-t", "-T", "-I", "-O", "-B", "-E", "--log-in", "--log-out", "--log-io", "--timing"}
+        ),
+        0,
+    ),
+    "fakeroot": (frozenset({"-l", "-s", "-i", "--lib", "--faked"}), 0),
+    "unshare": (frozenset(), 0),
+    "nsenter": (frozenset({"-t", "--target"}), 0),
+    "catchsegv": (frozenset(), 0),
+    "systemd-run": (
+        frozenset({"-p", "-E", "--unit", "--property", "--setenv", "--uid", "--gid"}),
+        0,
+    ),
+    "cgexec": (frozenset({"-g"}), 0),
+    "valgrind": (frozenset(), 0),
+    "nocache": (frozenset(), 0),
+    "trickle": (frozenset({"-d", "-u", "-w", "-t", "-l", "-n"}), 0),
+    "parallel": (frozenset({"-j", "-S", "--jobs", "--sshlogin"}), 0),
+    "doppler": (frozenset(), 0),
+    "op": (frozenset(), 0),
+}
