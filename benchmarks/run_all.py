@@ -21,7 +21,9 @@ RUNS = {
     "replay": [sys.executable, str(HERE / "bench_replay.py")],
     "reload": [sys.executable, str(HERE / "bench_reload.py")],
     "correlate": [sys.executable, str(HERE / "bench_correlate.py")],
-proxy, replay, reload, correlate, sandbox, hook, sinks.
+    "sandbox": [sys.executable, str(HERE / "bench_sandbox.py")],
+    "hook": [sys.executable, str(HERE / "bench_hook.py")],
+    "sinks": [sys.executable, str(HERE / "bench_sinks.py")],
 }
 
 
