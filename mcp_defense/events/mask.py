@@ -45,7 +45,7 @@ def mask_value(value: Any, path: str, masked: list[str]) -> Any:
         result: dict[str, Any] = {}
         for k, v in value.items():
             sub = f"{path}.{k}"
-            if isinstance(k, str) and _SECRET_KEY.search(k) and isinstance(v, str | int) and v:
+            if isinstance(k, str) and _SECRET_KEY.search(k) and isinstance(v, str) and v:
                 result[k] = MASK
                 masked.append(sub)
             else:
