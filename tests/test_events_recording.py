@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_dev_full_warns_once_not_once_per_event():
 
 def test_deleted_and_rotated_recordings_are_reopened(tmp_path):
     path = tmp_path / "rec.jsonl"
-    w = JsonlWriter(str(path))
+    w = JsonlWriter(str(path), check_every_s=0)  # check on every event
     w.emit(ev(1))
     path.unlink()  # deleted: the next event goes to a new file, not a deleted inode
     w.emit(ev(2))
@@ -105,6 +106,22 @@ def test_deleted_and_rotated_recordings_are_reopened(tmp_path):
     w.close()
     assert [e["request_id"] for e in read_events(tmp_path / "rec.jsonl.1")] == [2]
     assert [e["request_id"] for e in read_events(path)] == [3, 4]
+
+
+def test_rotation_is_noticed_within_the_check_interval(tmp_path):
+    path = tmp_path / "rec.jsonl"
+    w = JsonlWriter(str(path), check_every_s=0.01)
+    w.emit(ev(1))
+    os.rename(path, tmp_path / "rec.jsonl.1")
+    i = 2
+    while not path.exists():  # never asserts how soon, only that it happens
+        w.emit(ev(i))
+        i += 1
+        time.sleep(0.001)
+    w.close()
+    old = [e["request_id"] for e in read_events(tmp_path / "rec.jsonl.1")]
+    new = [e["request_id"] for e in read_events(path)]
+    assert old + new == list(range(1, i))  # nothing lost across the rotation
 
 
 def test_gap_event_is_part_of_the_model():

@@ -85,3 +85,29 @@ def test_events_survive_a_proxy_restart_while_the_sinks_were_down(tmp_path):
     finally:
         for rx in rxs:
             rx.close()
+
+
+def test_a_hanging_sink_does_not_hold_up_calls_or_exit(tmp_path):
+    rx = Receiver("webhook")
+    rx.mode = "hang"
+    flags = [
+        "--siem-webhook",
+        rx.url,
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--sink-timeout",
+        "0.3",
+    ]
+    try:
+        p = Proc(proxy_argv(RAW_SERVER, *flags), tmp_path)
+        try:
+            p.initialize()
+            for i in range(1, 40):  # every call answered while each delivery hangs
+                assert "result" in p.request(call(i, "read_file", {"path": "/workspace/a.py"}))
+            p.close_stdin()
+            assert p.wait() == 0
+            assert "kept in" in p.stderr()  # what the hung sink did not confirm waits
+        finally:
+            p.kill()
+    finally:
+        rx.close()

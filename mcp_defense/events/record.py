@@ -108,6 +108,9 @@ class EventSink(Protocol):
     def close(self) -> None: ...
 
 
+REOPEN_CHECK_S = 0.01  # at most this long of events go to a recording after it was deleted
+
+
 class JsonlWriter:
     """Appends one event per line, each written before `emit` returns, so a killed proxy
     loses nothing written.
@@ -120,12 +123,22 @@ class JsonlWriter:
     * a line is written whole or not at all (a short write is truncated away);
     * a failure warns once per outage on stderr, counts the events lost, and the first
       successful write is preceded by a `recording_gap` event saying how many;
-    * a recording deleted or renamed away (logrotate) is reopened at its path.
+    * a recording deleted or renamed away (logrotate) is reopened at its path (checked at
+      most every `check_every_s`: after a rename the events of that window are in the
+      renamed file; after a delete, they are gone with it).
     """
 
-    def __init__(self, path: str, *, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        warn: Callable[[str], None] | None = None,
+        check_every_s: float = REOPEN_CHECK_S,
+    ) -> None:
         self.path = path
         self._warn = warn or _stderr
+        self._check_every = check_every_s
+        self._next_check = 0.0
         self._lock = threading.Lock()
         self._fd = -1
         self._ident: tuple[int, int] = (0, 0)
@@ -142,7 +155,13 @@ class JsonlWriter:
         self._fd, self._ident = fd, (st.st_dev, st.st_ino)
 
     def _check_path(self) -> None:
-        """Reopen when the path no longer names the file we hold (deleted, rotated)."""
+        """Reopen when the path no longer names the file we hold (deleted, rotated). A stat
+        is a third of an event's cost, so under load it runs every `check_every_s`."""
+        if self._check_every:
+            now = time.monotonic()
+            if now < self._next_check:
+                return
+            self._next_check = now + self._check_every
         try:
             st = os.stat(self.path)
             if (st.st_dev, st.st_ino) == self._ident:
