@@ -200,7 +200,18 @@ class Forwarder:
 
     def _run(self) -> None:
         try:
-            self._loop()
+            while True:
+                try:
+                    self._loop()
+                    return
+                except Exception as e:  # noqa: BLE001 - a dead worker would lose events silently
+                    self._warn(
+                        f"mcp-defense: sink {self.transport.name}: internal error "
+                        f"({_brief(e)}); events stay in the spool, retrying"
+                    )
+                    if self._stop:
+                        return
+                    time.sleep(min(1.0, self.config.retry_max_s))
         finally:
             self.spool.close()
             for s in self.adopted:
@@ -260,8 +271,13 @@ class Forwarder:
             self._stop = True
             self._cond.notify()
         self._thread.join(self.config.close_timeout_s + 1.0)
-        if not self._thread.is_alive():
-            self.transport.close()
+        if self._thread.is_alive():  # stuck in a request: the spool keeps what is unconfirmed
+            self._warn(
+                f"mcp-defense: sink {self.transport.name}: delivery still in progress at exit; "
+                f"undelivered events are kept in {self.spool.dir} for the next run"
+            )
+            return
+        self.transport.close()
         left = self.spool.pending_bytes
         if left > 0:
             self._warn(
