@@ -243,3 +243,40 @@ def test_splunk_token_from_file_env_or_argv(tmp_path, monkeypatch):
         "lit",
     )
     assert split_splunk("https://h:8088") == ("https://h:8088", "default-env")
+
+
+def test_tls_is_verified_unless_the_ca_is_given(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    rx = Receiver("webhook")
+    try:
+        assert rx._server is not None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        rx._server.socket = ctx.wrap_socket(rx._server.socket, server_side=True)
+        url = rx.url.replace("http://", "https://")
+        secret = tmp_path / "secret"
+        secret.write_bytes(WEBHOOK_SECRET)
+        untrusted = transports(SinkOptions(webhook=[url], webhook_secret_file=str(secret)))[0]
+        with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            untrusted.send([b'{"event_id":"x"}'])
+        assert rx.ids() == []
+        trusted = transports(
+            SinkOptions(webhook=[url], webhook_secret_file=str(secret), ca_file=str(cert))
+        )[0]
+        trusted.send([b'{"event_id":"y"}'])
+        assert rx.ids() == ["y"]
+    finally:
+        rx.close()
