@@ -180,3 +180,23 @@ def test_record_required_allows_again_once_the_recording_is_writable(tmp_path):
             assert 1 in ids and 101 in ids
         finally:
             p.kill()
+
+
+def test_version_1_lines_still_read():
+    from mcp_defense.events.model import event_from_dict
+
+    old = {
+        "type": "tool_call",
+        "ts": "2026-01-01T00:00:00.000000Z",
+        "correlation_id": "tc_1",
+        "agent_id": "a",
+        "archetype": "filesystem",
+        "tool": "read_file",
+        "arguments": {"path": "/w/a"},
+        "decision": "allow",
+        "rule": "",
+        "reason": "",
+        "policy_version": "v",
+    }
+    ev = event_from_dict(old)
+    assert ev.schema_version == 1 and ev.event_id  # given a fresh id when read

@@ -278,7 +278,7 @@ def event_from_dict(d: Any) -> Event:
     cls = EVENT_TYPES.get(etype) if isinstance(etype, str) else None
     if cls is None:
         raise EventFormatError(f"unknown event type {etype!r}")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"schema_version": 1}  # lines written before the field existed
     for f in fields(cls):
         if f.name in d:
             kwargs[f.name] = d[f.name]
