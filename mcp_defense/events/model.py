@@ -79,6 +79,9 @@ class SessionStart(Event):
     server_pid: int = 0
     observe: bool = False
     sandbox: dict[str, Any] | None = None  # --sandbox: what the kernel enforces (and not)
+    # The policy variables (--set and defaults) the session ran under: a replay under other
+    # values can decide differently, and `policy test` says so.
+    variables: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True, kw_only=True)

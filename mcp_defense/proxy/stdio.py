@@ -241,6 +241,7 @@ class StdioProxy:
                     agent_id=self.agent_id,
                     archetype=self.archetype,
                     policy_version=self._table_version(),
+                    variables=self._table_variables(),
                     server_command=self.command,
                     server_pid=proc.pid,
                     observe=self.observe,
@@ -284,6 +285,12 @@ class StdioProxy:
         if self._killed_by_policy:
             return EXIT_KILLED_BY_POLICY
         return 128 - returncode if returncode < 0 else returncode
+
+    def _table_variables(self) -> dict[str, str]:
+        try:
+            return {str(k): str(v) for k, v in getattr(self.get_table(), "variables", {}).items()}
+        except Exception:  # noqa: BLE001 - reporting only
+            return {}
 
     def _table_version(self) -> str:
         return self._session.table_version()

@@ -91,6 +91,7 @@ def _notes(f: FileResult) -> str:
         parts.append(f"{f.refused} refused before policy")
     if f.errors:
         parts.append(f"{f.errors} invalid")
+    parts.extend(f.warnings)
     return ", ".join(parts)
 
 

@@ -122,6 +122,10 @@ class FileResult:
     skipped: int = 0  # lines that are valid but not tool calls (other events, initialize, …)
     refused: int = 0  # transcript messages the proxy refuses before policy
     errors: int = 0
+    # The recording ran under other policy variables or another policy version: decisions
+    # may differ for that reason alone (shown in the summary's notes).
+    warnings: list[str] = field(default_factory=list)
+    recorded_versions: list[str] = field(default_factory=list)  # policy versions recorded
 
 
 @dataclass
@@ -369,6 +373,8 @@ def replay_recording(
             if etype == "tool_result" and _tool_result_ok(d):
                 fr.skipped += 1
                 continue
+            if etype == "session_start" and type(d) is dict:
+                _compare_session(fr, lineno, d, table)
             try:
                 event_from_dict(d)
             except (EventFormatError, TypeError, ValueError) as e:
@@ -453,6 +459,27 @@ def replay_recording(
     fr.cases += passed
     fr.passed += passed
     return fr
+
+
+def _compare_session(fr: FileResult, lineno: int, d: dict[str, Any], table: Any) -> None:
+    """Warn when a recorded session ran under other variables than this replay (a different
+    workspace moves every relative path); keep the policy versions it was recorded under."""
+    recorded = d.get("variables")
+    if type(recorded) is dict and recorded:
+        now = {str(k): str(v) for k, v in table.variables.items()}
+        diff = [
+            f"{k}={recorded.get(k)!s} (now {now.get(k)!s})"
+            for k in sorted(set(recorded) | set(now))
+            if str(recorded.get(k)) != str(now.get(k))
+        ]
+        if diff:
+            fr.warnings.append(
+                f"line {lineno}: recorded with other variables: {', '.join(diff)}; "
+                "replay with the same --set"
+            )
+    version = d.get("policy_version")
+    if type(version) is str and version and version not in fr.recorded_versions:
+        fr.recorded_versions.append(version)  # machine output; a changed policy is the point
 
 
 def _transcript_call(msg: Any, archetype: str, decided: frozenset[str]) -> ToolCall | str | None:
