@@ -206,6 +206,11 @@ def _expand(form: str, strict: bool, ctx: _Ctx, variables: Mapping[str, str | No
     return [form]
 
 
+# `unix:` URLs name a socket file (`docker -H unix:///var/run/docker.sock`, `curl --unix-socket`
+# spellings, HTTP-over-socket clients): the socket is a path like any other.
+_PATH_SCHEMES = frozenset({"file:", "unix:"})
+
+
 def _file_url_path(url: str) -> list[str]:
     """Paths a `file:` URL may name: `file:///p`, `file://localhost/p`, `file:/p`, `file:p`.
 
@@ -255,7 +260,7 @@ def _forms(
                 reading = reading[: reading.index("\x00")]
                 if not reading:
                     continue
-            if reading[:5].lower() == "file:":
+            if reading[:5].lower() in _PATH_SCHEMES:
                 if depth < 3:
                     for path in _file_url_path(reading):
                         sub_mode = mode if index == 0 else _M_SOFT
