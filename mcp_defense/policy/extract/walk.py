@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -856,6 +857,10 @@ def extract(
             raise ExtractionError(
                 f"arguments must be a JSON object, got {type(arguments).__name__}"
             )
+    if "command" in arguments and _EDITOR_TOOL.search(tool) is not None:
+        verb = arguments["command"]
+        if type(verb) is str and verb in _EDITOR_VERBS:
+            return _editor_facts(tool, arguments, verb, classifier, env, annotations)
     last = _env._LAST_CTX
     ctx = last[1] if last is not None and last[0] is env else _ctx_for(env)
     if (
@@ -938,6 +943,39 @@ def extract(
         tuple(acc.programs),
         annotations,
     )
+
+
+# Text-editor tools (Anthropic's `str_replace_editor` / `str_replace_based_edit_tool` and their
+# clones) take a verb under `command`: it names the effect, it is not a shell command.
+_EDITOR_TOOL = re.compile(r"(?i)str_replace|text_editor")
+_EDITOR_VERBS = {
+    "view": _R,
+    "create": _W,
+    "str_replace": _W,
+    "insert": _W,
+    "undo_edit": _W,
+    "delete": _W,
+}
+
+
+def _editor_facts(
+    tool: str,
+    arguments: Mapping[str, Any],
+    verb: str,
+    classifier: Classifier,
+    env: Environment,
+    annotations: Mapping[str, Any] | None,
+) -> CallFacts:
+    """Facts of the other arguments; the verb decides read or write (the name says `edit`)."""
+    rest = {k: v for k, v in arguments.items() if k != "command"}
+    facts = extract("", rest, classifier, env, annotations)
+    facts.tool = tool
+    facts.args = arguments
+    if _EDITOR_VERBS[verb] == _R:
+        facts.reads = True
+    else:
+        facts.writes = True
+    return facts
 
 
 def _merge_pairs(
