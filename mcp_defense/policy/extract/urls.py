@@ -221,9 +221,7 @@ _WILDCARD_DNS = (
     "ip.addr.tools",
     "localtest.direct",
 )
-_EMBEDDED_QUAD = re.compile(
-    r"(?:^|[.-])(\d{1,3})[.-](\d{1,3})[.-](\d{1,3})[.-](\d{1,3})\Z"
-)
+_EMBEDDED_QUAD = re.compile(r"(?:^|[.-])(\d{1,3})[.-](\d{1,3})[.-](\d{1,3})[.-](\d{1,3})\Z")
 _EMBEDDED_HEX = re.compile(r"(?:^|[.-])([0-9a-f]{8})\Z")
 
 

@@ -439,12 +439,34 @@ class _Acc:
         if stripped.startswith(("/", "~", "./", "../")) and not stripped.startswith("//"):
             self.path_value(stripped, _M_SOFT)
             return
+        if "=" in stripped and self.connection_string(stripped):
+            self.flags |= _N
         if _WS.search(stripped):
             self.scan_generic(s, depth)
             return
         if self.url_value(stripped, "https"):
             self.flags |= _N
         self.scan_urls(stripped)
+
+    def connection_string(self, s: str) -> bool:
+        """Endpoints of libpq `host=… port=…`, ODBC/ADO `Server=tcp:h,1433;` strings."""
+        found = False
+        port_match = _CONN_PORT.search(s)
+        port = int(port_match.group(1)) if port_match is not None else None
+        for match in _CONN_HOST.finditer(s):
+            for raw in match.group(1).split(","):
+                host_text, _, own_port = (
+                    raw.partition(":") if raw.count(":") == 1 else (raw, "", "")
+                )
+                for host in _clean_hosts(host_text):
+                    found = True
+                    self.add_host(host)
+                    p = int(own_port) if own_port.isdigit() else port
+                    if match.group(2) and match.group(2).isdigit():
+                        p = int(match.group(2))
+                    if p is not None and p <= 65535:
+                        self.add_endpoint(host, p)
+        return found
 
     # -- shell --------------------------------------------------------------------------------
 
@@ -496,7 +518,21 @@ class _Acc:
         variables: Mapping[str, str | None],
         shell_depth: int = 0,
     ) -> None:
-        """Program text: literals (decoded), joins of adjacent literals, home markers."""
+        """Program text: literals (decoded), joins of adjacent literals, home markers. Any
+        endpoint found in code is network: the code can connect to it."""
+        hosts_before = len(self.hosts)
+        self.code_values(code, depth, bases, variables, shell_depth)
+        if len(self.hosts) > hosts_before:
+            self.flags |= _N
+
+    def code_values(
+        self,
+        code: str,
+        depth: int,
+        bases: list[str],
+        variables: Mapping[str, str | None],
+        shell_depth: int,
+    ) -> None:
         text = code
         if _HOME_MARKER.search(text):
             text = _HOME_MARKER.sub("'~'", text)
@@ -541,6 +577,7 @@ class _Acc:
                 if decoded:
                     values.setdefault(decoded, None)
         shellish = _SHELL_HINT.search(code) is not None
+        netty = _NET_API.search(code) is not None
         for value in values:
             if not value:
                 continue
@@ -552,6 +589,11 @@ class _Acc:
                 _BARE_IPV4.match(value) or _BARE_IPV6.match(value)
             ):
                 self.url_value(value, "tcp")
+            elif netty and len(value) <= 253 and _CODE_HOST.match(value) is not None:
+                # `connect(4444, 'evil.example.com')`, `IO::Socket::INET->new("h:4444")`
+                self.url_value(value, "tcp")
+            elif "=" in value and netty:
+                self.connection_string(value)
             if shellish and (" " in value or "\t" in value) and shell_depth < MAX_SHELL_NESTING:
                 state = _ShellState(
                     list(bases), {**variables, "IFS": " "}, variables is self.ctx.vars
@@ -944,6 +986,22 @@ def extract(
         annotations,
     )
 
+
+# Network APIs of the usual interpreters: with one present, a bare `host` or `host:port` literal
+# is a destination (a literal name alone could be a file name such as `setup.py`).
+_NET_API = re.compile(
+    r"(?i)socket|connect|urlopen|urllib|requests|httpx|aiohttp|http[.:]|https?\b|fetch|axios"
+    r"|xmlhttprequest|websocket|net::|\bnet\b|smtp|ftp|telnet|paramiko|dns|resolve|lookup"
+    r"|psycopg|pymysql|redis|mongo|sqlalchemy|create_engine|\bpg\b|mysql|curl|wget"
+)
+_CODE_HOST = re.compile(
+    r"(?i)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]*[a-z0-9]\.?(?::\d{1,5})?\Z"
+)
+_CONN_HOST = re.compile(
+    r"(?i)(?:^|[\s;])(?:host|hostaddr|server|data source|address|addr)\s*=\s*(?:tcp:)?"
+    r"([^\s;,'\"]+(?:,[^\s;,'\"=]+)*?)(?:,(\d{1,5}))?(?=[\s;'\"]|\Z)"
+)
+_CONN_PORT = re.compile(r"(?i)(?:^|[\s;])port\s*=\s*(\d{1,5})\b")
 
 # Text-editor tools (Anthropic's `str_replace_editor` / `str_replace_based_edit_tool` and their
 # clones) take a verb under `command`: it names the effect, it is not a shell command.
