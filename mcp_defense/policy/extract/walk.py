@@ -524,6 +524,8 @@ class _Acc:
         self.code_values(code, depth, bases, variables, shell_depth)
         if len(self.hosts) > hosts_before:
             self.flags |= _N
+        if _CODE_WRITE.search(code) is not None:
+            self.flags |= _W  # the paths in code that writes files may be the ones written
 
     def code_values(
         self,
@@ -993,6 +995,18 @@ _NET_API = re.compile(
     r"(?i)socket|connect|urlopen|urllib|requests|httpx|aiohttp|http[.:]|https?\b|fetch|axios"
     r"|xmlhttprequest|websocket|net::|\bnet\b|smtp|ftp|telnet|paramiko|dns|resolve|lookup"
     r"|psycopg|pymysql|redis|mongo|sqlalchemy|create_engine|\bpg\b|mysql|curl|wget"
+)
+# File-writing APIs of the usual interpreters (open modes w/a/x/+, pathlib, fs, shutil, PHP,
+# Ruby, Go, Java, Perl): code that writes files makes the call a write.
+_CODE_WRITE = re.compile(
+    r"""(?i)\bopen\s*\([^()]*?,\s*(?:mode\s*=\s*)?[rbtU]*['"][rbtU]*[wax+]"""
+    r"|\.write_(?:text|bytes)\b|\.touch\(|\.symlink_to\(|\.hardlink_to\(|\.rename\(|\.replace\("
+    r"|\bwriteFile|\bappendFile|createWriteStream|\bcopyFile|\bfs\.(?:write|rename|symlink|cp)"
+    r"|\bshutil\.(?:copy|move)"
+    r"|\bos\.(?:rename|replace|symlink|link|makedirs|mkdir|remove|unlink|truncate)"
+    r"|\bFile\.(?:write|open|new)|\bIO\.write|\bfile_put_contents|\bfwrite"
+    r"""|\bfopen\s*\([^()]*?,\s*['"][wax]|WriteFile|Files\.write|FileWriter|FileOutputStream"""
+    r"""|\bopen\s*\(\s*\w+\s*,\s*['"]?[>+]|>>|\bprint\s*\([^()]*\bfile\s*="""
 )
 _CODE_HOST = re.compile(
     r"(?i)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]*[a-z0-9]\.?(?::\d{1,5})?\Z"
