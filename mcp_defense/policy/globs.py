@@ -26,6 +26,8 @@ _HOME_ROOTS = (
     "/root",
     "/var/root",
     "/github/home",
+    "/mnt/[A-Za-z]/Users/[^/]+",  # Windows drive paths, as the extractor writes them (WSL mount)
+    "/[^/]+/[A-Za-z][$]/Users/[^/]+",  # UNC admin shares (\\host\c$\Users\bob)
 )
 
 

@@ -233,6 +233,19 @@ def _file_url_path(url: str) -> list[str]:
     return [rest]
 
 
+_DRIVE = re.compile(r"/?([A-Za-z]):[/\\]")
+
+
+def _windows_drive(reading: str) -> str:
+    """`C:\\Users\\bob\\.aws\\credentials`, `C:/Users/…`, `/C:/…` (from `file:///C:/…`) are absolute
+    on any host: written as their WSL mount `/mnt/c/…`, never relative to the workspace."""
+    match = _DRIVE.match(reading)
+    if match is None:
+        return reading
+    rest = reading[match.end() :].replace("\\", "/")
+    return f"/mnt/{match.group(1).lower()}/{rest}"
+
+
 def _forms(
     raw: str, mode: int, ctx: _Ctx, variables: Mapping[str, str | None], depth: int = 0
 ) -> list[str]:
@@ -254,6 +267,10 @@ def _forms(
         if "\\" in stage and not (mode == _M_GENERIC and stage[0] == "\\"):
             readings.append(stage.replace("\\", "/"))
         for reading in readings:
+            if (len(reading) > 2 and reading[1] == ":") or (
+                reading[:1] == "/" and reading[2:3] == ":"
+            ):
+                reading = _windows_drive(reading)
             if "\x00" in reading:
                 if strict:
                     raise ExtractionError("NUL byte in a path (percent-encoded)")
