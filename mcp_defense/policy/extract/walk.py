@@ -39,7 +39,9 @@ from mcp_defense.policy.extract.limits import (
     _W,
     MAX_ANCHORS,
     MAX_DEPTH,
+    MAX_CODE_LITERALS,
     MAX_ITEMS,
+    MAX_PATHS,
     MAX_RELATIVES,
     MAX_SHELL_NESTING,
     MAX_URLS,
@@ -111,6 +113,7 @@ class _Acc:
         "flags",
         "hosts",
         "items",
+        "literals",
         "overflow",
         "paths",
         "phys",
@@ -125,6 +128,7 @@ class _Acc:
         self.ctx = ctx
         self.cls = cls
         self.paths: dict[str, None] = {}
+        self.literals = 0
         self.phys: list[str] = []
         self.urls: dict[str, None] = {}
         self.hosts: dict[str, None] = {}
@@ -145,6 +149,8 @@ class _Acc:
     def add_path(self, path: str) -> None:
         if path in self.paths:
             return
+        if len(self.paths) >= MAX_PATHS:
+            raise ExtractionError(f"more than {MAX_PATHS} distinct paths in one call")
         self.paths[path] = None
         if path.startswith("/dev/"):
             self._dev_net(path)
@@ -542,6 +548,9 @@ class _Acc:
             text = _CHR_CALL.sub(_chr_literal, text)
         values: dict[str, None] = {}
         atom_sets = [_code_literals(text, False), _code_literals(text, True)]
+        self.literals += len(atom_sets[0])
+        if self.literals > MAX_CODE_LITERALS:
+            raise ExtractionError(f"more than {MAX_CODE_LITERALS} string literals in code")
         for atoms in atom_sets:
             for _, _, value in atoms:
                 values.setdefault(value, None)
