@@ -114,6 +114,7 @@ class _Acc:
         "hosts",
         "items",
         "literals",
+        "prose",
         "overflow",
         "paths",
         "phys",
@@ -129,6 +130,7 @@ class _Acc:
         self.cls = cls
         self.paths: dict[str, None] = {}
         self.literals = 0
+        self.prose = False
         self.phys: list[str] = []
         self.urls: dict[str, None] = {}
         self.hosts: dict[str, None] = {}
@@ -208,8 +210,11 @@ class _Acc:
         """Add one URL (or `file:` path). True when it named a host."""
         out = _url_facts(text, default_scheme, self.ctx, memo)
         if out.file is not None:
-            self.path_value(out.file, _M_SOFT)
+            if not self.prose:  # a `file:` URL in prose being written is content, not access
+                self.path_value(out.file, _M_SOFT)
             return False
+        if out.hosts and not self.prose:
+            self.flags |= _N  # every endpoint outside prose is a destination
         for url in out.urls:
             self.urls.setdefault(url, None)
         for host in out.hosts:
@@ -277,6 +282,8 @@ class _Acc:
                 if path[0] != "/":
                     path = "/" + path
                 urls.setdefault(f"{scheme}://{host_port}{path}", None)
+        if seen and not self.prose:
+            self.flags |= _N
         return bool(seen)
 
     # -- values -------------------------------------------------------------------------------
@@ -421,7 +428,11 @@ class _Acc:
             self.scan_generic(s, depth)
         elif role == _TEXT:
             if ":" in s:
-                self.scan_urls(s)
+                self.prose = True
+                try:
+                    self.scan_urls(s)
+                finally:
+                    self.prose = False
         elif role == _URL:
             self.visit_url(s, depth)
         elif role == _COMMAND:
@@ -910,6 +921,12 @@ def extract(
             raise ExtractionError(
                 f"arguments must be a JSON object, got {type(arguments).__name__}"
             )
+    if "repo" in arguments and "owner" in arguments:
+        remote = _without_repository_paths(arguments)
+        if remote is not None:
+            facts = extract(tool, remote, classifier, env, annotations)
+            facts.args = arguments
+            return facts
     if "command" in arguments and _EDITOR_TOOL.search(tool) is not None:
         verb = arguments["command"]
         if type(verb) is str and verb in _EDITOR_VERBS:
@@ -1025,6 +1042,38 @@ _CONN_HOST = re.compile(
     r"([^\s;,'\"]+(?:,[^\s;,'\"=]+)*?)(?:,(\d{1,5}))?(?=[\s;'\"]|\Z)"
 )
 _CONN_PORT = re.compile(r"(?i)(?:^|[\s;])port\s*=\s*(\d{1,5})\b")
+
+# Repository-hosting APIs (GitHub, GitLab, Gitea: `owner` + `repo`) name files inside the remote
+# repository: a plain relative path there is not a local file. Anything that could leave a
+# checkout (`..`, `~`, `$`, absolute, drive, backslash, percent-encoding) stays a local fact.
+_REMOTE_PATH = re.compile(r"(?!\.\.?(?:/|\Z))(?!.*/\.\.(?:/|\Z))[^/~$\\%:\x00-][^\\%:$\x00]*\Z")
+_REMOTE_PATH_KEYS = ("path", "file_path", "filepath")
+
+
+def _without_repository_paths(arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The arguments minus repository-relative paths (None when there are none)."""
+    rest = dict(arguments)
+    changed = False
+    for key in _REMOTE_PATH_KEYS:
+        value = rest.get(key)
+        if type(value) is str and _REMOTE_PATH.match(value):
+            del rest[key]
+            changed = True
+    files = rest.get("files")
+    if type(files) is list:
+        kept: list[Any] = []
+        for item in files:
+            if (
+                type(item) is dict
+                and type(item.get("path")) is str
+                and _REMOTE_PATH.match(item["path"])
+            ):
+                item = {k: v for k, v in item.items() if k != "path"}
+                changed = True
+            kept.append(item)
+        rest["files"] = kept
+    return rest if changed else None
+
 
 # Text-editor tools (Anthropic's `str_replace_editor` / `str_replace_based_edit_tool` and their
 # clones) take a verb under `command`: it names the effect, it is not a shell command.
