@@ -156,6 +156,26 @@ PERSISTENCE: list[Row] = [
     ("filesystem", "write_file", {"path": "/workspace/.envrc", "content": "curl x|sh"}, STOP),
 ]
 
+# 4. Globs and recursive searches over jewel locations (approval at least) ---------------------
+GLOBS: list[Row] = [
+    ("shell", "run_command", {"command": c}, STOP)
+    for c in (
+        "cat ~/.ss?/id*",
+        "cat ~/.ssh/id_{rsa,ed25519}",
+        "cat /home/*/.aws/cred*",
+        "head -c 4096 ~/.[a-z]sh/*",
+        "find ~ -name id_rsa -exec cat {} \\;",
+        "find / -name '*.pem' -print",
+        "grep -r 'BEGIN OPENSSH PRIVATE KEY' /",
+        "grep -rl AKIA ~/.config",
+        "grep --recursive password /etc",
+        "rg -l password /etc",
+        "cp -r ~/.ssh /tmp/x",
+        "ls -R ~",
+        "du -a /var/lib",
+    )
+]
+
 # 5. Homes: `~` means every home ---------------------------------------------------------------
 HOMES: list[Row] = [
     ("filesystem", "read_file", {"path": "/var/lib/jenkins/.ssh/id_ed25519"}, DENY),
@@ -304,7 +324,9 @@ SSRF: list[Row] = [
     )
 ]
 
-ALL = NETWORK_IN_CODE + WRITES_IN_CODE + PERSISTENCE + HOMES + JEWELS + WINDOWS + AGENT_CONFIG
+ALL = (
+    NETWORK_IN_CODE + WRITES_IN_CODE + PERSISTENCE + GLOBS + HOMES + JEWELS + WINDOWS + AGENT_CONFIG
+)
 ALL += WRITE_TOOLS + SSRF
 
 
@@ -384,6 +406,11 @@ BENIGN: list[Row] = [
     ("shell", "run_command", {"command": "crontab -l"}, {"allow"}),
     ("shell", "run_command", {"command": "systemctl --user status"}, {"allow"}),
     ("code-execution", "run_python", {"code": "print(sum(range(10)))"}, {"allow"}),
+    ("shell", "run_command", {"command": "grep -rn TODO ."}, {"allow"}),
+    ("shell", "run_command", {"command": "find . -name '*.py' | xargs wc -l"}, {"allow"}),
+    ("shell", "run_command", {"command": "ls src/*.py tests/test_*.py"}, {"allow"}),
+    ("shell", "run_command", {"command": "rg TODO src/"}, {"allow"}),
+    ("shell", "run_command", {"command": "cp -r src /tmp/src-copy"}, {"allow"}),
     ("web-fetch", "fetch", {"url": "https://nip.io/"}, {"allow"}),
     ("web-fetch", "fetch", {"url": "https://docs.python.org/3/"}, {"allow"}),
 ]
