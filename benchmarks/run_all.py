@@ -2,7 +2,7 @@
 
 Benchmarks print numbers; they never assert. Each runs in its own process so one's warm
 caches do not flatter another's. Names: policy (the `policy bench` command), cel, extract,
-proxy, replay, reload, correlate.
+proxy, replay, reload, correlate, sandbox, hook.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ RUNS = {
     "replay": [sys.executable, str(HERE / "bench_replay.py")],
     "reload": [sys.executable, str(HERE / "bench_reload.py")],
     "correlate": [sys.executable, str(HERE / "bench_correlate.py")],
+    "sandbox": [sys.executable, str(HERE / "bench_sandbox.py")],
+    "hook": [sys.executable, str(HERE / "bench_hook.py")],
 }
 
 

@@ -1,5 +1,5 @@
 """`python -m mcp_defense` = the `mcp-defense` command (used where the script is not on PATH)."""
 
-from mcp_defense.cli.main import app
+from mcp_defense.cli.entry import main
 
-app()
+main()

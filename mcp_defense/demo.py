@@ -285,6 +285,8 @@ def run_demo(console: Console | None = None) -> int:
                 console.print(line)
         console.print(summary.text())
         code = _verdict(console, plan, outcomes, events, beacon.connections)
+        if not code and not failure:
+            code = _kernel_scene(console, root, ws, env)
         if code or failure:
             if failure:
                 console.print(f"[bold red]{failure}[/]")
@@ -297,6 +299,58 @@ def run_demo(console: Console | None = None) -> int:
                     console.out(text[-3000:], highlight=False)
             return 1
         return 0
+
+
+def _kernel_scene(console: Console, root: Path, ws: Path, env: dict[str, str]) -> int:
+    """The server reads a key in $HOME on its own, inside an allowed call: no argument shows
+    it, so only the kernel can refuse it (`stdio --sandbox`, Linux Landlock)."""
+    from mcp.client.stdio import StdioServerParameters
+
+    from mcp_defense.sandbox.landlock import abi_version
+
+    console.print("\n[bold]kernel enforcement[/]: `mcp-defense stdio --sandbox`")
+    abi, why_not = abi_version()
+    if not abi:
+        console.print(f"  skipped: {why_not} (the proxy says so and runs unconfined)")
+        return 0
+    home = root / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY----- (demo)\n")
+    log = root / "sandbox.stderr"
+    server = examples_dir() / "servers" / "demo_server.py"
+    args = ["-m", "mcp_defense", "stdio", "--sandbox", "--archetype", "filesystem"]
+    args += ["--set", f"workspace={ws}", "--", sys.executable, str(server), str(ws)]
+    params = StdioServerParameters(
+        command=sys.executable, args=args, env={**env, "HOME": str(home)}, cwd=str(ws)
+    )
+    sc = Scenario("index the workspace", "filesystem", "index", {"path": str(ws)}, "allow")
+
+    async def drive() -> Outcome:
+        from mcp import Client
+        from mcp.client.stdio import stdio_client
+
+        with log.open("w") as errlog:
+            async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+                return await _call(client, sc)
+
+    try:
+        outcome = anyio.run(drive)
+    except Exception as e:  # noqa: BLE001 - reported below with the proxy's stderr
+        outcome = Outcome(False, f"could not run: {type(e).__name__}: {e}")
+    text = log.read_text(errors="replace") if log.exists() else ""
+    said = [ln for ln in text.splitlines() if ln.startswith("mcp-defense: ")]
+    stolen = [ln.split(": ", 1)[1] for ln in text.splitlines() if ln.startswith("demo-files: ")]
+    for ln in said[:2]:
+        console.print(f"  [dim]{ln}[/]")
+    console.print(f"  call index({ws.name}/): {outcome.text} (the call itself is harmless)")
+    console.print(f"  the server, on its own: {stolen[0] if stolen else '(no report)'}")
+    refused = outcome.ok and bool(stolen) and "Errno 13" in stolen[0]
+    if refused:
+        console.print("[bold green]kernel ok[/]: the key stayed unreadable to the server")
+        return 0
+    console.print("[bold red]kernel scene failed[/]")
+    console.out(text[-3000:], highlight=False)
+    return 1
 
 
 def _kill_checked(sc_call: ToolCallEvent | None, events: list[Event], beacon_hits: int) -> str:

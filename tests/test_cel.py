@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from test_cel_differential import FUNCTIONS, VARS, Arch, Ctx, make_env
+from support.cel_env import FUNCTIONS, VARS, Arch, Ctx, make_env
 
 from mcp_defense.policy import cel, schema
 from mcp_defense.policy.facts import CallFacts, FlowFacts
@@ -378,3 +378,17 @@ def test_clause_errors_point_into_the_whole_expression() -> None:
     with pytest.raises(cel.CelError) as e:
         cel.check(parts[1][1], ENV)
     assert (e.value.line, e.value.column) == (2, 8)
+
+
+def test_inner_macros_that_ignore_the_outer_variable_fold() -> None:
+    # the inner comprehension folds on its own (no ctx, no outer variable): it must still
+    # have a slot for its variable at its depth
+    assert lower("[1].exists(x, [2].exists(y, y == 2))").value is True
+    assert lower("[1].all(x, [2, 3].map(y, y * 2) == [4, 6])").value is True
+    low = lower("call.paths.exists(p, [1].exists_one(y, [y].filter(z, z == 1) == [1]))")
+    assert low.fn(call(paths=("/a",))) is True
+
+
+def test_double_of_bool_is_rejected() -> None:
+    with pytest.raises(cel.CelError, match=r"double\(\) of bool is not supported"):
+        cel.check(cel.parse("double(call.writes) > 0.5"), ENV)

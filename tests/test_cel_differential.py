@@ -8,17 +8,13 @@ or an error on both sides. Each expression is lowered twice: with `archetype` an
 `vars` folded as compile-time constants (what the compiler does) and with nothing folded (so
 the runtime paths for them are exercised too).
 
-The helpers here (function stubs, contexts, outcome comparison) are shared with test_cel.py.
+The function stubs, contexts and outcome comparison are in tests/support/cel_env.py.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import ipaddress
-import math
 import os
 import re
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,178 +23,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import cel_reference
+from support.cel_env import VARS, Arch, Ctx, lowered_outcome, make_env, outcome
 from support.cel_oracle import CelCpp
 
-from mcp_defense.policy import cel, schema
+from mcp_defense.policy import cel
 from mcp_defense.policy.facts import CallFacts, FlowFacts
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# ---------------------------------------------------------------------------------------------
-# Deterministic function stubs, called by both evaluators
-
-
-def _jewel(p: str) -> str:
-    if ".ssh/id_" in p or p.endswith("/.aws/credentials") or p.startswith("/proc/"):
-        return "crown"
-    if p.endswith(".env") or p.endswith("/.gitconfig"):
-        return "auth"
-    if "/.github/workflows/" in p or p.endswith("CLAUDE.md"):
-        return "config"
-    return ""
-
-
-def _jewel_set(p: str) -> str:
-    return "developer_credentials" if _jewel(p) else ""
-
-
-def _glob(p: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(p, pattern)
-
-
-def _basename(p: str) -> Any:
-    b = p.rstrip("/").rsplit("/", 1)[-1]
-    return b if b else None  # a wrong result type on purpose: both sides must reject it
-
-
-def _ip(h: str) -> Any:
-    try:
-        return ipaddress.ip_address(h)
-    except ValueError:
-        return None
-
-
-def _is_ip(h: str) -> bool:
-    return _ip(h) is not None
-
-
-def _is_loopback(h: str) -> bool:
-    ip = _ip(h)
-    return h == "localhost" or (ip is not None and ip.is_loopback)
-
-
-def _is_link_local(h: str) -> bool:
-    ip = _ip(h)
-    return ip is not None and ip.is_link_local
-
-
-def _is_private(h: str) -> bool:
-    ip = _ip(h)
-    return ip is not None and ip.is_private and not ip.is_loopback and not ip.is_link_local
-
-
-def _is_metadata(h: str) -> bool:
-    return h in ("169.254.169.254", "metadata.google.internal", "100.100.100.200")
-
-
-@dataclass(frozen=True)
-class Arch:
-    """Stands in for the compiler's archetype constant: the fields CEL reads, plus what the
-    receiver-function stubs need."""
-
-    name: str = "filesystem"
-    network: str = "none"
-    spawn: bool = False
-    learning: bool = False
-    root: str = "/w/"
-    hosts: tuple[str, ...] = ("api.github.com",)
-    programs: tuple[str, ...] = ("git", "ls")
-
-
-FUNCTIONS: dict[str, Any] = {
-    "jewel": _jewel,
-    "jewel_set": _jewel_set,
-    "glob": _glob,
-    "basename": _basename,
-    "is_ip": _is_ip,
-    "is_loopback": _is_loopback,
-    "is_link_local": _is_link_local,
-    "is_private": _is_private,
-    "is_metadata": _is_metadata,
-    "allows_path": lambda a, p: p.startswith(a.root),
-    "allows_write": lambda a, p: p.startswith(a.root) and not p.endswith(".lock"),
-    "allows_host": lambda a, h: a.network == "any" or h in a.hosts,
-    "allows_endpoint": lambda a, e: a.network == "any" or e.rsplit(":", 1)[0] in a.hosts,
-    "allows_program": lambda a, p: p in a.programs,
-    "allows_flow": lambda a, f: a.network == "any" or f.host in a.hosts,
-}
-
-VARS = {"workspace": "/w", "home": "/home/u"}
-
-
-def make_env(scope: frozenset[str] | None = None) -> cel.CelEnv:
-    return cel.CelEnv(
-        scope if scope is not None else frozenset(schema.VARIABLES), tuple(VARS), FUNCTIONS
-    )
-
-
-class Ident:
-    __slots__ = ("id",)
-
-    def __init__(self, ident: str) -> None:
-        self.id = ident
-
-
-@dataclass
-class Ctx:
-    """The shape the compiled table hands to closures (`EvalCtx`)."""
-
-    call: CallFacts | None
-    flow: FlowFacts | None
-    archetype: Any = field(default_factory=Arch)
-    vars: dict[str, str] = field(default_factory=lambda: dict(VARS))
-    agent: Ident = field(default_factory=lambda: Ident("agent-1"))
-    session: Ident = field(default_factory=lambda: Ident("s-1"))
-    witness: dict[str, Any] = field(default_factory=dict)
-
-    def activation(self) -> dict[str, Any]:
-        return {
-            "call": self.call,
-            "flow": self.flow,
-            "archetype": self.archetype,
-            "agent": self.agent,
-            "session": self.session,
-            "vars": self.vars,
-        }
-
-    def constants(self) -> dict[str, Any]:
-        return {"archetype": self.archetype, "vars": self.vars}
-
-
-def norm(v: Any) -> Any:
-    """A comparable, type-tagged form: `True` and `1` differ, tuples equal lists."""
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return ("bool", v)
-    if isinstance(v, int):
-        return ("int", int(v))
-    if isinstance(v, float):
-        return ("double", "nan" if math.isnan(v) else v)
-    if isinstance(v, str):
-        return ("string", str(v))
-    if isinstance(v, (list, tuple)):
-        return ("list", [norm(x) for x in v])
-    if isinstance(v, dict):
-        return ("map", {k: norm(x) for k, x in v.items()})
-    return ("object", id(v))
-
-
-def outcome(fn: Any, *args: Any) -> Any:
-    """("ok", value) or ("error",); anything but CelEvalError escapes and fails the test."""
-    try:
-        return ("ok", norm(fn(*args)))
-    except cel.CelEvalError:
-        return ("error",)
-
-
-def lowered_outcome(source: str, env: cel.CelEnv, ctx: Ctx, fold: bool) -> Any:
-    try:
-        low = cel.lower(cel.parse(source), env, ctx.constants() if fold else {})
-    except cel.CelEvalError:  # folded to an error: it fails on every call
-        return ("error",)
-    return outcome(low.fn, ctx)
-
 
 # ---------------------------------------------------------------------------------------------
 # The corpus
@@ -701,3 +532,82 @@ def test_where_celpy_differs_the_spec_wins(source: str, args: dict[str, Any], sp
     assert lowered_outcome(source, _ENV, ctx, False) == spec
     celpy = outcome(cel_reference.reference_evaluate, source, ctx.activation(), _ENV)
     assert celpy != spec, "cel-python agrees now: drop this line from docs/language.md"
+
+
+# Random expressions: every one the checker accepts must evaluate as in cel-cpp.
+_LEAVES = st.sampled_from(
+    [
+        "call.args.a",
+        "call.args.b",
+        "call.args.a.k",
+        "call.args.b[0]",
+        "1",
+        "0",
+        "-3",
+        "2.5",
+        "0.0",
+        '"a"',
+        '""',
+        '"1"',
+        "true",
+        "false",
+        "null",
+        "[]",
+        "[1, 2]",
+        '["a"]',
+        '{"k": 1}',
+        "call.tool",
+        "call.paths",
+        "size(call.paths)",
+        "x",
+    ]
+)
+
+
+def _compose(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    op = st.sampled_from
+    return st.one_of(
+        st.builds("({} {} {})".format, inner, op(["==", "!=", "<", "<=", ">", ">=", "in"]), inner),
+        st.builds("({} {} {})".format, inner, op(["&&", "||"]), inner),
+        st.builds("({} {} {})".format, inner, op(["+", "-", "*", "/", "%"]), inner),
+        st.builds("!({})".format, inner),  # parenthesised: cel-cpp's parser folds `!!x` to x
+        st.builds("({} ? {} : {})".format, inner, inner, inner),
+        st.builds("{}({})".format, op(["size", "int", "double", "string"]), inner),
+        st.builds("has(call.args.{}.{})".format, op(["a", "b"]), op(["k", "a"])),
+        st.builds(
+            "{}.{}(x, {})".format,
+            inner,
+            op(["exists", "all", "exists_one", "filter", "map"]),
+            inner,
+        ),
+        st.builds(
+            "{}.{}({})".format, inner, op(["contains", "startsWith", "endsWith", "matches"]), inner
+        ),
+        st.builds("[{}, {}]".format, inner, inner),
+        st.builds("{}[{}]".format, inner, inner),
+    )
+
+
+_EXPRESSIONS = st.recursive(_LEAVES, _compose, max_leaves=6)
+
+
+@settings(max_examples=400 * _SCALE, deadline=None, suppress_health_check=list(HealthCheck))
+@given(source=_EXPRESSIONS, a=_json, b=_json)
+def test_random_expressions_match_cel_cpp(source: str, a: Any, b: Any) -> None:
+    try:
+        cel.check(cel.parse(source), _ENV)
+    except cel.CelError:
+        return  # outside the checked subset (about half of them)
+    ctx = Ctx(CallFacts("t", {"a": a, "b": b}, paths=("/w/a",)), None)
+    want = outcome(_ORACLE.evaluate, source, ctx.activation())
+    assert lowered_outcome(source, _ENV, ctx, True) == want, (source, a, b, want)
+    assert lowered_outcome(source, _ENV, ctx, False) == want, (source, a, b, want)
+
+
+def test_double_negation_is_not_folded() -> None:
+    """docs/language.md: cel-cpp's parser reads `!!x` as `x`; here it needs a bool."""
+    ctx = Ctx(CallFacts("t", {"x": "s"}), None)
+    assert outcome(_ORACLE.evaluate, "!!call.args.x", ctx.activation()) == ("ok", ("string", "s"))
+    assert lowered_outcome("!!call.args.x", _ENV, ctx, True) == ("error",)
+    ctx = Ctx(CallFacts("t", {"x": True}), None)
+    assert lowered_outcome("!!call.args.x", _ENV, ctx, True) == ("ok", ("bool", True))

@@ -85,3 +85,7 @@ def test_demo_runs_every_scenario_for_real_and_exits_0(tmp_path):
     )
     table = [[c.strip() for c in ln.split("│")] for ln in lines if ln.count("│") == 4]
     assert [tuple(r) for r in table] == ROWS
+    from mcp_defense.sandbox.landlock import abi_version
+
+    if abi_version()[0]:  # the kernel scene: the server's own read of a key is refused
+        assert "kernel ok" in out and "[Errno 13]" in out

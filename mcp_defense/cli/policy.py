@@ -325,12 +325,27 @@ def compile_cmd(
     paths: Annotated[list[str] | None, typer.Argument(help="Files or directories.")] = None,
     sets: SetOpt = None,
     fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text or json.")] = Fmt.text,
+    sandbox: Annotated[
+        str | None,
+        typer.Option(
+            "--sandbox",
+            metavar="ARCHETYPE",
+            help="Show the Landlock ruleset `stdio --sandbox` applies for ARCHETYPE instead.",
+        ),
+    ] = None,
 ) -> None:
     """Compile policies and summarise the decision table (rules per archetype, matchers, version).
 
     Exit codes: 0 compiled, 2 policy errors or usage error.
     """
     table = load_or_exit(paths, sets)
+    if sandbox is not None:
+        from mcp_defense.sandbox.plan import describe
+
+        if sandbox not in table.archetypes:
+            raise usage_error(f"unknown archetype {sandbox!r}")
+        sys.stdout.write(describe(table, sandbox, fmt.value) + "\n")
+        return
     summary = dict(table.summary)
     summary["version"] = table.version
     summary["files"] = list(table.files)

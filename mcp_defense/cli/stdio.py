@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from mcp_defense.cli.common import PolicyOpt, SetOpt, load_or_exit, parse_sets, usage_error
 from mcp_defense.events.record import open_recorder
@@ -104,6 +105,16 @@ def stdio(
             "500ms); default: the policy's correlate block. Needs --flow-source.",
         ),
     ] = None,
+    sandbox: Annotated[
+        str | None,
+        typer.Option(
+            "--sandbox",
+            metavar="[=require]",
+            help="Apply the archetype to the server process in the kernel (Linux Landlock: "
+            "files, TCP ports, exec), and say which parts this kernel enforces. "
+            "--sandbox=require refuses to start (exit 2) without full enforcement.",
+        ),
+    ] = None,
     siem_splunk: Annotated[
         str | None, typer.Option("--siem-splunk", help=f"Splunk HEC URL ({_NOT_YET}).")
     ] = None,
@@ -142,6 +153,7 @@ def stdio(
     if archetype not in table.archetypes:
         known = ", ".join(sorted(table.archetypes))
         raise usage_error(f"unknown archetype {archetype!r}; the policy defines: {known}")
+    launch = _sandbox(table, archetype, command, sandbox) if sandbox is not None else None
     if window is not None and not flow_source:
         raise usage_error("--window needs --flow-source (it is the flow correlation window)")
     try:
@@ -187,6 +199,8 @@ def stdio(
         max_message_bytes=max_message_bytes,
         learning=LearningState(state_dir() / "learning.json"),
         flows=flows,
+        launcher=launch.launcher if launch else (),
+        sandbox=launch.summary if launch else None,
     )
     restore_hup = reloader.install_sighup()
     reloader.start()
@@ -200,9 +214,37 @@ def stdio(
     raise typer.Exit(code)
 
 
+def _sandbox(table: Any, archetype: str, command: list[str], mode: str) -> Any:
+    """--sandbox: the Landlock launch for this server, said out loud on stderr."""
+    from mcp_defense.sandbox.plan import MODES, prepare
+
+    if mode not in MODES:
+        raise usage_error(f"--sandbox={mode}: expected --sandbox or --sandbox=require")
+    try:
+        launch = prepare(table, archetype, command, mode)
+    except ValueError as e:
+        raise usage_error(f"--sandbox: {e}") from e
+    for line in launch.lines:
+        print(f"mcp-defense: {line}", file=sys.stderr)
+    if mode == "require" and not launch.full:
+        raise usage_error("--sandbox=require: this kernel cannot enforce all of the archetype")
+    return launch
+
+
+class _StdioCommand(TyperCommand):
+    """Lets `--sandbox` stand alone (`--sandbox=require` gives the mode): click options
+    cannot take an optional value, so a bare flag before `--` is read as `--sandbox=on`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        head = args.index("--") if "--" in args else len(args)
+        args = [("--sandbox=on" if a == "--sandbox" else a) for a in args[:head]] + args[head:]
+        return super().parse_args(ctx, args)
+
+
 def register(app: typer.Typer) -> None:
     app.command(
         "stdio",
+        cls=_StdioCommand,
         context_settings={"help_option_names": ["-h", "--help"]},
     )(stdio)
 

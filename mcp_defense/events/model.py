@@ -55,6 +55,7 @@ class SessionStart(Event):
     server_command: list[str] = field(default_factory=list)
     server_pid: int = 0
     observe: bool = False
+    sandbox: dict[str, Any] | None = None  # --sandbox: what the kernel enforces (and not)
 
 
 @dataclass(slots=True, kw_only=True)

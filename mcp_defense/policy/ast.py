@@ -65,6 +65,7 @@ class Archetype:
     network: Targets | None = None
     spawn: Targets | None = None
     learn_s: float | None = None
+    runtime: Targets | None = None  # paths the server process needs to run (--sandbox only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -216,6 +216,7 @@ def _archetype(a: ast.Archetype, variables: Mapping[str, str], c: _Ctx) -> Arche
         spawn_programs=spawn_programs,
         learn_s=a.learn_s,
         source=str(a.span),
+        runtime=_globset(a.runtime, variables, c, default_any=False).globs if a.runtime else (),
     )
 
 
@@ -525,6 +526,8 @@ def compile_files(
                     f"narrow the comprehensions or split the rule",
                 )
                 continue
+            for w in cel.unguarded(tree, env_cel):
+                c.warn(_cel_span(r, w), "unguarded-field", w.message)
             if r.reason is not None:
                 for name in ReasonTemplate.parse(r.reason.value).fields():
                     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):

@@ -121,6 +121,9 @@ class _Build(Transformer):
     def arch_spawn(self, c: list[Any]) -> tuple[str, Any]:
         return ("spawn", c[0])
 
+    def arch_runtime(self, c: list[Any]) -> tuple[str, Any]:
+        return ("runtime", c[0])
+
     def arch_learn(self, c: list[Any]) -> tuple[str, Any]:
         return ("learn_s", parse_duration(str(c[0])))
 

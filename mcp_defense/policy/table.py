@@ -37,6 +37,7 @@ from mcp_defense.policy.globs import GlobSet
 UNKNOWN_ARCHETYPE = "unknown_archetype"
 MALFORMED_ARGUMENTS = "malformed_arguments"
 RULE_ERROR = "rule_error"
+BUDGET_EXCEEDED = "budget_exceeded"
 INTERNAL_ERROR = "internal_error"
 DEFAULT_RULE = ""
 
@@ -62,9 +63,11 @@ def _id(ident: str) -> _Id:
 
 
 class EvalCtx:
-    """What a lowered closure reads: `call`, `flow`, `agent`, `session`, plus `witness`."""
+    """What a lowered closure reads: `call`, `flow`, `agent`, `session`, plus `witness` and
+    the `deadline` of the CEL run-time budget (set by its first check, see cel.runtime)."""
 
-    __slots__ = ("call", "flow", "agent", "session", "archetype", "vars", "witness")
+    __slots__ = ("call", "flow", "agent", "session", "archetype", "vars", "witness", "deadline")
+    budgeted = True
 
     def __init__(
         self,
@@ -127,6 +130,7 @@ class ArchetypeConst:
     spawn_programs: GlobSet | None  # None = any (when spawn is true)
     learn_s: float | None
     source: str
+    runtime: tuple[str, ...] = ()  # globs the server's runtime reads (kernel sandbox only)
     _resolved: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     _memo: dict[str, bool] = field(default_factory=dict, compare=False)  # endpoint → allowed
 
@@ -571,6 +575,14 @@ class DecisionTable:
         for rule in rules:
             try:
                 hit = rule.fn(ctx)
+            except TimeoutError as e:  # the CEL run-time budget (cel.CelBudgetExceeded)
+                return self._mk(
+                    Action.DENY,
+                    BUDGET_EXCEEDED,
+                    f"rule {rule.name}: {e}",
+                    call.correlation_id,
+                    rule.source,
+                )
             except Exception as e:  # noqa: BLE001 - CEL runtime error: fail closed
                 return self._mk(
                     Action.DENY,

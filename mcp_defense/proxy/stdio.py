@@ -192,6 +192,8 @@ class StdioProxy:
         cwd: str | None = None,
         learning: LearningState | None = None,
         flows: FlowHooks | None = None,
+        launcher: Sequence[str] = (),
+        sandbox: dict[str, Any] | None = None,
     ) -> None:
         if not command:
             raise ValueError("no server command given")
@@ -213,6 +215,10 @@ class StdioProxy:
         self.cwd = cwd
         self.learning = learning  # archetype learning periods; None = always enforce
         self.flows = flows  # flow correlation (--flow-source); None = calls only
+        # --sandbox: argv that applies a Landlock ruleset and execs the server in place
+        # (same pid), and what the kernel enforces, for session_start.
+        self.launcher = list(launcher)
+        self.sandbox = sandbox
 
         self._proc: subprocess.Popen[bytes] | None = None
         self._server_in = -1
@@ -239,7 +245,7 @@ class StdioProxy:
         _tune_malloc()
         try:
             self._proc = subprocess.Popen(
-                self.command,
+                [*self.launcher, *self.command],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=None,  # the server's stderr is ours: passes through untouched
@@ -268,6 +274,7 @@ class StdioProxy:
                     server_command=self.command,
                     server_pid=proc.pid,
                     observe=self.observe,
+                    sandbox=self.sandbox,
                 )
             )
         if self.flows is not None:

@@ -8,23 +8,29 @@ specification's; the tests compare the closures with Google's cel-cpp. The forms
 implementation rejects, and where cel-python differs, are listed in docs/language.md.
 """
 
-from mcp_defense.policy.cel.check import check
+from mcp_defense.policy.cel.check import CelWarning, check, unguarded
 from mcp_defense.policy.cel.cost import COST_LIMIT, MAX_LIST_SIZE, estimate_cost
 from mcp_defense.policy.cel.lower import Lowered, lower
-from mcp_defense.policy.cel.runtime import CelEvalError
-from mcp_defense.policy.cel.syntax import CelError, clauses, parse
+from mcp_defense.policy.cel.runtime import EVAL_BUDGET_S, CelBudgetExceeded, CelEvalError
+from mcp_defense.policy.cel.syntax import MAX_NESTING, MAX_SOURCE_LENGTH, CelError, clauses, parse
 from mcp_defense.policy.cel.types import CelEnv
 
 __all__ = [
     "COST_LIMIT",
+    "EVAL_BUDGET_S",
     "MAX_LIST_SIZE",
+    "MAX_NESTING",
+    "MAX_SOURCE_LENGTH",
+    "CelBudgetExceeded",
     "CelEnv",
     "CelError",
     "CelEvalError",
+    "CelWarning",
     "Lowered",
     "check",
     "clauses",
     "estimate_cost",
     "lower",
     "parse",
+    "unguarded",
 ]

@@ -409,3 +409,138 @@ def check(tree: Tree, env: CelEnv) -> str:
     """
     n = _convert(tree)
     return _tname(_Checker(env).check(n, {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fields that may be absent
+
+
+class CelWarning(CelError):
+    """A finding with a position that does not stop compilation (lint prints it)."""
+
+
+_Path = tuple[str, ...]
+
+
+def _path(n: _Node) -> _Path | None:
+    """`call.args.x["y"]` → ("call", "args", "x", "y"); None when not a plain access chain.
+    Comprehension variables are rooted at their name and depth."""
+    if n.kind == "ident":
+        return (n.a if n.b is None else f"{n.a}#{n.b}",)
+    if n.kind == "select":
+        p = _path(n.kids[0])
+        return None if p is None else (*p, n.a)
+    if n.kind == "index":
+        key = n.kids[1]
+        if key.kind == "lit" and isinstance(key.a, str):
+            p = _path(n.kids[0])
+            return None if p is None else (*p, key.a)
+    return None
+
+
+def _show(p: _Path) -> str:
+    out = p[0].split("#", 1)[0]
+    for k in p[1:]:
+        out += f".{k}" if k.isidentifier() else f"[{k!r}]"
+    return out
+
+
+def _may_be_absent(n: _Node) -> bool:
+    """A field of a map or dyn value (`call.args.x`, `call.annotations.y`, `item.k`): unlike
+    record fields, nothing guarantees it is there."""
+    if n.kind == "select" or (n.kind == "index" and _path(n) is not None):
+        ot = n.kids[0].t
+        return _is_map(ot) or ot == "dyn"
+    return False
+
+
+def _guards(n: _Node, positive: bool) -> set[_Path]:
+    """Paths known to be present when `n` evaluates to `positive` (`has(x)`, `"k" in m`,
+    `!has(x)` when false, and their conjunctions)."""
+    out: set[_Path] = set()
+    if n.kind == "has":
+        p = _path(n.kids[0])
+        if p is not None and positive:
+            out.update(p[:i] for i in range(2, len(p) + 1))  # a field and its parents
+    elif n.kind == "not":
+        out = _guards(n.kids[0], not positive)
+    elif (n.kind == "and" and positive) or (n.kind == "or" and not positive):
+        for k in n.kids:
+            out |= _guards(k, positive)
+    elif n.kind == "bin" and n.a == "in" and positive:
+        key, container = n.kids
+        p = _path(container)
+        if key.kind == "lit" and isinstance(key.a, str) and p is not None:
+            full = (*p, key.a)
+            out.update(full[:i] for i in range(2, len(full) + 1))
+    return out
+
+
+def _operands(n: _Node, kind: str) -> list[_Node]:
+    """The operands of a chain of one `&&` or `||`, in order."""
+    if n.kind != kind:
+        return [n]
+    return [x for k in n.kids for x in _operands(k, kind)]
+
+
+class _Absent:
+    """Finds accesses to fields that may be absent and that no `has()` guards: on a call
+    without the field the rule fails (`rule_error`), which denies the call."""
+
+    def __init__(self) -> None:
+        self.found: dict[_Path, CelWarning] = {}
+
+    def visit(self, n: _Node, known: frozenset[_Path]) -> None:
+        k = n.kind
+        if k in ("and", "or"):
+            # CEL's && and || are commutative over errors: a guard anywhere in the chain
+            # protects the other operands (`x.a == 1 && has(x.a)` is false, not an error).
+            ops = _operands(n, k)
+            gs = [_guards(o, k == "and") for o in ops]
+            for i, o in enumerate(ops):
+                others = set().union(*(g for j, g in enumerate(gs) if j != i))
+                self.visit(o, known | others)
+        elif k == "cond":
+            c, t, e = n.kids
+            self.visit(c, known)
+            self.visit(t, known | _guards(c, True))
+            self.visit(e, known | _guards(c, False))
+        elif k == "has":
+            self.visit(n.kids[0].kids[0], known)  # the field tested may be absent, not its parent
+        elif _may_be_absent(n):
+            self.access(n, known)
+        else:
+            for kid in n.kids:
+                self.visit(kid, known)
+
+    def access(self, n: _Node, known: frozenset[_Path]) -> None:
+        chain = [n]
+        while _may_be_absent(chain[-1].kids[0]):
+            chain.append(chain[-1].kids[0])
+        missing = []
+        for node in reversed(chain):  # from the root outwards
+            p = _path(node)
+            if p is not None and p not in known:
+                missing.append(p)
+        if missing:
+            full = _path(n)
+            assert full is not None
+            if full not in self.found:
+                guard = " && ".join(f"has({_show(p)})" for p in missing)
+                self.found[full] = CelWarning(
+                    f"{_show(full)} may be absent: a call without it makes this rule fail "
+                    f"(deny, rule_error); guard it with `{guard} && ...`",
+                    n.line,
+                    n.col,
+                )
+        self.visit(chain[-1].kids[0], known)
+
+
+def unguarded(tree: Tree, env: CelEnv) -> list[CelWarning]:
+    """Warnings for fields of maps and dyn values (`call.args.x`, `call.annotations.y`) read
+    without a `has()` (or `"x" in m`) guard, in source order. Raises `CelError` like `check`."""
+    n = _convert(tree)
+    _Checker(env).check(n, {})
+    a = _Absent()
+    a.visit(n, frozenset())
+    return sorted(a.found.values(), key=lambda w: (w.line, w.column))

@@ -6,12 +6,17 @@ from __future__ import annotations
 from mcp_defense.policy.cel.check import _Checker
 from mcp_defense.policy.cel.syntax import Tree, _convert, _Node
 from mcp_defense.policy.cel.types import CelEnv, _is_list, _is_map
+from mcp_defense.policy.extract.limits import MAX_ITEMS
 
-COST_LIMIT = 100_000
-"""Largest `estimate_cost` a `when` may have (see `estimate_cost` for the units)."""
+MAX_LIST_SIZE = MAX_ITEMS
+"""Assumed size of every list fact and dyn collection: the extractor reads at most
+`MAX_ITEMS` strings and keys per call, and the facts come from them (a dyn list of numbers can
+be longer; the run-time budget, `runtime.EVAL_BUDGET_S`, bounds what the estimate misses)."""
 
-MAX_LIST_SIZE = 256
-"""Assumed maximum size of every list fact and dyn collection, for cost estimation."""
+COST_LIMIT = 10_000_000
+"""Largest `estimate_cost` a `when` may have (see `estimate_cost` for the units): a few scans
+of the largest list pass, a comprehension over a list nested in another, or `in` on a list
+inside one (quadratic in `MAX_LIST_SIZE`), does not."""
 
 # Cost
 
@@ -51,9 +56,10 @@ def estimate_cost(tree: Tree, env: CelEnv) -> int:
     comparison, a boolean operator), about 30-60 ns here. Function calls cost what
     `_FUNCTION_COST` says (glob-set matchers 5-10 steps, `matches` 50: RE2 scans the string).
     `&&`/`||` count both sides, `?:` its dearer branch. A comprehension costs its range plus
-    `size(range) * (body + 1)`; every list fact and dyn collection is assumed to hold at most
-    `MAX_LIST_SIZE` (256) elements, list literals hold what they show. `==` on lists and `in`
-    over a list cost the list's size. Compare with `COST_LIMIT`.
+    `size(range) * (body + 1)`; every list fact and dyn collection is assumed to hold
+    `MAX_LIST_SIZE` elements (the extractor's limit), list literals hold what they show. `==`
+    on lists and `in` over a list cost the list's size, `+` of lists both sizes, so they
+    multiply inside a comprehension. Compare with `COST_LIMIT`.
     """
     n = _convert(tree)
     _Checker(env).check(n, {})
@@ -82,8 +88,8 @@ def _cost(n: _Node) -> tuple[int, int]:
             return total + kids[1][1], 0
         if op in ("==", "!=") and (_is_list(n.kids[0].t) or _is_map(n.kids[0].t)):
             return total + min(kids[0][1], kids[1][1]) + 1, 0
-        if op == "+" and _is_list(n.t):
-            return total + 1, kids[0][1] + kids[1][1]
+        if op == "+" and _is_list(n.t):  # a new list: both are copied
+            return total + kids[0][1] + kids[1][1] + 1, kids[0][1] + kids[1][1]
         return total + 1, MAX_LIST_SIZE
     if k in ("call", "method"):
         return total + _FUNCTION_COST.get(n.a, 5), MAX_LIST_SIZE

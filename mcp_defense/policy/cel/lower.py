@@ -38,6 +38,7 @@ from mcp_defense.policy.cel.runtime import (
     _dyn_range,
     _dyn_select,
     _dyn_size,
+    _error,
     _identity,
     _list_index,
     _map_index,
@@ -45,9 +46,9 @@ from mcp_defense.policy.cel.runtime import (
     _mod_i,
     _mul_i,
     _neg_i,
+    _range,
     _re2_compile,
     _result_check,
-    _soft,
     _sub_i,
     _swap2,
     _to_double,
@@ -71,7 +72,7 @@ from mcp_defense.policy.cel.types import (
 # Lowering
 
 
-_SOFT = 1
+_FAILS = 1
 """`_Lo.raises`: the closure may raise `CelEvalError` (an error value of CEL)."""
 
 
@@ -91,7 +92,7 @@ class _Lo:
     const: bool = False
     value: Any = None
     err: CelEvalError | None = None  # folded to this error
-    raises: int = 0  # bitmask of error kinds fn may raise
+    raises: int = 0  # _FAILS when fn may raise CelEvalError
     ctxfree: bool = True  # reads no ctx
     free: frozenset[int] = frozenset()  # comprehension variables (depths) it reads
     local: int = -1  # fn is loc[local]
@@ -118,7 +119,7 @@ def _const_err(e: CelEvalError, t: _T = None) -> _Lo:
     def f(ctx: Any, loc: Any = None) -> Any:
         raise CelEvalError(msg)
 
-    return _Lo(f, err=e, raises=_SOFT, t=t)
+    return _Lo(f, err=e, raises=_FAILS, t=t)
 
 
 def _gather(parts: Sequence[_Lo]) -> Callable[[Any, Any], list[Any]]:
@@ -145,7 +146,7 @@ def _as_bool(lo: _Lo) -> _Lo:
     def f(ctx: Any, loc: Any = None) -> Any:
         return _dyn_bool(inner(ctx, loc))
 
-    out = _Lo(f, ctxfree=lo.ctxfree, free=lo.free, raises=_SOFT, chain=lo.chain, t="bool")
+    out = _Lo(f, ctxfree=lo.ctxfree, free=lo.free, raises=_FAILS, chain=lo.chain, t="bool")
     if lo.ufn is not None:
         iu = lo.ufn
         out.ufn, out.uvar = (lambda e: _dyn_bool(iu(e))), lo.uvar
@@ -218,7 +219,7 @@ def _fused_string_cmp(
             try:
                 r = impl(e)
             except Exception as ex:
-                raise _soft(f"call failed: {ex}") from ex
+                raise _error(f"call failed: {ex}") from ex
             if r.__class__ is str:
                 return r == k
             return checked(r) == k
@@ -229,7 +230,7 @@ def _fused_string_cmp(
         try:
             r = impl(e)
         except Exception as ex:
-            raise _soft(f"call failed: {ex}") from ex
+            raise _error(f"call failed: {ex}") from ex
         if r.__class__ is str:
             return r != k
         return checked(r) != k
@@ -244,7 +245,7 @@ def _fused_not(impl: Callable[[Any], Any], checked: Callable[[Any], Any]) -> Fn:
         try:
             r = impl(e)
         except Exception as ex:
-            raise _soft(f"call failed: {ex}") from ex
+            raise _error(f"call failed: {ex}") from ex
         if r is True:
             return False
         if r is False:
@@ -372,7 +373,7 @@ class _Lowerer:
                 raise CelEvalError(f"no value for {name!r}")
             return v
 
-        return _Lo(rn, ctxfree=False, chain=name, attrpath=name, raises=_SOFT, t=n.t)
+        return _Lo(rn, ctxfree=False, chain=name, attrpath=name, raises=_FAILS, t=n.t)
 
     def l_select(self, n: _Node) -> _Lo:
         o = self.lo(n.kids[0])
@@ -387,7 +388,7 @@ class _Lowerer:
                     else:
                         v = getattr(o.value, name)
                 except (KeyError, AttributeError):
-                    return _const_err(_soft(f"no such member {name!r}"), n.t)
+                    return _const_err(_error(f"no such member {name!r}"), n.t)
                 return _const(v, n.t)
             if o.attrpath is not None and ot != "Vars":
                 path = f"{o.attrpath}.{name}"
@@ -397,7 +398,7 @@ class _Lowerer:
                     try:
                         return g(ctx)
                     except AttributeError:
-                        raise _soft(f"no such member {path!r}") from None
+                        raise _error(f"no such member {path!r}") from None
 
                 # `call`, `agent` and `session` are always set where they are in scope (the
                 # table builds them); `flow` may be missing, which is an error value.
@@ -407,7 +408,7 @@ class _Lowerer:
                     ctxfree=False,
                     chain=chain,
                     attrpath=path,
-                    raises=0 if trusted else _SOFT,
+                    raises=0 if trusted else _FAILS,
                     getter=g if trusted else None,
                     t=n.t,
                 )
@@ -418,10 +419,10 @@ class _Lowerer:
                 try:
                     return rec[name] if isinstance(rec, Mapping) else getattr(rec, name)
                 except (KeyError, AttributeError):
-                    raise _soft(f"no such member {name!r}") from None
+                    raise _error(f"no such member {name!r}") from None
 
             return self.fin(
-                _Lo(fr, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _SOFT, chain=chain), n.t
+                _Lo(fr, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _FAILS, chain=chain), n.t
             )
         of = o.fn
         if _is_map(ot) and o.getter is not None:
@@ -431,9 +432,9 @@ class _Lowerer:
                 try:
                     return og(ctx)[name]
                 except KeyError:
-                    raise _soft(f"no such member in mapping: {name!r}") from None
+                    raise _error(f"no such member in mapping: {name!r}") from None
 
-            return _Lo(fmg, ctxfree=False, raises=_SOFT, chain=chain, t=n.t)
+            return _Lo(fmg, ctxfree=False, raises=_FAILS, chain=chain, t=n.t)
         if _is_map(ot):
 
             def fm(ctx: Any, loc: Any = None) -> Any:
@@ -441,17 +442,17 @@ class _Lowerer:
                 try:
                     return m[name]
                 except KeyError:
-                    raise _soft(f"no such member in mapping: {name!r}") from None
+                    raise _error(f"no such member in mapping: {name!r}") from None
 
             return self.fin(
-                _Lo(fm, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _SOFT, chain=chain), n.t
+                _Lo(fm, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _FAILS, chain=chain), n.t
             )
 
         def fd(ctx: Any, loc: Any = None) -> Any:
             return _dyn_select(of(ctx, loc), name)
 
         return self.fin(
-            _Lo(fd, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _SOFT, chain=chain), n.t
+            _Lo(fd, ctxfree=o.ctxfree, free=o.free, raises=o.raises | _FAILS, chain=chain), n.t
         )
 
     def l_index(self, n: _Node) -> _Lo:
@@ -464,7 +465,7 @@ class _Lowerer:
             op = _map_index
         else:
             op = _dyn_index
-        return self.fin(self._binop(o, i, op, _SOFT), n.t)
+        return self.fin(self._binop(o, i, op, _FAILS), n.t)
 
     def _binop(self, a: _Lo, b: _Lo, op: Callable[[Any, Any], Any], extra: int) -> _Lo:
         if b.const and b.err is None:
@@ -495,7 +496,7 @@ class _Lowerer:
         """Call a schema function: arguments first (their errors win), then the implementation,
         whose exceptions are error values and whose result must have the declared type."""
         checked = _result_check(name, result)
-        raises = _SOFT
+        raises = _FAILS
         for a in args:
             raises |= a.raises
         free = frozenset().union(*(a.free for a in args))
@@ -533,7 +534,7 @@ class _Lowerer:
                 try:
                     r = impl(x)
                 except Exception as ex:
-                    raise _soft(f"{name}(): {ex}") from ex
+                    raise _error(f"{name}(): {ex}") from ex
                 if r is True or r is False:
                     return r
                 return checked(r)
@@ -546,7 +547,7 @@ class _Lowerer:
             try:
                 r = impl(*xs)
             except Exception as ex:
-                raise _soft(f"{name}(): {ex}") from ex
+                raise _error(f"{name}(): {ex}") from ex
             return checked(r)
 
         return _Lo(gn, raises=raises, free=free, ctxfree=ctxfree)
@@ -606,18 +607,18 @@ class _Lowerer:
 
     def _size(self, a: _Lo, t: _T) -> _Lo:
         if t == "dyn":
-            return self._unary(a, _dyn_size, _SOFT)
+            return self._unary(a, _dyn_size, _FAILS)
         return self._unary(a, len, 0)
 
     def _conversion(self, name: str, a: _Lo, t: _T) -> _Lo:
         if name == "int":
             if t == "int":
                 return a
-            return self._unary(a, _to_int, 0 if t == "bool" else _SOFT)
+            return self._unary(a, _to_int, 0 if t == "bool" else _FAILS)
         if name == "double":
             if t == "double":
                 return a
-            return self._unary(a, _to_double, _SOFT if t in ("string", "dyn") else 0)
+            return self._unary(a, _to_double, _FAILS if t in ("string", "dyn") else 0)
         return self._unary(a, _to_string, 0)
 
     def _string_method(self, name: str, recv: _Lo, arg: _Lo, rt: _T, arg_node: _Node) -> _Lo:
@@ -628,18 +629,18 @@ class _Lowerer:
 
                 def m1(s: Any, p: Any) -> bool:
                     if not isinstance(s, str):
-                        raise _soft("no such overload for matches()")
+                        raise _error("no such overload for matches()")
                     try:
                         return rx.search(s) is not None
                     except ValueError as e:
-                        raise _soft(f"return error for overflow: {e}") from None
+                        raise _error(f"return error for overflow: {e}") from None
 
-                return self._binop(recv, arg, m1, _SOFT)
-            return self._binop(recv, arg, _matches, _SOFT)
+                return self._binop(recv, arg, m1, _FAILS)
+            return self._binop(recv, arg, _matches, _FAILS)
         if name == "contains":
             if static:
                 return self._binop(recv, arg, _contains, 0)
-            return self._binop(recv, arg, _dyn_contains, _SOFT)
+            return self._binop(recv, arg, _dyn_contains, _FAILS)
         meth = str.startswith if name == "startsWith" else str.endswith
         if static:
             return self._binop(recv, arg, meth, 0)
@@ -647,9 +648,9 @@ class _Lowerer:
         def opd(s: Any, x: Any) -> bool:
             if isinstance(s, str) and isinstance(x, str):
                 return meth(s, x)
-            raise _soft(f"no such overload for {name}()")
+            raise _error(f"no such overload for {name}()")
 
-        return self._binop(recv, arg, opd, _SOFT)
+        return self._binop(recv, arg, opd, _FAILS)
 
     def l_method(self, n: _Node) -> _Lo:
         name = n.a
@@ -684,7 +685,7 @@ class _Lowerer:
         ctxfree = rng.ctxfree and body.ctxfree
         unary = body.ufn if body.ufn is not None and body.uvar == d and body.free == {d} else None
         bf = body.fn
-        raises = rng.raises | (_SOFT if rt == "dyn" else 0) | body.raises
+        raises = rng.raises | (_FAILS if rt == "dyn" else 0) | body.raises
         if kind in ("exists", "all"):
             getter = rng.getter if rt != "dyn" else None
             fn = self._exists_all(
@@ -714,14 +715,17 @@ class _Lowerer:
         stop = is_exists
         if unary is not None:
             # The common shapes, one frame per element: `items` is read with the attribute
-            # getter when the range is a fact (`call.paths`).
+            # getter when the range is a fact (`call.paths`). At the top level these loops do
+            # not check the run-time budget: their body is one call or comparison per element
+            # (no loop: a comprehension is never a one-variable body), so the static cost
+            # bounds them; nested in another comprehension they check it on entry.
             p = unary
-            g: Callable[[Any], Any] = getter if getter is not None else partial(rf, loc=None)
+            g: Callable[[Any], Any] = getter if getter is not None else _no_loc(rf)
             if clean:  # no error of any kind, always a bool
                 if is_exists:
 
                     def f(ctx: Any, loc: Any = None) -> Any:
-                        for e in g(ctx) if loc is None else rf(ctx, loc):
+                        for e in g(ctx) if loc is None else _range(rf(ctx, loc), ctx, True):
                             if p(e):
                                 _witness(ctx, var, chain, e)
                                 return True
@@ -730,7 +734,7 @@ class _Lowerer:
                     return f
 
                 def fa(ctx: Any, loc: Any = None) -> Any:
-                    for e in g(ctx) if loc is None else rf(ctx, loc):
+                    for e in g(ctx) if loc is None else _range(rf(ctx, loc), ctx, True):
                         if not p(e):
                             return False
                     return True
@@ -739,7 +743,7 @@ class _Lowerer:
 
             def fe(ctx: Any, loc: Any = None) -> Any:
                 err: CelEvalError | None = None
-                for e in g(ctx) if loc is None else rf(ctx, loc):
+                for e in g(ctx) if loc is None else _range(rf(ctx, loc), ctx, True):
                     try:
                         r = p(e)
                     except CelEvalError as ex:
@@ -758,8 +762,8 @@ class _Lowerer:
             if is_exists:
 
                 def fl(ctx: Any, loc: Any = None) -> Any:
-                    l2 = [None] if loc is None else [*loc, None]
-                    for e in rf(ctx, loc):
+                    l2 = [None] * (d + 1) if loc is None else [*loc, None]
+                    for e in _range(rf(ctx, loc), ctx, loc is not None):
                         l2[d] = e
                         if bf(ctx, l2):
                             _witness(ctx, var, chain, e)
@@ -769,8 +773,8 @@ class _Lowerer:
                 return fl
 
             def fla(ctx: Any, loc: Any = None) -> Any:
-                l2 = [None] if loc is None else [*loc, None]
-                for e in rf(ctx, loc):
+                l2 = [None] * (d + 1) if loc is None else [*loc, None]
+                for e in _range(rf(ctx, loc), ctx, loc is not None):
                     l2[d] = e
                     if not bf(ctx, l2):
                         return False
@@ -779,9 +783,9 @@ class _Lowerer:
             return fla
 
         def fg(ctx: Any, loc: Any = None) -> Any:
-            l2 = [None] if loc is None else [*loc, None]
+            l2 = [None] * (d + 1) if loc is None else [*loc, None]
             err: CelEvalError | None = None
-            for e in rf(ctx, loc):
+            for e in _range(rf(ctx, loc), ctx, loc is not None):
                 l2[d] = e
                 try:
                     r = bf(ctx, l2)
@@ -821,10 +825,10 @@ class _Lowerer:
         run = self._body_runner(bf, unary, d)
 
         def f(ctx: Any, loc: Any = None) -> Any:
-            l2 = None if unary is not None else ([None] if loc is None else [*loc, None])
+            l2 = None if unary is not None else ([None] * (d + 1) if loc is None else [*loc, None])
             count = 0
             first = None
-            for e in rf(ctx, loc):
+            for e in _range(rf(ctx, loc), ctx, loc is not None):
                 if run(e, ctx, l2):
                     count += 1
                     if count == 1:
@@ -844,8 +848,8 @@ class _Lowerer:
         run = self._body_runner(bf, unary, d)
 
         def f(ctx: Any, loc: Any = None) -> Any:
-            l2 = None if unary is not None else ([None] if loc is None else [*loc, None])
-            return [run(e, ctx, l2) for e in rf(ctx, loc)]
+            l2 = None if unary is not None else ([None] * (d + 1) if loc is None else [*loc, None])
+            return [run(e, ctx, l2) for e in _range(rf(ctx, loc), ctx, loc is not None)]
 
         return f
 
@@ -855,8 +859,8 @@ class _Lowerer:
         run = self._body_runner(bf, unary, d)
 
         def f(ctx: Any, loc: Any = None) -> Any:
-            l2 = None if unary is not None else ([None] if loc is None else [*loc, None])
-            return [e for e in rf(ctx, loc) if run(e, ctx, l2)]
+            l2 = None if unary is not None else ([None] * (d + 1) if loc is None else [*loc, None])
+            return [e for e in _range(rf(ctx, loc), ctx, loc is not None) if run(e, ctx, l2)]
 
         return f
 
@@ -931,20 +935,20 @@ class _Lowerer:
         def f(ctx: Any, loc: Any = None) -> Any:
             return _dyn_has(of(ctx, loc), name)
 
-        return self.fin(_Lo(f, ctxfree=o.ctxfree, free=o.free, raises=_SOFT), "bool")
+        return self.fin(_Lo(f, ctxfree=o.ctxfree, free=o.free, raises=_FAILS), "bool")
 
     def l_not(self, n: _Node) -> _Lo:
         a = self.lo(n.kids[0])
         if n.kids[0].t == "bool":
             lo = self._unary(a, operator.not_, 0)
         else:
-            lo = self._unary(a, _dyn_not, _SOFT)
+            lo = self._unary(a, _dyn_not, _FAILS)
         return self.fin(lo, "bool")
 
     def l_neg(self, n: _Node) -> _Lo:
         a = self.lo(n.kids[0])
         if n.t == "int":
-            return self.fin(self._unary(a, _neg_i, _SOFT), n.t)
+            return self.fin(self._unary(a, _neg_i, _FAILS), n.t)
         return self.fin(self._unary(a, operator.neg, 0), n.t)
 
     def l_bin(self, n: _Node) -> _Lo:
@@ -967,12 +971,12 @@ class _Lowerer:
                 ]
                 return self.fin(self._binop(a, b, pyop, 0), n.t)
             dop = {"<": _dyn_lt, "<=": _dyn_le, ">": _dyn_gt, ">=": _dyn_ge}[op]
-            return self.fin(self._binop(a, b, dop, _SOFT), n.t)
+            return self.fin(self._binop(a, b, dop, _FAILS), n.t)
         if op == "in":
             return self.fin(self._in(a, b, lt, rt), n.t)
         if lt == "int":
             iop = {"+": _add_i, "-": _sub_i, "*": _mul_i, "/": _div_i, "%": _mod_i}[op]
-            return self.fin(self._binop(a, b, iop, _SOFT), n.t)
+            return self.fin(self._binop(a, b, iop, _FAILS), n.t)
         if lt == "string":
             return self.fin(self._binop(a, b, _add_s, 0), n.t)
         return self.fin(self._binop(a, b, _add_l, 0), n.t)
@@ -987,7 +991,7 @@ class _Lowerer:
             return self._binop(a, b, lambda x, c: x in c, 0)
         if _is_map(rt) and lt == "string":
             return self._binop(a, b, lambda x, c: x in c, 0)
-        return self._binop(a, b, _dyn_in, _SOFT)
+        return self._binop(a, b, _dyn_in, _FAILS)
 
     def l_and(self, n: _Node) -> _Lo:
         return self._logic(n, True)
@@ -1050,7 +1054,7 @@ class _Lowerer:
             return self.fin(lo, n.t)
         if a.raises == 0:
             # A plain bool on the left decides alone or hands over: `true && y` is exactly y.
-            gl: Callable[[Any], Any] = a.getter if a.getter is not None else partial(af, loc=None)
+            gl: Callable[[Any], Any] = a.getter if a.getter is not None else _no_loc(af)
             if is_and:
 
                 def fl(ctx: Any, loc: Any = None) -> Any:
@@ -1077,7 +1081,7 @@ class _Lowerer:
             _bool_logic(af, bf, is_and),
             ctxfree=a.ctxfree and b.ctxfree,
             free=a.free | b.free,
-            raises=_SOFT,
+            raises=_FAILS,
         )
         if (
             a.ufn is not None
@@ -1111,10 +1115,20 @@ class _Lowerer:
                 f,
                 ctxfree=c.ctxfree and t.ctxfree and e.ctxfree,
                 free=c.free | t.free | e.free,
-                raises=_SOFT if n.kids[0].t != "bool" else (c.raises | t.raises | e.raises),
+                raises=_FAILS if n.kids[0].t != "bool" else (c.raises | t.raises | e.raises),
             ),
             n.t,
         )
+
+
+def _no_loc(fn: Fn) -> Callable[[Any], Any]:
+    """`fn` outside any comprehension, as a one-argument getter (a closure: `partial` with a
+    keyword is slower on the hot path)."""
+
+    def g(ctx: Any) -> Any:
+        return fn(ctx, None)
+
+    return g
 
 
 def _contains(s: str, x: str) -> bool:
@@ -1132,7 +1146,7 @@ def _string_typed(lo: _Lo, fname: str) -> _Lo:
             return v
         raise CelEvalError(f"found no matching overload for {fname}({type(v).__name__})")
 
-    return _Lo(f, ctxfree=lo.ctxfree, free=lo.free, raises=_SOFT)
+    return _Lo(f, ctxfree=lo.ctxfree, free=lo.free, raises=_FAILS)
 
 
 def lower(tree: Tree, env: CelEnv, constants: Mapping[str, Any]) -> Lowered:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from functools import lru_cache
@@ -27,8 +28,59 @@ class CelEvalError(Exception):
     """
 
 
-def _soft(msg: str) -> CelEvalError:
+def _error(msg: str) -> CelEvalError:
     return CelEvalError(msg)
+
+
+EVAL_BUDGET_S = 0.05
+"""Run-time budget of the CEL evaluation of one decision, in seconds, on top of the static
+cost limit: nested comprehensions check it on entry, comprehensions over more than `_CHUNK`
+elements every `_CHUNK` (except top-level `exists`/`all` over a one-variable body, linear
+and bounded by the static cost); past it the decision is a deny (`CelBudgetExceeded`)."""
+
+_CHUNK = 16  # comprehension elements between two checks of the budget
+
+
+class CelBudgetExceeded(TimeoutError):
+    """The evaluation ran past `EVAL_BUDGET_S`. Not a `CelEvalError`: no `||`, `&&` or
+    `exists` may absorb it; the decision is a deny (fail closed). A `TimeoutError`, so the
+    decision table catches it without importing the compiler."""
+
+
+def _checkpoint(ctx: Any) -> None:
+    """Start the decision's clock on its first call, raise once it has run out. Only contexts
+    whose class says `budgeted` (the table's EvalCtx, one per decision) have a budget."""
+    try:
+        deadline = ctx.deadline
+    except AttributeError:
+        if getattr(ctx, "budgeted", False):
+            ctx.deadline = time.perf_counter() + EVAL_BUDGET_S
+        return
+    if time.perf_counter() > deadline:
+        raise CelBudgetExceeded(
+            f"the CEL evaluation ran past its budget of {EVAL_BUDGET_S * 1000:.0f} ms"
+        )
+
+
+def _budgeted(items: Iterable[Any], ctx: Any) -> Iterable[Any]:
+    """`items`, checking the budget every `_CHUNK` elements."""
+    n = 0
+    for e in items:
+        n += 1
+        if n == _CHUNK:
+            n = 0
+            _checkpoint(ctx)
+        yield e
+
+
+def _range(items: Any, ctx: Any, nested: bool) -> Any:
+    """The elements of a comprehension: as they are for a short range at the top level (no
+    cost on the hot path), else with the budget checked on entry and every `_CHUNK`."""
+    if nested:
+        _checkpoint(ctx)
+    if len(items) > _CHUNK:
+        return _budgeted(items, ctx)
+    return items
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,15 +107,15 @@ def _re2_cached(pattern: str) -> Any:
 
 def _matches(text: Any, pattern: Any) -> bool:
     if not isinstance(text, str) or not isinstance(pattern, str):
-        raise _soft("no such overload for matches()")
+        raise _error("no such overload for matches()")
     try:
         rx = _re2_cached(pattern)
     except Exception as e:  # re2.error
-        raise _soft(f"match error: {_re2_msg(e)}") from None
+        raise _error(f"match error: {_re2_msg(e)}") from None
     try:
         return rx.search(text) is not None
     except ValueError as e:  # surrogates cannot be encoded for RE2
-        raise _soft(f"return error for overflow: {e}") from None
+        raise _error(f"return error for overflow: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +190,7 @@ def _ordered(a: Any, b: Any) -> tuple[Any, Any]:
         return a, b
     if (ka == _I and kb == _D) or (ka == _D and kb == _I):
         return float(a), float(b)
-    raise _soft("no matching overload for ordering")
+    raise _error("no matching overload for ordering")
 
 
 def _dyn_lt(a: Any, b: Any) -> bool:
@@ -173,27 +225,27 @@ def _dyn_in(item: Any, container: Any) -> bool:
             return item in container
         if ki == _I or ki == _D or ki == _B:
             return any(_eq(k, item) for k in container if not isinstance(k, str))
-    raise _soft("found no matching overload for 'in'")
+    raise _error("found no matching overload for 'in'")
 
 
 def _dyn_size(v: Any) -> int:
     k = _kind(v)
     if k == _S or k == _L or k == _M:
         return len(v)
-    raise _soft("found no matching overload for size()")
+    raise _error("found no matching overload for size()")
 
 
 def _list_index(c: Sequence[Any], i: Any) -> Any:
     if 0 <= i < len(c):
         return c[i]
-    raise _soft(f"index out of range: index={i} size={len(c)}")
+    raise _error(f"index out of range: index={i} size={len(c)}")
 
 
 def _map_index(c: Mapping[str, Any], k: str) -> Any:
     try:
         return c[k]
     except KeyError:
-        raise _soft(f"no such key: {k!r}") from None
+        raise _error(f"no such key: {k!r}") from None
 
 
 def _dyn_index(c: Any, i: Any) -> Any:
@@ -203,14 +255,14 @@ def _dyn_index(c: Any, i: Any) -> Any:
             return _list_index(c, i)
         if ki == _D and i.is_integer():
             return _list_index(c, int(i))
-        raise _soft("index error: expected an integer index")
+        raise _error("index error: expected an integer index")
     if kc == _M:
         if ki == _S and i in c:
             return c[i]
         if ki == _L or ki == _M or ki == _N or ki == _X:
-            raise _soft("invalid map key type")
-        raise _soft(f"no such key: {i!r}")
-    raise _soft("found no matching overload for _[_]")
+            raise _error("invalid map key type")
+        raise _error(f"no such key: {i!r}")
+    raise _error("found no matching overload for _[_]")
 
 
 def _dyn_select(v: Any, name: str) -> Any:
@@ -218,14 +270,14 @@ def _dyn_select(v: Any, name: str) -> Any:
         try:
             return v[name]
         except KeyError:
-            raise _soft(f"no such key: {name!r}") from None
-    raise _soft(f"value does not support field selection .{name}")
+            raise _error(f"no such key: {name!r}") from None
+    raise _error(f"value does not support field selection .{name}")
 
 
 def _dyn_has(v: Any, name: str) -> bool:
     if _kind(v) == _M:
         return name in v
-    raise _soft(f"has() on a value that has no fields: .{name}")
+    raise _error(f"has() on a value that has no fields: .{name}")
 
 
 def _dyn_not(v: Any) -> bool:
@@ -233,21 +285,21 @@ def _dyn_not(v: Any) -> bool:
         return False
     if v is False:
         return True
-    raise _soft("found no matching overload for '!'")
+    raise _error("found no matching overload for '!'")
 
 
 def _dyn_bool(v: Any) -> bool:
     """A dyn operand where CEL needs a bool (`&&`, `||`, `?:`, macro predicates)."""
     if v is True or v is False:
         return v
-    raise _soft(f"no matching overload: a {type(v).__name__} is not a bool")
+    raise _error(f"no matching overload: a {type(v).__name__} is not a bool")
 
 
 def _iter_dyn(v: Any) -> Iterable[Any]:
     k = _kind(v)
     if k == _L or k == _M:
         return v  # type: ignore[no-any-return]
-    raise _soft(f"a {type(v).__name__} cannot be iterated")
+    raise _error(f"a {type(v).__name__} cannot be iterated")
 
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
@@ -256,7 +308,7 @@ _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 def _i64(r: int) -> int:
     if _I64_MIN <= r <= _I64_MAX:
         return r
-    raise _soft("integer overflow")
+    raise _error("integer overflow")
 
 
 def _add_i(a: int, b: int) -> int:
@@ -273,16 +325,16 @@ def _mul_i(a: int, b: int) -> int:
 
 def _div_i(a: int, b: int) -> int:
     if b == 0:
-        raise _soft("divide by zero")
+        raise _error("divide by zero")
     sign = (-1 if a < 0 else 1) * (-1 if b < 0 else 1)
     return _i64(sign * (abs(a) // abs(b)))
 
 
 def _mod_i(a: int, b: int) -> int:
     if b == 0:
-        raise _soft("modulus by zero")
+        raise _error("modulus by zero")
     if a == _I64_MIN and b == -1:
-        raise _soft("integer overflow")
+        raise _error("integer overflow")
     return _i64((-1 if a < 0 else 1) * (abs(a) % abs(b)))
 
 
@@ -313,15 +365,15 @@ def _to_int(v: Any) -> int:
     if k == _D:
         if -_TWO63 < v < _TWO63:
             return int(math.trunc(v))
-        raise _soft("double out of int64 range")
+        raise _error("double out of int64 range")
     if k == _S:
         text = v.strip(_ASCII_SPACE)
         if _DECIMAL.fullmatch(text):
             r = int(text)
             if _I64_MIN <= r <= _I64_MAX:
                 return r
-        raise _soft("cannot convert string to int")
-    raise _soft(f"found no matching overload for int({type(v).__name__})")
+        raise _error("cannot convert string to int")
+    raise _error(f"found no matching overload for int({type(v).__name__})")
 
 
 _FLOAT_TEXT = re.compile(
@@ -344,8 +396,8 @@ def _to_double(v: Any) -> float:
             if "x" in text.lower() and "inf" not in text.lower():
                 return float.fromhex(text)
             return float(text)
-        raise _soft("cannot convert string to double")
-    raise _soft(f"found no matching overload for double({type(v).__name__})")
+        raise _error("cannot convert string to double")
+    raise _error(f"found no matching overload for double({type(v).__name__})")
 
 
 def _format_double(x: float) -> str:
@@ -378,7 +430,7 @@ def _to_string(v: Any) -> str:
         return _format_double(v)
     if k == _S or k == _I:
         return str(v)
-    raise _soft(f"found no matching overload for string({type(v).__name__})")
+    raise _error(f"found no matching overload for string({type(v).__name__})")
 
 
 def _dyn_range(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -400,7 +452,7 @@ def _witness(ctx: Any, var: str, chain: str | None, e: Any) -> None:
 
 def _string_arg(name: str, s: Any, x: Any) -> None:
     if not isinstance(s, str) or not isinstance(x, str):
-        raise _soft(f"found no matching overload for {name}()")
+        raise _error(f"found no matching overload for {name}()")
 
 
 def _dyn_contains(s: Any, x: Any) -> bool:
@@ -427,7 +479,7 @@ def _result_check(name: str, result: str) -> Callable[[Any], Any]:
         def cb(r: Any) -> Any:
             if r is True or r is False:
                 return r
-            raise _soft(f"{name}() returned {type(r).__name__}, not bool")
+            raise _error(f"{name}() returned {type(r).__name__}, not bool")
 
         return cb
     if result == "string":
@@ -435,7 +487,7 @@ def _result_check(name: str, result: str) -> Callable[[Any], Any]:
         def cs(r: Any) -> Any:
             if isinstance(r, str):
                 return r
-            raise _soft(f"{name}() returned {type(r).__name__}, not string")
+            raise _error(f"{name}() returned {type(r).__name__}, not string")
 
         return cs
     return _identity
@@ -452,7 +504,7 @@ def _unary_call(
             try:
                 r = impl(e)
             except Exception as ex:
-                raise _soft(f"{name}(): {ex}") from ex
+                raise _error(f"{name}(): {ex}") from ex
             if r is True or r is False:
                 return r
             return checked(r)
@@ -464,7 +516,7 @@ def _unary_call(
             try:
                 r = impl(e)
             except Exception as ex:
-                raise _soft(f"{name}(): {ex}") from ex
+                raise _error(f"{name}(): {ex}") from ex
             if r.__class__ is str:
                 return r
             return checked(r)
@@ -475,7 +527,7 @@ def _unary_call(
         try:
             r = impl(e)
         except Exception as ex:
-            raise _soft(f"{name}(): {ex}") from ex
+            raise _error(f"{name}(): {ex}") from ex
         return checked(r)
 
     return ua

@@ -3,6 +3,7 @@ positions (`_Node`) for the checker, the cost model and the lowering."""
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ class CelError(Exception):
 
 
 _SRC_ATTR = "_mcpd_cel_source"
+_NODE_ATTR = "_mcpd_cel_node"
 _PARSER: lark.Lark | None = None
 
 
@@ -71,8 +73,22 @@ def _linecol(src: str, offset: int) -> tuple[int, int]:
     return line, offset - (src.rfind("\n", 0, offset) + 1) + 1
 
 
+MAX_SOURCE_LENGTH = 100_000
+"""Longest `when` source, in characters (cel-go's default expression size limit): parsing is
+linear but slow in pure Python (about 8 µs a character)."""
+
+
 def parse(source: str) -> Tree:
-    """Parse with cel-python's grammar; a syntax error is a `CelError` at its position."""
+    """Parse with cel-python's grammar; a syntax error is a `CelError` at its position, and
+    so is a source longer than `MAX_SOURCE_LENGTH` or nested deeper than `MAX_NESTING`."""
+    if len(source) > MAX_SOURCE_LENGTH:
+        line, col = _linecol(source, MAX_SOURCE_LENGTH)
+        raise CelError(
+            f"expression too long: {len(source):,} characters, the limit is "
+            f"{MAX_SOURCE_LENGTH:,}; split it into rules",
+            line,
+            col,
+        )
     try:
         tree = _parser().parse(source)
     except UnexpectedCharacters as e:
@@ -91,6 +107,7 @@ def parse(source: str) -> Tree:
         raise CelError(f"syntax error: unexpected {what} {tok.value!r}", e.line, e.column) from None
     except LarkError as e:
         raise CelError(f"syntax error: {str(e).splitlines()[0]}", 1, 1) from None
+    _check_nesting(tree)
     setattr(tree, _SRC_ATTR, source)
     return tree
 
@@ -126,11 +143,85 @@ _BIN_OPS = {
 }
 
 
+_WRAPPERS = frozenset(
+    {
+        "expr",
+        "conditionalor",
+        "conditionaland",
+        "relation",
+        "addition",
+        "multiplication",
+        "unary",
+        "member",
+        "primary",
+    }
+)
+"""Grammar levels that only wrap their single child."""
+
+MAX_NESTING = 64
+"""Deepest nesting of a `when`: parentheses, operators, calls, indexes, macros and literals
+each open a level; a chain of one `&&` or `||` operator is a single level."""
+
+_NESTS = frozenset(
+    {
+        "paren_expr",
+        "member_dot",
+        "member_dot_arg",
+        "member_index",
+        "member_object",
+        "ident_arg",
+        "dot_ident_arg",
+        "list_lit",
+        "map_lit",
+    }
+)
+_OPERATORS = frozenset(
+    {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary"}
+)
+_CHAINS = frozenset({"conditionalor", "conditionaland"})
+_SHORT_CHAIN = 16  # longer chains of one && / || are balanced
+
+
+def _check_nesting(tree: Tree) -> None:
+    """Refuse expressions nested deeper than `MAX_NESTING`, before anything recurses on them:
+    the checker, the lowering and the closures recurse once per level."""
+    stack: list[tuple[Tree, int, str]] = [(tree, 0, "")]
+    while stack:
+        t, depth, parent = stack.pop()
+        data = t.data
+        if data in _NESTS or (
+            data in _OPERATORS and len(t.children) > 1 and not (data in _CHAINS and parent == data)
+        ):
+            depth += 1
+            if depth > MAX_NESTING:
+                m = t.meta
+                line = 1 if getattr(m, "empty", True) else m.line
+                col = 1 if getattr(m, "empty", True) else m.column
+                raise CelError(
+                    f"expression nested too deeply: more than {MAX_NESTING} levels of "
+                    "parentheses, operators, calls or macros; split it into rules or clauses",
+                    line,
+                    col,
+                )
+        for c in t.children:
+            if isinstance(c, lark.Tree):
+                stack.append((c, depth, data))
+
+
 class _Converter:
     """lark Tree (celpy's shape) → `_Node`."""
 
     def __init__(self, src: str | None) -> None:
         self.src = src
+        self._newlines: list[int] | None = None
+
+    def linecol(self, offset: int) -> tuple[int, int]:
+        """`_linecol` in O(log n): a chain of thousands of operators asks for each one."""
+        assert self.src is not None
+        if self._newlines is None:
+            self._newlines = [i for i, c in enumerate(self.src) if c == "\n"]
+        k = bisect.bisect_left(self._newlines, offset)
+        return k + 1, offset - (self._newlines[k - 1] + 1 if k else 0) + 1
 
     def pos(self, t: Tree | lark.Token) -> tuple[int, int, int, int]:
         if isinstance(t, lark.Token):
@@ -168,7 +259,7 @@ class _Converter:
                 nl = self.src.find("\n", i)
                 i = j if nl < 0 else nl + 1
             else:
-                return _linecol(self.src, i)
+                return self.linecol(i)
         return None
 
     def err(self, msg: str, at: Tree | lark.Token) -> CelError:
@@ -176,31 +267,27 @@ class _Converter:
         return CelError(msg, line, col)
 
     def conv(self, t: Tree) -> _Node:
+        paren: Tree | None = None  # the outermost parentheses around this node
+        while True:  # wrappers and parentheses in a loop: no recursion per level
+            if t.data in _WRAPPERS and len(t.children) == 1:
+                t = t.children[0]
+            elif t.data == "paren_expr":
+                paren = paren or t
+                t = t.children[0]
+            else:
+                break
+        n = self.conv1(t)
+        if paren is not None:
+            n.start, n.end = self.pos(paren)[2:]
+        return n
+
+    def conv1(self, t: Tree) -> _Node:
         data = t.data
         ch = t.children
-        if (
-            data
-            in (
-                "expr",
-                "conditionalor",
-                "conditionaland",
-                "relation",
-                "addition",
-                "multiplication",
-                "unary",
-                "member",
-                "primary",
-            )
-            and len(ch) == 1
-        ):
-            return self.conv(ch[0])
         if data == "expr":
             return self.node("cond", t, (self.conv(ch[0]), self.conv(ch[1]), self.conv(ch[2])))
-        if data in ("conditionalor", "conditionaland"):
-            left, right = self.conv(ch[0]), self.conv(ch[1])
-            n = self.node("or" if data == "conditionalor" else "and", t, (left, right))
-            self._at_op(n, ch[0], ch[1])
-            return n
+        if data in _CHAINS:
+            return self.chain(t)
         if data in ("relation", "addition", "multiplication"):
             op_tree, right_tree = ch
             left_tree = op_tree.children[0]
@@ -235,10 +322,6 @@ class _Converter:
             return self.call(t, name, args)
         if data == "ident":
             return self.node("ident", t, a=str(ch[0]))
-        if data == "paren_expr":
-            n = self.conv(ch[0])
-            n.start, n.end = self.pos(t)[2:]
-            return n
         if data == "list_lit":
             kids = tuple(self.conv(e) for e in ch[0].children) if ch else ()
             return self.node("list", t, kids)
@@ -247,6 +330,37 @@ class _Converter:
         if data == "literal":
             return self.literal(t)
         raise self.err(f"unsupported syntax {data!r}", t)
+
+    def chain(self, t: Tree) -> _Node:
+        """`a || b || c ...` as a balanced tree (same value: the operators are associative),
+        so a chain of thousands of terms is shallow for the checker and the closures."""
+        data = t.data
+        items: list[Tree] = []
+        x: Any = t
+        while isinstance(x, lark.Tree) and x.data == data and len(x.children) == 2:
+            items.append(x.children[1])
+            x = x.children[0]
+        items.append(x)
+        items.reverse()
+        nodes = [self.conv(i) for i in items]
+        kind = "or" if data == "conditionalor" else "and"
+
+        def join(left: _Node, right: _Node, lo: int, mid: int, hi: int) -> _Node:
+            line, col = self.op_pos(items[mid - 1], items[mid]) or (left.line, left.col)
+            start = self.pos(items[lo])[2]
+            end = self.pos(items[hi - 1])[3]
+            return _Node(kind, line, col, (left, right), start=start, end=end)
+
+        def build(lo: int, hi: int) -> _Node:
+            if hi - lo <= _SHORT_CHAIN:  # left to right, as written (the lowering's fast paths)
+                n = nodes[lo]
+                for i in range(lo + 1, hi):
+                    n = join(n, nodes[i], lo, i, i + 1)
+                return n
+            mid = (lo + hi) // 2
+            return join(build(lo, mid), build(mid, hi), lo, mid, hi)
+
+        return build(0, len(nodes))
 
     def _at_op(self, n: _Node, left: Tree, right: Tree) -> None:
         p = self.op_pos(left, right)
@@ -334,26 +448,17 @@ class _Converter:
 
 
 def _convert(tree: Tree) -> _Node:
-    return _Converter(getattr(tree, _SRC_ATTR, None)).conv(tree)
+    """The AST of a parse tree, converted once: `check`, `estimate_cost` and `lower` each ask
+    for it (the checker re-annotates it on every call)."""
+    n: _Node | None = getattr(tree, _NODE_ATTR, None)
+    if n is None:
+        n = _Converter(getattr(tree, _SRC_ATTR, None)).conv(tree)
+        setattr(tree, _NODE_ATTR, n)
+    return n
 
 
 # ---------------------------------------------------------------------------------------------
 # Clauses, for `policy explain`
-
-
-_WRAPPERS = frozenset(
-    {
-        "expr",
-        "conditionalor",
-        "conditionaland",
-        "relation",
-        "addition",
-        "multiplication",
-        "unary",
-        "member",
-        "primary",
-    }
-)
 
 
 def clauses(tree: Tree) -> list[tuple[str, Tree]]:

@@ -1,0 +1,1 @@
+"""Agent hooks: policy decisions for an agent's own tools (Claude Code's PreToolUse)."""
