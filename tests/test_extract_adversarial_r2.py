@@ -460,3 +460,31 @@ def test_text_role_urls_are_not_requests() -> None:
     )
     assert facts.paths == ("/workspace/a.md",)
     assert not facts.network
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"owner": "x", "repo": "y", "cwd": "/home/alice/.ssh", "path": "id_rsa"},
+        {"owner": "x", "repo": "y", "path": "../../home/alice/.ssh/id_rsa"},
+        {"owner": "x", "repo": "y", "path": "~/.ssh/id_rsa"},
+        {"owner": "x", "repo": "y", "path": "/home/alice/.ssh/id_rsa"},
+        {"owner": "x", "repo": "y", "path": "%2e%2e/%2e%2e/home/alice/.ssh/id_rsa"},
+        {"owner": "x", "repo": "y", "files": [{"path": "../../home/alice/.ssh/id_rsa"}]},
+    ],
+)
+def test_repository_shape_does_not_hide_local_paths(decide, args: dict[str, Any]) -> None:
+    d = decide("filesystem", "read_file", args)
+    assert d.action.value == "deny", f"{d.rule}: {d.reason}"
+
+
+def test_repository_path_that_is_a_local_symlink_stays_a_fact(tmp_path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "link").symlink_to(secret)
+    env = Environment(workspace=str(tmp_path / "ws"), home="/home/alice", user="alice")
+    facts = extract(
+        "get_file_contents", {"owner": "o", "repo": "r", "path": "link"}, default_classifier(), env
+    )
+    assert str(secret) in facts.paths

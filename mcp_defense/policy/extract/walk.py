@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -922,7 +923,7 @@ def extract(
                 f"arguments must be a JSON object, got {type(arguments).__name__}"
             )
     if "repo" in arguments and "owner" in arguments:
-        remote = _without_repository_paths(arguments)
+        remote = _without_repository_paths(arguments, classifier, env)
         if remote is not None:
             facts = extract(tool, remote, classifier, env, annotations)
             facts.args = arguments
@@ -1050,13 +1051,22 @@ _REMOTE_PATH = re.compile(r"(?!\.\.?(?:/|\Z))(?!.*/\.\.(?:/|\Z))[^/~$\\%:\x00-][
 _REMOTE_PATH_KEYS = ("path", "file_path", "filepath")
 
 
-def _without_repository_paths(arguments: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The arguments minus repository-relative paths (None when there are none)."""
+def _without_repository_paths(
+    arguments: Mapping[str, Any], classifier: Classifier, env: Environment
+) -> dict[str, Any] | None:
+    """The arguments minus repository-relative paths (None when there are none). Not when
+    another argument anchors paths somewhere (`cwd`, `dir`, …) or a local file of that name is a
+    symlink: then the path may well be local, and it stays a fact."""
+    for key in arguments:
+        if key not in _REMOTE_PATH_KEYS and key != "files" and type(key) is str:
+            role, _, dirish = classifier.key_info(key)
+            if dirish or role == _PATH:
+                return None
     rest = dict(arguments)
     changed = False
     for key in _REMOTE_PATH_KEYS:
         value = rest.get(key)
-        if type(value) is str and _REMOTE_PATH.match(value):
+        if type(value) is str and _REMOTE_PATH.match(value) and not _local_link(env, value):
             del rest[key]
             changed = True
     files = rest.get("files")
@@ -1067,12 +1077,21 @@ def _without_repository_paths(arguments: Mapping[str, Any]) -> dict[str, Any] | 
                 type(item) is dict
                 and type(item.get("path")) is str
                 and _REMOTE_PATH.match(item["path"])
+                and not _local_link(env, item["path"])
             ):
                 item = {k: v for k, v in item.items() if k != "path"}
                 changed = True
             kept.append(item)
         rest["files"] = kept
     return rest if changed else None
+
+
+def _local_link(env: Environment, relative: str) -> bool:
+    """With symlink resolution on: does `relative`, joined to the workspace, resolve elsewhere?"""
+    if not env.resolve_symlinks:
+        return False
+    joined = posixpath.normpath(posixpath.join(env.workspace, relative))
+    return _realpath(joined) not in (None, joined)
 
 
 # Text-editor tools (Anthropic's `str_replace_editor` / `str_replace_based_edit_tool` and their
