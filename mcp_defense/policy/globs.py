@@ -45,6 +45,7 @@ def _home_re() -> str:
 
 
 HOME_RE = _home_re()
+_ANY_DEPTH = r"(?:[^\n]*/)?"  # what a leading `**/` becomes
 
 
 class GlobError(ValueError):
@@ -120,7 +121,21 @@ def compile_globs(globs: Iterable[str], *, ignore_case: bool = False) -> re.Patt
     if not bodies:
         return None
     flags = re.IGNORECASE if ignore_case else 0
-    return re.compile("(?:" + "|".join(f"(?:{b})" for b in bodies) + r")\Z", flags)
+    # Factor the two common openings (`~/…`: every home; `**/…`: any depth) so a path is tried
+    # against the home alternatives once per set, not once per glob: same language, far fewer
+    # backtracking branches for the unmatched paths that are the common case.
+    groups: dict[str, list[str]] = {}
+    alternatives: list[str] = []
+    for body in bodies:
+        for opening in (HOME_RE, _ANY_DEPTH):
+            if body.startswith(opening) and body != opening:
+                groups.setdefault(opening, []).append(body[len(opening) :])
+                break
+        else:
+            alternatives.append(f"(?:{body})")
+    for opening, rests in groups.items():
+        alternatives.append(opening + "(?:" + "|".join(f"(?:{r})" for r in rests) + ")")
+    return re.compile("(?:" + "|".join(alternatives) + r")\Z", flags)
 
 
 class GlobSet:
