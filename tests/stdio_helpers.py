@@ -3,11 +3,14 @@ tests control every byte the proxy sees and can read exactly what the server rec
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import select
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -168,3 +171,37 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+class Tty:
+    """The proxy runs with a pty as its controlling terminal; the test is the human."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = pty.openpty()
+        self.seen = b""
+
+    def popen_kw(self) -> dict:
+        slave = self.slave
+
+        def become_session_leader_with_ctty() -> None:
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+        return {"preexec_fn": become_session_leader_with_ctty, "pass_fds": (slave,)}
+
+    def wait_prompt(self, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while b"auto-deny" not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.master], [], [], left)[0]:
+                raise TimeoutError(f"no prompt; tty so far: {self.seen!r}")
+            self.seen += os.read(self.master, 4096)
+        text, self.seen = self.seen.decode(errors="replace"), b""
+        return text
+
+    def press(self, key: bytes) -> None:
+        os.write(self.master, key)
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self.slave)

@@ -6,21 +6,16 @@ through the fast-starting harness (see stdio_proxy_mode)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
-import select
 import signal
 import socket
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
 import pytest
-from stdio_helpers import RAW_SERVER, TIMEOUT, Proc, call, child_env, line, read_events
+from stdio_helpers import RAW_SERVER, TIMEOUT, Proc, Tty, call, child_env, line, read_events
 from stdio_proxy_mode import cli_cmd, harness_cmd
 
 from mcp_defense.protocol.jsonrpc import POLICY_DENIED, SERVER_CLOSED
@@ -158,40 +153,6 @@ def test_alert_is_forwarded_and_recorded(procs, tmp_path):
 
 
 # --- approval on the controlling terminal -------------------------------------------------
-
-
-class Tty:
-    """The proxy runs with a pty as its controlling terminal; the test is the human."""
-
-    def __init__(self) -> None:
-        self.master, self.slave = pty.openpty()
-        self.seen = b""
-
-    def popen_kw(self) -> dict:
-        slave = self.slave
-
-        def become_session_leader_with_ctty() -> None:
-            os.setsid()
-            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-
-        return {"preexec_fn": become_session_leader_with_ctty, "pass_fds": (slave,)}
-
-    def wait_prompt(self, timeout: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout
-        while b"auto-deny" not in self.seen:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.master], [], [], left)[0]:
-                raise TimeoutError(f"no prompt; tty so far: {self.seen!r}")
-            self.seen += os.read(self.master, 4096)
-        text, self.seen = self.seen.decode(errors="replace"), b""
-        return text
-
-    def press(self, key: bytes) -> None:
-        os.write(self.master, key)
-
-    def close(self) -> None:
-        os.close(self.master)
-        os.close(self.slave)
 
 
 @pytest.fixture

@@ -1,15 +1,65 @@
-"""Turn one input line (JSON-RPC `tools/call`, or the `{"archetype", "params"}` shorthand) into a
-ToolCall. `policy eval`, `policy explain` and transcript replay share this, so the three read
-input the same way and a line they cannot read becomes a deny with the reason, never silence.
+"""The one call builder: how a decided MCP request becomes the `ToolCall` a table decides.
+
+The live proxy (`proxy/session.py`), `policy eval`, `policy explain`, `policy test` replay of
+transcripts and the Claude Code hook all build calls here, so one request is decided the same
+way wherever it is seen. `tools/call` is decided as its tool; `resources/read`,
+`resources/subscribe` and `prompts/get` are decided as a tool named after the method with the
+params as arguments (a `file://` URI or a prompt argument reaches for the same files a tool
+would, so the same rules decide). A line that cannot be read becomes a deny with the reason,
+never silence.
 """
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mcp_defense.policy.facts import ToolCall
-from mcp_defense.protocol.jsonrpc import JsonFailure, decode_json, sniff_id
+from mcp_defense.protocol.jsonrpc import DECIDED_METHODS, JsonFailure, decode_json, sniff_id
+
+
+def build_call(
+    method: str,
+    params: Any,
+    archetype: str,
+    *,
+    agent_id: str = "",
+    session_id: str = "",
+    correlation_id: str = "",
+    annotations: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ToolCall | str:
+    """The ToolCall for one decided request, or why there is none (a str: refuse it).
+
+    `method` must be one of DECIDED_METHODS. `annotations` maps tool names to the
+    annotations the server advertised (the proxy learns them from tools/list)."""
+    if type(params) is not dict:
+        return f"{method} params must be an object"
+    if method == "tools/call":
+        tool = params.get("name")
+        arguments = params.get("arguments", {})
+    else:
+        tool = method
+        arguments = params
+    ann = annotations.get(tool) if annotations and type(tool) is str else None
+    return ToolCall(archetype, tool, arguments, agent_id, session_id, correlation_id, ann)
+
+
+def near_decided_method(method: str) -> str | None:
+    """The decided method `method` imitates without being it, if any.
+
+    `Tools/Call`, `"tools/call "` or a full-width spelling is not a method a server should
+    accept, but a lenient one might fold it into `tools/call`: such a request would then run
+    undecided. So a method that equals a decided method after trimming, case folding and
+    Unicode compatibility normalisation, and is not that method, is refused."""
+    if method in DECIDED_METHODS:
+        return None
+    if method.isascii() and method.isprintable() and method == method.strip().lower():
+        return None  # the common case: a plain method that no folding could turn into one
+    folded = unicodedata.normalize("NFKC", method).strip().casefold()
+    folded = "".join(ch for ch in folded if unicodedata.category(ch) not in ("Cf", "Cc", "Zs"))
+    return folded if folded in DECIDED_METHODS else None
 
 
 @dataclass(slots=True)
@@ -22,25 +72,32 @@ class LineCall:
 def call_from_object(
     obj: Any, archetype: str, *, agent_id: str = "", session_id: str = "", correlation_id: str = ""
 ) -> LineCall:
-    """Accept a JSON-RPC tools/call request or `{"archetype": …, "params": {…}}`."""
+    """Accept a JSON-RPC request of a decided method, or `{"archetype": …, "params": {…}}`
+    (a tools/call's params)."""
     if not isinstance(obj, dict):
         return LineCall(None, None, "line is not a JSON object")
     rid = obj.get("id")
+    method = "tools/call"
     if "method" in obj or "jsonrpc" in obj:
-        if obj.get("method") != "tools/call":
-            return LineCall(None, rid, f"not a tools/call request (method {obj.get('method')!r})")
+        method = obj.get("method")  # type: ignore[assignment]
+        if method not in DECIDED_METHODS:
+            return LineCall(
+                None, rid, f"not a request the proxy decides (method {obj.get('method')!r})"
+            )
     arch = obj.get("archetype", archetype)
     if not isinstance(arch, str) or not arch:
         return LineCall(None, rid, 'no archetype: give --archetype or an "archetype" field')
-    params = obj.get("params")
-    if not isinstance(params, dict):
-        return LineCall(None, rid, "tools/call without a params object")
-    name = params.get("name")
-    if not isinstance(name, str):
-        return LineCall(None, rid, "tools/call params.name must be a string")
-    args = params.get("arguments", {})
-    call = ToolCall(arch, name, args, agent_id, session_id, correlation_id)
-    return LineCall(call, rid)
+    call = build_call(
+        method,
+        obj.get("params"),
+        arch,
+        agent_id=agent_id,
+        session_id=session_id,
+        correlation_id=correlation_id,
+    )
+    if type(call) is str:
+        return LineCall(None, rid, call)
+    return LineCall(call, rid)  # type: ignore[arg-type]
 
 
 def call_from_line(data: bytes, archetype: str, **kw: str) -> LineCall:

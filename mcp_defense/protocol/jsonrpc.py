@@ -208,7 +208,7 @@ def _no_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_strict_object, parse_constant=_no_constant)
-_scan_once = _DECODER.scan_once
+_scan_once = _DECODER.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__
 _JSON_WS = " \t\n\r"  # JSON's whitespace; str.strip() would also accept \x0b, \x1c, U+3000...
 
 

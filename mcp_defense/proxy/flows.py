@@ -95,7 +95,7 @@ class FlowMonitor:
         return self._server_pid or None
 
     def _decide(self, flow: FlowFacts, orphan: bool) -> Decision:
-        d = self.get_table().decide_flow(
+        d: Decision = self.get_table().decide_flow(
             self.archetype, flow, orphan, agent_id=self.agent_id, session_id=self.session_id
         )
         if self.observe and d.action is Action.KILL:

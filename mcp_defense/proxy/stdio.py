@@ -23,52 +23,35 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import json
 import os
 import select
 import signal
 import subprocess
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mcp_defense.correlate.kill import kill_server as kill_tree
-from mcp_defense.events.model import (
-    FramingEvent,
-    KillEvent,
-    ServerExit,
-    SessionStart,
-    ToolCallEvent,
-    ToolResultEvent,
-    new_correlation_id,
-)
-from mcp_defense.events.record import Recorder, now_iso_fast, printable
-from mcp_defense.policy.facts import Action, Decision, ToolCall
+from mcp_defense.events.model import KillEvent, ServerExit, SessionStart
+from mcp_defense.events.record import Recorder, printable
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.jsonrpc import (
-    DECIDED_METHODS,
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
-    INVALID_PARAMS,
-    INVALID_REQUEST,
-    MESSAGE_TOO_LARGE,
-    POLICY_DENIED,
-    SERVER_CLOSED,
-    Kind,
     LineFramer,
-    Message,
     Oversize,
-    encode,
-    error_response,
-    parse_message,
-    response_info,
-    sniff_id,
 )
 from mcp_defense.proxy.approval import Approver
+from mcp_defense.proxy.session import (
+    AskApproval,
+    Kill,
+    ProxyAction,
+    ProxySession,
+    TableLike,
+    ToClient,
+    ToServer,
+)
 
 # Reads of 256 KiB or more cost ~20 µs each here (malloc turns them into mmap/munmap), so
 # small messages are read 64 KiB at a time and only a line already that long gets 1 MiB reads.
@@ -85,15 +68,6 @@ EXIT_KILLED_BY_POLICY = 1
 KILL_SETTLE_S = 5.0
 
 
-class TableLike(Protocol):
-    """What the proxy needs from a compiled DecisionTable."""
-
-    @property
-    def version(self) -> str: ...
-
-    def decide(self, call: ToolCall) -> Decision: ...
-
-
 class FlowHooks(Protocol):
     """What the proxy tells a flow correlator (`proxy.flows.FlowMonitor`): the server's
     life and each forwarded call's, so flows can be joined to the calls that caused them."""
@@ -107,23 +81,6 @@ class FlowHooks(Protocol):
     def server_exited(self, pid: int) -> str: ...  # the rule of a flow kill, or ""
 
     def close(self) -> None: ...
-
-
-@dataclass(slots=True)
-class _Pending:
-    method: str
-    correlation_id: str
-    t0: float
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What to do with one tools/call after policy and approval."""
-
-    forward: bool
-    correlation_id: str
-    error: dict[str, Any] | None = None  # JSON-RPC error object when not forwarded
-    kill: Decision | None = None
 
 
 def _set_pipe_size(fd: int) -> None:
@@ -206,7 +163,6 @@ class StdioProxy:
         self.recorder = recorder or Recorder()
         self.max_message_bytes = max_message_bytes
         self.max_depth = max_depth
-        self.session_id = session_id or f"ses_{uuid.uuid4().hex[:16]}"
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.shutdown_grace_s = shutdown_grace_s
@@ -225,8 +181,22 @@ class StdioProxy:
         self._server_out = -1
         self._client_lock = threading.Lock()
         self._client_gone = False
-        self._pending: dict[Any, _Pending] = {}
-        self._annotations: dict[str, dict[str, Any]] = {}
+        self._server_lock = threading.Lock()
+        self._lock = threading.Lock()  # the session is driven by one thread at a time
+        self._session = ProxySession(
+            archetype=archetype,
+            get_table=get_table,
+            agent_id=agent_id,
+            session_id=session_id,
+            observe=observe,
+            approval=approver is not None,
+            recorder=self.recorder,
+            max_message_bytes=max_message_bytes,
+            max_depth=max_depth,
+            learning=learning,
+            flows=flows,
+        )
+        self.session_id = self._session.session_id
         self._killed_by_policy = ""  # the rule that killed the server, once one has
         self._kill_done = threading.Event()  # set once a tool-rule kill is complete
         self._shutdown_started = False
@@ -316,10 +286,7 @@ class StdioProxy:
         return 128 - returncode if returncode < 0 else returncode
 
     def _table_version(self) -> str:
-        try:
-            return str(self.get_table().version)
-        except Exception:  # noqa: BLE001 - reporting only
-            return ""
+        return self._session.table_version()
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         previous: dict[int, Any] = {}
@@ -369,20 +336,9 @@ class StdioProxy:
         self._signal_server(signal.SIGKILL)
 
     def _fail_pending(self, message: str) -> int:
-        pending, self._pending = self._pending, {}
-        for rid, p in pending.items():
-            self._answer(rid, SERVER_CLOSED, message)
-            self._close_flow_window(p)
-            if p.correlation_id and self.recorder.active:
-                self.recorder.emit(
-                    ToolResultEvent(
-                        correlation_id=p.correlation_id,
-                        request_id=rid,
-                        is_error=True,
-                        duration_ms=(time.perf_counter() - p.t0) * 1e3,
-                    )
-                )
-        return len(pending)
+        n = self._session.pending
+        self._execute(self._session.server_gone(message))
+        return n
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -397,38 +353,15 @@ class StdioProxy:
                 # and let client EOF (on stdin) drive the shutdown.
                 self._client_gone = True
 
-    def _answer(self, rid: Any, code: int, message: str, data: Any = None) -> None:
-        self._write_client(error_response(rid, code, message, data))
-
     def _forward_to_server(self, line: bytes, rid: Any = None) -> None:
         try:
-            _write_all(self._server_in, line if line.endswith(b"\n") else line + b"\n")
+            # Approval threads forward too: one whole message at a time on the pipe.
+            with self._server_lock:
+                _write_all(self._server_in, line if line.endswith(b"\n") else line + b"\n")
         except OSError:
-            p = self._pending.pop(rid, None) if rid is not None else None
-            if p is not None:
-                self._close_flow_window(p)
-                self._answer(
-                    rid, SERVER_CLOSED, "mcp-defense: the MCP server is not accepting input"
-                )
-
-    def _close_flow_window(self, p: _Pending) -> None:
-        """A forwarded request is over (answered or failed): its flow window starts closing."""
-        if p.correlation_id and self.flows is not None:
-            self.flows.call_closed(p.correlation_id)
-
-    def _refuse(
-        self, direction: str, reason: str, rid: Any, size: int, code: int, answer: bool = True
-    ) -> None:
-        """Drop a message, answer its sender with an error (id null if unknown, as JSON-RPC
-        asks for unparseable input), and record why."""
-        if answer and (direction == "client->server" or rid is not None):
-            self._answer(rid, code, f"mcp-defense: {reason}")
-        if self.recorder.active:
-            self.recorder.emit(
-                FramingEvent(direction=direction, reason=reason, request_id=rid, size=size)
-            )
-        else:
-            print(f"mcp-defense: refused {direction} message: {printable(reason)}", file=sys.stderr)
+            with self._lock:
+                actions = self._session.server_write_failed(rid)
+            self._execute(actions)
 
     # --- client -> server ----------------------------------------------------------------------
 
@@ -465,224 +398,55 @@ class StdioProxy:
             self._shutdown_server()
 
     def _handle_client(self, item: bytes | Oversize) -> None:
-        if type(item) is Oversize:
-            self._refuse(
-                "client->server",
-                f"message of {item.size} bytes exceeds --max-message-bytes {self.max_message_bytes}",
-                sniff_id(item.head),
-                item.size,
-                MESSAGE_TOO_LARGE,
-            )
+        with self._lock:
+            actions = self._session.client_message(item)
+        if len(actions) == 1 and type(actions[0]) is ToServer:  # the common case
+            self._forward_to_server(actions[0].data, actions[0].request_id)
+        else:
+            self._execute(actions)
+
+    # --- driving the session -------------------------------------------------------------------
+
+    def _execute(self, actions: list[ProxyAction]) -> None:
+        """Carry out what the session said, in order (outside the session lock: a write may
+        block on a full pipe, and the other direction must keep draining meanwhile)."""
+        for a in actions:
+            t = type(a)
+            if t is ToClient:
+                self._write_client(a.data)  # type: ignore[union-attr]
+            elif t is ToServer:
+                self._forward_to_server(a.data, a.request_id)  # type: ignore[union-attr]
+            elif t is AskApproval:
+                self._start_approval(a)  # type: ignore[arg-type]
+            elif t is Kill:
+                self.kill_server(a.rule, a.reason, a.correlation_ids)  # type: ignore[union-attr]
+
+    def _start_approval(self, ask: AskApproval) -> None:
+        """Ask on a thread of its own, so one prompt never stalls other messages."""
+        approver = self.approver
+        if approver is None:  # cannot happen: the session asks only when approval is on
+            self._answered(ask.ticket, False, f"no approver: {ask.decision.reason}")
             return
-        line: bytes = item  # type: ignore[assignment]
-        if line.isspace():
-            return  # blank keep-alive lines are not messages
-        msg = parse_message(line, self.max_depth)
-        kind = msg.kind
-        if kind is Kind.REQUEST:
-            if msg.method in DECIDED_METHODS:
-                out = self._decide_call(msg)
-                if out.forward:
-                    self._pending[msg.id] = _Pending(
-                        msg.method, out.correlation_id, time.perf_counter()
-                    )
-                    if self.flows is not None:  # before the server can act on it
-                        self.flows.call_opened(out.correlation_id)
-                    self._forward_to_server(line, msg.id)
-                else:
-                    self._write_client(encode({"jsonrpc": "2.0", "id": msg.id, "error": out.error}))
-                    if out.kill is not None:
-                        self.kill_server(out.kill.rule, out.kill.reason, [out.correlation_id])
-                return
-            self._pending[msg.id] = _Pending(msg.method or "", "", time.perf_counter())
-            self._forward_to_server(line, msg.id)
-        elif kind is Kind.NOTIFICATION:
-            if msg.method == "tools/call":
-                # A notification cannot be answered; dropping it unanswered is the only safe choice.
-                self._refuse(
-                    "client->server",
-                    "tools/call sent as a notification (no id)",
-                    None,
-                    len(line),
-                    0,
-                    answer=False,
-                )
-                return
-            self._forward_to_server(line)
-        elif kind is Kind.RESPONSE or kind is Kind.ERROR:
-            self._forward_to_server(line)  # the client answering a server request
-        elif kind is Kind.BATCH:
-            self._handle_batch(msg, line)
-        else:
-            self._refuse("client->server", msg.error_message, msg.id, len(line), msg.error_code)
 
-    def _handle_batch(self, msg: Message, line: bytes) -> None:
-        """Forward the batch unchanged only if every element is valid and allowed."""
-        errors: dict[int, dict[str, Any]] = {}
-        kill: tuple[Decision, str] | None = None
-        forwarded_calls: dict[int, str] = {}
-        for i, el in enumerate(msg.elements):
-            if el.kind is Kind.INVALID:
-                errors[i] = {
-                    "code": el.error_code,
-                    "message": f"mcp-defense: batch element {i}: {el.error_message}",
-                }
-            elif el.kind is Kind.NOTIFICATION and el.method == "tools/call":
-                errors[i] = {
-                    "code": INVALID_REQUEST,
-                    "message": f"mcp-defense: batch element {i}: tools/call without id",
-                }
-            elif el.kind is Kind.BATCH:
-                errors[i] = {
-                    "code": INVALID_REQUEST,
-                    "message": f"mcp-defense: batch element {i}: nested batch",
-                }
-            elif el.kind is Kind.REQUEST and el.method in DECIDED_METHODS:
-                out = self._decide_call(el)
-                if out.forward:
-                    forwarded_calls[i] = out.correlation_id
-                else:
-                    errors[i] = out.error or {}
-                    if out.kill is not None and kill is None:
-                        kill = (out.kill, out.correlation_id)
-        if not errors:
-            now = time.perf_counter()
-            for i, el in enumerate(msg.elements):
-                if el.kind is Kind.REQUEST:
-                    self._pending[el.id] = _Pending(
-                        el.method or "", forwarded_calls.get(i, ""), now
-                    )
-            if self.flows is not None:
-                for cid in forwarded_calls.values():
-                    self.flows.call_opened(cid)
-            self._forward_to_server(line)
-            return
-        first = min(errors)
-        answers = []
-        for i, el in enumerate(msg.elements):
-            if el.id is None or el.kind not in (Kind.REQUEST, Kind.INVALID):
-                continue  # notifications and the client's own responses get no answer
-            err = errors.get(i) or {
-                "code": INVALID_REQUEST,
-                "message": f"mcp-defense: batch refused because element {first} was refused "
-                "(a batch is forwarded only if every element is allowed)",
-            }
-            answers.append({"jsonrpc": "2.0", "id": el.id, "error": err})
-        if self.recorder.active:
-            self.recorder.emit(
-                FramingEvent(
-                    direction="client->server",
-                    reason=f"batch of {len(msg.elements)} refused: element {first}: {errors[first].get('message', '')}",
-                    size=len(line),
+        def run() -> None:
+            try:
+                res = approver.ask(
+                    tool=ask.tool,
+                    arguments=ask.arguments,
+                    decision=ask.decision,
+                    correlation_id=ask.correlation_id,
                 )
-            )
-        if answers:
-            self._write_client(encode(answers))
-        if kill is not None:
-            self.kill_server(kill[0].rule, kill[0].reason, [kill[1]])
+                approved, reason = res.approved, res.reason
+            except Exception as e:  # noqa: BLE001 - fail closed
+                approved, reason = False, f"approval failed ({e}): {ask.decision.reason}"
+            self._answered(ask.ticket, approved, reason)
 
-    def _decide_call(self, msg: Message) -> _Outcome:
-        """Decide one tools/call (policy, then approval), record it, say what to do."""
-        cid = new_correlation_id()
-        params = msg.params
-        if type(params) is not dict:
-            self._record_framing(f"tools/call params must be an object (correlation {cid})", msg.id)
-            return _Outcome(
-                False,
-                cid,
-                {
-                    "code": INVALID_PARAMS,
-                    "message": "mcp-defense: tools/call params must be an object",
-                },
-            )
-        if msg.method == "tools/call":
-            tool = params.get("name")
-            arguments = params.get("arguments", {})
-        else:
-            # resources/read, prompts/get: a `file://` URI or a prompt argument reaches for
-            # the same files a tool would, so the same rules decide (as tool "resources/read").
-            tool = msg.method
-            arguments = params
-        table = self.get_table()  # read once: the whole call runs under this table
-        call = ToolCall(
-            archetype=self.archetype,
-            tool=tool,
-            arguments=arguments,
-            agent_id=self.agent_id,
-            session_id=self.session_id,
-            correlation_id=cid,
-            annotations=self._annotations.get(tool) if type(tool) is str else None,
-        )
-        try:
-            if self.learning is not None:
-                decision = table.decide(call, self.learning)
-            else:
-                decision = table.decide(call)
-        except Exception as e:  # noqa: BLE001 - the table must never raise; if it does, fail closed
-            decision = Decision(
-                Action.DENY,
-                "internal_error",
-                f"policy evaluation failed: {e}",
-                _safe_version(table),
-                cid,
-            )
-        action = decision.action
-        reason = decision.reason
-        approval = ""
-        if self.observe:
-            forward = True
-        elif action is Action.ALLOW or action is Action.ALERT:
-            forward = True
-        elif action is Action.REQUIRE_APPROVAL:
-            if self.approver is None:
-                forward = False
-                reason = f"approval required (the proxy runs without --approval): {decision.reason}"
-            else:
-                res = self.approver.ask(
-                    tool=str(tool), arguments=arguments, decision=decision, correlation_id=cid
-                )
-                forward = res.approved
-                reason = res.reason
-            approval = "approved" if forward else "rejected"
-        else:
-            forward = False
-        tool_name = tool if type(tool) is str else json.dumps(tool)
-        if self.recorder.active:
-            self.recorder.emit(
-                ToolCallEvent.decided(
-                    call,
-                    decision,
-                    ts=now_iso_fast(),
-                    tool=tool_name,
-                    reason=reason,
-                    request_id=msg.id,
-                    enforced=not self.observe and not decision.learning,
-                    approval=approval,
-                )
-            )
-        if forward:
-            return _Outcome(True, cid)
-        verb = {"kill": "killed", "require_approval": "not approved"}.get(action.value, "denied")
-        error = {
-            "code": POLICY_DENIED,
-            "message": f"mcp-defense: tool call {tool_name} {verb} by policy: {reason}",
-            "data": {
-                "decision": action.value,
-                "rule": decision.rule,
-                "reason": reason,
-                "correlation_id": cid,
-                "policy_version": decision.policy_version,
-                "tool": tool_name,
-                "approval": approval,
-            },
-        }
-        return _Outcome(False, cid, error, decision if action is Action.KILL else None)
+        threading.Thread(target=run, name=f"mcpd-approval-{ask.ticket}", daemon=True).start()
 
-    def _record_framing(self, reason: str, rid: Any) -> None:
-        if self.recorder.active:
-            self.recorder.emit(
-                FramingEvent(direction="client->server", reason=reason, request_id=rid)
-            )
+    def _answered(self, ticket: int, approved: bool, reason: str) -> None:
+        with self._lock:
+            actions = self._session.approval_answered(ticket, approved, reason)
+        self._execute(actions)
 
     def kill_server(
         self,
@@ -725,8 +489,6 @@ class StdioProxy:
         finally:
             self._kill_done.set()
 
-    # --- server -> client ----------------------------------------------------------------------
-
     def _server_loop(self) -> None:
         framer = LineFramer(self.max_message_bytes)
         read = os.read
@@ -753,85 +515,12 @@ class StdioProxy:
             handle(tail)
 
     def _handle_server(self, item: bytes | Oversize) -> None:
-        if type(item) is Oversize:
-            rid = sniff_id(item.head)
-            p = self._pending.pop(rid, None) if rid is not None else None
-            if p is not None:
-                self._close_flow_window(p)
-            self._refuse(
-                "server->client",
-                f"server message of {item.size} bytes exceeds --max-message-bytes {self.max_message_bytes}",
-                rid if p is not None else None,
-                item.size,
-                MESSAGE_TOO_LARGE,
-            )
-            return
-        if self._pending:
-            self._match_response(item)  # type: ignore[arg-type]
-        self._write_client(item)  # type: ignore[arg-type]
-
-    def _match_response(self, line: bytes) -> None:
-        """Close the pending request this line answers (and record its result)."""
-        recording = self.recorder.active
-        if recording:
-            info = response_info(line)
-            rid, is_error = (info.id, info.is_error) if info is not None else (None, False)
+        with self._lock:
+            actions = self._session.server_message(item)
+        if len(actions) == 1 and type(actions[0]) is ToClient:  # the common case
+            self._write_client(actions[0].data)
         else:
-            rid, is_error = sniff_id(line), False
-        if rid is None:
-            if line.lstrip()[:1] == b"[":
-                self._match_batch_response(line)
-            return
-        p = self._pending.pop(rid, None)
-        if p is None:
-            return
-        if p.correlation_id and self.flows is not None:
-            self.flows.call_closed(p.correlation_id)
-        if p.method == "tools/list":
-            self._learn_annotations(line)
-        if p.correlation_id and recording:
-            self.recorder.emit(
-                ToolResultEvent(
-                    ts=now_iso_fast(),
-                    correlation_id=p.correlation_id,
-                    request_id=rid,
-                    is_error=is_error,
-                    duration_ms=(time.perf_counter() - p.t0) * 1e3,
-                    size=len(line),
-                )
-            )
-
-    def _match_batch_response(self, line: bytes) -> None:
-        msg = parse_message(line, self.max_depth)
-        for el in msg.elements:
-            if el.kind in (Kind.RESPONSE, Kind.ERROR):
-                p = self._pending.pop(el.id, None)
-                if p is not None:
-                    self._close_flow_window(p)
-                if p is not None and p.correlation_id and self.recorder.active:
-                    self.recorder.emit(
-                        ToolResultEvent(
-                            correlation_id=p.correlation_id,
-                            request_id=el.id,
-                            is_error=el.kind is Kind.ERROR,
-                            duration_ms=(time.perf_counter() - p.t0) * 1e3,
-                        )
-                    )
-
-    def _learn_annotations(self, line: bytes) -> None:
-        """Keep each tool's advertised annotations: untrusted hints, but facts for rules."""
-        msg = parse_message(line, self.max_depth)
-        result = msg.obj.get("result") if msg.kind is Kind.RESPONSE else None
-        tools = result.get("tools") if type(result) is dict else None
-        if type(tools) is not list:
-            return
-        for t in tools:
-            if (
-                type(t) is dict
-                and type(t.get("name")) is str
-                and type(t.get("annotations")) is dict
-            ):
-                self._annotations[t["name"]] = t["annotations"]
+            self._execute(actions)
 
 
 def _safe_version(table: Any) -> str:

@@ -288,7 +288,7 @@ def _count(fr: FileResult, case: ReplayCase) -> None:
         fr.unchecked += 1
 
 
-_scan_once = json.JSONDecoder().scan_once  # the C scanner json.loads wraps
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner
 
 
 def _decode_line(raw: bytes) -> Any:
@@ -456,27 +456,28 @@ def replay_recording(
 
 
 def _transcript_call(msg: Any, archetype: str, decided: frozenset[str]) -> ToolCall | str | None:
-    """What the stdio proxy does with one classified client message: a ToolCall it decides,
-    a str when it refuses the message before policy (the reason), None when it just forwards
-    it (initialize, notifications, responses, other requests)."""
+    """What the stdio proxy does with one classified client message: a ToolCall it decides
+    (built by the proxy's own call builder), a str when it refuses the message before policy
+    (the reason), None when it just forwards it (initialize, notifications, responses, other
+    requests)."""
+    from mcp_defense.protocol.calls import build_call, near_decided_method
     from mcp_defense.protocol.jsonrpc import Kind
 
     kind = msg.kind
     if kind is Kind.INVALID:
-        return msg.error_message
+        return str(msg.error_message)
+    method = msg.method or ""
     if kind is Kind.NOTIFICATION:
-        return "tools/call sent as a notification (no id)" if msg.method == "tools/call" else None
-    if kind is not Kind.REQUEST or msg.method not in decided:
+        if method == "tools/call" or near_decided_method(method) == "tools/call":
+            return f"{method} sent as a notification (no id)"
         return None
-    params = msg.params
-    if type(params) is not dict:
-        return f"{msg.method} params must be an object"
-    if msg.method == "tools/call":
-        tool, arguments = params.get("name"), params.get("arguments", {})
-    else:  # resources/read, prompts/get…: decided as a tool named after the method
-        tool, arguments = msg.method, params
+    if kind is not Kind.REQUEST:
+        return None
+    if method not in decided:
+        near = near_decided_method(method)
+        return f"method {method!r} imitates {near!r}" if near is not None else None
     # "unknown" is the agent id the stdio proxy uses when none is given.
-    return ToolCall(archetype, tool, arguments, "unknown", "", "")
+    return build_call(method, msg.params, archetype, agent_id="unknown")
 
 
 def replay_transcript(

@@ -1,0 +1,727 @@
+"""The proxy session: every policy decision of one MCP connection, without any I/O.
+
+A transport (stdio today; Streamable HTTP and legacy SSE next) owns the bytes, the process
+and the waiting. It feeds the session what arrives and carries out what comes back:
+
+    actions = session.client_message(raw)      # one framed client message (bytes or Oversize)
+    actions = session.server_message(raw)      # one framed server message
+    actions = session.approval_answered(ticket, approved, reason)
+    actions = session.server_write_failed(request_id)   # the server stopped taking input
+    actions = session.server_gone(why)         # the server exited: fail what is pending
+
+Each call returns a list of actions, to be carried out in order:
+
+* `ToServer(data, request_id)`: write these exact bytes (one message, newline added by the
+  transport if its framing needs one) to the server.
+* `ToClient(data, request_id)`: write these bytes to the client; `request_id` is the client
+  request they answer (None when unsolicited or unknown), so an HTTP transport can route
+  the bytes to the stream of that request.
+* `AskApproval(ticket, ...)`: a human must decide. The transport asks however it likes
+  (a thread running `proxy.approval.Approver.ask`, an asyncio task, a web prompt) and later
+  calls `approval_answered(ticket, ...)`. Meanwhile every other message keeps flowing: the
+  held request (or batch) waits alone.
+* `Kill(rule, reason, correlation_ids)`: a `kill` rule fired; kill the server's whole tree.
+
+Events (tool_call, tool_result, framing_refused) go to the recorder given to the session,
+as they happen; the recorder is the transport's sink. Flow hooks (`call_opened`,
+`call_closed`) are called as requests are forwarded and closed.
+
+The session is not thread-safe and never blocks: drive it from one thread at a time (a lock
+in a threaded transport; one event loop in asyncio). Several sessions live side by side in
+one process; they share nothing but what is passed in (table getter, recorder, approver).
+
+Invariants: a decided request reaches the server only if the table allows it (or observe
+mode); a batch is forwarded only if every element is valid and allowed, else every element
+with an id is answered with an error; the bytes forwarded are the bytes received.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mcp_defense.events.model import (
+    FramingEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    new_correlation_id,
+)
+from mcp_defense.events.record import (
+    RECORD_REQUIRED_REASON,
+    RECORD_REQUIRED_RULE,
+    Recorder,
+    now_iso_fast,
+    printable,
+)
+from mcp_defense.policy.facts import Action, Decision, ToolCall
+from mcp_defense.policy.table import LearningState
+from mcp_defense.protocol.calls import build_call, near_decided_method
+from mcp_defense.protocol.jsonrpc import (
+    DECIDED_METHODS,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MESSAGE_TOO_LARGE,
+    METHOD_NOT_FOUND,
+    POLICY_DENIED,
+    SERVER_CLOSED,
+    Kind,
+    Message,
+    Oversize,
+    encode,
+    error_response,
+    parse_message,
+    response_info,
+    sniff_id,
+)
+
+
+class TableLike(Protocol):
+    """What the session needs from a compiled DecisionTable."""
+
+    @property
+    def version(self) -> str: ...
+
+    def decide(self, call: ToolCall) -> Decision: ...
+
+
+class CallHooks(Protocol):
+    """What the session tells a flow correlator about each forwarded decided request."""
+
+    def call_opened(self, correlation_id: str) -> None: ...
+
+    def call_closed(self, correlation_id: str) -> None: ...
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ToServer:
+    data: bytes
+    request_id: Any = None
+
+
+@dataclass(slots=True)
+class ToClient:
+    data: bytes
+    request_id: Any = None
+
+
+@dataclass(slots=True)
+class AskApproval:
+    ticket: int
+    tool: str
+    arguments: Any
+    decision: Decision
+    correlation_id: str
+
+
+@dataclass(slots=True)
+class Kill:
+    rule: str
+    reason: str
+    correlation_ids: tuple[str, ...] = ()
+
+
+ProxyAction = ToServer | ToClient | AskApproval | Kill
+
+
+# --- state -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    method: str
+    correlation_id: str
+    t0: float
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """One decided request: what policy said, and (once settled) what to do."""
+
+    correlation_id: str
+    forward: bool = False
+    error: dict[str, Any] | None = None  # JSON-RPC error object when not forwarded
+    kill: Decision | None = None
+    # Set while an approval is outstanding (and kept to record the event once answered).
+    call: ToolCall | None = None
+    decision: Decision | None = None
+    request_id: Any = None
+    ticket: int = 0
+    eval_ms: float = 0.0  # time spent in table.decide (the decision event carries it)
+
+
+@dataclass(slots=True)
+class _Held:
+    """A request, or a batch, waiting for one or more approvals."""
+
+    line: bytes
+    msg: Message
+    outcomes: dict[int, _Outcome]  # element index (0 for a single request) → outcome
+    errors: dict[int, dict[str, Any]] = field(default_factory=dict)
+    waiting: set[int] = field(default_factory=set)  # tickets not answered yet
+    cancelled: bool = False
+
+
+class ProxySession:
+    """One MCP connection's decisions. `get_table` is called once per decision, so a hot
+    reload takes effect at the next call and a call in flight finishes under its table."""
+
+    def __init__(
+        self,
+        *,
+        archetype: str,
+        get_table: Callable[[], TableLike],
+        agent_id: str = "unknown",
+        session_id: str | None = None,
+        observe: bool = False,
+        approval: bool = False,
+        recorder: Recorder | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        learning: LearningState | None = None,
+        flows: CallHooks | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.archetype = archetype
+        self.get_table = get_table
+        self.agent_id = agent_id
+        self.session_id = session_id or f"ses_{uuid.uuid4().hex[:16]}"
+        self.observe = observe
+        self.approval = approval  # False: require_approval is a rejection (no one to ask)
+        self.recorder = recorder or Recorder()
+        self.max_message_bytes = max_message_bytes
+        self.max_depth = max_depth
+        self.learning = learning
+        self.flows = flows
+        self.warn = warn or _stderr
+        self.closed_reason = ""  # set once the server is gone: new requests fail with it
+        self._pending: dict[Any, _Pending] = {}
+        self._annotations: dict[str, dict[str, Any]] = {}
+        self._held: dict[int, tuple[_Held, int]] = {}  # ticket → (held, element index)
+        self._held_ids: dict[Any, _Held] = {}  # request id → held request (for cancellation)
+        self._tickets = 0
+
+    @property
+    def pending(self) -> int:
+        """Requests forwarded to the server and not answered yet."""
+        return len(self._pending)
+
+    @property
+    def awaiting_approval(self) -> int:
+        return len(self._held)
+
+    def table_version(self) -> str:
+        try:
+            return str(self.get_table().version)
+        except Exception:  # noqa: BLE001 - reporting only
+            return ""
+
+    # --- client -> server ----------------------------------------------------------------------
+
+    def client_message(self, item: bytes | Oversize) -> list[ProxyAction]:
+        if type(item) is Oversize:
+            return self._refuse(
+                "client->server",
+                f"message of {item.size} bytes exceeds --max-message-bytes {self.max_message_bytes}",
+                sniff_id(item.head),
+                item.size,
+                MESSAGE_TOO_LARGE,
+            )
+        line: bytes = item  # type: ignore[assignment]
+        if line.isspace():
+            return []  # blank keep-alive lines are not messages
+        msg = parse_message(line, self.max_depth)
+        kind = msg.kind
+        if kind is Kind.REQUEST:
+            method = msg.method or ""
+            if method in DECIDED_METHODS:
+                return self._client_call(msg, line)
+            near = near_decided_method(method)
+            if near is not None:
+                return self._refuse(
+                    "client->server",
+                    f"method {method!r} imitates {near!r}; refused (not forwarded undecided)",
+                    msg.id,
+                    len(line),
+                    METHOD_NOT_FOUND,
+                )
+            if self.closed_reason:
+                return [self._error_to(msg.id, SERVER_CLOSED, self.closed_reason)]
+            self._pending[msg.id] = _Pending(method, "", time.perf_counter())
+            return [ToServer(line, msg.id)]
+        if kind is Kind.NOTIFICATION:
+            method = msg.method or ""
+            if method == "tools/call" or near_decided_method(method) == "tools/call":
+                # A notification cannot be answered; dropping it unanswered is the only safe choice.
+                return self._refuse(
+                    "client->server",
+                    f"{method} sent as a notification (no id)",
+                    None,
+                    len(line),
+                    0,
+                    answer=False,
+                )
+            if method == "notifications/cancelled":
+                self._cancel_held(msg.params)
+            return [ToServer(line)]
+        if kind is Kind.RESPONSE or kind is Kind.ERROR:
+            return [ToServer(line)]  # the client answering a server request
+        if kind is Kind.BATCH:
+            return self._client_batch(msg, line)
+        return self._refuse("client->server", msg.error_message, msg.id, len(line), msg.error_code)
+
+    def _client_call(self, msg: Message, line: bytes) -> list[ProxyAction]:
+        out = self._decide(msg)
+        if out.ticket:
+            held = _Held(line, msg, {0: out}, waiting={out.ticket})
+            self._held[out.ticket] = (held, 0)
+            self._held_ids[msg.id] = held
+            return [self._ask(out)]
+        return self._finish_single(msg, line, out)
+
+    def _finish_single(self, msg: Message, line: bytes, out: _Outcome) -> list[ProxyAction]:
+        if out.forward:
+            if self.closed_reason:
+                return self._fail_unsent(msg.id, out.correlation_id)
+            self._pending[msg.id] = _Pending(
+                msg.method or "", out.correlation_id, time.perf_counter()
+            )
+            if self.flows is not None:  # before the server can act on it
+                self.flows.call_opened(out.correlation_id)
+            return [ToServer(line, msg.id)]
+        actions: list[ProxyAction] = [
+            ToClient(encode({"jsonrpc": "2.0", "id": msg.id, "error": out.error}), msg.id)
+        ]
+        if out.kill is not None:
+            actions.append(Kill(out.kill.rule, out.kill.reason, (out.correlation_id,)))
+        return actions
+
+    def _client_batch(self, msg: Message, line: bytes) -> list[ProxyAction]:
+        """Forward the batch unchanged only if every element is valid and allowed."""
+        errors: dict[int, dict[str, Any]] = {}
+        outcomes: dict[int, _Outcome] = {}
+        for i, el in enumerate(msg.elements):
+            method = el.method or ""
+            if el.kind is Kind.INVALID:
+                errors[i] = {
+                    "code": el.error_code,
+                    "message": f"mcp-defense: batch element {i}: {el.error_message}",
+                }
+            elif el.kind is Kind.NOTIFICATION and (
+                method == "tools/call" or near_decided_method(method) == "tools/call"
+            ):
+                errors[i] = {
+                    "code": INVALID_REQUEST,
+                    "message": f"mcp-defense: batch element {i}: tools/call without id",
+                }
+            elif el.kind is Kind.BATCH:
+                errors[i] = {
+                    "code": INVALID_REQUEST,
+                    "message": f"mcp-defense: batch element {i}: nested batch",
+                }
+            elif el.kind is Kind.REQUEST and method in DECIDED_METHODS:
+                outcomes[i] = self._decide(el)
+            elif el.kind is Kind.REQUEST and near_decided_method(method) is not None:
+                errors[i] = {
+                    "code": METHOD_NOT_FOUND,
+                    "message": f"mcp-defense: batch element {i}: method {method!r} imitates "
+                    f"{near_decided_method(method)!r}",
+                }
+        asking = [i for i, o in outcomes.items() if o.ticket]
+        held = _Held(line, msg, outcomes, errors)
+        refused = [i for i, o in outcomes.items() if not o.ticket and not o.forward]
+        first_refused = min([*errors, *refused], default=-1)
+        if asking and first_refused < 0:
+            actions: list[ProxyAction] = []
+            for i in asking:
+                out = outcomes[i]
+                held.waiting.add(out.ticket)
+                self._held[out.ticket] = (held, i)
+                actions.append(self._ask(out))
+            for el in msg.elements:
+                if el.kind is Kind.REQUEST:
+                    self._held_ids[el.id] = held
+            return actions
+        for i in asking:  # another element is refused: the batch is, so no one is asked
+            self._settle(
+                outcomes[i], False, f"approval not asked: batch element {first_refused} was refused"
+            )
+        return self._finish_batch(held)
+
+    def _finish_batch(self, held: _Held) -> list[ProxyAction]:
+        msg, errors = held.msg, held.errors
+        kill: _Outcome | None = None
+        for i, out in sorted(held.outcomes.items()):
+            if not out.forward:
+                errors[i] = out.error or {}
+                if out.kill is not None and kill is None:
+                    kill = out
+        if not errors:
+            if self.closed_reason:
+                return [
+                    a
+                    for i, el in enumerate(msg.elements)
+                    if el.kind is Kind.REQUEST
+                    for a in self._fail_unsent(
+                        el.id, held.outcomes[i].correlation_id if i in held.outcomes else ""
+                    )
+                ]
+            now = time.perf_counter()
+            for i, el in enumerate(msg.elements):
+                if el.kind is Kind.REQUEST:
+                    o = held.outcomes.get(i)
+                    self._pending[el.id] = _Pending(
+                        el.method or "", o.correlation_id if o is not None else "", now
+                    )
+            if self.flows is not None:
+                for o in held.outcomes.values():
+                    self.flows.call_opened(o.correlation_id)
+            return [ToServer(held.line)]
+        first = min(errors)
+        answers = []
+        for i, el in enumerate(msg.elements):
+            if el.id is None or el.kind not in (Kind.REQUEST, Kind.INVALID):
+                continue  # notifications and the client's own responses get no answer
+            err = errors.get(i) or {
+                "code": INVALID_REQUEST,
+                "message": f"mcp-defense: batch refused because element {first} was refused "
+                "(a batch is forwarded only if every element is allowed)",
+            }
+            answers.append({"jsonrpc": "2.0", "id": el.id, "error": err})
+        if self.recorder.active:
+            self.recorder.emit(
+                FramingEvent(
+                    direction="client->server",
+                    reason=f"batch of {len(msg.elements)} refused: element {first}: "
+                    f"{errors[first].get('message', '')}",
+                    size=len(held.line),
+                )
+            )
+        actions: list[ProxyAction] = []
+        if answers:
+            actions.append(ToClient(encode(answers)))
+        if kill is not None and kill.kill is not None:
+            actions.append(Kill(kill.kill.rule, kill.kill.reason, (kill.correlation_id,)))
+        return actions
+
+    # --- deciding --------------------------------------------------------------------------------
+
+    def _decide(self, msg: Message) -> _Outcome:
+        """Decide one request through the one call builder. A require_approval with someone
+        to ask comes back with a ticket; anything else comes back settled (and recorded)."""
+        cid = new_correlation_id()
+        call = build_call(
+            msg.method or "",
+            msg.params,
+            self.archetype,
+            agent_id=self.agent_id,
+            session_id=self.session_id,
+            correlation_id=cid,
+            annotations=self._annotations,
+        )
+        if type(call) is str:
+            if self.recorder.active:
+                self.recorder.emit(
+                    FramingEvent(
+                        direction="client->server",
+                        reason=f"{call} (correlation {cid})",
+                        request_id=msg.id,
+                    )
+                )
+            return _Outcome(cid, error={"code": INVALID_PARAMS, "message": f"mcp-defense: {call}"})
+        assert type(call) is ToolCall
+        table = self.get_table()  # read once: the whole call runs under this table
+        t_eval = time.perf_counter()
+        try:
+            if self.learning is not None:
+                decision = table.decide(call, self.learning)  # type: ignore[call-arg]
+            else:
+                decision = table.decide(call)
+        except Exception as e:  # noqa: BLE001 - the table must never raise; if it does, fail closed
+            decision = Decision(
+                Action.DENY,
+                "internal_error",
+                f"policy evaluation failed: {e}",
+                _safe_version(table),
+                cid,
+            )
+        eval_ms = (time.perf_counter() - t_eval) * 1e3
+        observe = self.observe
+        if not self.recorder.writable:  # --record-required: no recording, no call (fail closed)
+            decision = Decision(
+                Action.DENY,
+                RECORD_REQUIRED_RULE,
+                RECORD_REQUIRED_REASON,
+                decision.policy_version,
+                cid,
+            )
+            observe = False  # holds under --observe too
+        action = decision.action
+        allowed = observe or action is Action.ALLOW or action is Action.ALERT
+        if allowed and not self.recorder.active:
+            return _Outcome(cid, True)  # the hot path: nothing to record, nothing to build
+        out = _Outcome(cid, False, None, None, call, decision, msg.id, eval_ms=eval_ms)
+        if allowed:
+            self._settle(out, True, decision.reason, approval="")
+        elif action is Action.REQUIRE_APPROVAL:
+            if self.approval:
+                self._tickets += 1
+                out.ticket = self._tickets
+            else:
+                self._settle(
+                    out,
+                    False,
+                    f"approval required (the proxy runs without --approval): {decision.reason}",
+                )
+        else:
+            self._settle(out, False, decision.reason, approval="")
+        return out
+
+    def _ask(self, out: _Outcome) -> AskApproval:
+        assert out.call is not None and out.decision is not None
+        return AskApproval(
+            out.ticket, str(out.call.tool), out.call.arguments, out.decision, out.correlation_id
+        )
+
+    def _settle(
+        self, out: _Outcome, forward: bool, reason: str, approval: str | None = None
+    ) -> None:
+        """Fix the outcome, record the tool_call event, build the deny error body."""
+        call, decision = out.call, out.decision
+        assert call is not None and decision is not None
+        action = decision.action
+        if approval is None:
+            approval = "approved" if forward else "rejected"
+        tool = call.tool
+        tool_name = tool if type(tool) is str else json.dumps(tool)
+        if self.recorder.active:
+            self.recorder.emit(
+                ToolCallEvent.decided(
+                    call,
+                    decision,
+                    ts=now_iso_fast(),
+                    tool=tool_name,
+                    reason=reason,
+                    request_id=out.request_id,
+                    enforced=not self.observe and not decision.learning,
+                    approval=approval,
+                    eval_ms=out.eval_ms,
+                )
+            )
+        out.forward = forward
+        out.ticket = 0
+        if forward:
+            return
+        verb = {"kill": "killed", "require_approval": "not approved"}.get(action.value, "denied")
+        out.error = {
+            "code": POLICY_DENIED,
+            "message": f"mcp-defense: tool call {tool_name} {verb} by policy: {reason}",
+            "data": {
+                "decision": action.value,
+                "rule": decision.rule,
+                "reason": reason,
+                "correlation_id": out.correlation_id,
+                "policy_version": decision.policy_version,
+                "tool": tool_name,
+                "approval": approval,
+            },
+        }
+        if action is Action.KILL:
+            out.kill = decision
+
+    # --- approval --------------------------------------------------------------------------------
+
+    def approval_answered(self, ticket: int, approved: bool, reason: str) -> list[ProxyAction]:
+        """The human's answer to `AskApproval(ticket)`. Unknown tickets are ignored."""
+        entry = self._held.pop(ticket, None)
+        if entry is None:
+            return []
+        held, i = entry
+        out = held.outcomes[i]
+        held.waiting.discard(ticket)
+        if held.cancelled and approved:
+            approved, reason = False, f"cancelled by the client before approval: {reason}"
+        self._settle(out, approved, reason)
+        if held.waiting:
+            return []
+        for el in held.msg.elements or (held.msg,):
+            if el.kind is Kind.REQUEST:
+                self._held_ids.pop(el.id, None)
+        if held.cancelled:
+            return []  # the client gave up on it: no answer is expected
+        if held.msg.kind is Kind.BATCH:
+            return self._finish_batch(held)
+        return self._finish_single(held.msg, held.line, out)
+
+    def _cancel_held(self, params: Any) -> None:
+        if type(params) is dict:
+            held = self._held_ids.get(params.get("requestId"))
+            if held is not None:
+                held.cancelled = True
+
+    # --- server -> client ------------------------------------------------------------------------
+
+    def server_message(self, item: bytes | Oversize) -> list[ProxyAction]:
+        if type(item) is Oversize:
+            rid = sniff_id(item.head)
+            p = self._pending.pop(rid, None) if rid is not None else None
+            if p is not None:
+                self._close_flow_window(p)
+            return self._refuse(
+                "server->client",
+                f"server message of {item.size} bytes exceeds --max-message-bytes {self.max_message_bytes}",
+                rid if p is not None else None,
+                item.size,
+                MESSAGE_TOO_LARGE,
+            )
+        line: bytes = item  # type: ignore[assignment]
+        if self._pending:
+            return [ToClient(line, self._match_response(line))]
+        return [ToClient(line)]
+
+    def _match_response(self, line: bytes) -> Any:
+        """Close the pending request this line answers (and record its result)."""
+        recording = self.recorder.active
+        if recording:
+            info = response_info(line)
+            rid, is_error = (info.id, info.is_error) if info is not None else (None, False)
+        else:
+            rid, is_error = sniff_id(line), False
+        if rid is None:
+            if line.lstrip()[:1] == b"[":
+                self._match_batch_response(line)
+            return None
+        p = self._pending.pop(rid, None)
+        if p is None:
+            return None
+        if p.correlation_id and self.flows is not None:
+            self.flows.call_closed(p.correlation_id)
+        if p.method == "tools/list":
+            self._learn_annotations(line)
+        if p.correlation_id and recording:
+            self.recorder.emit(
+                ToolResultEvent(
+                    ts=now_iso_fast(),
+                    correlation_id=p.correlation_id,
+                    request_id=rid,
+                    is_error=is_error,
+                    duration_ms=(time.perf_counter() - p.t0) * 1e3,
+                    size=len(line),
+                )
+            )
+        return rid
+
+    def _match_batch_response(self, line: bytes) -> None:
+        msg = parse_message(line, self.max_depth)
+        for el in msg.elements:
+            if el.kind in (Kind.RESPONSE, Kind.ERROR):
+                p = self._pending.pop(el.id, None)
+                if p is not None:
+                    self._close_flow_window(p)
+                if p is not None and p.correlation_id and self.recorder.active:
+                    self.recorder.emit(
+                        ToolResultEvent(
+                            correlation_id=p.correlation_id,
+                            request_id=el.id,
+                            is_error=el.kind is Kind.ERROR,
+                            duration_ms=(time.perf_counter() - p.t0) * 1e3,
+                        )
+                    )
+
+    def _learn_annotations(self, line: bytes) -> None:
+        """Keep each tool's advertised annotations: untrusted hints, but facts for rules."""
+        msg = parse_message(line, self.max_depth)
+        result = msg.obj.get("result") if msg.kind is Kind.RESPONSE else None
+        tools = result.get("tools") if type(result) is dict else None
+        if type(tools) is not list:
+            return
+        for t in tools:
+            if (
+                type(t) is dict
+                and type(t.get("name")) is str
+                and type(t.get("annotations")) is dict
+            ):
+                self._annotations[t["name"]] = t["annotations"]
+
+    # --- the server going away -----------------------------------------------------------------
+
+    def server_write_failed(self, request_id: Any) -> list[ProxyAction]:
+        """The bytes of `ToServer(request_id)` could not be written: answer that request."""
+        p = self._pending.pop(request_id, None) if request_id is not None else None
+        if p is None:
+            return []
+        return self._fail(request_id, p, "mcp-defense: the MCP server is not accepting input")
+
+    def server_gone(self, message: str) -> list[ProxyAction]:
+        """The server exited or stopped answering: fail every pending request with `message`,
+        and every later request too (held approvals included, once answered)."""
+        self.closed_reason = self.closed_reason or message
+        pending, self._pending = self._pending, {}
+        actions: list[ProxyAction] = []
+        for rid, p in pending.items():
+            actions.extend(self._fail(rid, p, message))
+        return actions
+
+    def _fail(self, rid: Any, p: _Pending, message: str) -> list[ProxyAction]:
+        self._close_flow_window(p)
+        if p.correlation_id and self.recorder.active:
+            self.recorder.emit(
+                ToolResultEvent(
+                    correlation_id=p.correlation_id,
+                    request_id=rid,
+                    is_error=True,
+                    duration_ms=(time.perf_counter() - p.t0) * 1e3,
+                )
+            )
+        return [self._error_to(rid, SERVER_CLOSED, message)]
+
+    def _fail_unsent(self, rid: Any, correlation_id: str) -> list[ProxyAction]:
+        """An allowed request that cannot reach the server any more (it is gone)."""
+        return self._fail(
+            rid, _Pending("", correlation_id, time.perf_counter()), self.closed_reason
+        )
+
+    def _close_flow_window(self, p: _Pending) -> None:
+        """A forwarded request is over (answered or failed): its flow window starts closing."""
+        if p.correlation_id and self.flows is not None:
+            self.flows.call_closed(p.correlation_id)
+
+    # --- refusing --------------------------------------------------------------------------------
+
+    def _error_to(self, rid: Any, code: int, message: str) -> ToClient:
+        return ToClient(error_response(rid, code, message), rid)
+
+    def _refuse(
+        self, direction: str, reason: str, rid: Any, size: int, code: int, answer: bool = True
+    ) -> list[ProxyAction]:
+        """Drop a message, answer its sender with an error (id null if unknown, as JSON-RPC
+        asks for unparseable input), and record why."""
+        if self.recorder.active:
+            self.recorder.emit(
+                FramingEvent(direction=direction, reason=reason, request_id=rid, size=size)
+            )
+        else:
+            self.warn(f"mcp-defense: refused {direction} message: {printable(reason)}")
+        if answer and (direction == "client->server" or rid is not None):
+            return [self._error_to(rid, code, f"mcp-defense: {reason}")]
+        return []
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _safe_version(table: Any) -> str:
+    try:
+        return str(table.version)
+    except Exception:  # noqa: BLE001
+        return ""
