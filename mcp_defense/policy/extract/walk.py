@@ -429,11 +429,10 @@ class _Acc:
             self.scan_generic(s, depth)
         elif role == _TEXT:
             if ":" in s:
+                # (an exception discards the whole accumulator, so no try/finally is needed)
                 self.prose = True
-                try:
-                    self.scan_urls(s)
-                finally:
-                    self.prose = False
+                self.scan_urls(s)
+                self.prose = False
         elif role == _URL:
             self.visit_url(s, depth)
         elif role == _COMMAND:
