@@ -6,6 +6,8 @@
 (b) a shell command with a pipe to curl — shown memoised (the same string again, the usual
     case for an agent retrying) and cold (a different string every call).
 (c) write_file with 16 MiB of content under a text-role key — target well under 100 ms.
+(d) the heaviest call at each per-call limit (policy/extract/limits.py) and just past it
+    (refused): the slowest single call the proxy's reader can be held up by.
 
 Per-call timings (perf_counter_ns around each call) and the median are used rather than one
 big batch, so a busy machine's preemptions land in the tail instead of the number. The cost of
@@ -20,10 +22,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mcp_defense.policy.extract import Environment, default_classifier, extract  # noqa: E402
+from mcp_defense.policy.extract.limits import (  # noqa: E402
+    MAX_CODE_LITERALS,
+    MAX_PATHS,
+    MAX_SHELL_TOKENS,
+    MAX_URLS,
+)
 from mcp_defense.policy.facts import CallFacts, ExtractionError  # noqa: E402
 
 ENV = Environment(workspace="/workspace", home="/home/alice", user="alice", resolve_symlinks=False)
@@ -65,6 +74,63 @@ def refused(args: dict) -> None:
     except ExtractionError:
         return
     raise AssertionError("expected ExtractionError for > MAX_URLS distinct URLs")
+
+
+def _limit_shapes() -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, tool, arguments) at and past each per-call bound."""
+    return (
+        [
+            (
+                f"{n:,} paths",
+                "read_multiple_files",
+                {"paths": [f"src/m{i}/f{i}.py" for i in range(n)]},
+            )
+            for n in (MAX_PATHS, MAX_PATHS + 1)
+        ]
+        + [
+            (f"{n:,} unknown-key paths", "t", {"x": [f"/srv/d{i}/f{i}" for i in range(n)]})
+            for n in (MAX_PATHS, MAX_PATHS + 1)
+        ]
+        + [
+            (
+                f"{n:,} shell tokens",
+                "run_command",
+                {"command": "cat " + " ".join(f"d{i}/f{i}" for i in range(n - 1))},
+            )
+            for n in (MAX_SHELL_TOKENS, MAX_SHELL_TOKENS + 1)
+        ]
+        + [
+            (
+                f"{n:,} code literals",
+                "run_python",
+                {"code": ";".join(f"open('/tmp/f{i}')" for i in range(n))},
+            )
+            for n in (MAX_CODE_LITERALS, MAX_CODE_LITERALS + 1)
+        ]
+        + [
+            (
+                f"{n:,} URLs in text",
+                "write_file",
+                {
+                    "path": "/workspace/x",
+                    "content": " ".join(f"https://h{i}.example.com/p" for i in range(n)),
+                },
+            )
+            for n in (MAX_URLS, MAX_URLS + 1)
+        ]
+    )
+
+
+def worst_cases() -> None:
+    for name, tool, args in _limit_shapes():
+        outcome = "extracted"
+        start = time.perf_counter()
+        try:
+            extract(tool, args, CLS, ENV)
+        except ExtractionError:
+            outcome = "refused"
+        ms = (time.perf_counter() - start) * 1000
+        print(f"(d) {name:28} {ms:8.1f} ms  {outcome}")
 
 
 def main() -> None:
@@ -116,6 +182,7 @@ def main() -> None:
         f"(c) write_file 16 MiB content          {c:10.2f} µs  = {c / 1000:.2f} ms (target < 100 ms)"
     )
     print(f"    URL-dense worst case (refused)     {worst:10.2f} µs  = {worst / 1000:.2f} ms")
+    worst_cases()
 
 
 if __name__ == "__main__":

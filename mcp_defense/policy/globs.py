@@ -2,15 +2,50 @@
 
 `*` matches within one path segment (dot-files included: hiding behind a leading dot must not
 escape a rule), `**` any number of segments, `?` one character, `{a,b}` alternatives, `[...]`
-classes, and a leading `~` any user's home (`/home/<user>`, `/Users/<user>`, `/root`).
+classes, and a leading `~` every home (`_home_re`): the attacker picks which home to read.
 """
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 from collections.abc import Iterable
 
-HOME_RE = r"(?:/home/[^/]+|/Users/[^/]+|/root)"
+# The usual roots of homes: Linux, macOS (and its /System/Volumes/Data firmlink), BSD and
+# Solaris, Fedora Atomic, service accounts under /var/lib (jenkins, postgres, …), the root
+# accounts of Linux and macOS, and the homes of CI runners (GitHub Actions: /github/home).
+_HOME_ROOTS = (
+    "/home/[^/]+",
+    "/Users/[^/]+",
+    "/System/Volumes/Data/Users/[^/]+",
+    "/usr/home/[^/]+",
+    "/export/home/[^/]+",
+    "/var/home/[^/]+",
+    "/var/lib/[^/]+",
+    "/root",
+    "/var/root",
+    "/github/home",
+    "/mnt/[A-Za-z]/Users/[^/]+",  # Windows drive paths, as the extractor writes them (WSL mount)
+    "/[^/]+/[A-Za-z][$]/Users/[^/]+",  # UNC admin shares (\\host\c$\Users\bob)
+)
+
+
+def _home_re() -> str:
+    """`~` in a jewel glob means every home: the usual roots, every home in the password
+    database and the running user's `$HOME` — a key under an unusual home is still a key."""
+    homes: set[str] = set()
+    try:
+        homes.update(entry.pw_dir for entry in pwd.getpwall())
+    except OSError:  # pragma: no cover - no password database
+        pass
+    homes.add(os.environ.get("HOME", ""))
+    extra = sorted(re.escape(h.rstrip("/")) for h in homes if h.startswith("/") and h != "/")
+    return "(?:" + "|".join((*_HOME_ROOTS, *extra)) + ")"
+
+
+HOME_RE = _home_re()
+_ANY_DEPTH = r"(?:[^\n]*/)?"  # what a leading `**/` becomes
 
 
 class GlobError(ValueError):
@@ -86,7 +121,21 @@ def compile_globs(globs: Iterable[str], *, ignore_case: bool = False) -> re.Patt
     if not bodies:
         return None
     flags = re.IGNORECASE if ignore_case else 0
-    return re.compile("(?:" + "|".join(f"(?:{b})" for b in bodies) + r")\Z", flags)
+    # Factor the two common openings (`~/…`: every home; `**/…`: any depth) so a path is tried
+    # against the home alternatives once per set, not once per glob: same language, far fewer
+    # backtracking branches for the unmatched paths that are the common case.
+    groups: dict[str, list[str]] = {}
+    alternatives: list[str] = []
+    for body in bodies:
+        for opening in (HOME_RE, _ANY_DEPTH):
+            if body.startswith(opening) and body != opening:
+                groups.setdefault(opening, []).append(body[len(opening) :])
+                break
+        else:
+            alternatives.append(f"(?:{body})")
+    for opening, rests in groups.items():
+        alternatives.append(opening + "(?:" + "|".join(f"(?:{r})" for r in rests) + ")")
+    return re.compile("(?:" + "|".join(alternatives) + r")\Z", flags)
 
 
 class GlobSet:

@@ -76,9 +76,32 @@ _DIRISH_KEY_PARTS = (
 _ARGVISH_KEYS = frozenset({"args", "argv", "arguments", "params", "parameters"})
 
 
+# Keys that name an endpoint or a connection string (`db_host`, `smtp_server`, `dsn`,
+# `connection_string`, `kafka_brokers`): their value is a destination, whatever else it looks like.
+_ENDPOINTISH_KEY_ENDS = (
+    "url",
+    "uri",
+    "host",
+    "hostname",
+    "hosts",
+    "server",
+    "servers",
+    "endpoint",
+    "endpoints",
+    "addr",
+    "dsn",
+    "broker",
+    "brokers",
+    "connectionstring",
+    "connstring",
+    "connstr",
+    "socket",
+)
+
+
 def _heuristic_role(squashed: str) -> int:
     """Role for a key the policy did not classify, guessed from its name (only ever stricter)."""
-    if squashed in _URLISH_KEYS or squashed.endswith(("url", "uri")):
+    if squashed in _URLISH_KEYS or squashed.endswith(_ENDPOINTISH_KEY_ENDS):
         return _URL
     if any(part in squashed for part in _PATHISH_KEY_PARTS):
         return _SOFT_PATH

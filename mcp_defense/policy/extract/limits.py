@@ -7,17 +7,22 @@ from collections.abc import Iterable
 EFFECTS = frozenset({"reads", "writes", "spawns", "network"})
 ROLES = frozenset({"path", "url", "command", "code", "text"})
 
+# Per-call work is bounded so one call cannot stall the proxy's reader (every call behind it
+# waits); past a bound the call is refused (`malformed_arguments`, fail closed), never cut short.
+# The bounds are documented in docs/language.md ("Extraction limits").
 MAX_DEPTH = 64  # nesting of objects/arrays, counting JSON decoded out of strings
 MAX_ITEMS = 100_000  # strings + keys visited per call
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
-MAX_SHELL_TOKENS = 200_000
+MAX_PATHS = 20_000  # distinct paths per call (read_multiple_files of a whole tree still fits)
+MAX_SHELL_TOKENS = 4_096  # words and operators per call, nested shells included
+MAX_CODE_LITERALS = 2_048  # string literals in program text per call
 MAX_SHELL_NESTING = 16  # bash -c "bash -c ..." / $( $( ... ) )
 MAX_BRACE_WORDS = 1024
 MAX_CWDS = 8
 MAX_ANCHORS = 8
 MAX_RELATIVES = 4096
 MAX_GLOB_MATCHES = 256
-MAX_URLS = 20_000  # distinct URL words found in free text per call
+MAX_URLS = 8_192  # distinct URL words found in free text per call
 _CACHE_LIMIT = 8192  # entries per bounded memo dict
 _CACHEABLE_LEN = 512
 

@@ -206,6 +206,11 @@ def _expand(form: str, strict: bool, ctx: _Ctx, variables: Mapping[str, str | No
     return [form]
 
 
+# `unix:` URLs name a socket file (`docker -H unix:///var/run/docker.sock`, `curl --unix-socket`
+# spellings, HTTP-over-socket clients): the socket is a path like any other.
+_PATH_SCHEMES = frozenset({"file:", "unix:"})
+
+
 def _file_url_path(url: str) -> list[str]:
     """Paths a `file:` URL may name: `file:///p`, `file://localhost/p`, `file:/p`, `file:p`.
 
@@ -226,6 +231,19 @@ def _file_url_path(url: str) -> list[str]:
             return [path, host + ("" if slash < 0 else after[slash:])]
         return [path]
     return [rest]
+
+
+_DRIVE = re.compile(r"/?([A-Za-z]):[/\\]")
+
+
+def _windows_drive(reading: str) -> str:
+    """`C:\\Users\\bob\\.aws\\credentials`, `C:/Users/…`, `/C:/…` (from `file:///C:/…`) are absolute
+    on any host: written as their WSL mount `/mnt/c/…`, never relative to the workspace."""
+    match = _DRIVE.match(reading)
+    if match is None:
+        return reading
+    rest = reading[match.end() :].replace("\\", "/")
+    return f"/mnt/{match.group(1).lower()}/{rest}"
 
 
 def _forms(
@@ -249,13 +267,17 @@ def _forms(
         if "\\" in stage and not (mode == _M_GENERIC and stage[0] == "\\"):
             readings.append(stage.replace("\\", "/"))
         for reading in readings:
+            if (len(reading) > 2 and reading[1] == ":") or (
+                reading[:1] == "/" and reading[2:3] == ":"
+            ):
+                reading = _windows_drive(reading)
             if "\x00" in reading:
                 if strict:
                     raise ExtractionError("NUL byte in a path (percent-encoded)")
                 reading = reading[: reading.index("\x00")]
                 if not reading:
                     continue
-            if reading[:5].lower() == "file:":
+            if reading[:5].lower() in _PATH_SCHEMES:
                 if depth < 3:
                     for path in _file_url_path(reading):
                         sub_mode = mode if index == 0 else _M_SOFT

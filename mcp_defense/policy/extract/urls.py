@@ -208,10 +208,56 @@ def embedded_ipv4(host: str) -> str:
     return ""
 
 
+# Wildcard-DNS services answer any name that embeds an address with that address
+# (`169.254.169.254.nip.io`, `app-10-0-0-1.sslip.io`, `a9fea9fe.nip.io`, `--1.sslip.io`): the
+# name is the address, for every predicate.
+_WILDCARD_DNS = (
+    "nip.io",
+    "sslip.io",
+    "xip.io",
+    "nip.direct",
+    "traefik.me",
+    "backname.io",
+    "ip.addr.tools",
+    "localtest.direct",
+)
+_EMBEDDED_QUAD = re.compile(r"(?:^|[.-])(\d{1,3})[.-](\d{1,3})[.-](\d{1,3})[.-](\d{1,3})\Z")
+_EMBEDDED_HEX = re.compile(r"(?:^|[.-])([0-9a-f]{8})\Z")
+
+
+@lru_cache(maxsize=16384)
+def _wildcard_address(host: str) -> _IPAddress | None:
+    """The address a wildcard-DNS name resolves to, None for any other name."""
+    name = canonical_host(host)
+    for zone in _WILDCARD_DNS:
+        if name.endswith("." + zone):
+            label = name[: -len(zone) - 1]
+            break
+    else:
+        return None
+    quad = _EMBEDDED_QUAD.search(label)
+    if quad is not None:
+        try:
+            return ipaddress.IPv4Address(".".join(quad.groups()))
+        except ValueError:
+            return None
+    hexa = _EMBEDDED_HEX.search(label)
+    if hexa is not None:
+        return ipaddress.IPv4Address(int(hexa.group(1), 16))
+    last = label.rsplit(".", 1)[-1]
+    if "--" in last or last.count("-") >= 2:
+        return _parse_ipv6(last.replace("-", ":"))
+    return None
+
+
 def _addresses(host: str) -> tuple[_IPAddress, ...]:
     address = _address(host)
     if address is None:
-        return ()
+        wildcard = _wildcard_address(host)
+        if wildcard is None:
+            return ()
+        address = wildcard
+        host = str(wildcard)
     inner = embedded_ipv4(host)
     if inner:
         return (address, ipaddress.IPv4Address(inner))
@@ -225,6 +271,8 @@ def is_ip(host: str) -> bool:
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+# Public names whose every subdomain resolves to 127.0.0.1 (DNS-rebinding and dev favourites).
+_LOOPBACK_ZONES = ("localtest.me", "lvh.me", "vcap.me", "lacolhost.com", "localho.st", "fuf.me")
 
 
 @lru_cache(maxsize=16384)
@@ -236,6 +284,8 @@ def is_loopback(host: str) -> bool:
     """
     name = canonical_host(host)
     if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    if any(name == zone or name.endswith("." + zone) for zone in _LOOPBACK_ZONES):
         return True
     return any(address.is_loopback or address.is_unspecified for address in _addresses(host))
 
@@ -263,9 +313,42 @@ _PRIVATE = (
 )
 
 
+# Names that only resolve inside a cluster, a container host or a private network: Kubernetes
+# services (kubernetes.io/docs/concepts/services-networking/dns-pod-service), Docker Desktop and
+# Podman host names, ICANN's private-use `.internal`, mDNS `.local`, RFC 8375 `.home.arpa`.
+_INTERNAL_NAMES = frozenset(
+    {
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "host.docker.internal",
+        "gateway.docker.internal",
+        "host.containers.internal",
+        "host.lima.internal",
+        "docker",
+    }
+)
+_INTERNAL_ZONES = (
+    ".svc",
+    ".cluster.local",
+    ".svc.cluster.local",
+    ".internal",
+    ".local",
+    ".localdomain",
+    ".home.arpa",
+    ".lan",
+    ".intranet",
+    ".corp",
+)
+
+
 @lru_cache(maxsize=16384)
 def is_private(host: str) -> bool:
-    """RFC 1918, RFC 4193 (fc00::/7) and CGNAT 100.64.0.0/10, including tunnelled IPv4."""
+    """RFC 1918, RFC 4193 (fc00::/7) and CGNAT 100.64.0.0/10, including tunnelled IPv4, and
+    names that resolve only inside a cluster or private network (`kubernetes.default.svc`)."""
+    name = canonical_host(host)
+    if name in _INTERNAL_NAMES or name.endswith(_INTERNAL_ZONES):
+        return True
     return any(
         address in net
         for address in _addresses(host)
@@ -397,7 +480,7 @@ _OPAQUE_SCHEMES = frozenset(
         "xmpp",
     }
 )
-_KNOWN_SCHEMES = frozenset(_DEFAULT_PORTS) | _OPAQUE_SCHEMES | {"file"}
+_KNOWN_SCHEMES = frozenset(_DEFAULT_PORTS) | _OPAQUE_SCHEMES | {"file", "unix"}
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _C0_SPACE = "".join(chr(i) for i in range(0x21))
 _AUTH_END_SPECIAL = re.compile(r"[/?#\\]")
@@ -483,7 +566,7 @@ def _parse_url(text: str, default_scheme: str | None) -> _UrlOut:
     else:
         return _EMPTY_URL
     out = _UrlOut()
-    if scheme == "file":
+    if scheme == "file" or scheme == "unix":
         out.file = t
         return out
     special = scheme in _SPECIAL_PORTS

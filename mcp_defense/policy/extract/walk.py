@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -37,8 +39,10 @@ from mcp_defense.policy.extract.limits import (
     _URL,
     _W,
     MAX_ANCHORS,
+    MAX_CODE_LITERALS,
     MAX_DEPTH,
     MAX_ITEMS,
+    MAX_PATHS,
     MAX_RELATIVES,
     MAX_SHELL_NESTING,
     MAX_URLS,
@@ -110,6 +114,8 @@ class _Acc:
         "flags",
         "hosts",
         "items",
+        "literals",
+        "prose",
         "overflow",
         "paths",
         "phys",
@@ -124,6 +130,8 @@ class _Acc:
         self.ctx = ctx
         self.cls = cls
         self.paths: dict[str, None] = {}
+        self.literals = 0
+        self.prose = False
         self.phys: list[str] = []
         self.urls: dict[str, None] = {}
         self.hosts: dict[str, None] = {}
@@ -144,6 +152,8 @@ class _Acc:
     def add_path(self, path: str) -> None:
         if path in self.paths:
             return
+        if len(self.paths) >= MAX_PATHS:
+            raise ExtractionError(f"more than {MAX_PATHS} distinct paths in one call")
         self.paths[path] = None
         if path.startswith("/dev/"):
             self._dev_net(path)
@@ -201,8 +211,11 @@ class _Acc:
         """Add one URL (or `file:` path). True when it named a host."""
         out = _url_facts(text, default_scheme, self.ctx, memo)
         if out.file is not None:
-            self.path_value(out.file, _M_SOFT)
+            if not self.prose:  # a `file:` URL in prose being written is content, not access
+                self.path_value(out.file, _M_SOFT)
             return False
+        if out.hosts and not self.prose:
+            self.flags |= _N  # every endpoint outside prose is a destination
         for url in out.urls:
             self.urls.setdefault(url, None)
         for host in out.hosts:
@@ -270,6 +283,8 @@ class _Acc:
                 if path[0] != "/":
                     path = "/" + path
                 urls.setdefault(f"{scheme}://{host_port}{path}", None)
+        if seen and not self.prose:
+            self.flags |= _N
         return bool(seen)
 
     # -- values -------------------------------------------------------------------------------
@@ -414,7 +429,10 @@ class _Acc:
             self.scan_generic(s, depth)
         elif role == _TEXT:
             if ":" in s:
+                # (an exception discards the whole accumulator, so no try/finally is needed)
+                self.prose = True
                 self.scan_urls(s)
+                self.prose = False
         elif role == _URL:
             self.visit_url(s, depth)
         elif role == _COMMAND:
@@ -438,12 +456,34 @@ class _Acc:
         if stripped.startswith(("/", "~", "./", "../")) and not stripped.startswith("//"):
             self.path_value(stripped, _M_SOFT)
             return
+        if "=" in stripped and self.connection_string(stripped):
+            self.flags |= _N
         if _WS.search(stripped):
             self.scan_generic(s, depth)
             return
         if self.url_value(stripped, "https"):
             self.flags |= _N
         self.scan_urls(stripped)
+
+    def connection_string(self, s: str) -> bool:
+        """Endpoints of libpq `host=… port=…`, ODBC/ADO `Server=tcp:h,1433;` strings."""
+        found = False
+        port_match = _CONN_PORT.search(s)
+        port = int(port_match.group(1)) if port_match is not None else None
+        for match in _CONN_HOST.finditer(s):
+            for raw in match.group(1).split(","):
+                host_text, _, own_port = (
+                    raw.partition(":") if raw.count(":") == 1 else (raw, "", "")
+                )
+                for host in _clean_hosts(host_text):
+                    found = True
+                    self.add_host(host)
+                    p = int(own_port) if own_port.isdigit() else port
+                    if match.group(2) and match.group(2).isdigit():
+                        p = int(match.group(2))
+                    if p is not None and p <= 65535:
+                        self.add_endpoint(host, p)
+        return found
 
     # -- shell --------------------------------------------------------------------------------
 
@@ -495,7 +535,23 @@ class _Acc:
         variables: Mapping[str, str | None],
         shell_depth: int = 0,
     ) -> None:
-        """Program text: literals (decoded), joins of adjacent literals, home markers."""
+        """Program text: literals (decoded), joins of adjacent literals, home markers. Any
+        endpoint found in code is network: the code can connect to it."""
+        hosts_before = len(self.hosts)
+        self.code_values(code, depth, bases, variables, shell_depth)
+        if len(self.hosts) > hosts_before:
+            self.flags |= _N
+        if _CODE_WRITE.search(code) is not None:
+            self.flags |= _W  # the paths in code that writes files may be the ones written
+
+    def code_values(
+        self,
+        code: str,
+        depth: int,
+        bases: list[str],
+        variables: Mapping[str, str | None],
+        shell_depth: int,
+    ) -> None:
         text = code
         if _HOME_MARKER.search(text):
             text = _HOME_MARKER.sub("'~'", text)
@@ -503,6 +559,9 @@ class _Acc:
             text = _CHR_CALL.sub(_chr_literal, text)
         values: dict[str, None] = {}
         atom_sets = [_code_literals(text, False), _code_literals(text, True)]
+        self.literals += len(atom_sets[0])
+        if self.literals > MAX_CODE_LITERALS:
+            raise ExtractionError(f"more than {MAX_CODE_LITERALS} string literals in code")
         for atoms in atom_sets:
             for _, _, value in atoms:
                 values.setdefault(value, None)
@@ -540,6 +599,7 @@ class _Acc:
                 if decoded:
                     values.setdefault(decoded, None)
         shellish = _SHELL_HINT.search(code) is not None
+        netty = _NET_API.search(code) is not None
         for value in values:
             if not value:
                 continue
@@ -551,6 +611,11 @@ class _Acc:
                 _BARE_IPV4.match(value) or _BARE_IPV6.match(value)
             ):
                 self.url_value(value, "tcp")
+            elif netty and len(value) <= 253 and _CODE_HOST.match(value) is not None:
+                # `connect(4444, 'evil.example.com')`, `IO::Socket::INET->new("h:4444")`
+                self.url_value(value, "tcp")
+            elif "=" in value and netty:
+                self.connection_string(value)
             if shellish and (" " in value or "\t" in value) and shell_depth < MAX_SHELL_NESTING:
                 state = _ShellState(
                     list(bases), {**variables, "IFS": " "}, variables is self.ctx.vars
@@ -856,6 +921,16 @@ def extract(
             raise ExtractionError(
                 f"arguments must be a JSON object, got {type(arguments).__name__}"
             )
+    if "repo" in arguments and "owner" in arguments:
+        remote = _without_repository_paths(arguments, classifier, env)
+        if remote is not None:
+            facts = extract(tool, remote, classifier, env, annotations)
+            facts.args = arguments
+            return facts
+    if "command" in arguments and _EDITOR_TOOL.search(tool) is not None:
+        verb = arguments["command"]
+        if type(verb) is str and verb in _EDITOR_VERBS:
+            return _editor_facts(tool, arguments, verb, classifier, env, annotations)
     last = _env._LAST_CTX
     ctx = last[1] if last is not None and last[0] is env else _ctx_for(env)
     if (
@@ -938,6 +1013,117 @@ def extract(
         tuple(acc.programs),
         annotations,
     )
+
+
+# Network APIs of the usual interpreters: with one present, a bare `host` or `host:port` literal
+# is a destination (a literal name alone could be a file name such as `setup.py`).
+_NET_API = re.compile(
+    r"(?i)socket|connect|urlopen|urllib|requests|httpx|aiohttp|http[.:]|https?\b|fetch|axios"
+    r"|xmlhttprequest|websocket|net::|\bnet\b|smtp|ftp|telnet|paramiko|dns|resolve|lookup"
+    r"|psycopg|pymysql|redis|mongo|sqlalchemy|create_engine|\bpg\b|mysql|curl|wget"
+)
+# File-writing APIs of the usual interpreters (open modes w/a/x/+, pathlib, fs, shutil, PHP,
+# Ruby, Go, Java, Perl): code that writes files makes the call a write.
+_CODE_WRITE = re.compile(
+    r"""(?i)\bopen\s*\([^()]*?,\s*(?:mode\s*=\s*)?[rbtU]*['"][rbtU]*[wax+]"""
+    r"|\.write_(?:text|bytes)\b|\.touch\(|\.symlink_to\(|\.hardlink_to\(|\.rename\(|\.replace\("
+    r"|\bwriteFile|\bappendFile|createWriteStream|\bcopyFile|\bfs\.(?:write|rename|symlink|cp)"
+    r"|\bshutil\.(?:copy|move)"
+    r"|\bos\.(?:rename|replace|symlink|link|makedirs|mkdir|remove|unlink|truncate)"
+    r"|\bFile\.(?:write|open|new)|\bIO\.write|\bfile_put_contents|\bfwrite"
+    r"""|\bfopen\s*\([^()]*?,\s*['"][wax]|WriteFile|Files\.write|FileWriter|FileOutputStream"""
+    r"""|\bopen\s*\(\s*\w+\s*,\s*['"]?[>+]|>>|\bprint\s*\([^()]*\bfile\s*="""
+)
+_CODE_HOST = re.compile(
+    r"(?i)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]*[a-z0-9]\.?(?::\d{1,5})?\Z"
+)
+_CONN_HOST = re.compile(
+    r"(?i)(?:^|[\s;])(?:host|hostaddr|server|data source|address|addr)\s*=\s*(?:tcp:)?"
+    r"([^\s;,'\"]+(?:,[^\s;,'\"=]+)*?)(?:,(\d{1,5}))?(?=[\s;'\"]|\Z)"
+)
+_CONN_PORT = re.compile(r"(?i)(?:^|[\s;])port\s*=\s*(\d{1,5})\b")
+
+# Repository-hosting APIs (GitHub, GitLab, Gitea: `owner` + `repo`) name files inside the remote
+# repository: a plain relative path there is not a local file. Anything that could leave a
+# checkout (`..`, `~`, `$`, absolute, drive, backslash, percent-encoding) stays a local fact.
+_REMOTE_PATH = re.compile(r"(?!\.\.?(?:/|\Z))(?!.*/\.\.(?:/|\Z))[^/~$\\%:\x00-][^\\%:$\x00]*\Z")
+_REMOTE_PATH_KEYS = ("path", "file_path", "filepath")
+
+
+def _without_repository_paths(
+    arguments: Mapping[str, Any], classifier: Classifier, env: Environment
+) -> dict[str, Any] | None:
+    """The arguments minus repository-relative paths (None when there are none). Not when
+    another argument anchors paths somewhere (`cwd`, `dir`, …) or a local file of that name is a
+    symlink: then the path may well be local, and it stays a fact."""
+    for key in arguments:
+        if key not in _REMOTE_PATH_KEYS and key != "files" and type(key) is str:
+            role, _, dirish = classifier.key_info(key)
+            if dirish or role == _PATH:
+                return None
+    rest = dict(arguments)
+    changed = False
+    for key in _REMOTE_PATH_KEYS:
+        value = rest.get(key)
+        if type(value) is str and _REMOTE_PATH.match(value) and not _local_link(env, value):
+            del rest[key]
+            changed = True
+    files = rest.get("files")
+    if type(files) is list:
+        kept: list[Any] = []
+        for item in files:
+            if (
+                type(item) is dict
+                and type(item.get("path")) is str
+                and _REMOTE_PATH.match(item["path"])
+                and not _local_link(env, item["path"])
+            ):
+                item = {k: v for k, v in item.items() if k != "path"}
+                changed = True
+            kept.append(item)
+        rest["files"] = kept
+    return rest if changed else None
+
+
+def _local_link(env: Environment, relative: str) -> bool:
+    """With symlink resolution on: does `relative`, joined to the workspace, resolve elsewhere?"""
+    if not env.resolve_symlinks:
+        return False
+    joined = posixpath.normpath(posixpath.join(env.workspace, relative))
+    return _realpath(joined) not in (None, joined)
+
+
+# Text-editor tools (Anthropic's `str_replace_editor` / `str_replace_based_edit_tool` and their
+# clones) take a verb under `command`: it names the effect, it is not a shell command.
+_EDITOR_TOOL = re.compile(r"(?i)str_replace|text_editor")
+_EDITOR_VERBS = {
+    "view": _R,
+    "create": _W,
+    "str_replace": _W,
+    "insert": _W,
+    "undo_edit": _W,
+    "delete": _W,
+}
+
+
+def _editor_facts(
+    tool: str,
+    arguments: Mapping[str, Any],
+    verb: str,
+    classifier: Classifier,
+    env: Environment,
+    annotations: Mapping[str, Any] | None,
+) -> CallFacts:
+    """Facts of the other arguments; the verb decides read or write (the name says `edit`)."""
+    rest = {k: v for k, v in arguments.items() if k != "command"}
+    facts = extract("", rest, classifier, env, annotations)
+    facts.tool = tool
+    facts.args = arguments
+    if _EDITOR_VERBS[verb] == _R:
+        facts.reads = True
+    else:
+        facts.writes = True
+    return facts
 
 
 def _merge_pairs(

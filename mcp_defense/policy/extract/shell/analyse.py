@@ -13,6 +13,7 @@ from mcp_defense.policy.extract.limits import (
     _R,
     _S,
     _W,
+    MAX_CWDS,
     MAX_GLOB_MATCHES,
     MAX_SHELL_NESTING,
     MAX_SHELL_TOKENS,
@@ -78,6 +79,25 @@ from mcp_defense.policy.facts import ExtractionError
 
 if TYPE_CHECKING:
     from mcp_defense.policy.extract.walk import _Acc
+
+
+# Programs that walk directory trees: always, or with a recursive flag.
+_RECURSIVE_ALWAYS = frozenset({"find", "rg", "ag", "ack", "tree", "du", "fd", "fdfind", "locate"})
+_RECURSIVE_WITH_FLAG = frozenset(
+    {"grep", "egrep", "fgrep", "ls", "cp", "zip", "rsync", "scp", "chmod", "chown", "cat"}
+)
+
+
+def _recursive_flag(program: str, args: list[_Word]) -> bool:
+    for word in args:
+        text = word.text
+        if text in ("--recursive", "--dereference-recursive", "--archive"):
+            return True
+        if text.startswith("-") and not text.startswith("--"):
+            letters = text[1:]
+            if "r" in letters or "R" in letters or (program in ("cp", "rsync") and "a" in letters):
+                return True
+    return False
 
 
 class _ShellState:
@@ -213,6 +233,13 @@ class _Shell:
                 text = home + ("" if slash < 0 else text[slash:])
         return text
 
+    def glob_root(self, value: str) -> None:
+        """A glob pattern can name any file under its literal prefix: `cat ~/.ss?/id*` reaches
+        `~/**` (jewels are decided against that root; files absent here still count)."""
+        cut = min(value.find(c) for c in "*?[" if c in value)
+        prefix = value[:cut].rsplit("/", 1)[0] if "/" in value[:cut] else "."
+        self.acc.path_value((prefix or "/") + "/**", _M_SOFT, self.state.cwds, self.state.pvars)
+
     def path_candidate(self, value: str, file_arg: bool) -> None:
         if not value or value == "-":
             return
@@ -225,12 +252,10 @@ class _Shell:
             acc.path_value(value, _M_SOFT, self.state.cwds, self.state.pvars)
         elif file_arg and not _WS.search(value) and not value.isdigit():
             acc.path_value(value, _M_SOFT, self.state.cwds, self.state.pvars)
-        if (
-            acc.ctx.resolve
-            and any(ch in value for ch in "*?[")
-            and (file_arg or _looks_pathy(value))
-        ):
-            self.glob(value)
+        if any(ch in value for ch in "*?[") and (file_arg or _looks_pathy(value)):
+            self.glob_root(value)
+            if acc.ctx.resolve:
+                self.glob(value)
 
     def glob(self, pattern: str) -> None:
         """bash would expand it against the filesystem; do the same (bounded) when allowed."""
@@ -407,6 +432,10 @@ class _Shell:
             acc.flags |= _W
         if program in _NET_PROGS:
             acc.flags |= _N
+        if program in _RECURSIVE_ALWAYS or (
+            program in _RECURSIVE_WITH_FLAG and _recursive_flag(program, args)
+        ):
+            self.recursive_roots(program, args)
         if program not in _CONDITIONAL_EFFECTS:
             return
         texts = [w.text for w in args]
@@ -447,6 +476,24 @@ class _Shell:
         if program in ("git", "ssh", "scp", "sftp", "rsync") and any(":" in t for t in texts):
             if program != "git" or sub in _NET_SUBCOMMANDS["git"]:
                 acc.flags |= _N
+
+    def recursive_roots(self, program: str, args: list[_Word]) -> None:
+        """A recursive read reaches everything under its roots: each root is also reported as
+        `root/**` (a literal `**` segment), which the pack's jewel list matches for roots that
+        hold jewels (`~`, `/`, `/home`, `/etc`, …). `grep -r KEY ~`, `find / -name id_rsa`."""
+        roots: list[str] = []
+        for word in args:
+            text = self.expanded(word)
+            if program == "find" and text[:1] in ("-", "(", "!"):
+                break
+            if text.startswith(("/", "~", "$", ".")) and not text.startswith("-"):
+                roots.append(text)
+        if program in _RECURSIVE_ALWAYS and not roots:
+            roots.append(".")
+        for root in roots[:MAX_CWDS]:
+            self.acc.path_value(
+                root.rstrip("/") + "/**", _M_SOFT, self.state.cwds, self.state.pvars
+            )
 
     def unwrap(self, program: str, args: list[_Word], depth: int) -> list[_Word] | None:
         """Strip a command wrapper (`sudo`, `env`, `timeout 5`, `xargs -I{}`, …); None if

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import posixpath
 import re
 from typing import TYPE_CHECKING
 
@@ -665,6 +666,8 @@ def _h_git(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
             if match and "/" not in text[: match.end()]:
                 shell.host_endpoint(match.group(1).strip("[]"), "22")
                 shell.acc.flags |= _N
+    if sub == "config":
+        _git_config_write(shell, rest)
     if sub == "config" and len(rest) >= 2:
         key = rest[0].text.lower()
         if key in (
@@ -674,6 +677,137 @@ def _h_git(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
             "core.fsmonitor",
         ) or key.startswith("alias."):
             shell.analyse(rest[1].text.lstrip("!"), depth + 1)
+
+
+_GIT_CONFIG_READS = frozenset(
+    {
+        "--get",
+        "--get-all",
+        "--get-regexp",
+        "--get-urlmatch",
+        "--list",
+        "-l",
+        "--get-color",
+        "--get-colorbool",
+        "get",
+        "list",
+    }
+)
+_GIT_CONFIG_WRITES = frozenset(
+    {
+        "--add",
+        "--unset",
+        "--unset-all",
+        "--replace-all",
+        "--rename-section",
+        "--remove-section",
+        "--edit",
+        "-e",
+        "set",
+        "unset",
+        "rename-section",
+        "remove-section",
+        "edit",
+    }
+)
+
+
+def _git_config_write(shell: _Shell, rest: list[_Word]) -> None:
+    """`git config [scope] name value` writes a config file: core.hooksPath, core.fsmonitor,
+    core.sshCommand and `!` aliases in it run programs later (persistence), so the file is a
+    written path (the pack names every git config file)."""
+    target = ".git/config"
+    positionals: list[str] = []
+    writes = False
+    i = 0
+    while i < len(rest):
+        text = shell.expanded(rest[i])
+        if text == "--global":
+            target = "~/.gitconfig"
+        elif text == "--system":
+            target = "/etc/gitconfig"
+        elif text == "--worktree":
+            target = ".git/config.worktree"
+        elif text in ("-f", "--file") and i + 1 < len(rest):
+            target = shell.expanded(rest[i + 1])
+            i += 1
+        elif text.startswith("--file="):
+            target = text[7:]
+        elif text in _GIT_CONFIG_READS:
+            return
+        elif text in _GIT_CONFIG_WRITES:
+            writes = True
+        elif not text.startswith("-"):
+            positionals.append(text)
+        i += 1
+    if positionals and positionals[0] in ("set", "unset", "edit"):
+        writes = True
+    if writes or len(positionals) >= 2:
+        shell.acc.path_value(target, _M_SOFT, shell.state.cwds, shell.state.pvars)
+        shell.acc.flags |= _W
+
+
+def _h_crontab(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    """Installing a crontab (from a file or stdin), editing or removing it writes the spool."""
+    texts = [shell.expanded(w) for w in args]
+    if "-l" in texts:
+        return
+    user = shell.acc.ctx.user or "root"
+    for j, text in enumerate(texts):
+        if text == "-u" and j + 1 < len(texts):
+            user = texts[j + 1]
+    shell.acc.path_value(
+        f"/var/spool/cron/crontabs/{user}", _M_SOFT, shell.state.cwds, shell.state.pvars
+    )
+    shell.acc.flags |= _W
+
+
+_SYSTEMCTL_WRITES = frozenset(
+    {
+        "enable",
+        "link",
+        "edit",
+        "set-property",
+        "preset",
+        "add-wants",
+        "add-requires",
+        "revert",
+        "set-environment",
+        "import-environment",
+        "mask",
+        "unmask",
+        "reenable",
+    }
+)
+
+
+def _h_systemctl(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    """`systemctl [--user] enable|link|edit …` writes unit files: a unit runs at every start."""
+    texts = [shell.expanded(w) for w in args]
+    verbs = [t for t in texts if not t.startswith("-")]
+    if not verbs or verbs[0] not in _SYSTEMCTL_WRITES:
+        return
+    base = "~/.config/systemd/user" if "--user" in texts else "/etc/systemd/system"
+    for unit in verbs[1:] or ["unit"]:
+        name = posixpath.basename(unit) or "unit"
+        shell.acc.path_value(f"{base}/{name}", _M_SOFT, shell.state.cwds, shell.state.pvars)
+    shell.acc.flags |= _W
+
+
+def _h_launchctl(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    """`launchctl load|bootstrap|submit|enable` installs a job that launchd starts again."""
+    texts = [shell.expanded(w) for w in args]
+    verbs = [t for t in texts if not t.startswith("-")]
+    if not verbs or verbs[0] not in ("load", "bootstrap", "submit", "enable"):
+        return
+    label = "job"
+    for j, text in enumerate(texts):
+        if text == "-l" and j + 1 < len(texts):
+            label = texts[j + 1]
+    shell.acc.path_value(
+        f"~/Library/LaunchAgents/{label}.plist", _M_SOFT, shell.state.cwds, shell.state.pvars
+    )
+    shell.acc.flags |= _W
 
 
 _SOCAT_NET = re.compile(
@@ -802,6 +936,9 @@ _HANDLERS = {
     "gtar": _h_tar,
     "make": _h_make,
     "gmake": _h_make,
+    "crontab": _h_crontab,
+    "systemctl": _h_systemctl,
+    "launchctl": _h_launchctl,
 }
 
 # wrapper -> (options that take a value, positional words to skip before the command)
