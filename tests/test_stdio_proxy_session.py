@@ -236,6 +236,31 @@ def test_build_call(method, params, tool, arguments):
     assert lc.call is not None and (lc.call.tool, lc.call.arguments) == (tool, arguments)
 
 
+def test_completion_of_a_file_reference_is_decided_as_its_read():
+    s, _ = session()
+    req = {
+        "jsonrpc": "2.0",
+        "id": 4,
+        "method": "completion/complete",
+        "params": {
+            "ref": {"type": "ref/resource", "uri": "FILE:///home/u/{d}/id"},
+            "argument": {"name": "d", "value": ".ssh"},
+        },
+    }
+    e = err(s.client_message(line(req)))
+    assert e["data"]["rule"] == "crown_jewel" and e["data"]["tool"] == "resources/read"
+    c = build_call("completion/complete", req["params"], "fs")
+    assert isinstance(c, ToolCall) and c.arguments == {"uri": "FILE:///home/u/.ssh/id"}
+    # Not about a file: forwarded undecided (a prompt argument completion, an http resource).
+    for params in (
+        {"ref": {"type": "ref/prompt", "name": "p"}, "argument": {"name": "a", "value": "x"}},
+        {"ref": {"type": "ref/resource", "uri": "https://e.example/{x}"}},
+    ):
+        raw = line({"jsonrpc": "2.0", "id": 5, "method": "completion/complete", "params": params})
+        assert s.client_message(raw) == [ToServer(raw, 5)]
+    assert near_decided_method("Completion/Complete") == "completion/complete"
+
+
 def test_build_call_refuses_params_that_are_not_an_object():
     assert build_call("resources/read", ["x"], "fs") == "resources/read params must be an object"
     assert call_from_object({"jsonrpc": "2.0", "method": "tools/list"}, "fs").call is None
@@ -317,6 +342,20 @@ PARITY = [
     ("resources/read", {"uri": "file:///workspace/README.md"}),
     ("resources/subscribe", {"uri": "file:///home/alice/.ssh/id_ed25519"}),
     ("prompts/get", {"name": "review", "arguments": {"file": "/home/alice/.ssh/id_rsa"}}),
+    (
+        "completion/complete",
+        {
+            "ref": {"type": "ref/resource", "uri": "file:///home/alice/.ssh/{name}"},
+            "argument": {"name": "name", "value": "id_rsa"},
+        },
+    ),
+    (
+        "completion/complete",
+        {
+            "ref": {"type": "ref/resource", "uri": "file:///workspace/{+path}"},
+            "argument": {"name": "path", "value": "src/main.py"},
+        },
+    ),
 ]
 SETS = ["--set", "workspace=/workspace"]
 

@@ -54,7 +54,13 @@ from mcp_defense.events.model import (
 from mcp_defense.events.record import Recorder, now_iso_fast, printable
 from mcp_defense.policy.facts import Action, Decision, ToolCall
 from mcp_defense.policy.table import LearningState
-from mcp_defense.protocol.calls import build_call, near_decided_method
+from mcp_defense.protocol.calls import (
+    COMPLETE,
+    build_call,
+    completion_file_uri,
+    is_decided,
+    near_decided_method,
+)
 from mcp_defense.protocol.jsonrpc import (
     DECIDED_METHODS,
     DEFAULT_MAX_DEPTH,
@@ -236,7 +242,9 @@ class ProxySession:
         kind = msg.kind
         if kind is Kind.REQUEST:
             method = msg.method or ""
-            if method in DECIDED_METHODS:
+            if method in DECIDED_METHODS or (
+                method == COMPLETE and completion_file_uri(msg.params) is not None
+            ):
                 return self._client_call(msg, line)
             near = near_decided_method(method)
             if near is not None:
@@ -321,7 +329,7 @@ class ProxySession:
                     "code": INVALID_REQUEST,
                     "message": f"mcp-defense: batch element {i}: nested batch",
                 }
-            elif el.kind is Kind.REQUEST and method in DECIDED_METHODS:
+            elif el.kind is Kind.REQUEST and is_decided(method, el.params):
                 outcomes[i] = self._decide(el)
             elif el.kind is Kind.REQUEST and near_decided_method(method) is not None:
                 errors[i] = {
