@@ -168,6 +168,16 @@ def test_server_gone_fails_pending_and_later_calls_with_results_recorded():
     assert types.count("tool_call") == types.count("tool_result") == 2
 
 
+def test_server_gone_answers_requests_awaiting_approval():
+    s, sink = session(approval=True)
+    (ask,) = s.client_message(line(call(1, *NEEDS_APPROVAL)))
+    e = err(s.server_gone("mcp-defense: the MCP server exited"))
+    assert e["code"] == POLICY_DENIED and "approval moot" in e["data"]["reason"]
+    assert s.approval_answered(ask.ticket, True, "late") == []
+    (ev,) = [e for e in sink.events if e.type == "tool_call"]
+    assert ev.approval == "rejected"
+
+
 def test_write_failure_answers_and_records_the_result():
     s, sink = session()
     s.client_message(line(call(1, *ALLOWED)))

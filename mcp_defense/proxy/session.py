@@ -657,6 +657,10 @@ class ProxySession:
         actions: list[ProxyAction] = []
         for rid, p in pending.items():
             actions.extend(self._fail(rid, p, message))
+        # Requests still waiting for a human: no answer can help them now. Each is settled
+        # as not approved (and recorded), and the client is answered.
+        for ticket in list(self._held):
+            actions.extend(self.approval_answered(ticket, False, f"approval moot: {message}"))
         return actions
 
     def _fail(self, rid: Any, p: _Pending, message: str) -> list[ProxyAction]:
