@@ -2,7 +2,7 @@
 
 Benchmarks print numbers; they never assert. Each runs in its own process so one's warm
 caches do not flatter another's. Names: policy (the `policy bench` command), cel, extract,
-proxy, replay, reload, correlate, sandbox, hook.
+proxy, replay, reload, correlate, sandbox, hook, sinks.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ RUNS = {
     "correlate": [sys.executable, str(HERE / "bench_correlate.py")],
     "sandbox": [sys.executable, str(HERE / "bench_sandbox.py")],
     "hook": [sys.executable, str(HERE / "bench_hook.py")],
+    "sinks": [sys.executable, str(HERE / "bench_sinks.py")],
 }
 
 

@@ -1,5 +1,5 @@
-"""`mcp-defense stdio` command line: the published tool's flags, and loud refusal of the ones
-this release does not implement yet."""
+"""`mcp-defense stdio` command line: the published tool's flags, and loud refusal of sink
+options that cannot work (they would otherwise lose events silently)."""
 
 from __future__ import annotations
 
@@ -17,16 +17,21 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(
-    "flag, value",
+    "flag, value, message",
     [
-        ("--siem-splunk", "https://hec:8088"),
-        ("--siem-webhook", "https://h"),
+        ("--siem-splunk", "https://hec:8088", "no token"),  # the SIEM flags work now (issue 14)
+        ("--siem-splunk", "https://hec:8088:env:MCPD_NO_SUCH_VAR", "MCPD_NO_SUCH_VAR"),
+        ("--siem-webhook", "ftp://h", "not an http(s) URL"),
+        ("--otlp", "localhost", "not an http(s) URL"),
+        ("--spool-max-size", "12", "below 4 KiB"),
     ],
 )
-def test_unimplemented_flags_fail_loudly(flag, value):
+def test_unusable_sink_flags_fail_loudly(flag, value, message, monkeypatch, tmp_path):
+    monkeypatch.delenv("MCPD_SPLUNK_TOKEN", raising=False)
+    monkeypatch.setenv("MCPD_STATE_DIR", str(tmp_path))
     result = runner.invoke(app, ["stdio", "--archetype", "filesystem", flag, value, "--", "true"])
     assert result.exit_code == 2
-    assert "not implemented yet" in result.output and flag in result.output
+    assert message in result.output and (flag in result.output or "size" in result.output)
 
 
 @pytest.mark.parametrize(

@@ -87,12 +87,13 @@ def test_recorded_lines_validate_and_round_trip(tmp_path):
     validator = jsonschema.Draft202012Validator(record_schema())
     path = tmp_path / "rec.jsonl"
     w = JsonlWriter(str(path))
-    for ev in sample_events():
+    events = sample_events()  # one list: each event has its own unique event_id
+    for ev in events:
         w.emit(ev)
     w.close()
     lines = path.read_bytes().splitlines()
     assert len(lines) == len(sample_events())
-    for raw, ev in zip(lines, sample_events(), strict=True):
+    for raw, ev in zip(lines, events, strict=True):
         obj = json.loads(raw)
         validator.validate(obj)
         assert event_from_dict(obj).to_dict() == {**ev.to_dict(), "ts": obj["ts"]}

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
+from mcp_defense.cli import sinks
 from mcp_defense.cli.common import PolicyOpt, SetOpt, load_or_exit, parse_sets, usage_error
-from mcp_defense.events.record import open_recorder
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_MESSAGE_BYTES
 from mcp_defense.proxy.approval import DEFAULT_TIMEOUT_S, Approver
@@ -23,8 +23,6 @@ from mcp_defense.proxy.flows import FlowMonitor, parse_window
 from mcp_defense.proxy.reload import PolicyReloader, TableRef
 from mcp_defense.proxy.stdio import StdioProxy
 from mcp_defense.resources import state_dir
-
-_NOT_YET = "not implemented yet in this release (it would be silently ignored, so it is refused)"
 
 
 def stdio(
@@ -115,12 +113,17 @@ def stdio(
             "--sandbox=require refuses to start (exit 2) without full enforcement.",
         ),
     ] = None,
-    siem_splunk: Annotated[
-        str | None, typer.Option("--siem-splunk", help=f"Splunk HEC URL ({_NOT_YET}).")
-    ] = None,
-    siem_webhook: Annotated[
-        str | None, typer.Option("--siem-webhook", help=f"Webhook URL ({_NOT_YET}).")
-    ] = None,
+    record_required: sinks.RecordRequiredOpt = False,
+    audit_log: sinks.AuditLogOpt = None,
+    siem_splunk: sinks.SplunkOpt = None,
+    siem_webhook: sinks.WebhookOpt = None,
+    webhook_secret_file: sinks.WebhookSecretOpt = None,
+    otlp: sinks.OtlpOpt = None,
+    sink_ca_file: sinks.SinkCaOpt = None,
+    sink_timeout: sinks.SinkTimeoutOpt = 10.0,
+    sink_retry_max: sinks.SinkRetryOpt = 60.0,
+    spool_dir: sinks.SpoolDirOpt = None,
+    spool_max_size: sinks.SpoolMaxOpt = "64M",
 ) -> None:
     """Run an MCP server behind the policy proxy (put the server command after `--`).
 
@@ -128,12 +131,6 @@ def stdio(
 
     Exit code: the server's; 1 if policy killed it; 2 on a usage or policy error; 127 if the server cannot be started.
     """
-    for flag, value in (
-        ("--siem-splunk", siem_splunk),
-        ("--siem-webhook", siem_webhook),
-    ):
-        if value is not None:
-            raise usage_error(f"{flag} is {_NOT_YET}")
     if not command:
         raise usage_error(
             "no server command: put it after `--`, e.g. "
@@ -156,10 +153,20 @@ def stdio(
     launch = _sandbox(table, archetype, command, sandbox) if sandbox is not None else None
     if window is not None and not flow_source:
         raise usage_error("--window needs --flow-source (it is the flow correlation window)")
-    try:
-        recorder = open_recorder(record)
-    except OSError as e:
-        raise usage_error(f"--record {record}: {e.strerror or e}") from e
+    recorder = sinks.open_event_recorder(
+        record=record,
+        record_required=record_required,
+        audit_log=audit_log,
+        splunk=siem_splunk,
+        webhook=siem_webhook,
+        webhook_secret_file=webhook_secret_file,
+        otlp=otlp,
+        sink_ca_file=sink_ca_file,
+        sink_timeout=sink_timeout,
+        sink_retry_max=sink_retry_max,
+        spool_dir=spool_dir,
+        spool_max_size=spool_max_size,
+    )
     # Hot reload: the table in force lives in `ref`; a save (or SIGHUP) compiles in the
     # background and swaps it; a broken policy keeps the last good one (proxy/reload.py).
     ref = TableRef(table)

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from mcp_defense.policy.facts import Decision, ToolCall
 
-SCHEMA_VERSION = 1
+# 2: every event has `event_id` and `schema_version`; tool_call has `decision_id`, `eval_ms`,
+# `masked`; new types recording_gap, events_dropped, audit_head. Version-1 lines still read.
+SCHEMA_VERSION = 2
 
 
 def now_iso() -> str:
@@ -34,10 +36,31 @@ def new_correlation_id() -> str:
     return f"tc_{_corr_prefix}_{next(_corr_counter):06d}"
 
 
+_id_counter = itertools.count(1)
+_id_prefix = os.urandom(10).hex()
+
+
+def new_event_id() -> str:
+    """Globally unique (80 random bits per process + a counter) and ~20x cheaper than uuid4:
+    every event gets one, so receivers can de-duplicate at-least-once deliveries."""
+    return f"{_id_prefix}-{next(_id_counter):x}"
+
+
+def printable(text: str) -> str:
+    """Escape what a terminal would interpret (ESC sequences, C1 controls, bidi overrides,
+    newlines): tool names, reasons and arguments come from an untrusted agent or server, and
+    must not be able to repaint the operator's screen or a prompt."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @dataclass(slots=True, kw_only=True)
 class Event:
     type: ClassVar[str] = "event"
     ts: str = field(default_factory=now_iso)
+    event_id: str = field(default_factory=new_event_id)  # unique: receivers de-duplicate on it
+    schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         d = {"type": self.type}
@@ -80,6 +103,9 @@ class ToolCallEvent(Event):
     hosts: list[str] = field(default_factory=list)
     annotations: dict[str, Any] | None = None  # the server's tool annotations, as decided with
     expect: str | None = None  # set by a reviewer; `policy test` prefers it to `decision`
+    decision_id: str = field(default_factory=new_event_id)  # OPA's decision_id
+    eval_ms: float = 0.0  # time the table took to decide (approval excluded)
+    masked: list[str] = field(default_factory=list)  # argument paths masked as secrets (sinks)
 
     @classmethod
     def decided(cls, call: ToolCall, decision: Decision, **overrides: Any) -> ToolCallEvent:
@@ -188,6 +214,39 @@ class ServerExit(Event):
     pending_requests: int = 0
 
 
+@dataclass(slots=True, kw_only=True)
+class RecordingGap(Event):
+    """Events that could not be written to the recording (full disk, I/O error), counted
+    while the outage lasted and written first when writing works again."""
+
+    type: ClassVar[str] = "recording_gap"
+    lost: int
+    since: str  # timestamp of the first lost event
+    error: str = ""
+    path: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class EventsDropped(Event):
+    """A sink's spool overflowed its size limit: the oldest undelivered events were dropped."""
+
+    type: ClassVar[str] = "events_dropped"
+    sink: str
+    dropped: int
+    reason: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class AuditHead(Event):
+    """The head of the `--audit-log` hash chain, sent to sinks so a rewritten log is caught
+    even when the rewriter also recomputes every hash."""
+
+    type: ClassVar[str] = "audit_head"
+    path: str
+    lines: int
+    hash: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -200,6 +259,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         FlowEvent,
         KillEvent,
         ServerExit,
+        RecordingGap,
+        EventsDropped,
+        AuditHead,
     )
 }
 
@@ -216,7 +278,7 @@ def event_from_dict(d: Any) -> Event:
     cls = EVENT_TYPES.get(etype) if isinstance(etype, str) else None
     if cls is None:
         raise EventFormatError(f"unknown event type {etype!r}")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"schema_version": 1}  # lines written before the field existed
     for f in fields(cls):
         if f.name in d:
             kwargs[f.name] = d[f.name]
@@ -224,9 +286,7 @@ def event_from_dict(d: Any) -> Event:
         ev = cls(**kwargs)
     except TypeError as e:
         missing = [
-            f.name
-            for f in fields(cls)
-            if f.name not in d and f.default is f.default_factory  # type: ignore[misc]
+            f.name for f in fields(cls) if f.name not in d and f.default is f.default_factory
         ]
         raise EventFormatError(
             f"{etype}: missing required field(s) {', '.join(missing) or e}"
@@ -246,6 +306,8 @@ _STR_FIELDS = {
     "reason",
     "policy_version",
     "session_id",
+    "event_id",
+    "decision_id",
 }
 
 

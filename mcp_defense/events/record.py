@@ -12,11 +12,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any, Protocol
 
-from mcp_defense.events.model import Event
+from mcp_defense.events.model import Event, RecordingGap, printable
+
+__all__ = ["JsonlWriter", "Recorder", "event_line", "open_recorder", "printable"]
 
 _FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 
@@ -35,17 +37,16 @@ def event_dict(event: Event) -> dict[str, Any]:
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 _encode_str = json.encoder.encode_basestring  # the C string escaper json itself uses
-if json.encoder.c_make_encoder is not None:
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
     # JSONEncoder.encode builds a new C encoder per call (~1 µs); keep one. No circularity
     # markers: event values come from parsed JSON, which cannot be cyclic.
-    _c_encoder = json.encoder.c_make_encoder(
-        None, str, _encode_str, None, ":", ",", False, False, True
-    )
+    _c_encoder = _c_make_encoder(None, str, _encode_str, None, ":", ",", False, False, True)
 
     def _encode_value(v: Any) -> str:
         return "".join(_c_encoder(v, 0))
 else:  # pragma: no cover - CPython without the _json accelerator
-    _encode_value = _encode
+    _encode_value = _encode  # type: ignore[assignment]
 _LINE_SPECS: dict[type[Event], tuple[str, tuple[tuple[str, str], ...]]] = {}
 
 
@@ -107,24 +108,149 @@ class EventSink(Protocol):
     def close(self) -> None: ...
 
 
+REOPEN_CHECK_S = 0.01  # at most this long of events go to a recording after it was deleted
+
+
 class JsonlWriter:
-    """Appends one event per line and flushes each, so a killed proxy loses nothing written.
+    """Appends one event per line, each written before `emit` returns, so a killed proxy
+    loses nothing written.
 
     Opened in append mode: recording several sessions into one file is normal (each starts
-    with a `session_start` event), and an existing recording is never truncated.
+    with a `session_start` event), and an existing recording is never truncated. Under faults
+    (issue: a full disk tore lines and spliced the next event onto them; a deleted or rotated
+    file was written on into a deleted inode):
+
+    * a line is written whole or not at all (a short write is truncated away);
+    * a failure warns once per outage on stderr, counts the events lost, and the first
+      successful write is preceded by a `recording_gap` event saying how many;
+    * a recording deleted or renamed away (logrotate) is reopened at its path (checked at
+      most every `check_every_s`: after a rename the events of that window are in the
+      renamed file; after a delete, they are gone with it).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        warn: Callable[[str], None] | None = None,
+        check_every_s: float = REOPEN_CHECK_S,
+    ) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._warn = warn or _stderr
+        self._check_every = check_every_s
+        self._next_check = 0.0
         self._lock = threading.Lock()
+        self._fd = -1
+        self._ident: tuple[int, int] = (0, 0)
+        self._lost = 0
+        self._since = ""
+        self._error = ""
+        self._open()
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        st = os.fstat(fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._ident = fd, (st.st_dev, st.st_ino)
+
+    def _check_path(self) -> None:
+        """Reopen when the path no longer names the file we hold (deleted, rotated). A stat
+        is a third of an event's cost, so under load it runs every `check_every_s`."""
+        if self._check_every:
+            now = time.monotonic()
+            if now < self._next_check:
+                return
+            self._next_check = now + self._check_every
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._ident:
+                return
+        except FileNotFoundError:
+            pass
+        self._open()
+
+    def _written(self, data: bytes) -> None:
+        """Hook: `data` is now on disk (the audit log advances its hash chain here)."""
+
+    def _write_line(self, data: bytes) -> None:
+        """All of `data` or none of it: a short write followed by an error is cut back."""
+        self._write_all_or_nothing(data)
+        self._written(data)
+
+    def _state(self) -> Any:
+        """Hook: what `_written` changes, to undo when a write it anticipated fails."""
+        return None
+
+    def _restore(self, state: Any) -> None:
+        pass
+
+    def _write_all_or_nothing(self, data: bytes) -> None:
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:] if written else data)
+        except OSError:
+            if written:
+                try:
+                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                except OSError:
+                    pass
+            raise
+
+    def _resume(self, event: Event | None = None) -> bool:
+        """In an outage: write the gap event (and `event`) as one write; True when it
+        worked, so an outage ends only when a whole event fits again."""
+        gap = RecordingGap(lost=self._lost, since=self._since, error=self._error, path=self.path)
+        state = self._state()
+        try:
+            self._check_path()
+            first = self._line(gap)
+            self._written(first)
+            data = first + (self._line(event) if event is not None else b"")
+            self._write_all_or_nothing(data)
+        except OSError:
+            self._restore(state)
+            return False
+        if event is not None:
+            self._written(data[len(first) :])
+        self._warn(
+            f"mcp-defense: recording {self.path} is written again; "
+            f"{self._lost} event(s) were lost (recorded as recording_gap)"
+        )
+        self._lost = 0
+        return True
+
+    def _line(self, event: Event) -> bytes:
+        return event_line(event)
 
     def emit(self, event: Event) -> None:
-        data = event_line(event)
         with self._lock:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            if self._fd < 0:
+                return
+            try:
+                if self._lost:
+                    if not self._resume(event):
+                        raise OSError(self._error)
+                    return
+                self._check_path()
+                self._write_line(self._line(event))
+            except OSError as e:
+                if not self._lost:
+                    self._since = event.ts
+                    self._error = e.strerror or str(e)
+                    self._warn(
+                        f"mcp-defense: cannot write recording {self.path}: {self._error}; "
+                        "events are lost until it can be written (one warning per outage)"
+                    )
+                self._lost += 1
+
+    @property
+    def writable(self) -> bool:
+        """False while events are being lost (`--record-required` checks it before each call).
+        It turns True when an event could be written again (the denied calls' own events
+        are the probes)."""
+        return not self._lost
 
     def close(self) -> None:
         with self._lock:
@@ -133,25 +259,35 @@ class JsonlWriter:
                 self._fd = -1
 
 
-def printable(text: str) -> str:
-    """Escape what a terminal would interpret (ESC sequences, C1 controls, bidi overrides,
-    newlines): tool names, reasons and arguments come from an untrusted agent or server, and
-    must not be able to repaint the operator's screen or a prompt."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+RECORD_REQUIRED_RULE = "record_required"
+RECORD_REQUIRED_REASON = (
+    "the recording cannot be written and --record-required is set: calls are denied until it can"
+)
 
 
 class Recorder:
     """Fans events out to sinks. `active` is False with no sinks, so runtimes can skip
-    building events entirely on the hot path."""
+    building events entirely on the hot path. `writable` is False while a sink in `required`
+    cannot write (`--record-required`: the runtime denies calls then, failing closed)."""
 
-    def __init__(self, sinks: Iterable[EventSink] = ()) -> None:
+    def __init__(self, sinks: Iterable[EventSink] = (), *, required: Iterable[Any] = ()) -> None:
         self.sinks: list[EventSink] = list(sinks)
+        self.required: list[Any] = list(required)
 
     @property
     def active(self) -> bool:
         return bool(self.sinks)
+
+    @property
+    def writable(self) -> bool:
+        for sink in self.required:
+            if not sink.writable:
+                return False
+        return True
 
     def emit(self, event: Event) -> None:
         for sink in self.sinks:
@@ -165,16 +301,29 @@ class Recorder:
             sink.close()
 
 
-def open_recorder(record_path: str | None, live: bool | None = None) -> Recorder:
+def open_recorder(
+    record_path: str | None,
+    live: bool | None = None,
+    *,
+    extra: Iterable[EventSink] = (),
+    record_required: bool = False,
+) -> Recorder:
     """The standard sinks: `--record FILE`, plus the flight recorder's timeline when stderr
-    is a terminal."""
+    is a terminal, plus `extra` (audit log, SIEM forwarders from `events/sinks`)."""
     sinks: list[EventSink] = []
+    required: list[Any] = []
     if record_path:
-        sinks.append(JsonlWriter(record_path))
+        writer = JsonlWriter(record_path)
+        sinks.append(writer)
+        if record_required:
+            required.append(writer)
+    sinks.extend(extra)
+    if record_required:
+        required.extend(s for s in extra if hasattr(s, "writable"))
     if live is None:
         live = sys.stderr.isatty()
     if live:
-        from mcp_defense.events.recorder import FlightRecorder  # it imports this module
+        from mcp_defense.events.recorder import FlightRecorder  # rich: only on a terminal
 
         sinks.append(FlightRecorder())
-    return Recorder(sinks)
+    return Recorder(sinks, required=required)

@@ -21,17 +21,19 @@ from rich.text import Text
 from mcp_defense.events.model import (
     Event,
     EventFormatError,
+    EventsDropped,
     FlowEvent,
     FramingEvent,
     KillEvent,
     PolicyReloaded,
     PolicyReloadFailed,
+    RecordingGap,
     ServerExit,
     SessionStart,
     ToolCallEvent,
     event_from_dict,
+    printable,
 )
-from mcp_defense.events.record import printable
 
 STYLE = {
     "allow": "green",
@@ -252,6 +254,16 @@ def render(event: Event) -> list[Text]:
         t.append(f" keeping {_p(event.version_in_force)}")
         if isinstance(event.diagnostics, list) and event.diagnostics:
             t.append(f": {_p('; '.join(map(str, event.diagnostics)))[:200]}", style="italic")
+        return [t]
+    if isinstance(event, RecordingGap):
+        t = _tagged(ts, "GAP", "bold red")
+        t.append(
+            f" {_p(event.lost)} event(s) not recorded since {_p(event.since)}: {_p(event.error)}"
+        )
+        return [t]
+    if isinstance(event, EventsDropped):
+        t = _tagged(ts, "DROPPED", "bold red")
+        t.append(f" {_p(event.dropped)} event(s) for {_p(event.sink)}: {_p(event.reason)}")
         return [t]
     return []
 

@@ -51,7 +51,13 @@ from mcp_defense.events.model import (
     ToolResultEvent,
     new_correlation_id,
 )
-from mcp_defense.events.record import Recorder, now_iso_fast, printable
+from mcp_defense.events.record import (
+    RECORD_REQUIRED_REASON,
+    RECORD_REQUIRED_RULE,
+    Recorder,
+    now_iso_fast,
+    printable,
+)
 from mcp_defense.policy.facts import Action, Decision, ToolCall
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.calls import (
@@ -156,6 +162,7 @@ class _Outcome:
     decision: Decision | None = None
     request_id: Any = None
     ticket: int = 0
+    eval_ms: float = 0.0  # time spent in table.decide (the decision event carries it)
 
 
 @dataclass(slots=True)
@@ -441,6 +448,7 @@ class ProxySession:
             return _Outcome(cid, error={"code": INVALID_PARAMS, "message": f"mcp-defense: {call}"})
         assert type(call) is ToolCall
         table = self.get_table()  # read once: the whole call runs under this table
+        t_eval = time.perf_counter()
         try:
             if self.learning is not None:
                 decision = table.decide(call, self.learning)  # type: ignore[call-arg]
@@ -454,11 +462,22 @@ class ProxySession:
                 _safe_version(table),
                 cid,
             )
+        eval_ms = (time.perf_counter() - t_eval) * 1e3
+        observe = self.observe
+        if not self.recorder.writable:  # --record-required: no recording, no call (fail closed)
+            decision = Decision(
+                Action.DENY,
+                RECORD_REQUIRED_RULE,
+                RECORD_REQUIRED_REASON,
+                decision.policy_version,
+                cid,
+            )
+            observe = False  # holds under --observe too
         action = decision.action
-        allowed = self.observe or action is Action.ALLOW or action is Action.ALERT
+        allowed = observe or action is Action.ALLOW or action is Action.ALERT
         if allowed and not self.recorder.active:
             return _Outcome(cid, True)  # the hot path: nothing to record, nothing to build
-        out = _Outcome(cid, False, None, None, call, decision, msg.id)
+        out = _Outcome(cid, False, None, None, call, decision, msg.id, eval_ms=eval_ms)
         if allowed:
             self._settle(out, True, decision.reason, approval="")
         elif action is Action.REQUIRE_APPROVAL:
@@ -503,6 +522,7 @@ class ProxySession:
                     request_id=out.request_id,
                     enforced=not self.observe and not decision.learning,
                     approval=approval,
+                    eval_ms=out.eval_ms,
                 )
             )
         out.forward = forward

@@ -1,0 +1,282 @@
+"""SIEM sinks against real receivers on 127.0.0.1 (Splunk HEC, webhook, OTLP/HTTP): refused,
+500, hung, then back — every event delivered, in order, none lost, duplicates only of the
+same event_id (at-least-once), also across a restart; a bounded spool that reports what it
+drops; secrets masked before they leave the process."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from sink_receivers import HEC_TOKEN, WEBHOOK_SECRET, Receiver
+
+from mcp_defense.events.mask import MASK, mask_event
+from mcp_defense.events.model import EventsDropped, ServerExit, ToolCallEvent
+from mcp_defense.events.record import event_dict
+from mcp_defense.events.sinks import SinkOptions, split_splunk, transports
+from mcp_defense.events.sinks.forwarder import DeliveryConfig, Forwarder
+from mcp_defense.events.sinks.spool import Spool
+
+WAIT = 30.0  # generous bound for delivery; the tests never assert how fast
+
+
+def fast_config(spool: Path, **kw) -> DeliveryConfig:
+    base = dict(
+        spool_dir=spool,
+        flush_s=0.01,
+        retry_min_s=0.01,
+        retry_max_s=0.05,
+        close_timeout_s=0.5,
+        adopt_every_s=0.05,
+        batch_size=7,
+    )
+    base.update(kw)
+    return DeliveryConfig(**base)
+
+
+def transport_for(rx: Receiver, tmp_path: Path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(WEBHOOK_SECRET + b"\n")
+    opts = SinkOptions(timeout_s=0.3, webhook_secret_file=str(secret))
+    if rx.kind == "splunk":
+        opts.splunk = [f"{rx.url}:{HEC_TOKEN}"]
+    elif rx.kind == "webhook":
+        opts.webhook = [rx.url]
+    else:
+        opts.otlp = [rx.url]
+    (t,) = transports(opts)
+    return t
+
+
+def event(i: int) -> ToolCallEvent:
+    return ToolCallEvent(
+        correlation_id=f"tc_{i}",
+        agent_id="a",
+        archetype="filesystem",
+        tool="read_file",
+        arguments={"path": f"/w/{i}", "api_key": "sk-live-should-never-leave"},
+        decision="allow",
+        rule="",
+        reason="",
+        policy_version="v",
+    )
+
+
+def wait_for(pred, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def first_seen(ids: list[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for i in ids:
+        seen.setdefault(i, None)
+    return list(seen)
+
+
+@pytest.mark.parametrize("kind", ["splunk", "webhook", "otlp"])
+def test_refused_500_hang_then_recovery_across_restart(kind, tmp_path):
+    rx = Receiver(kind)
+    try:
+        transport = transport_for(rx, tmp_path)
+        fwd = Forwarder(transport, fast_config(tmp_path / "spool"), warn=lambda m: None)
+        sent: list[str] = []
+
+        def emit(n: int) -> None:
+            for _ in range(n):
+                ev = event(len(sent))
+                sent.append(ev.event_id)
+                fwd.emit(ev)
+
+        emit(5)
+        wait_for(lambda: len(rx.ids()) >= 5, "first events")  # healthy
+        rx.refuse()
+        emit(10)
+        rx.start()
+        rx.mode = "500"
+        emit(10)
+        wait_for(lambda: rx.requests >= 2, "retries against the 500s")
+        rx.mode = "hang"
+        emit(10)
+        wait_for(lambda: len(rx.ids()) > 5, "a hung request")
+        fwd.close()  # the proxy stops while the sink hangs: the rest stays in the spool
+        rx.release.set()
+        rx.mode = "ok"
+        # A restarted proxy with the same sink finds the spool and delivers it first.
+        transport2 = transport_for(rx, tmp_path)
+        fwd = Forwarder(transport2, fast_config(tmp_path / "spool"), warn=lambda m: None)
+        emit(8)
+        wait_for(lambda: set(sent) <= set(rx.ids()), "every event")
+        fwd.close()
+        got = rx.ids()
+        assert set(got) == set(sent)  # nothing lost, nothing invented
+        assert first_seen(got) == sent  # in order; duplicates are re-sends of the same id
+        assert not rx.problems
+        assert all(e["arguments"]["api_key"] == MASK for e in rx.events)
+        assert all(e["masked"] == ["arguments.api_key"] for e in rx.events)
+    finally:
+        rx.close()
+
+
+def test_spool_overflow_drops_oldest_and_reports_it(tmp_path):
+    rx = Receiver("webhook")
+    rx.refuse()
+    try:
+        transport = transport_for(rx, tmp_path)
+        reported: list[EventsDropped] = []
+        fwd = Forwarder(
+            transport,
+            fast_config(tmp_path / "spool", spool_max_bytes=8192),
+            report=lambda e: reported.append(e),  # type: ignore[arg-type]
+            warn=lambda m: None,
+        )
+        sent = []
+        for i in range(200):
+            ev = event(i)
+            sent.append(ev.event_id)
+            fwd.emit(ev)
+        wait_for(lambda: bool(reported), "the overflow report")
+        for e in reported:  # the report itself goes through the sink like any event
+            fwd.emit(e)
+        rx.start()
+        dropped = sum(e.dropped for e in reported)
+        wait_for(
+            lambda: len(set(rx.ids())) >= len(sent) - dropped + len(reported), "the spool's rest"
+        )
+        fwd.close()
+        got = first_seen(rx.ids())
+        kept = [i for i in got if i in set(sent)]
+        assert kept == sent[len(sent) - len(kept) :]  # the newest survive, in order
+        assert len(kept) == len(sent) - dropped
+        assert {e.event_id for e in reported} <= set(got)
+        assert all(e.sink.startswith("webhook http://127.0.0.1:") for e in reported)
+    finally:
+        rx.close()
+
+
+def test_spool_survives_a_torn_line_and_keeps_its_cursor(tmp_path):
+    s = Spool(tmp_path / "s", 1 << 20)
+    s.append([b'{"n":1}\n', b'{"n":2}\n', b'{"n":3}\n'])
+    lines, cursor = s.peek(2)
+    assert lines == [b'{"n":1}', b'{"n":2}']
+    s.commit(cursor)
+    seg = next((tmp_path / "s").glob("seg-*.jsonl"))
+    with seg.open("ab") as fh:
+        fh.write(b'{"n":4')  # a crash mid-append
+    s.close()
+    s = Spool(tmp_path / "s", 1 << 20)
+    lines, cursor = s.peek(10)
+    assert lines == [b'{"n":3}']
+    s.commit(cursor)
+    assert s.empty
+    s.close()
+
+
+def test_two_proxies_get_their_own_slots_and_a_gone_ones_spool_is_adopted(tmp_path):
+    rx = Receiver("webhook")
+    rx.refuse()
+    try:
+        a = Forwarder(transport_for(rx, tmp_path), fast_config(tmp_path / "sp"), warn=print)
+        b = Forwarder(transport_for(rx, tmp_path), fast_config(tmp_path / "sp"), warn=print)
+        assert a.spool.dir != b.spool.dir
+        ev_a, ev_b = event(1), event(2)
+        a.emit(ev_a)
+        b.emit(ev_b)
+        wait_for(lambda: not a.spool.empty and not b.spool.empty, "both spooled")
+        a.close()  # proxy a is gone, its events undelivered
+        rx.start()
+        wait_for(lambda: {ev_a.event_id, ev_b.event_id} <= set(rx.ids()), "b delivers a's too")
+        b.close()
+    finally:
+        rx.close()
+
+
+def test_masking_covers_keys_token_formats_and_urls():
+    d = event_dict(
+        ToolCallEvent(
+            correlation_id="c",
+            agent_id="a",
+            archetype="shell",
+            tool="run",
+            arguments={
+                "command": "curl -H 'Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123' "
+                "https://bob:hunter2@example.com/x --password=s3cr3t",
+                "env": {"GITHUB_TOKEN": "ghp_" + "a" * 36, "HOME": "/home/b"},
+                "aws": ["AKIAABCDEFGHIJKLMNOP"],
+                "path": "/w/readme.md",
+            },
+            decision="allow",
+            rule="",
+            reason="",
+            policy_version="v",
+        )
+    )
+    m = mask_event(d)
+    text = json.dumps(m)
+    for secret in ("abcdefghijklmnopqrstuvwxyz0123", "hunter2", "s3cr3t", "ghp_", "AKIA"):
+        assert secret not in text
+    assert m["arguments"]["path"] == "/w/readme.md" and m["arguments"]["env"]["HOME"] == "/home/b"
+    assert set(m["masked"]) == {
+        "arguments.command",
+        "arguments.env.GITHUB_TOKEN",
+        "arguments.aws[0]",
+    }
+    assert d["arguments"]["aws"] == ["AKIAABCDEFGHIJKLMNOP"]  # the recording's copy is untouched
+    clean = event_dict(ServerExit(server_pid=1, returncode=0))
+    assert mask_event(clean) is clean
+
+
+def test_splunk_token_from_file_env_or_argv(tmp_path, monkeypatch):
+    tok = tmp_path / "tok"
+    tok.write_text("from-file\n")
+    monkeypatch.setenv("HEC_TOK", "from-env")
+    monkeypatch.setenv("MCPD_SPLUNK_TOKEN", "default-env")
+    assert split_splunk(f"https://h:8088:@{tok}") == ("https://h:8088", "from-file")
+    assert split_splunk("https://h:8088:env:HEC_TOK") == ("https://h:8088", "from-env")
+    assert split_splunk("https://h:8088/services/collector/event:lit") == (
+        "https://h:8088/services/collector/event",
+        "lit",
+    )
+    assert split_splunk("https://h:8088") == ("https://h:8088", "default-env")
+
+
+def test_tls_is_verified_unless_the_ca_is_given(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    rx = Receiver("webhook")
+    try:
+        assert rx._server is not None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        rx._server.socket = ctx.wrap_socket(rx._server.socket, server_side=True)
+        url = rx.url.replace("http://", "https://")
+        secret = tmp_path / "secret"
+        secret.write_bytes(WEBHOOK_SECRET)
+        untrusted = transports(SinkOptions(webhook=[url], webhook_secret_file=str(secret)))[0]
+        with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            untrusted.send([b'{"event_id":"x"}'])
+        assert rx.ids() == []
+        trusted = transports(
+            SinkOptions(webhook=[url], webhook_secret_file=str(secret), ca_file=str(cert))
+        )[0]
+        trusted.send([b'{"event_id":"y"}'])
+        assert rx.ids() == ["y"]
+    finally:
+        rx.close()
