@@ -24,7 +24,6 @@ def build_call(
     method: str,
     params: Any,
     archetype: str,
-    *,
     agent_id: str = "",
     session_id: str = "",
     correlation_id: str = "",

@@ -264,7 +264,7 @@ class ProxySession:
                 )
             if self.closed_reason:
                 return [self._error_to(msg.id, SERVER_CLOSED, self.closed_reason)]
-            self._pending[msg.id] = _Pending(method, "", time.perf_counter())
+            self._pending[msg.id] = _Pending(method, "", _perf())
             return [ToServer(line, msg.id)]
         if kind is Kind.NOTIFICATION:
             method = msg.method or ""
@@ -300,9 +300,7 @@ class ProxySession:
         if out.forward:
             if self.closed_reason:
                 return self._fail_unsent(msg.id, out.correlation_id)
-            self._pending[msg.id] = _Pending(
-                msg.method or "", out.correlation_id, time.perf_counter()
-            )
+            self._pending[msg.id] = _Pending(msg.method or "", out.correlation_id, _perf())
             if self.flows is not None:  # before the server can act on it
                 self.flows.call_opened(out.correlation_id)
             return [ToServer(line, msg.id)]
@@ -383,7 +381,7 @@ class ProxySession:
                         el.id, held.outcomes[i].correlation_id if i in held.outcomes else ""
                     )
                 ]
-            now = time.perf_counter()
+            now = _perf()
             for i, el in enumerate(msg.elements):
                 if el.kind is Kind.REQUEST:
                     o = held.outcomes.get(i)
@@ -431,12 +429,12 @@ class ProxySession:
             msg.method or "",
             msg.params,
             self.archetype,
-            agent_id=self.agent_id,
-            session_id=self.session_id,
-            correlation_id=cid,
-            annotations=self._annotations,
+            self.agent_id,
+            self.session_id,
+            cid,
+            self._annotations,
         )
-        if type(call) is str:
+        if isinstance(call, str):
             if self.recorder.active:
                 self.recorder.emit(
                     FramingEvent(
@@ -446,9 +444,8 @@ class ProxySession:
                     )
                 )
             return _Outcome(cid, error={"code": INVALID_PARAMS, "message": f"mcp-defense: {call}"})
-        assert type(call) is ToolCall
         table = self.get_table()  # read once: the whole call runs under this table
-        t_eval = time.perf_counter()
+        t_eval = _perf()
         try:
             if self.learning is not None:
                 decision = table.decide(call, self.learning)  # type: ignore[call-arg]
@@ -462,7 +459,7 @@ class ProxySession:
                 _safe_version(table),
                 cid,
             )
-        eval_ms = (time.perf_counter() - t_eval) * 1e3
+        eval_ms = (_perf() - t_eval) * 1e3
         observe = self.observe
         if not self.recorder.writable:  # --record-required: no recording, no call (fail closed)
             decision = Decision(
@@ -622,7 +619,7 @@ class ProxySession:
                     correlation_id=p.correlation_id,
                     request_id=rid,
                     is_error=is_error,
-                    duration_ms=(time.perf_counter() - p.t0) * 1e3,
+                    duration_ms=(_perf() - p.t0) * 1e3,
                     size=len(line),
                 )
             )
@@ -641,7 +638,7 @@ class ProxySession:
                             correlation_id=p.correlation_id,
                             request_id=el.id,
                             is_error=el.kind is Kind.ERROR,
-                            duration_ms=(time.perf_counter() - p.t0) * 1e3,
+                            duration_ms=(_perf() - p.t0) * 1e3,
                         )
                     )
 
@@ -691,16 +688,14 @@ class ProxySession:
                     correlation_id=p.correlation_id,
                     request_id=rid,
                     is_error=True,
-                    duration_ms=(time.perf_counter() - p.t0) * 1e3,
+                    duration_ms=(_perf() - p.t0) * 1e3,
                 )
             )
         return [self._error_to(rid, SERVER_CLOSED, message)]
 
     def _fail_unsent(self, rid: Any, correlation_id: str) -> list[ProxyAction]:
         """An allowed request that cannot reach the server any more (it is gone)."""
-        return self._fail(
-            rid, _Pending("", correlation_id, time.perf_counter()), self.closed_reason
-        )
+        return self._fail(rid, _Pending("", correlation_id, _perf()), self.closed_reason)
 
     def _close_flow_window(self, p: _Pending) -> None:
         """A forwarded request is over (answered or failed): its flow window starts closing."""
@@ -726,6 +721,9 @@ class ProxySession:
         if answer and (direction == "client->server" or rid is not None):
             return [self._error_to(rid, code, f"mcp-defense: {reason}")]
         return []
+
+
+_perf = time.perf_counter
 
 
 def _stderr(message: str) -> None:

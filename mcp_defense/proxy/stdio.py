@@ -380,10 +380,13 @@ class StdioProxy:
                 self._client_gone = True
 
     def _forward_to_server(self, line: bytes, rid: Any = None) -> None:
+        data = line if line.endswith(b"\n") else line + b"\n"
         try:
-            # Approval threads forward too: one whole message at a time on the pipe.
-            with self._server_lock:
-                _write_all(self._server_in, line if line.endswith(b"\n") else line + b"\n")
+            if self.approver is None:  # the client thread is the only writer
+                _write_all(self._server_in, data)
+            else:  # approval threads forward too: one whole message at a time on the pipe
+                with self._server_lock:
+                    _write_all(self._server_in, data)
         except OSError:
             with self._lock:
                 actions = self._session.server_write_failed(rid)
