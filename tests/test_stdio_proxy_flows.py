@@ -474,3 +474,48 @@ def test_bad_flow_flags_are_usage_errors(args, message):
     result = runner.invoke(app, ["stdio", "--archetype", "filesystem", *args, "--", "true"])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("prcfs", "did you mean procfs?"),
+        ("prcfs:20ms", "unknown flow source scheme"),
+        ("tetragn:/var/log/t.log", "unknown flow source scheme"),
+        ("/nonexistent/flows.jsonl", "No such file"),
+        ("jsonl:/nonexistent/flows.jsonl", "No such file"),
+        ("tetragon:/nonexistent/t.log", "No such file"),
+        ("/", "not a file or a FIFO"),
+    ],
+)
+def test_flow_source_typos_are_usage_errors(spec, message):
+    result = runner.invoke(
+        app, ["stdio", "--archetype", "filesystem", "--flow-source", spec, "--", "true"]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_flow_source_fifo_is_accepted(tmp_path):
+    fifo = tmp_path / "flows.fifo"
+    os.mkfifo(fifo)
+    from mcp_defense.proxy.flows import check_flow_spec
+
+    check_flow_spec(str(fifo))
+    check_flow_spec(f"jsonl:{fifo}")
+    check_flow_spec("procfs:50ms")
+
+
+def test_flow_source_without_flow_rules_warns(tmp_path):
+    policy = tmp_path / "p.mcpd"
+    policy.write_text(
+        'archetype sandbox {\n  description "test archetype"\n  paths "/sandbox/**"\n'
+        "  network none\n  spawn none\n}\n"
+    )
+    args = ["stdio", "--policy", str(policy), "--archetype", "sandbox", "--flow-source", "procfs"]
+    result = runner.invoke(app, [*args, "--", "true"])
+    assert "no flow or orphan rule" in result.output
+    builtin = runner.invoke(
+        app, ["stdio", "--archetype", "filesystem", "--flow-source", "procfs", "--", "true"]
+    )
+    assert "no flow or orphan rule" not in builtin.output

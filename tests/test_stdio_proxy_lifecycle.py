@@ -244,3 +244,100 @@ def test_non_blocking_client_descriptors(tmp_path):
         reader.close()
         ours.close()
         stderr.close()
+
+
+# --- a server that misbehaves: ignores SIGTERM, closes its stdout, outlives the proxy -------
+
+STUBBORN = [sys.executable, str(Path(__file__).parent / "stubborn_server.py")]
+
+
+def _gone(pid: int) -> bool:
+    """Dead or a zombie (its parent, not us, reaps it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def _server_pid(p: Proc, rid: int = 90) -> int:
+    return int(p.request(call(rid, "pid", {}))["result"]["content"][0]["text"])
+
+
+def test_sigterm_ignored_by_the_server_escalates_to_sigkill(procs, tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    log = tmp_path / "server.log"
+    server = [*STUBBORN, "--ignore-term", "--ignore-eof", "--log", str(log)]
+    p = start(procs, tmp_path, harness_cmd(server, "--record", str(rec)))
+    p.initialize()
+    pid = _server_pid(p)
+    p.send(call(1, "hang", {}))
+    assert wait_for(lambda: '"hang"' in log.read_text())
+    p.proc.send_signal(signal.SIGTERM)
+    reply = p.recv()
+    assert reply["id"] == 1 and reply["error"]["code"] == SERVER_CLOSED
+    assert "ignored SIGTERM" in reply["error"]["message"]
+    assert p.wait() == 143
+    assert _gone(pid)
+    events = read_events(rec)
+    (exit_ev,) = [e for e in events if e["type"] == "server_exit"]
+    assert exit_ev["pending_requests"] == 1
+    hang = [e for e in events if e["type"] == "tool_call" and e["tool"] == "hang"][0]
+    results = [e for e in events if e["type"] == "tool_result"]
+    assert any(r["correlation_id"] == hang["correlation_id"] and r["is_error"] for r in results)
+    assert "ignored SIGTERM" in p.stderr()
+
+
+def test_server_that_closes_its_stdout_but_runs_on_is_stopped(procs, tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    server = [*STUBBORN, "--ignore-eof"]
+    p = start(procs, tmp_path, harness_cmd(server, "--record", str(rec)))
+    p.initialize()
+    pid = _server_pid(p)
+    p.send(call(1, "hang", {}))
+    p.send(call(2, "close_stdout", {}))
+    replies = {r["id"]: r["error"] for r in (p.recv(), p.recv())}
+    assert set(replies) == {1, 2}
+    for e in replies.values():
+        assert e["code"] == SERVER_CLOSED and "closed its output" in e["message"]
+    p.wait()
+    assert _gone(pid)
+    events = read_events(rec)
+    calls = {e["correlation_id"] for e in events if e["type"] == "tool_call"}
+    results = {e["correlation_id"] for e in events if e["type"] == "tool_result"}
+    assert calls <= results  # no tool_call without its outcome
+    assert any(e["type"] == "server_exit" for e in events)
+
+
+def test_server_dies_with_a_killed_proxy(procs, tmp_path):
+    server = [*STUBBORN, "--ignore-term", "--ignore-eof"]
+    p = start(procs, tmp_path, harness_cmd(server))
+    p.initialize()
+    pid = _server_pid(p)
+    p.proc.kill()  # SIGKILL: the proxy gets no chance to stop anything
+    p.proc.wait()
+    assert wait_for(lambda: _gone(pid)), "the server outlived the proxy"
+
+
+def test_death_signal_survives_an_exec_in_place_launcher(tmp_path):
+    """The --sandbox launcher applies its ruleset and execs the server in place: the
+    server must still die with the proxy."""
+    parent = (
+        "import sys\n"
+        "from mcp_defense.proxy.spawn import spawn_server\n"
+        "launcher = [sys.executable, '-c', 'import os, sys; os.execvp(sys.argv[1], sys.argv[1:])']\n"
+        f"p = spawn_server([*launcher, *{STUBBORN!r}, '--ignore-term', '--ignore-eof'])\n"
+        "print(p.pid, flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", parent], stdout=subprocess.PIPE, env=child_env(), text=True
+    )
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        assert wait_for(lambda: "stubborn_server" in Path(f"/proc/{pid}/cmdline").read_text())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wait_for(lambda: _gone(pid)), "the exec'd server outlived its parent"

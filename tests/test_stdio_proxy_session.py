@@ -168,6 +168,16 @@ def test_server_gone_fails_pending_and_later_calls_with_results_recorded():
     assert types.count("tool_call") == types.count("tool_result") == 2
 
 
+def test_server_gone_answers_requests_awaiting_approval():
+    s, sink = session(approval=True)
+    (ask,) = s.client_message(line(call(1, *NEEDS_APPROVAL)))
+    e = err(s.server_gone("mcp-defense: the MCP server exited"))
+    assert e["code"] == POLICY_DENIED and "approval moot" in e["data"]["reason"]
+    assert s.approval_answered(ask.ticket, True, "late") == []
+    (ev,) = [e for e in sink.events if e.type == "tool_call"]
+    assert ev.approval == "rejected"
+
+
 def test_write_failure_answers_and_records_the_result():
     s, sink = session()
     s.client_message(line(call(1, *ALLOWED)))
@@ -234,6 +244,31 @@ def test_build_call(method, params, tool, arguments):
     assert isinstance(c, ToolCall) and (c.tool, c.arguments) == (tool, arguments)
     lc = call_from_object({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, "fs")
     assert lc.call is not None and (lc.call.tool, lc.call.arguments) == (tool, arguments)
+
+
+def test_completion_of_a_file_reference_is_decided_as_its_read():
+    s, _ = session()
+    req = {
+        "jsonrpc": "2.0",
+        "id": 4,
+        "method": "completion/complete",
+        "params": {
+            "ref": {"type": "ref/resource", "uri": "FILE:///home/u/{d}/id"},
+            "argument": {"name": "d", "value": ".ssh"},
+        },
+    }
+    e = err(s.client_message(line(req)))
+    assert e["data"]["rule"] == "crown_jewel" and e["data"]["tool"] == "resources/read"
+    c = build_call("completion/complete", req["params"], "fs")
+    assert isinstance(c, ToolCall) and c.arguments == {"uri": "FILE:///home/u/.ssh/id"}
+    # Not about a file: forwarded undecided (a prompt argument completion, an http resource).
+    for params in (
+        {"ref": {"type": "ref/prompt", "name": "p"}, "argument": {"name": "a", "value": "x"}},
+        {"ref": {"type": "ref/resource", "uri": "https://e.example/{x}"}},
+    ):
+        raw = line({"jsonrpc": "2.0", "id": 5, "method": "completion/complete", "params": params})
+        assert s.client_message(raw) == [ToServer(raw, 5)]
+    assert near_decided_method("Completion/Complete") == "completion/complete"
 
 
 def test_build_call_refuses_params_that_are_not_an_object():
@@ -317,6 +352,20 @@ PARITY = [
     ("resources/read", {"uri": "file:///workspace/README.md"}),
     ("resources/subscribe", {"uri": "file:///home/alice/.ssh/id_ed25519"}),
     ("prompts/get", {"name": "review", "arguments": {"file": "/home/alice/.ssh/id_rsa"}}),
+    (
+        "completion/complete",
+        {
+            "ref": {"type": "ref/resource", "uri": "file:///home/alice/.ssh/{name}"},
+            "argument": {"name": "name", "value": "id_rsa"},
+        },
+    ),
+    (
+        "completion/complete",
+        {
+            "ref": {"type": "ref/resource", "uri": "file:///workspace/{+path}"},
+            "argument": {"name": "path", "value": "src/main.py"},
+        },
+    ),
 ]
 SETS = ["--set", "workspace=/workspace"]
 

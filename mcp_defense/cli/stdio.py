@@ -180,6 +180,13 @@ def stdio(
     )
     flows = None
     if flow_source:
+        rules = table.rules_for(archetype)
+        if rules is None or not (rules.flow or rules.orphan):
+            print(
+                f"mcp-defense: warning: --flow-source given, but the policy has no flow or "
+                f"orphan rule for archetype {archetype!r}: flows are recorded, never blocked",
+                file=sys.stderr,
+            )
         try:
             flows = FlowMonitor(
                 flow_source,

@@ -24,7 +24,6 @@ def build_call(
     method: str,
     params: Any,
     archetype: str,
-    *,
     agent_id: str = "",
     session_id: str = "",
     correlation_id: str = "",
@@ -32,18 +31,54 @@ def build_call(
 ) -> ToolCall | str:
     """The ToolCall for one decided request, or why there is none (a str: refuse it).
 
-    `method` must be one of DECIDED_METHODS. `annotations` maps tool names to the
+    `method` must be one `is_decided` accepts. `annotations` maps tool names to the
     annotations the server advertised (the proxy learns them from tools/list)."""
     if type(params) is not dict:
         return f"{method} params must be an object"
     if method == "tools/call":
         tool = params.get("name")
         arguments = params.get("arguments", {})
+    elif method == COMPLETE:
+        # Completing a file:// resource template lists the files it would read: decide it as
+        # the read of the URI the completion is for.
+        uri = completion_file_uri(params)
+        if uri is None:
+            return "completion/complete is decided only for a file:// resource reference"
+        tool, arguments = "resources/read", {"uri": uri}
     else:
         tool = method
         arguments = params
     ann = annotations.get(tool) if annotations and type(tool) is str else None
     return ToolCall(archetype, tool, arguments, agent_id, session_id, correlation_id, ann)
+
+
+COMPLETE = "completion/complete"
+
+
+def is_decided(method: str, params: Any) -> bool:
+    """Whether policy decides this request (else it is forwarded as it is)."""
+    return method in DECIDED_METHODS or (
+        method == COMPLETE and completion_file_uri(params) is not None
+    )
+
+
+def completion_file_uri(params: Any) -> str | None:
+    """The file URI a `completion/complete` of a resource reference is about, template
+    variables filled with the argument being completed; None if it is not about a file."""
+    if type(params) is not dict:
+        return None
+    ref = params.get("ref")
+    if type(ref) is not dict:
+        return None
+    uri = ref.get("uri")
+    if type(uri) is not str or not uri.strip().lower().startswith("file:"):
+        return None
+    arg = params.get("argument")
+    if type(arg) is dict and type(arg.get("name")) is str and type(arg.get("value")) is str:
+        name, value = arg["name"], arg["value"]
+        for op in ("", "+", "/", "#", ".", ";", "?", "&"):  # RFC 6570 operators
+            uri = uri.replace("{" + op + name + "}", value)
+    return uri
 
 
 def near_decided_method(method: str) -> str | None:
@@ -59,7 +94,7 @@ def near_decided_method(method: str) -> str | None:
         return None  # the common case: a plain method that no folding could turn into one
     folded = unicodedata.normalize("NFKC", method).strip().casefold()
     folded = "".join(ch for ch in folded if unicodedata.category(ch) not in ("Cf", "Cc", "Zs"))
-    return folded if folded in DECIDED_METHODS else None
+    return folded if folded in DECIDED_METHODS or folded == COMPLETE else None
 
 
 @dataclass(slots=True)
@@ -80,7 +115,7 @@ def call_from_object(
     method = "tools/call"
     if "method" in obj or "jsonrpc" in obj:
         method = obj.get("method")  # type: ignore[assignment]
-        if method not in DECIDED_METHODS:
+        if type(method) is not str or not is_decided(method, obj.get("params")):
             return LineCall(
                 None, rid, f"not a request the proxy decides (method {obj.get('method')!r})"
             )

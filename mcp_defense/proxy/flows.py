@@ -16,6 +16,9 @@ policy had at start (`--window` overrides the window).
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -38,6 +41,38 @@ def parse_window(text: str) -> float:
     if window <= 0:
         raise ValueError(f"--window must be positive, got {text!r}")
     return window
+
+
+_SCHEMES = ("procfs", "jsonl", "tetragon")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def check_flow_spec(spec: str) -> None:
+    """Refuse a `--flow-source` that would silently run without correlation: an unknown
+    scheme (`prcfs`, `tetragn:/x`), or a file that does not exist and is not a FIFO (a
+    source file must exist when the proxy starts; it is then followed as it grows)."""
+    kind, sep, rest = spec.partition(":")
+    if kind == "procfs":
+        return
+    m = _SCHEME.match(spec)
+    if m is not None and kind not in _SCHEMES and not os.path.exists(spec):
+        raise ValueError(
+            f"unknown flow source scheme {kind + ':'!r} in {spec!r} "
+            "(use procfs[:INTERVAL], jsonl:PATH, tetragon:PATH or a PATH)"
+        )
+    path = rest if sep and kind in _SCHEMES else spec
+    if not path:
+        return  # open_source says what is missing
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        hint = " (did you mean procfs?)" if "/" not in spec and spec.lower() != "procfs" else ""
+        raise ValueError(
+            f"flow source {spec!r}: {path}: {e.strerror or e}{hint}; "
+            "a flow source is procfs[:INTERVAL], or an existing file or FIFO"
+        ) from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+        raise ValueError(f"flow source {spec!r}: {path} is not a file or a FIFO")
 
 
 def _stderr(message: str) -> None:
@@ -79,6 +114,8 @@ class FlowMonitor:
         self._cgroup_id = 0
         self._killed = threading.Event()
         self._kill_rule = ""
+        for spec in specs:
+            check_flow_spec(spec)
         # Built now (a bad spec raises ValueError here), started in server_started().
         self._sources: list[FlowSource] = [
             open_source(

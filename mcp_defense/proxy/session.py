@@ -60,7 +60,13 @@ from mcp_defense.events.record import (
 )
 from mcp_defense.policy.facts import Action, Decision, ToolCall
 from mcp_defense.policy.table import LearningState
-from mcp_defense.protocol.calls import build_call, near_decided_method
+from mcp_defense.protocol.calls import (
+    COMPLETE,
+    build_call,
+    completion_file_uri,
+    is_decided,
+    near_decided_method,
+)
 from mcp_defense.protocol.jsonrpc import (
     DECIDED_METHODS,
     DEFAULT_MAX_DEPTH,
@@ -243,7 +249,9 @@ class ProxySession:
         kind = msg.kind
         if kind is Kind.REQUEST:
             method = msg.method or ""
-            if method in DECIDED_METHODS:
+            if method in DECIDED_METHODS or (
+                method == COMPLETE and completion_file_uri(msg.params) is not None
+            ):
                 return self._client_call(msg, line)
             near = near_decided_method(method)
             if near is not None:
@@ -256,7 +264,7 @@ class ProxySession:
                 )
             if self.closed_reason:
                 return [self._error_to(msg.id, SERVER_CLOSED, self.closed_reason)]
-            self._pending[msg.id] = _Pending(method, "", time.perf_counter())
+            self._pending[msg.id] = _Pending(method, "", _perf())
             return [ToServer(line, msg.id)]
         if kind is Kind.NOTIFICATION:
             method = msg.method or ""
@@ -292,9 +300,7 @@ class ProxySession:
         if out.forward:
             if self.closed_reason:
                 return self._fail_unsent(msg.id, out.correlation_id)
-            self._pending[msg.id] = _Pending(
-                msg.method or "", out.correlation_id, time.perf_counter()
-            )
+            self._pending[msg.id] = _Pending(msg.method or "", out.correlation_id, _perf())
             if self.flows is not None:  # before the server can act on it
                 self.flows.call_opened(out.correlation_id)
             return [ToServer(line, msg.id)]
@@ -328,7 +334,7 @@ class ProxySession:
                     "code": INVALID_REQUEST,
                     "message": f"mcp-defense: batch element {i}: nested batch",
                 }
-            elif el.kind is Kind.REQUEST and method in DECIDED_METHODS:
+            elif el.kind is Kind.REQUEST and is_decided(method, el.params):
                 outcomes[i] = self._decide(el)
             elif el.kind is Kind.REQUEST and near_decided_method(method) is not None:
                 errors[i] = {
@@ -375,7 +381,7 @@ class ProxySession:
                         el.id, held.outcomes[i].correlation_id if i in held.outcomes else ""
                     )
                 ]
-            now = time.perf_counter()
+            now = _perf()
             for i, el in enumerate(msg.elements):
                 if el.kind is Kind.REQUEST:
                     o = held.outcomes.get(i)
@@ -423,12 +429,12 @@ class ProxySession:
             msg.method or "",
             msg.params,
             self.archetype,
-            agent_id=self.agent_id,
-            session_id=self.session_id,
-            correlation_id=cid,
-            annotations=self._annotations,
+            self.agent_id,
+            self.session_id,
+            cid,
+            self._annotations,
         )
-        if type(call) is str:
+        if isinstance(call, str):
             if self.recorder.active:
                 self.recorder.emit(
                     FramingEvent(
@@ -438,9 +444,8 @@ class ProxySession:
                     )
                 )
             return _Outcome(cid, error={"code": INVALID_PARAMS, "message": f"mcp-defense: {call}"})
-        assert type(call) is ToolCall
         table = self.get_table()  # read once: the whole call runs under this table
-        t_eval = time.perf_counter()
+        t_eval = _perf()
         try:
             if self.learning is not None:
                 decision = table.decide(call, self.learning)  # type: ignore[call-arg]
@@ -454,7 +459,7 @@ class ProxySession:
                 _safe_version(table),
                 cid,
             )
-        eval_ms = (time.perf_counter() - t_eval) * 1e3
+        eval_ms = (_perf() - t_eval) * 1e3
         observe = self.observe
         if not self.recorder.writable:  # --record-required: no recording, no call (fail closed)
             decision = Decision(
@@ -614,7 +619,7 @@ class ProxySession:
                     correlation_id=p.correlation_id,
                     request_id=rid,
                     is_error=is_error,
-                    duration_ms=(time.perf_counter() - p.t0) * 1e3,
+                    duration_ms=(_perf() - p.t0) * 1e3,
                     size=len(line),
                 )
             )
@@ -633,7 +638,7 @@ class ProxySession:
                             correlation_id=p.correlation_id,
                             request_id=el.id,
                             is_error=el.kind is Kind.ERROR,
-                            duration_ms=(time.perf_counter() - p.t0) * 1e3,
+                            duration_ms=(_perf() - p.t0) * 1e3,
                         )
                     )
 
@@ -669,6 +674,10 @@ class ProxySession:
         actions: list[ProxyAction] = []
         for rid, p in pending.items():
             actions.extend(self._fail(rid, p, message))
+        # Requests still waiting for a human: no answer can help them now. Each is settled
+        # as not approved (and recorded), and the client is answered.
+        for ticket in list(self._held):
+            actions.extend(self.approval_answered(ticket, False, f"approval moot: {message}"))
         return actions
 
     def _fail(self, rid: Any, p: _Pending, message: str) -> list[ProxyAction]:
@@ -679,16 +688,14 @@ class ProxySession:
                     correlation_id=p.correlation_id,
                     request_id=rid,
                     is_error=True,
-                    duration_ms=(time.perf_counter() - p.t0) * 1e3,
+                    duration_ms=(_perf() - p.t0) * 1e3,
                 )
             )
         return [self._error_to(rid, SERVER_CLOSED, message)]
 
     def _fail_unsent(self, rid: Any, correlation_id: str) -> list[ProxyAction]:
         """An allowed request that cannot reach the server any more (it is gone)."""
-        return self._fail(
-            rid, _Pending("", correlation_id, time.perf_counter()), self.closed_reason
-        )
+        return self._fail(rid, _Pending("", correlation_id, _perf()), self.closed_reason)
 
     def _close_flow_window(self, p: _Pending) -> None:
         """A forwarded request is over (answered or failed): its flow window starts closing."""
@@ -714,6 +721,9 @@ class ProxySession:
         if answer and (direction == "client->server" or rid is not None):
             return [self._error_to(rid, code, f"mcp-defense: {reason}")]
         return []
+
+
+_perf = time.perf_counter
 
 
 def _stderr(message: str) -> None:

@@ -52,6 +52,7 @@ from mcp_defense.proxy.session import (
     ToClient,
     ToServer,
 )
+from mcp_defense.proxy.spawn import spawn_server
 
 # Reads of 256 KiB or more cost ~20 µs each here (malloc turns them into mmap/munmap), so
 # small messages are read 64 KiB at a time and only a line already that long gets 1 MiB reads.
@@ -66,6 +67,9 @@ EXIT_KILLED_BY_POLICY = 1
 # How long the main thread, woken by the server's death, waits for a kill in progress to
 # finish (the kill path verifies the whole tree is dead) so its event precedes server_exit.
 KILL_SETTLE_S = 5.0
+# After EOF on the server's stdout, how long to wait for the server to exit before treating
+# it as a server that closed its output but keeps running (and stopping it).
+OUTPUT_CLOSED_SETTLE_S = 0.5
 
 
 class FlowHooks(Protocol):
@@ -200,6 +204,9 @@ class StdioProxy:
         self._killed_by_policy = ""  # the rule that killed the server, once one has
         self._kill_done = threading.Event()  # set once a tool-rule kill is complete
         self._shutdown_started = False
+        self._escalation: threading.Thread | None = None  # a forwarded signal's SIGKILL timer
+        self._escalated = 0  # the signal the server ignored until it was killed, if any
+        self._output_closed = False  # the server closed its stdout while still running
         self._server_reader: threading.Thread | None = None
 
     @property
@@ -214,16 +221,7 @@ class StdioProxy:
         """Start the server, proxy until it exits, return the exit code for the proxy."""
         _tune_malloc()
         try:
-            self._proc = subprocess.Popen(
-                [*self.launcher, *self.command],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=None,  # the server's stderr is ours: passes through untouched
-                bufsize=0,
-                start_new_session=True,  # its own process group: signals and kills reach the tree
-                env=self.env,
-                cwd=self.cwd,
-            )
+            self._proc = spawn_server([*self.launcher, *self.command], env=self.env, cwd=self.cwd)
         except OSError as e:
             print(f"mcp-defense: cannot start server {self.command[0]!r}: {e}", file=sys.stderr)
             return EXIT_SPAWN_FAILED
@@ -267,11 +265,12 @@ class StdioProxy:
                 self._kill_done.wait(KILL_SETTLE_S)
             elif self.flows is not None:  # a flow rule's kill, if any, likewise
                 self._killed_by_policy = self.flows.server_exited(proc.pid)
-            why = (
-                f"was killed by policy ({self._killed_by_policy})"
-                if self._killed_by_policy
-                else f"exited (code {returncode})"
-            )
+            if self._killed_by_policy:
+                why = f"was killed by policy ({self._killed_by_policy})"
+            elif self._escalated:
+                why = f"ignored {signal.Signals(self._escalated).name} and was killed"
+            else:
+                why = f"exited (code {returncode})"
             pending = self._fail_pending(f"mcp-defense: the MCP server {why} before answering")
             if self.recorder.active:
                 self.recorder.emit(
@@ -284,6 +283,8 @@ class StdioProxy:
                 self.flows.close()
         if self._killed_by_policy:
             return EXIT_KILLED_BY_POLICY
+        if self._escalated:
+            return 128 + self._escalated
         return 128 - returncode if returncode < 0 else returncode
 
     def _table_variables(self) -> dict[str, str]:
@@ -304,7 +305,32 @@ class StdioProxy:
         return previous
 
     def _forward_signal(self, signum: int, _frame: Any) -> None:
+        """Pass the signal on; if the server is still running `term_grace_s` later, SIGKILL
+        its group: the proxy then answers what is pending, records server_exit and exits
+        128 + signum (143 for SIGTERM), as if it had died of the signal itself."""
         self._signal_server(signum)
+        if self._escalation is None:
+            self._escalation = threading.Thread(
+                target=self._escalate, args=(signum,), name="mcpd-escalate", daemon=True
+            )
+            self._escalation.start()
+
+    def _escalate(self, signum: int) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=self.term_grace_s)
+            return  # the server obeyed: its own exit code stands
+        except subprocess.TimeoutExpired:
+            pass
+        self._escalated = signum
+        print(
+            f"mcp-defense: the MCP server ignored {signal.Signals(signum).name} for "
+            f"{self.term_grace_s:g}s; killing it",
+            file=sys.stderr,
+        )
+        self._signal_server(signal.SIGKILL)
 
     def _signal_server(self, signum: int) -> None:
         proc = self._proc
@@ -361,10 +387,13 @@ class StdioProxy:
                 self._client_gone = True
 
     def _forward_to_server(self, line: bytes, rid: Any = None) -> None:
+        data = line if line.endswith(b"\n") else line + b"\n"
         try:
-            # Approval threads forward too: one whole message at a time on the pipe.
-            with self._server_lock:
-                _write_all(self._server_in, line if line.endswith(b"\n") else line + b"\n")
+            if self.approver is None:  # the client thread is the only writer
+                _write_all(self._server_in, data)
+            else:  # approval threads forward too: one whole message at a time on the pipe
+                with self._server_lock:
+                    _write_all(self._server_in, data)
         except OSError:
             with self._lock:
                 actions = self._session.server_write_failed(rid)
@@ -520,6 +549,32 @@ class StdioProxy:
         tail = framer.finish()
         if tail is not None:
             handle(tail)
+        self._server_output_closed()
+
+    def _server_output_closed(self) -> None:
+        """The server's stdout reached EOF. Normally it is exiting (the main thread then
+        fails what is pending, naming its exit code); if it is still running a moment later
+        it can never answer again: fail pending and new calls now and stop it."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=OUTPUT_CLOSED_SETTLE_S)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        self._output_closed = True
+        print(
+            f"mcp-defense: the MCP server (pid {proc.pid}) closed its output but keeps "
+            "running; stopping it",
+            file=sys.stderr,
+        )
+        with self._lock:
+            actions = self._session.server_gone(
+                "mcp-defense: the MCP server closed its output and can no longer answer"
+            )
+        self._execute(actions)
+        self._shutdown_server()
 
     def _handle_server(self, item: bytes | Oversize) -> None:
         with self._lock:

@@ -487,7 +487,7 @@ def _transcript_call(msg: Any, archetype: str, decided: frozenset[str]) -> ToolC
     (built by the proxy's own call builder), a str when it refuses the message before policy
     (the reason), None when it just forwards it (initialize, notifications, responses, other
     requests)."""
-    from mcp_defense.protocol.calls import build_call, near_decided_method
+    from mcp_defense.protocol.calls import build_call, is_decided, near_decided_method
     from mcp_defense.protocol.jsonrpc import Kind
 
     kind = msg.kind
@@ -500,7 +500,7 @@ def _transcript_call(msg: Any, archetype: str, decided: frozenset[str]) -> ToolC
         return None
     if kind is not Kind.REQUEST:
         return None
-    if method not in decided:
+    if method not in decided and not is_decided(method, msg.params):
         near = near_decided_method(method)
         return f"method {method!r} imitates {near!r}" if near is not None else None
     # "unknown" is the agent id the stdio proxy uses when none is given.
