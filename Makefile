@@ -12,13 +12,14 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check mcp_defense tests benchmarks
-	$(BIN)/ruff format --check mcp_defense tests benchmarks
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
+	$(BIN)/mypy
 	$(BIN)/mcp-defense policy lint policies
 
 format: install
-	$(BIN)/ruff format mcp_defense tests benchmarks
-	$(BIN)/ruff check --fix mcp_defense tests benchmarks
+	$(BIN)/ruff format
+	$(BIN)/ruff check --fix
 
 demo: install
 	$(BIN)/mcp-defense demo

@@ -211,8 +211,8 @@ def test_cmd(
         )
     if report.errors and fmt is not TestFormat.github:
         console = err_console()
-        for e in report.errors[:MAX_ERRORS_SHOWN]:
-            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        for bad in report.errors[:MAX_ERRORS_SHOWN]:
+            console.print(f"[bold red]error:[/] {escape(str(bad))}", highlight=False)
         if len(report.errors) > MAX_ERRORS_SHOWN:
             console.print(f"… and {len(report.errors) - MAX_ERRORS_SHOWN} more invalid line(s)")
     sys.stdout.flush()

@@ -59,9 +59,8 @@ def render(out: ReloadOutcome, at: float) -> RenderableType:
     """One report: diagnostics (warnings too), then every inline test of the new policy."""
     diags = list(out.result.diagnostics) or list(out.diagnostics)
     errors = [d for d in diags if d.is_error] or list(out.diagnostics)
-    parts: list[RenderableType] = [_diagnostic(d) for d in diags if d not in errors] + [
-        _diagnostic(d) for d in errors
-    ]
+    parts: list[RenderableType] = [_diagnostic(d) for d in diags if d not in errors]
+    parts += [_diagnostic(d) for d in errors]
     table = out.result.table if out.ok else None
     results: list[InlineResult] = []
     if table is not None:

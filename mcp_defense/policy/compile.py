@@ -216,8 +216,14 @@ def _archetype(a: ast.Archetype, variables: Mapping[str, str], c: _Ctx) -> Arche
         spawn_programs=spawn_programs,
         learn_s=a.learn_s,
         source=str(a.span),
-        runtime=_globset(a.runtime, variables, c, default_any=False).globs if a.runtime else (),
+        runtime=_runtime_globs(a, variables, c),
     )
+
+
+def _runtime_globs(a: ast.Archetype, variables: Mapping[str, str], c: _Ctx) -> tuple[str, ...]:
+    """The `runtime` paths (--sandbox only): never "any"."""
+    gs = _globset(a.runtime, variables, c, default_any=False) if a.runtime else None
+    return tuple(gs.globs) if gs is not None else ()
 
 
 def _jewel_matcher(
@@ -500,12 +506,12 @@ def compile_files(
                     f"{', '.join(sorted(RULE_ACTIONS[r.kind]))})",
                 )
                 continue
-            for a in r.scope:
-                if a not in arch_nodes:
+            for scoped in r.scope:
+                if scoped not in arch_nodes:
                     c.error(
                         r.scope_span or r.span,
                         "unknown-archetype",
-                        f"rule {r.name!r} is scoped to unknown archetype {a!r}",
+                        f"rule {r.name!r} is scoped to unknown archetype {scoped!r}",
                     )
             env_cel = cel.CelEnv(RULE_SCOPES[r.kind], var_names, functions)
             try:
@@ -566,7 +572,7 @@ def compile_files(
             clause_fns = _lazy_clauses(
                 p.tree, env_cel, {"archetype": const, "vars": dict(variables)}
             )
-            reason = ReasonTemplate.parse(r.reason.value if r.reason else _default_reason(r))
+            template = ReasonTemplate.parse(r.reason.value if r.reason else _default_reason(r))
             cr = CompiledRule(
                 r.name,
                 r.kind,
@@ -574,7 +580,7 @@ def compile_files(
                 r.priority,
                 p.order,
                 fn,
-                reason,
+                template,
                 str(r.span),
                 r.learn,
                 r.when.strip(),
@@ -642,15 +648,15 @@ def compile_files(
         )
     if corrs:
         keys = []
-        for k in corrs[0].keys:
-            key = JOIN_KEYS.get((k.flow_field, k.call_field)) or JOIN_KEYS.get(
-                (k.call_field, k.flow_field)
+        for jk in corrs[0].keys:
+            key = JOIN_KEYS.get((jk.flow_field, jk.call_field)) or JOIN_KEYS.get(
+                (jk.call_field, jk.flow_field)
             )
             if key is None:
                 c.error(
-                    k.span,
+                    jk.span,
                     "bad-join",
-                    f"unknown join {k.flow_field} == {k.call_field} (known: "
+                    f"unknown join {jk.flow_field} == {jk.call_field} (known: "
                     + ", ".join(f"{a} == {b}" for a, b in JOIN_KEYS)
                     + ")",
                 )
@@ -661,41 +667,41 @@ def compile_files(
     # Inline tests.
     tests: list[InlineTest] = []
     for f in files:
-        for t in f.tests:
-            if t.archetype is None or t.tool is None or t.expect is None:
+        for tst in f.tests:
+            if tst.archetype is None or tst.tool is None or tst.expect is None:
                 c.error(
-                    t.span,
+                    tst.span,
                     "incomplete-test",
-                    f"test {t.name!r} needs `archetype`, `call` and `expect`",
+                    f"test {tst.name!r} needs `archetype`, `call` and `expect`",
                 )
                 continue
-            if t.archetype not in arch_nodes:
+            if tst.archetype not in arch_nodes:
                 c.error(
-                    t.archetype_span or t.span,
+                    tst.archetype_span or tst.span,
                     "unknown-archetype",
-                    f"test {t.name!r}: unknown archetype {t.archetype!r}",
+                    f"test {tst.name!r}: unknown archetype {tst.archetype!r}",
                 )
             if (
-                t.expect_rule is not None
-                and t.expect_rule not in names
-                and t.expect_rule
+                tst.expect_rule is not None
+                and tst.expect_rule not in names
+                and tst.expect_rule
                 not in ("malformed_arguments", "unknown_archetype", "rule_error", "internal_error")
             ):
                 c.error(
-                    t.expect_span or t.span,
+                    tst.expect_span or tst.span,
                     "unknown-rule",
-                    f"test {t.name!r} expects unknown rule {t.expect_rule!r}",
+                    f"test {tst.name!r} expects unknown rule {tst.expect_rule!r}",
                 )
             tests.append(
                 InlineTest(
-                    t.name,
-                    str(t.span),
-                    t.archetype,
-                    t.tool,
-                    _expand_json(t.arguments, variables, c),
-                    t.agent,
-                    t.expect,
-                    t.expect_rule,
+                    tst.name,
+                    str(tst.span),
+                    tst.archetype,
+                    tst.tool,
+                    _expand_json(tst.arguments, variables, c),
+                    tst.agent,
+                    tst.expect,
+                    tst.expect_rule,
                 )
             )
 

@@ -51,7 +51,7 @@ def explain(table: DecisionTable, call: ToolCall) -> Explanation:
     traces: list[RuleTrace] = []
     deciding_clause = ""
     for r in every:
-        base = dict(
+        base: dict[str, Any] = dict(
             name=r.name,
             kind=r.kind,
             action=r.action.value,

@@ -39,18 +39,18 @@ def parse_duration(text: str) -> float:
 
 def action_name(word: str) -> str:
     """DSL action word → decision name (`approve` is spelled `require_approval` in decisions)."""
-    return _ACTION_NAMES.get(word, word)
+    return str(_ACTION_NAMES.get(word, word))
 
 
 def _unquote(tok: Token) -> str:
     try:
-        return json.loads(str(tok))
+        return str(json.loads(str(tok)))
     except json.JSONDecodeError:
         # Escapes JSON does not know (e.g. "\d" in a regex) are kept literally.
         return str(tok)[1:-1].replace('\\"', '"').replace("\\\\", "\\")
 
 
-class _Build(Transformer):
+class _Build(Transformer[Token, Any]):
     def __init__(self, file: str) -> None:
         super().__init__()
         self.file = file

@@ -197,7 +197,7 @@ class ArchetypeConst:
             import socket
 
             try:
-                ips = tuple(sorted({ai[4][0] for ai in socket.getaddrinfo(host, None)}))
+                ips = tuple(sorted({str(ai[4][0]) for ai in socket.getaddrinfo(host, None)}))
             except OSError:
                 ips = ()
         self._resolved[entry] = ips
@@ -327,11 +327,11 @@ def _call_value(name: str, ctx: EvalCtx, rule: CompiledRule) -> str:
         items = getattr(call, attr)
         return str(items[0]) if items else ""
     if name == "tool":
-        return call.tool if call is not None else ""
+        return str(call.tool) if call is not None else ""
     if name == "command":
         return " ".join(call.commands)[:200] if call is not None else ""
     if name == "archetype":
-        return ctx.archetype.name
+        return str(ctx.archetype.name)
     if name == "rule":
         return rule.name
     if name == "agent":
@@ -655,6 +655,7 @@ class DecisionTable:
             ctx = EvalCtx(None, flow, agent_id, session_id, arch.const, self.variables)
             failed: Decision | None = None  # the first rule that could not be evaluated
             decision: Decision | None = None
+            matched: CompiledRule | None = None
             for rule in arch.orphan if orphan else arch.flow:
                 try:
                     hit = rule.fn(ctx)
@@ -670,9 +671,14 @@ class DecisionTable:
                         )
                     continue
                 if hit is True:
-                    reason = rule.reason.render(lambda n, r=rule: _call_value(n, ctx, r))
-                    decision = self._mk(rule.action, rule.name, reason, correlation_id, rule.source)
+                    matched = rule
                     break
+            if matched is not None:
+                hit_rule = matched
+                reason = hit_rule.reason.render(lambda n: _call_value(n, ctx, hit_rule))
+                decision = self._mk(
+                    hit_rule.action, hit_rule.name, reason, correlation_id, hit_rule.source
+                )
             if decision is None:
                 decision = self._mk(
                     Action.ALLOW, DEFAULT_RULE, "no flow rule matched", correlation_id
@@ -700,4 +706,5 @@ class DecisionTable:
 
     def explain(self, call: ToolCall) -> Explanation:
         """Every rule considered for this call, which matched and why (not the hot path)."""
-        return self._explainer(self, call)
+        explanation: Explanation = self._explainer(self, call)
+        return explanation

@@ -564,15 +564,15 @@ def render_github(
             )
     if coverage is not None:
         below = below_threshold(coverage, threshold)
-        for r in coverage.never_fired:
-            file, line, _ = split_source(r.source)
+        for hits in coverage.never_fired:
+            file, line, _ = split_source(hits.source)
             out.append(
                 _annotation(
                     "error" if below else "notice",
                     file,
                     line,
                     "mcpd rule never fired",
-                    f"rule {r.name} decided no test case or recorded call",
+                    f"rule {hits.name} decided no test case or recorded call",
                 )
             )
         if below:
