@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from mcp_defense.policy.facts import ToolCall  # noqa: E402
 from mcp_defense.policy.loader import load  # noqa: E402
-from mcp_defense.proxy.reload import (  # noqa: E402
+from mcp_defense.policy.reload import (  # noqa: E402
     DEFAULT_DEBOUNCE_MS,
     DEFAULT_STEP_MS,
     PolicyReloader,

@@ -27,7 +27,7 @@ from reload_policy import (
 from mcp_defense.events.model import Event, PolicyReloaded, PolicyReloadFailed
 from mcp_defense.policy.facts import Action, ToolCall
 from mcp_defense.policy.loader import load
-from mcp_defense.proxy.reload import PolicyReloader, ReloadOutcome, TableRef, rule_diff
+from mcp_defense.policy.reload import PolicyReloader, ReloadOutcome, TableRef, rule_diff
 
 
 def marker_call(j: int) -> ToolCall:
@@ -415,7 +415,7 @@ def test_decisions_from_threads_during_20_rewrites(tmp_path: Path) -> None:
 def test_edit_racing_a_load_is_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A→B→A while a load runs: the load compiles B, the files say A again. The snapshot holds
     what was compiled (B), so the next check sees A as a change and reloads it."""
-    import mcp_defense.proxy.reload as reload_mod
+    import mcp_defense.policy.reload as reload_mod
 
     main, mk = write_policy(tmp_path / "pol", 0)
     version_a = version_of(main)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import sys
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from rich.tree import Tree
 
 from mcp_defense.cli.common import (
     EXIT_FINDINGS,
@@ -25,6 +22,8 @@ from mcp_defense.cli.common import (
     render_diagnostics,
     usage_error,
 )
+from mcp_defense.policy.evaluate import available_cpus, eval_stream
+from mcp_defense.policy.explain import render_explanation
 from mcp_defense.protocol.calls import call_from_line
 
 policy_app = typer.Typer(
@@ -95,101 +94,6 @@ def _open_input(source: str) -> Any:
         raise usage_error(f"cannot read {source}: {e.strerror}") from None
 
 
-_enc = json.encoder.encode_basestring  # the C string escaper json itself uses
-
-
-def _decision_line(decision: str, rule: str, reason: str, version: str, rid: Any) -> str:
-    """One output line, built directly (json.dumps per line would double eval's cost)."""
-    line = (
-        f'{{"decision":"{decision}","rule":{_enc(rule)},"reason":{_enc(reason)},'
-        f'"policy_version":"{version}"'
-    )
-    if rid is not None:
-        t = type(rid)
-        line += ',"id":' + (_enc(rid) if t is str else str(rid) if t is int else json.dumps(rid))
-    return line + "}"
-
-
-def eval_lines(table: Any, lines: Any, archetype: str, write: Any) -> int:
-    """The eval loop: one JSON line out per line in, in order. Returns how many lines."""
-    version = table.version
-    decide = table.decide
-    buf: list[str] = []
-    n = 0
-    for raw in lines:
-        n += 1
-        line = raw.rstrip(b"\r\n")
-        if not line.strip():
-            out = _decision_line("deny", "malformed_input", "empty line", version, None)
-        else:
-            lc = call_from_line(line, archetype)
-            if lc.call is None:
-                out = _decision_line("deny", "malformed_input", lc.error, version, lc.request_id)
-            else:
-                d = decide(lc.call)
-                out = _decision_line(d.action.value, d.rule, d.reason, version, lc.request_id)
-        buf.append(out)
-        if len(buf) >= 512:
-            write("\n".join(buf) + "\n")
-            buf.clear()
-    if buf:
-        write("\n".join(buf) + "\n")
-    return n
-
-
-_CHUNK = 2048  # lines per work unit for parallel eval
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, not the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-_worker_state: tuple[Any, str] | None = None  # (table, archetype), inherited by fork
-
-
-def _eval_chunk(lines: list[bytes]) -> str:
-    assert _worker_state is not None
-    out: list[str] = []
-    eval_lines(_worker_state[0], lines, _worker_state[1], out.append)
-    return "".join(out)
-
-
-def eval_stream(table: Any, stream: Any, archetype: str, write: Any, jobs: int) -> int:
-    """Decide a stream in `jobs` processes, output in input order.
-
-    The table holds closures and cannot be pickled, so workers are forked after it is
-    compiled and inherit it; only raw lines and output text cross process boundaries. Input
-    that fits in one chunk is decided in-process (no fork for a handful of lines).
-    """
-    global _worker_state
-    it = iter(stream)
-    first = list(itertools.islice(it, _CHUNK))
-    if jobs <= 1 or len(first) < _CHUNK:
-        n = eval_lines(table, first, archetype, write)
-        return n + eval_lines(table, it, archetype, write)
-
-    def chunks() -> Any:
-        yield first
-        while chunk := list(itertools.islice(it, _CHUNK)):
-            yield chunk
-
-    import multiprocessing
-
-    _worker_state = (table, archetype)
-    n = 0
-    try:
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            for text in pool.imap(_eval_chunk, chunks()):
-                n += text.count("\n")
-                write(text)
-    finally:
-        _worker_state = None
-    return n
-
-
 @policy_app.command("eval")
 def eval_cmd(
     source: Annotated[str, typer.Argument(help="JSON lines file, or - for stdin.")] = "-",
@@ -233,14 +137,6 @@ def eval_cmd(
 # ---------------------------------------------------------------------------------------------
 # explain
 
-_STYLE = {
-    "allow": "green",
-    "alert": "yellow",
-    "require_approval": "magenta",
-    "deny": "red",
-    "kill": "bold red",
-}
-
 
 def _first_call(source: str) -> bytes:
     stream = _open_input(source)
@@ -252,45 +148,6 @@ def _first_call(source: str) -> bytes:
         if stream is not sys.stdin.buffer:
             stream.close()
     raise usage_error("no tool call on input")
-
-
-def render_explanation(exp: Any, console: Console) -> None:
-    d = exp.decision
-    style = _STYLE.get(d.action.value, "white")
-    root = Tree(
-        f"[bold]{exp.call.tool}[/] on [cyan]{exp.call.archetype}[/] → "
-        f"[{style}]{d.action.value}[/] [dim]{d.rule or '(default)'}[/]  {d.reason}"
-    )
-    if exp.error:
-        root.add(f"[red]not evaluated:[/] {exp.error}")
-    if exp.facts is not None:
-        f = exp.facts
-        facts = root.add("[bold]facts[/]")
-        for name in ("paths", "urls", "hosts", "endpoints", "programs", "commands"):
-            values = getattr(f, name)
-            if values:
-                facts.add(f"call.{name} = {list(values)!r}")
-        effects = [n for n in ("reads", "writes", "spawns", "network") if getattr(f, n)]
-        facts.add(f"effects: {', '.join(effects) or 'none'}")
-    rules = root.add("[bold]rules[/] (in decision order)")
-    for r in exp.rules:
-        mark = {
-            "decided": "[bold]★ decided[/]",
-            "matched": "[yellow]matched[/]",
-            "not matched": "[dim]no[/]",
-            "error": "[red]error[/]",
-            "folded": "[dim]folded[/]",
-            "not indexed": "[dim]skipped[/]",
-        }.get(r.status, r.status)
-        node = rules.add(
-            f"{mark} [bold]{r.name}[/] [dim]p{r.priority} {r.action} {r.source}[/]"
-            + (f"  {r.detail}" if r.detail else "")
-        )
-        for clause, value in r.clauses:
-            node.add(f"[dim]{value:>5}[/]  {clause}")
-    if exp.deciding_clause:
-        root.add(f"[bold]deciding clause:[/] {exp.deciding_clause}")
-    console.print(root)
 
 
 @policy_app.command()

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from mcp_defense.cli.common import SetOpt, parse_sets
 from mcp_defense.policy.diagnostics import Diagnostic
-from mcp_defense.proxy.reload import PolicyReloader, ReloadOutcome
+from mcp_defense.policy.reload import PolicyReloader, ReloadOutcome
 from mcp_defense.replay.runner import InlineResult, Report, run_inline
 
 

@@ -16,11 +16,11 @@ from typer.core import TyperCommand
 
 from mcp_defense.cli import sinks
 from mcp_defense.cli.common import PolicyOpt, SetOpt, load_or_exit, parse_sets, usage_error
+from mcp_defense.policy.reload import PolicyReloader, TableRef
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_MESSAGE_BYTES
 from mcp_defense.proxy.approval import DEFAULT_TIMEOUT_S, Approver
 from mcp_defense.proxy.flows import FlowMonitor, parse_window
-from mcp_defense.proxy.reload import PolicyReloader, TableRef
 from mcp_defense.proxy.stdio import StdioProxy
 from mcp_defense.resources import state_dir
 

@@ -54,7 +54,7 @@ def _measure(fn: Any, arg: Any, n: int) -> list[float]:
 def run_bench(
     table: DecisionTable, *, n: int = 20000, lines: int = 100_000, progress: bool = False
 ) -> dict[str, Any]:
-    from mcp_defense.cli.policy import available_cpus, eval_lines, eval_stream
+    from mcp_defense.policy.evaluate import available_cpus, eval_lines, eval_stream
 
     cases = []
     all_samples: list[float] = []

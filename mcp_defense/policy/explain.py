@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
+from rich.tree import Tree
+
 from mcp_defense.policy.facts import ExtractionError, ToolCall
 from mcp_defense.policy.table import (
     CompiledRule,
@@ -98,3 +101,52 @@ def explain(table: DecisionTable, call: ToolCall) -> Explanation:
             )
         )
     return Explanation(call, facts, decision, tuple(traces), deciding_clause)
+
+
+_STYLE = {
+    "allow": "green",
+    "alert": "yellow",
+    "require_approval": "magenta",
+    "deny": "red",
+    "kill": "bold red",
+}
+
+
+def render_explanation(exp: Any, console: Console) -> None:
+    """The `policy explain` tree (also printed under changed decisions by `policy test`)."""
+    d = exp.decision
+    style = _STYLE.get(d.action.value, "white")
+    root = Tree(
+        f"[bold]{exp.call.tool}[/] on [cyan]{exp.call.archetype}[/] → "
+        f"[{style}]{d.action.value}[/] [dim]{d.rule or '(default)'}[/]  {d.reason}"
+    )
+    if exp.error:
+        root.add(f"[red]not evaluated:[/] {exp.error}")
+    if exp.facts is not None:
+        f = exp.facts
+        facts = root.add("[bold]facts[/]")
+        for name in ("paths", "urls", "hosts", "endpoints", "programs", "commands"):
+            values = getattr(f, name)
+            if values:
+                facts.add(f"call.{name} = {list(values)!r}")
+        effects = [n for n in ("reads", "writes", "spawns", "network") if getattr(f, n)]
+        facts.add(f"effects: {', '.join(effects) or 'none'}")
+    rules = root.add("[bold]rules[/] (in decision order)")
+    for r in exp.rules:
+        mark = {
+            "decided": "[bold]★ decided[/]",
+            "matched": "[yellow]matched[/]",
+            "not matched": "[dim]no[/]",
+            "error": "[red]error[/]",
+            "folded": "[dim]folded[/]",
+            "not indexed": "[dim]skipped[/]",
+        }.get(r.status, r.status)
+        node = rules.add(
+            f"{mark} [bold]{r.name}[/] [dim]p{r.priority} {r.action} {r.source}[/]"
+            + (f"  {r.detail}" if r.detail else "")
+        )
+        for clause, value in r.clauses:
+            node.add(f"[dim]{value:>5}[/]  {clause}")
+    if exp.deciding_clause:
+        root.add(f"[bold]deciding clause:[/] {exp.deciding_clause}")
+    console.print(root)

@@ -27,10 +27,18 @@ class LoadResult:
     table: DecisionTable | None
     diagnostics: list[Diagnostic]
     files: list[Path]  # every file read, imports included (what hot reload watches)
+    # display name → text_digest of the text compiled: hot reload compares it with the files
+    # to see what really changed (an A→B→A edit racing a load is not lost)
+    texts: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.is_error]
+
+
+def text_digest(text: str) -> str:
+    """A short digest of a policy text (hot reload compares files with what was compiled)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
 @dataclass
@@ -111,6 +119,7 @@ def load(
     roots = _expand_inputs(list(paths) if paths else [builtin_policy_dir()], diags)
     files: list[ast.PolicyFile] = []
     read: list[Path] = []
+    texts: dict[str, str] = {}
     seen: set[Path] = set()
 
     def visit(p: Path, via: ast.Import | None) -> None:
@@ -125,6 +134,7 @@ def load(
             span = via.path.span if via else ast.Span(_display(rp), 1, 1)
             diags.append(Diagnostic(span, ERROR, "unreadable", f"cannot read {_display(rp)}: {e}"))
             return
+        texts[_display(rp)] = text_digest(text)
         try:
             pf = cache.parse(_display(rp), text)
         except PolicyError as e:
@@ -157,9 +167,9 @@ def load(
     for root in roots:
         visit(root, None)
     if any(d.is_error for d in diags):
-        return LoadResult(None, diags, read)
+        return LoadResult(None, diags, read, texts)
     table, more = compile_files(files, variables, strict=False)
-    return LoadResult(table, diags + more, read)
+    return LoadResult(table, diags + more, read, texts)
 
 
 def load_table(

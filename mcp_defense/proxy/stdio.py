@@ -60,7 +60,7 @@ READ_SMALL = 1 << 16
 READ_LARGE = 1 << 20
 PIPE_SIZE = 1 << 20  # ask the kernel for 1 MiB pipes: 16x fewer syscalls on large messages
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-# SIGHUP is not forwarded: it is the policy-reload signal (proxy/reload.py).
+# SIGHUP is not forwarded: it is the policy-reload signal (policy/reload.py).
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_SPAWN_FAILED = 127
 EXIT_KILLED_BY_POLICY = 1

@@ -49,7 +49,7 @@ def decision_text(d: Decision) -> str:
 
 def explanation_text(table: DecisionTable, call: ToolCall, width: int = 160) -> str:
     """The `policy explain` tree as plain text (JUnit bodies, pytest failures)."""
-    from mcp_defense.cli.policy import render_explanation
+    from mcp_defense.policy.explain import render_explanation
 
     buf = io.StringIO()
     console = Console(
@@ -193,7 +193,7 @@ def render_text(
 
 
 def _trace(console: Console, table: DecisionTable, call: ToolCall) -> None:
-    from mcp_defense.cli.policy import render_explanation
+    from mcp_defense.policy.explain import render_explanation
 
     with console.capture() as cap:
         render_explanation(table.explain(call), console)

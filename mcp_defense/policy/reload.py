@@ -15,30 +15,34 @@ Why it is built this way:
 * Bursts are coalesced twice: watchfiles groups events until `step_ms` of quiet (bounded by
   `debounce_ms`), and the worker drains every request queued while it was compiling into a
   single reload.
+* Only watchfiles' public `watch()` is used. It yields when its Rust side times out
+  (`timeout_ms`), so the first yield says the watch is established: only then is the watch
+  "ready" and the files checked again, so nothing written meanwhile is missed.
+* Hot reload reaches policy text only through the loader: `LoadResult.texts` says which text
+  each load compiled, so the snapshot compares files with what is really in force.
 * Requests go through a `queue.SimpleQueue`, whose `put` is reentrant, so `request_reload` is
   safe to call from a signal handler (SIGHUP).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from watchfiles._rust_notify import RustNotify  # documented as watchfiles' "Rust backend"
+import watchfiles
 
 from mcp_defense.events.model import Event, PolicyReloaded, PolicyReloadFailed
-from mcp_defense.policy.ast import PolicyFile, Span
+from mcp_defense.policy.ast import Span
 from mcp_defense.policy.diagnostics import ERROR, Diagnostic, format_text
-from mcp_defense.policy.loader import LoadResult, ParseCache, load
+from mcp_defense.policy.loader import LoadResult, ParseCache, load, text_digest
 from mcp_defense.policy.table import DecisionTable
 from mcp_defense.resources import BUILTIN_PREFIX, builtin_policy_dir
 
@@ -47,7 +51,9 @@ from mcp_defense.resources import BUILTIN_PREFIX, builtin_policy_dir
 DEFAULT_STEP_MS = 20
 DEFAULT_DEBOUNCE_MS = 500
 # How long the Rust side waits before returning 'timeout' (stop is checked every step anyway).
-DEFAULT_TIMEOUT_MS = 5_000
+# The first timeout is also how the watcher learns that its watch is established, so this
+# bounds how long a (re)watch takes to be ready; an idle wake-up costs a few microseconds.
+DEFAULT_TIMEOUT_MS = 100
 _READY_TIMEOUT_S = 10.0
 
 _UNKNOWN = "\0unknown"  # a snapshot value that never matches: forces the next check to reload
@@ -151,10 +157,6 @@ def _dir_key(dirs: Iterable[str]) -> frozenset[tuple[str, int, int]]:
     return frozenset(out)
 
 
-def _text_digest(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
-
-
 def _source_path(display: str) -> Path:
     """Where a file named as in diagnostics (`builtin:…`, cwd-relative or absolute) lives."""
     if display.startswith(BUILTIN_PREFIX):
@@ -167,9 +169,9 @@ def _probe(key: str) -> str:
     kind, path = key[0], key[2:]
     try:
         if kind == "t":  # text a load compiled, by its display name: read as the loader does
-            return _text_digest(_source_path(path).read_text(encoding="utf-8"))
+            return text_digest(_source_path(path).read_text(encoding="utf-8"))
         if kind == "m":  # a file a load tried to read (it may have been unreadable)
-            return _text_digest(Path(path).read_text(encoding="utf-8"))
+            return text_digest(Path(path).read_text(encoding="utf-8"))
         if kind == "d":  # a directory holding policy files: which .mcpd files it has
             # (dot files are editor locks and swap files, e.g. emacs' `.#rules.mcpd`)
             names = (n for n in os.listdir(path) if n.endswith(".mcpd") and n[0] != ".")
@@ -189,19 +191,6 @@ def _layout_keys(roots: Iterable[Path], files: Iterable[Path]) -> list[str]:
     keys += [f"m:{f}" for f in files]
     keys += [f"d:{d}" for d in sorted({str(f.parent) for f in files})]
     return keys
-
-
-@dataclass
-class _RecordingCache(ParseCache):
-    """The loader's parse cache, also noting a digest of every text it is handed: the
-    snapshot then holds exactly what was compiled, so an A→B→A edit racing a load (the load
-    compiled B) still differs from the files on the next check."""
-
-    seen: dict[str, str] = field(default_factory=dict)
-
-    def parse(self, path: str, text: str) -> PolicyFile:
-        self.seen[path] = _text_digest(text)
-        return super().parse(path, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,18 +234,35 @@ class _Watcher:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
-    def _open(self) -> RustNotify:
-        try:
-            return RustNotify(sorted(self.dirs), False, False, 300, False, True)
-        except FileNotFoundError:
-            raise
-        except OSError:
-            # inotify unavailable or out of watches: polling is slower but still correct.
-            return RustNotify(sorted(self.dirs), False, True, 200, False, True)
+    def _watch(self, polling: bool) -> Iterator[set[tuple[watchfiles.Change, str]]]:
+        debounce, step, timeout = self._timing
+        return watchfiles.watch(
+            *sorted(self.dirs),
+            watch_filter=None,  # every change: the snapshot decides what matters
+            debounce=debounce,
+            step=step,
+            stop_event=self._stop,
+            rust_timeout=timeout,
+            yield_on_timeout=True,  # the first yield says the watch is established
+            debug=False,
+            raise_interrupt=False,
+            force_polling=polling,
+            poll_delay_ms=200,
+            recursive=False,
+            ignore_permission_denied=True,
+        )
 
     def _run(self) -> None:
+        changes_iter = self._watch(polling=False)
         try:
-            notify = self._open()
+            try:
+                first = next(changes_iter, None)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                # inotify unavailable or out of watches: polling is slower but still correct.
+                changes_iter = self._watch(polling=True)
+                first = next(changes_iter, None)
         except Exception as e:  # noqa: BLE001 - reported by the reloader, never fatal
             self.error = e
             self.ready.set()
@@ -265,25 +271,31 @@ class _Watcher:
                 self._on_gone()
             return
         self.ready.set()
-        debounce, step, timeout = self._timing
-        with notify:
-            while not self._stop.is_set():
-                try:
-                    changes = notify.watch(debounce, step, timeout, self._stop)
-                except Exception as e:  # noqa: BLE001 - e.g. a watched directory was removed
-                    self.error = e
-                    if not self._stop.is_set():
-                        self._on_gone()
+        if first is None:  # stopped before the first yield
+            return
+        try:
+            self._deliver(first)
+            for changes in changes_iter:
+                if self._stop.is_set():
                     return
-                if isinstance(changes, set):
-                    if any(path in self.dirs for _, path in changes):
-                        # A watched directory itself was deleted or moved: this watch is dead
-                        # even if a new directory gets the same path (and inode number).
-                        self.stale = True
-                    if changes:
-                        self._on_change(changes)
-                elif changes == "stop":
-                    return
+                self._deliver(changes)
+        except Exception as e:  # noqa: BLE001 - e.g. a watched directory was removed
+            self.error = e
+            if not self._stop.is_set():
+                self._on_gone()
+        finally:
+            close = getattr(changes_iter, "close", None)
+            if close is not None:
+                close()
+
+    def _deliver(self, changes: set[tuple[watchfiles.Change, str]]) -> None:
+        if not changes:
+            return  # a timeout: nothing happened
+        if any(path in self.dirs for _, path in changes):
+            # A watched directory itself was deleted or moved: this watch is dead even if a
+            # new directory gets the same path (and inode number).
+            self.stale = True
+        self._on_change({(int(kind), path) for kind, path in changes})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +335,7 @@ class PolicyReloader:
         self._emit = emit
         self._stderr = stderr
         self._timing = (step_ms, debounce_ms, timeout_ms)
-        self._cache = _RecordingCache()  # unchanged files are not parsed again
+        self._cache = ParseCache()  # unchanged files are not parsed again
         self._on_reload = on_reload
         self._roots = _roots(self.paths)
         self._current: DecisionTable | None = ref.table if ref is not None else None
@@ -494,14 +506,13 @@ class PolicyReloader:
         # Layout (roots, listings) is probed before and after the load; a value that moved
         # meanwhile is unknown, so the next check reloads. File texts come from the loader.
         before = {k: _probe(k) for k in _layout_keys(self._roots, self._files)}
-        self._cache.seen = {}
         t0 = time.perf_counter()
         result = load(self.paths, self.variables, cache=self._cache)
         snap: dict[str, str] = {}
         for k in _layout_keys(self._roots, result.files):
             now = _probe(k)
             snap[k] = now if before.get(k, now) == now else _UNKNOWN
-        for display, digest in self._cache.seen.items():
+        for display, digest in result.texts.items():
             snap[f"t:{display}"] = digest
         self._snap = snap
         self._files = list(result.files)
