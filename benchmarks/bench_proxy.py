@@ -120,7 +120,7 @@ def round_trips(client: LineClient, calls: int, warmup: int, path: str) -> list[
 
 def proxy_argv(table: str, server: list[str], workspace: str, record: str | None) -> list[str]:
     if table == "tiny":
-        argv = [sys.executable, str(ROOT / "tests/tiny_table_proxy.py")]
+        argv = [sys.executable, str(ROOT / "tests/support/tiny_table_proxy.py")]
         if record:
             argv += ["--record", record]
         return argv + ["--"] + server

@@ -116,3 +116,15 @@ def test_registry_install_pattern() -> None:
     assert REGISTRY_INSTALL.search("uv tool install mcp-defense")
     assert not REGISTRY_INSTALL.search('pip install "mcp-defense @ git+https://x/y@v1"')
     assert not REGISTRY_INSTALL.search("pipx install ./mcp-defense")
+
+
+def test_compile_timings_list_every_stage_in_order() -> None:
+    from mcp_defense.policy.compile import STAGES
+
+    r = runner.invoke(app, ["policy", "compile", "--timings", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    stages = json.loads(r.output)["timings_ms"]
+    assert [s["stage"] for s in stages] == list(STAGES)
+    assert all(s["ms"] >= 0 for s in stages)
+    text = runner.invoke(app, ["policy", "compile", "--timings"])
+    assert "compiler stages" in text.output and "total" in text.output

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from stdio_helpers import child_env
+from support.stdio_helpers import child_env
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="needs Linux /proc")
 

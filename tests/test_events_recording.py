@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stdio_helpers import RAW_SERVER, Proc, call, proxy_argv, read_events
+from support.stdio_helpers import RAW_SERVER, Proc, call, proxy_argv, read_events
 
 from mcp_defense.events.model import RecordingGap, ToolResultEvent
 from mcp_defense.events.record import RECORD_REQUIRED_RULE, JsonlWriter, Recorder

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from reload_policy import save_atomic
+from support.reload_policy import save_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 

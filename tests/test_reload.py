@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reload_policy import (
+from support.reload_policy import (
     ARCHETYPE,
     BROKEN,
     MAIN,

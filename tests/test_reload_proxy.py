@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from reload_policy import (
+from support.reload_policy import (
     ARCHETYPE,
     BROKEN,
     markers,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stdio_helpers import RAW_SERVER, Proc, call, proxy_argv, read_events
+from support.stdio_helpers import RAW_SERVER, Proc, call, proxy_argv, read_events
 from typer.testing import CliRunner
 
 from mcp_defense.cli.main import app

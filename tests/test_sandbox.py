@@ -17,7 +17,7 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from stdio_helpers import ROOT, SDK_SERVER, TESTS, child_env, read_events
+from support.stdio_helpers import ROOT, SDK_SERVER, TESTS, child_env, read_events
 from test_stdio_proxy_sdk import _npx_filesystem_server, params_for
 
 from mcp_defense.protocol.jsonrpc import POLICY_DENIED
@@ -25,7 +25,7 @@ from mcp_defense.sandbox.landlock import ABI_CAP_ENV, abi_version
 
 ABI, WHY_NOT = abi_version()
 pytestmark = pytest.mark.skipif(ABI == 0, reason=f"no Landlock here: {WHY_NOT}")
-PROBE = [sys.executable, str(TESTS / "sandbox_probe.py")]
+PROBE = [sys.executable, str(TESTS / "support" / "sandbox_probe.py")]
 EACCES = f"PermissionError:{errno.EACCES}"
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sink_receivers import HEC_TOKEN, WEBHOOK_SECRET, Receiver
+from support.sink_receivers import HEC_TOKEN, WEBHOOK_SECRET, Receiver
 
 from mcp_defense.events.mask import MASK, mask_event
 from mcp_defense.events.model import EventsDropped, ServerExit, ToolCallEvent

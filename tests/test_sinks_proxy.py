@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 
-from sink_receivers import HEC_TOKEN, WEBHOOK_SECRET, Receiver
-from stdio_helpers import RAW_SERVER, Proc, call, child_env, proxy_argv, read_events
+from support.sink_receivers import HEC_TOKEN, WEBHOOK_SECRET, Receiver
+from support.stdio_helpers import RAW_SERVER, Proc, call, child_env, proxy_argv, read_events
 
 from mcp_defense.events.audit import verify
 

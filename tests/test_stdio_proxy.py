@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-from stdio_helpers import RAW_SERVER, Proc, call, line, read_events
-from stdio_proxy_mode import cli_cmd
+from support.stdio_helpers import RAW_SERVER, Proc, call, line, read_events
+from support.stdio_proxy_mode import cli_cmd
 
 from mcp_defense.events.model import event_from_dict
 from mcp_defense.protocol.jsonrpc import (

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from stdio_helpers import RAW_SERVER, Proc, call
+from support.stdio_helpers import RAW_SERVER, Proc, call
 from typer.testing import CliRunner
 
 from mcp_defense.cli.main import app

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stdio_helpers import TESTS, Proc, call, read_events
+from support.stdio_helpers import TESTS, Proc, call, read_events
 from typer.testing import CliRunner
 
 from mcp_defense.cli.main import app
 from mcp_defense.correlate import proctree
 from mcp_defense.protocol.jsonrpc import SERVER_CLOSED
 
-FLOW_SERVER = [sys.executable, str(TESTS / "flow_server.py")]
+FLOW_SERVER = [sys.executable, str(TESTS / "support" / "flow_server.py")]
 LOOPBACK_POLICY = TESTS / "data" / "flows_loopback.mcpd"
 WAIT_S = 60.0
 runner = CliRunner()

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from stdio_helpers import RAW_SERVER, TIMEOUT, Proc, Tty, call, child_env, line, read_events
-from stdio_proxy_mode import cli_cmd, harness_cmd
+from support.stdio_helpers import RAW_SERVER, TIMEOUT, Proc, Tty, call, child_env, line, read_events
+from support.stdio_proxy_mode import cli_cmd, harness_cmd
 
 from mcp_defense.protocol.jsonrpc import POLICY_DENIED, SERVER_CLOSED
 

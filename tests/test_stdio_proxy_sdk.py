@@ -14,8 +14,8 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
-from stdio_helpers import ROOT, SDK_SERVER, read_events
-from stdio_proxy_mode import cli_cmd
+from support.stdio_helpers import ROOT, SDK_SERVER, read_events
+from support.stdio_proxy_mode import cli_cmd
 
 from mcp_defense.protocol.jsonrpc import POLICY_DENIED
 

@@ -11,8 +11,8 @@ import json
 from typing import Any
 
 import pytest
-from stdio_helpers import RAW_SERVER, Proc, Tty, call, line, read_events
-from stdio_proxy_mode import cli_cmd, harness_cmd
+from support.stdio_helpers import RAW_SERVER, Proc, Tty, call, line, read_events
+from support.stdio_proxy_mode import cli_cmd, harness_cmd
 from typer.testing import CliRunner
 
 from mcp_defense.cli.main import app

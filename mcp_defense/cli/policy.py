@@ -190,6 +190,9 @@ def compile_cmd(
             help="Show the Landlock ruleset `stdio --sandbox` applies for ARCHETYPE instead.",
         ),
     ] = None,
+    timings: Annotated[
+        bool, typer.Option("--timings", help="Also show how long each compiler stage took.")
+    ] = False,
 ) -> None:
     """Compile policies and summarise the decision table (rules per archetype, matchers, version).
 
@@ -206,6 +209,8 @@ def compile_cmd(
     summary = dict(table.summary)
     summary["version"] = table.version
     summary["files"] = list(table.files)
+    if timings:
+        summary["timings_ms"] = [{"stage": n, "ms": round(ms, 3)} for n, ms in table.timings]
     if fmt is Fmt.json:
         sys.stdout.write(json.dumps(summary, indent=2, default=list) + "\n")
         return
@@ -238,6 +243,14 @@ def compile_cmd(
         f"{'/'.join(summary['join']['keys'])} within {summary['join']['window_s']}s"
     )
     console.print(f"[dim]{len(table.files)} files: " + ", ".join(table.files) + "[/]")
+    if timings:
+        st = Table(title="compiler stages", title_justify="left")
+        st.add_column("stage")
+        st.add_column("ms", justify="right")
+        for n, ms in table.timings:
+            st.add_row(n, f"{ms:.2f}")
+        st.add_row("[bold]total[/]", f"[bold]{sum(ms for _, ms in table.timings):.2f}[/]")
+        console.print(st)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ import json
 import os
 import posixpath
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -57,10 +58,34 @@ def builtin_variables() -> dict[str, str]:
     return {"workspace": os.getcwd(), "home": os.path.expanduser("~")}
 
 
+STAGES = (
+    "variables",
+    "archetypes, jewel matchers, classifier",
+    "default",
+    "rules: parse, type check, cost",
+    "archetypes: fold and lower",
+    "jewels: unused levels",
+    "correlation",
+    "inline tests",
+    "table",
+)
+"""The compiler's stages, in order: `policy compile --timings` reports the time of each."""
+
+
 @dataclass
 class _Ctx:
     files: Sequence[ast.PolicyFile]
     diags: list[Diagnostic]
+    timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms), in order
+    _stage: str = ""
+    _t0: float = 0.0
+
+    def stage(self, name: str) -> None:
+        """Close the running stage (its time is recorded) and start `name` ("" to finish)."""
+        now = time.perf_counter()
+        if self._stage:
+            self.timings.append((self._stage, (now - self._t0) * 1e3))
+        self._stage, self._t0 = name, now
 
     def line(self, span: ast.Span) -> str:
         for f in self.files:
@@ -418,6 +443,7 @@ def compile_files(
     overrides = dict(overrides or {})
 
     # Variables: built-ins < `let` defaults < --set.
+    c.stage("variables")
     variables = builtin_variables()
     lets: dict[str, ast.Let] = {}
     for f in files:
@@ -438,6 +464,7 @@ def compile_files(
             variables[k] = posixpath.normpath(os.path.abspath(os.path.expanduser(variables[k])))
 
     # Archetypes.
+    c.stage("archetypes, jewel matchers, classifier")
     arch_nodes: dict[str, ast.Archetype] = {}
     for f in files:
         for a in f.archetypes:
@@ -461,6 +488,7 @@ def compile_files(
     )
 
     # Default decision.
+    c.stage("default")
     default: tuple[Action, str, str] = (
         Action.DENY,
         "no rule matched and the policy declares no default (fail closed)",
@@ -482,6 +510,7 @@ def compile_files(
             default = (Action(d.action), reason, str(d.span))
 
     # Rules: parse, check, cost.
+    c.stage("rules: parse, type check, cost")
     functions = _functions(jewel, jewel_set)
     var_names = tuple(sorted(variables))
     parsed: list[_ParsedRule] = []
@@ -543,6 +572,7 @@ def compile_files(
             )
 
     # Per-archetype lowering (partial evaluation).
+    c.stage("archetypes: fold and lower")
     per_arch: dict[str, ArchetypeRules] = {}
     fires_somewhere: dict[str, bool] = {p.node.name: False for p in parsed}
     for name, const in consts.items():
@@ -625,6 +655,7 @@ def compile_files(
             )
 
     # Unused jewels: a level no rule asks about.
+    c.stage("jewels: unused levels")
     rule_text = "\n".join(p.node.when for p in parsed)
     for j in all_jewels:
         for lv in j.levels:
@@ -638,6 +669,7 @@ def compile_files(
                 )
 
     # Correlation.
+    c.stage("correlation")
     join = JoinSpec()
     corrs = [x for f in files for x in f.correlate]
     for extra in corrs[1:]:
@@ -665,6 +697,7 @@ def compile_files(
         join = JoinSpec(tuple(keys) or join.keys, corrs[0].window_s or join.window_s)
 
     # Inline tests.
+    c.stage("inline tests")
     tests: list[InlineTest] = []
     for f in files:
         for tst in f.tests:
@@ -705,6 +738,7 @@ def compile_files(
                 )
             )
 
+    c.stage("table")
     errors = [d for d in c.diags if d.is_error]
     c.diags.sort(key=lambda d: (d.span.file, d.span.line, d.span.column))
     if errors:
@@ -750,4 +784,6 @@ def compile_files(
         summary=summary,
         jewels=jewel,
     )
+    c.stage("")
+    table.timings = tuple(c.timings)
     return table, c.diags

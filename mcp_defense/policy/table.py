@@ -473,6 +473,7 @@ class DecisionTable:
         "_explainer",
         "summary",
         "_jewels",
+        "timings",
     )
 
     def __init__(
@@ -507,6 +508,8 @@ class DecisionTable:
         self._explainer = explainer
         self.summary = MappingProxyType(dict(summary))
         self._jewels = jewels
+        # (stage, ms) of the compile that built this table (`policy compile --timings`)
+        self.timings: tuple[tuple[str, float], ...] = ()
 
     # -- introspection
     @property

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
 RAW_SERVER = [sys.executable, str(ROOT / "examples/servers/raw_server.py")]
 SDK_SERVER = [sys.executable, str(ROOT / "examples/servers/workspace_server.py")]
@@ -68,8 +68,8 @@ def proxy_argv(server: list[str], *flags: str, workspace: str | Path = "/workspa
 
 
 def tiny_proxy_argv(server: list[str], *flags: str) -> list[str]:
-    """The proxy over tests/tiny_table_proxy.py's hand-written table (no policy compiler)."""
-    return [sys.executable, str(TESTS / "tiny_table_proxy.py"), *flags, "--", *server]
+    """The proxy over tests/support/tiny_table_proxy.py's hand-written table (no policy compiler)."""
+    return [sys.executable, str(TESTS / "support" / "tiny_table_proxy.py"), *flags, "--", *server]
 
 
 def call(rid: Any, tool: str, arguments: Any) -> dict[str, Any]:

@@ -2,14 +2,14 @@
 
 `cli_cmd`: the real `mcp-defense stdio` over the built-in policy pack (plus, on request,
 tests/data/stdio_test.mcpd for the kill and alert actions the pack never takes on a call).
-`harness_cmd`: the same StdioProxy over tests/tiny_table_proxy.py's hand-written table; it
+`harness_cmd`: the same StdioProxy over tests/support/tiny_table_proxy.py's hand-written table; it
 starts in a fraction of the time (no policy compile), so tests of process behaviour that
 does not depend on policy (exit codes, signals, EOF, stderr) use it.
 """
 
 from __future__ import annotations
 
-from stdio_helpers import TESTS, proxy_argv, tiny_proxy_argv
+from support.stdio_helpers import TESTS, proxy_argv, tiny_proxy_argv
 
 TEST_POLICY = TESTS / "data" / "stdio_test.mcpd"
 

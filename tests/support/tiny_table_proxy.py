@@ -1,7 +1,7 @@
 """Run the stdio proxy over a tiny, hand-written table (tests only).
 
 Framing tests must not depend on the policy compiler: this table is just enough policy to
-produce every action. Usage: python tests/tiny_table_proxy.py [--observe] [--record F]
+produce every action. Usage: python tests/support/tiny_table_proxy.py [--observe] [--record F]
 [--max-message-bytes N] [--approval-tty PATH --approval-timeout S] -- SERVER...
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mcp_defense.events.record import open_recorder  # noqa: E402
 from mcp_defense.policy.facts import Action, Decision, ToolCall  # noqa: E402
