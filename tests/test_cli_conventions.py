@@ -128,3 +128,40 @@ def test_compile_timings_list_every_stage_in_order() -> None:
     assert all(s["ms"] >= 0 for s in stages)
     text = runner.invoke(app, ["policy", "compile", "--timings"])
     assert "compiler stages" in text.output and "total" in text.output
+
+
+def test_compile_lint_and_watch_take_policy_like_eval(tmp_path: Path) -> None:
+    (tmp_path / "p.mcpd").write_text(POLICY)
+    for cmd in (["policy", "compile"], ["policy", "lint"]):
+        positional = runner.invoke(app, [*cmd, str(tmp_path)])
+        flag = runner.invoke(app, [*cmd, "--policy", str(tmp_path)])
+        assert positional.exit_code == flag.exit_code == 0, flag.output
+        assert positional.output == flag.output
+    assert "--policy" in runner.invoke(app, ["policy", "watch", "--help"]).output
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["policy", "compile"],
+        ["policy", "explain", "-"],
+        ["policy", "bench", "--n", "10", "--lines", "10"],
+        ["record", "view", "x.jsonl"],
+    ],
+)
+def test_github_format_only_where_it_exists(cmd: list[str]) -> None:
+    r = runner.invoke(app, [*cmd, "--format", "github"])
+    assert r.exit_code == 2
+    assert "'github' is not one of" in r.output
+
+
+def test_piped_output_is_full_width() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mcp_defense", "policy", "compile"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "COLUMNS": "80"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout  # no rule name cut to fit 80 columns
+    assert "archetype_outside_network" in out.stdout or max(map(len, out.stdout.splitlines())) > 80

@@ -39,6 +39,20 @@ class Fmt(StrEnum):
     github = "github"
 
 
+class OutFmt(StrEnum):
+    """For commands whose output has no GitHub annotation form: only what really works."""
+
+    text = "text"
+    json = "json"
+
+
+def out_console() -> Console:
+    """Console for stdout: full width, never wrapped, when stdout is a pipe or a file (CI logs
+    must not cut rule names at 80 columns or wrap mid-clause)."""
+    tty = sys.stdout.isatty()
+    return Console(highlight=False, width=None if tty else 1000, soft_wrap=not tty)
+
+
 def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
@@ -95,9 +109,10 @@ def load_or_exit(policy: Sequence[str] | None, sets: Sequence[str] | None) -> An
     if result.table is None:
         console = err_console()
         print_diagnostics_rich(console, result.errors)
+        # Every error is printed above with its file:line:col; lint would add only warnings.
         console.print(
-            f"[bold red]policy has {len(result.errors)} error(s)[/]; run "
-            "`mcp-defense policy lint` for details"
+            f"[bold red]policy has {len(result.errors)} error(s)[/] (above); fix them and run "
+            "again (`mcp-defense policy lint` also lists warnings)"
         )
         raise typer.Exit(EXIT_USAGE)
     return result.table

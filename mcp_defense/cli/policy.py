@@ -14,9 +14,11 @@ from mcp_defense.cli.common import (
     EXIT_FINDINGS,
     EXIT_OK,
     Fmt,
+    OutFmt,
     PolicyOpt,
     SetOpt,
     load_or_exit,
+    out_console,
     parse_sets,
     print_diagnostics_rich,
     render_diagnostics,
@@ -49,6 +51,7 @@ def lint(
     paths: Annotated[
         list[str] | None, typer.Argument(help="Files or directories (default: the built-in pack).")
     ] = None,
+    policy: PolicyOpt = None,
     sets: SetOpt = None,
     fmt: Annotated[
         Fmt,
@@ -61,7 +64,7 @@ def lint(
     """
     from mcp_defense.policy.loader import load
 
-    result = load(paths or None, parse_sets(sets))
+    result = load([*(paths or []), *(policy or [])] or None, parse_sets(sets))
     diags = result.diagnostics
     if fmt is Fmt.text:
         out = Console(highlight=False)
@@ -156,7 +159,7 @@ def explain(
     archetype: Annotated[str, typer.Option("--archetype", "-a")] = "",
     policy: PolicyOpt = None,
     sets: SetOpt = None,
-    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text or json.")] = Fmt.text,
+    fmt: Annotated[OutFmt, typer.Option("--format", "-f", help="text or json.")] = OutFmt.text,
 ) -> None:
     """Show the facts extracted from one call, every rule considered, and why it was decided.
 
@@ -167,10 +170,10 @@ def explain(
     if lc.call is None:
         raise usage_error(f"cannot read the call: {lc.error}")
     exp = table.explain(lc.call)
-    if fmt is Fmt.json:
+    if fmt is OutFmt.json:
         sys.stdout.write(json.dumps(exp.to_dict(), indent=2) + "\n")
     else:
-        render_explanation(exp, Console(highlight=False))
+        render_explanation(exp, out_console())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,8 +183,9 @@ def explain(
 @policy_app.command("compile")
 def compile_cmd(
     paths: Annotated[list[str] | None, typer.Argument(help="Files or directories.")] = None,
+    policy: PolicyOpt = None,
     sets: SetOpt = None,
-    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text or json.")] = Fmt.text,
+    fmt: Annotated[OutFmt, typer.Option("--format", "-f", help="text or json.")] = OutFmt.text,
     sandbox: Annotated[
         str | None,
         typer.Option(
@@ -198,7 +202,7 @@ def compile_cmd(
 
     Exit codes: 0 compiled, 2 policy errors or usage error.
     """
-    table = load_or_exit(paths, sets)
+    table = load_or_exit([*(paths or []), *(policy or [])] or None, sets)
     if sandbox is not None:
         from mcp_defense.sandbox.plan import describe
 
@@ -211,10 +215,10 @@ def compile_cmd(
     summary["files"] = list(table.files)
     if timings:
         summary["timings_ms"] = [{"stage": n, "ms": round(ms, 3)} for n, ms in table.timings]
-    if fmt is Fmt.json:
+    if fmt is OutFmt.json:
         sys.stdout.write(json.dumps(summary, indent=2, default=list) + "\n")
         return
-    console = Console(highlight=False)
+    console = out_console()
     t = Table(title=f"decision table {table.version}", title_justify="left")
     for col in (
         "archetype",
@@ -265,7 +269,7 @@ def bench(
     lines: Annotated[
         int, typer.Option("--lines", help="Lines for the eval throughput run.")
     ] = 100_000,
-    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text or json.")] = Fmt.text,
+    fmt: Annotated[OutFmt, typer.Option("--format", "-f", help="text or json.")] = OutFmt.text,
 ) -> None:
     """Measure decision latency (median µs per decide) and `policy eval` throughput.
 
@@ -280,10 +284,10 @@ def bench(
         given.append("workspace=/workspace")  # the demo calls use /workspace
     table = load_or_exit(policy, given)
     results = run_bench(table, n=n, lines=lines, progress=sys.stderr.isatty())
-    if fmt is Fmt.json:
+    if fmt is OutFmt.json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
         return
-    console = Console(highlight=False)
+    console = out_console()
     t = Table(title=f"policy bench (table {table.version})", title_justify="left")
     t.add_column("case")
     t.add_column("decision")

@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from mcp_defense.cli.common import SetOpt, parse_sets
+from mcp_defense.cli.common import PolicyOpt, SetOpt, parse_sets
 from mcp_defense.policy.diagnostics import Diagnostic
 from mcp_defense.policy.reload import PolicyReloader, ReloadOutcome
 from mcp_defense.replay.runner import InlineResult, Report, run_inline
@@ -95,6 +95,7 @@ def watch(
         list[str] | None,
         typer.Argument(help="Files or directories (default: the built-in pack)."),
     ] = None,
+    policy: PolicyOpt = None,
     sets: SetOpt = None,
 ) -> None:
     """Re-lint and re-run inline tests on every save, in a live view (Ctrl-C to stop).
@@ -117,7 +118,9 @@ def watch(
                 console.rule()
                 console.print(view)
 
-    reloader = PolicyReloader(paths or None, variables, stderr=None, on_reload=show)
+    reloader = PolicyReloader(
+        [*(paths or []), *(policy or [])] or None, variables, stderr=None, on_reload=show
+    )
     try:
         if console.is_terminal:
             with Live(Text("loading…", style="dim"), console=console, auto_refresh=False) as lv:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from mcp_defense.cli.common import EXIT_OK, EXIT_USAGE, Fmt, err_console
+from mcp_defense.cli.common import EXIT_OK, EXIT_USAGE, OutFmt, err_console
 from mcp_defense.events.model import EventFormatError
 from mcp_defense.events.recorder import Summary, grouped, header, read_recording, render
 
@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
 def view(
     path: Annotated[Path, typer.Argument(help="A JSONL recording (--record FILE).")],
     fmt: Annotated[
-        Fmt, typer.Option("--format", "-f", help="text (timeline) or json (summary counts).")
-    ] = Fmt.text,
+        OutFmt, typer.Option("--format", "-f", help="text (timeline) or json (summary counts).")
+    ] = OutFmt.text,
 ) -> None:
     """Render a recording as a timeline: calls, the flows they caused, orphans, kills.
 
@@ -50,7 +50,7 @@ def view(
     summary = Summary()
     for e in events:
         summary.add(e)
-    if fmt is Fmt.json:
+    if fmt is OutFmt.json:
         sys.stdout.write(
             json.dumps(
                 {
