@@ -51,3 +51,19 @@ def test_replay_reports_the_recorded_policy_version(tmp_path: Path) -> None:
     )
     (f,) = [f for f in json.loads(r.output)["files"] if f["path"].endswith("rec.jsonl")]
     assert f["recorded_versions"] == [version]
+
+
+def test_a_replay_with_no_calls_fails_unless_allowed(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    runner = CliRunner()
+    r = runner.invoke(app, ["policy", "test", str(empty)])
+    assert r.exit_code == 1, r.output
+    assert "no call was replayed" in r.output and "--allow-empty" in r.output
+    r = runner.invoke(app, ["policy", "test", str(empty), "--allow-empty"])
+    assert r.exit_code == 0, r.output
+    rec = _record(tmp_path)
+    r = runner.invoke(app, ["policy", "test", str(rec), "--set", "workspace=/w/a"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["policy", "test", str(rec), "--run", "nothing-matches-this"])
+    assert r.exit_code == 1, r.output

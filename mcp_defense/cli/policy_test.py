@@ -127,6 +127,14 @@ def test_cmd(
             "that is not met always fails).",
         ),
     ] = True,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="Pass even when the recordings or transcripts given hold no call to replay "
+            "(by default that fails: a CI gate pointed at a wrong or empty file must not pass).",
+        ),
+    ] = False,
 ) -> None:
     """Run inline tests and replay recorded sessions against a policy; show what changes.
 
@@ -136,7 +144,8 @@ def test_cmd(
     A PATH that is a .mcpd file or directory is also part of the policy under test.
 
     Exit codes: 0 every test passed and no decision changed; 1 a test failed, a decision
-    changed (unless --no-fail-on-change) or coverage is below --threshold; 2 usage error,
+    changed (unless --no-fail-on-change), coverage is below --threshold, or recordings were
+    given but held no call (unless --allow-empty); 2 usage error,
     policy error, or unreadable input (an invalid recording line is reported as file:line).
     """
     from mcp_defense import replay
@@ -197,6 +206,10 @@ def test_cmd(
         code = EXIT_FINDINGS
     else:
         code = EXIT_OK
+    replays = [f for f in report.files if f.kind is not replay.InputKind.POLICY]
+    empty = bool(replays) and sum(f.cases for f in replays) == 0 and not allow_empty
+    if empty and code == EXIT_OK:
+        code = EXIT_FINDINGS
 
     if fmt is TestFormat.json:
         sys.stdout.write(rep.render_json(report, table, cov, threshold, code) + "\n")
@@ -208,6 +221,13 @@ def test_cmd(
         tty = sys.stdout.isatty()
         rep.render_text(
             report, table, Console(highlight=False, width=None if tty else 160), cov, threshold
+        )
+    if empty:
+        err_console().print(
+            "[bold red]error:[/] no call was replayed from "
+            + ", ".join(escape(f.path) for f in replays)
+            + " (empty, or every call filtered out by --run); pass --allow-empty if that is "
+            "intended"
         )
     if report.errors and fmt is not TestFormat.github:
         console = err_console()
