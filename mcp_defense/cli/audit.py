@@ -38,7 +38,10 @@ def verify(
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ) -> None:
     """Verify an audit log's hash chain: "intact" and the line count (exit 0), or the first
-    edited, deleted, inserted, reordered or truncated line (exit 1)."""
+    edited, deleted, inserted, reordered or truncated line (exit 1).
+
+    Exit codes: 0 intact, 1 tampered, 2 unreadable file or usage error.
+    """
     from mcp_defense.events.audit import verify as verify_chain
 
     if fmt not in ("text", "json"):

@@ -14,7 +14,9 @@ from mcp_defense.hooks.client import fast_main
 
 def register(app: typer.Typer) -> None:
     hook_app = typer.Typer(
-        help="Agent hooks: put an agent's own tools (Bash, Read, Write, …) under the policy.",
+        help="Agent hooks: put an agent's own tools (Bash, Read, Write, …) under the policy.\n\n"
+        "Exit codes: 0 decided (the decision is on stdout), 2 blocked: malformed input, unknown "
+        "tool or any internal error (the reason is on stderr).",
         no_args_is_help=True,
     )
 

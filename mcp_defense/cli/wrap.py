@@ -455,6 +455,9 @@ def wrap(
 ) -> None:
     """Put each stdio server of a Claude Code MCP config behind `mcp-defense stdio`, and
     install the PreToolUse hook (all tools) in .claude/settings.json. Idempotent.
+
+    Exit codes: 0 written (or, with --dry-run, shown), 2 unreadable or invalid config, or
+    usage error.
     """
     overrides: dict[str, str] = {}
     for item in archetype or ():
@@ -489,7 +492,10 @@ def unwrap(
     dry_run: DryRunOpt = False,
     mcpd: McpdOpt = "mcp-defense",
 ) -> None:
-    """Reverse `wrap`: restore each server's own command and remove the hook."""
+    """Reverse `wrap`: restore each server's own command and remove the hook.
+
+    Exit codes: 0 restored (or nothing to undo), 2 unreadable or invalid config, or usage error.
+    """
     cfg, st = _paths(config, settings)
     old = _read(cfg)
     notes: list[str] = []
