@@ -86,3 +86,60 @@ def test_watch_reruns_lint_and_inline_tests_on_save(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
     assert code == 0, out.text
+
+
+TEAM = """import "builtin:"
+
+test "my own test" {
+  archetype filesystem
+  call read_file {"path": "${workspace}/a.txt"}
+  expect allow
+}
+"""
+
+
+def _watch_count(argv: list[str], cwd: Path) -> str:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcp_defense.cli.main", "policy", "watch", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
+    )
+    out = Output(proc)
+    try:
+        first = out.wait_for("(Ctrl-C to stop)")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    import re
+
+    m = re.search(r"(\d+)/(\d+) inline tests pass", first)
+    assert m is not None, first
+    return m.group(2)
+
+
+def test_watch_and_test_run_the_same_inline_tests(tmp_path: Path) -> None:
+    """One rule for both: the named files' tests; --with-imports (or no PATH) adds imports'."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mcp_defense.cli.main import app
+
+    (tmp_path / "team.mcpd").write_text(TEAM)
+
+    def test_count(*argv: str) -> int:
+        r = CliRunner().invoke(
+            app, ["policy", "test", *argv, "--set", f"workspace={tmp_path}", "--format", "json"]
+        )
+        assert r.exit_code == 0, r.output
+        return sum(f["cases"] for f in json.loads(r.output)["files"])
+
+    named = test_count(str(tmp_path))
+    with_imports = test_count(str(tmp_path), "--with-imports")
+    assert named == 1 and with_imports > 1
+    assert _watch_count([str(tmp_path), "--set", f"workspace={tmp_path}"], tmp_path) == "1"
+    assert _watch_count(
+        [str(tmp_path), "--with-imports", "--set", f"workspace={tmp_path}"], tmp_path
+    ) == str(with_imports)

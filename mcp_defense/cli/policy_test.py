@@ -127,6 +127,14 @@ def test_cmd(
             "that is not met always fails).",
         ),
     ] = True,
+    with_imports: Annotated[
+        bool,
+        typer.Option(
+            "--with-imports",
+            help="Also run the inline tests of the files the named policy files import "
+            "(with no policy PATH, every test of the policy runs anyway).",
+        ),
+    ] = False,
     allow_empty: Annotated[
         bool,
         typer.Option(
@@ -141,7 +149,10 @@ def test_cmd(
     Each recorded tool_call is decided again. Its expectation is the line's `expect` field
     when a reviewer set one, else the decision recorded live. Calls decided differently are
     listed grouped by rule, with the recording's file:line and the `policy explain` trace.
-    A PATH that is a .mcpd file or directory is also part of the policy under test.
+    A PATH that is a .mcpd file or directory is also part of the policy under test, and its
+    inline tests run; with no PATH (only --policy, or nothing), every inline test of the
+    policy runs, imports included. `--with-imports` adds the imports' tests to a PATH's.
+    `policy watch` follows the same rule.
 
     Exit codes: 0 every test passed and no decision changed; 1 a test failed, a decision
     changed (unless --no-fail-on-change), coverage is below --threshold, or recordings were
@@ -196,6 +207,7 @@ def test_cmd(
                 fail_on_change=fail_on_change,
                 keep_passing=fmt is TestFormat.junit,
                 progress=progress,
+                with_imports=with_imports,
             )
         except replay.ReplayInputError as e:
             raise usage_error(str(e)) from None

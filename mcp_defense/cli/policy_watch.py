@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,7 +22,13 @@ from rich.text import Text
 from mcp_defense.cli.common import PolicyOpt, SetOpt, parse_sets
 from mcp_defense.policy.diagnostics import Diagnostic
 from mcp_defense.policy.reload import PolicyReloader, ReloadOutcome
-from mcp_defense.replay.runner import InlineResult, Report, run_inline
+from mcp_defense.replay.runner import (
+    InlineResult,
+    Report,
+    policy_file_set,
+    run_inline,
+    select_tests,
+)
 
 
 def _diagnostic(d: Diagnostic) -> Text:
@@ -55,8 +62,10 @@ def _tests_table(results: list[InlineResult]) -> Table:
     return t
 
 
-def render(out: ReloadOutcome, at: float) -> RenderableType:
-    """One report: diagnostics (warnings too), then every inline test of the new policy."""
+def render(out: ReloadOutcome, at: float, only: set[Path] | None = None) -> RenderableType:
+    """One report: diagnostics (warnings too), then the inline tests: those of the files in
+    `only`, or every test of the new policy (imports included) when it is None — the same
+    rule as `policy test`."""
     diags = list(out.result.diagnostics) or list(out.diagnostics)
     errors = [d for d in diags if d.is_error] or list(out.diagnostics)
     parts: list[RenderableType] = [_diagnostic(d) for d in diags if d not in errors]
@@ -65,7 +74,7 @@ def render(out: ReloadOutcome, at: float) -> RenderableType:
     results: list[InlineResult] = []
     if table is not None:
         report = Report(table.version)
-        run_inline(table, table.tests, report)
+        run_inline(table, select_tests(table, only, None), report)
         results = report.inline
         if results:
             parts.append(_tests_table(results))
@@ -97,8 +106,18 @@ def watch(
     ] = None,
     policy: PolicyOpt = None,
     sets: SetOpt = None,
+    with_imports: Annotated[
+        bool,
+        typer.Option(
+            "--with-imports",
+            help="Also run the inline tests of the files the named ones import (as with no PATH).",
+        ),
+    ] = False,
 ) -> None:
     """Re-lint and re-run inline tests on every save, in a live view (Ctrl-C to stop).
+
+    Which inline tests run is the rule of `policy test`: those of the files named as PATH;
+    with no PATH (only --policy, or nothing), every test of the policy, imports included.
 
     Uses the runtimes' own reloader, so editor renames, imports and broken saves behave as they will in production.
 
@@ -109,8 +128,10 @@ def watch(
     lock = threading.Lock()
     live: Live | None = None
 
+    only = None if with_imports or not paths else policy_file_set(Path(p) for p in paths)
+
     def show(out: ReloadOutcome) -> None:
-        view = render(out, time.time())
+        view = render(out, time.time(), only)
         with lock:
             if live is not None:
                 live.update(view, refresh=True)

@@ -105,11 +105,12 @@ def run(
     fail_on_change: bool = True,
     keep_passing: bool = False,
     progress: Progress | None = None,
+    with_imports: bool = False,
 ) -> Report:
     """Inline tests of the policy files named (or of the whole policy when none were named),
     then every recording and transcript, in the order given."""
     report = Report(table.version, fail_on_change=fail_on_change, kept_passing=keep_passing)
-    files = None if the_plan.all_tests else policy_file_set(the_plan.policies)
+    files = None if the_plan.all_tests or with_imports else policy_file_set(the_plan.policies)
     if the_plan.all_tests or the_plan.policies:
         run_inline(table, select_tests(table, files, run_re), report)
     done = 0
