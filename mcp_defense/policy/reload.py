@@ -529,7 +529,13 @@ class PolicyReloader:
                 [
                     _diag(
                         f"the new policy does not define archetype {a!r}, which this runtime "
-                        f"serves; known: {', '.join(sorted(table.archetypes))}",
+                        "serves, so the last good policy stays in force; "
+                        + (
+                            f"it defines: {', '.join(sorted(table.archetypes))}"
+                            if table.archetypes
+                            else 'it defines no archetype at all (was `import "builtin:"` removed?)'
+                        )
+                        + f"; define `archetype {a}` or import the file that does",
                         str(self._roots[0]) if self._roots else "policy",
                     )
                     for a in missing
