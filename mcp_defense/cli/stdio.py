@@ -7,7 +7,6 @@ user who asked for flow correlation or a SIEM sink must not believe they have it
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated, Any
 
@@ -15,11 +14,23 @@ import typer
 from typer.core import TyperCommand
 
 from mcp_defense.cli import sinks
-from mcp_defense.cli.common import PolicyOpt, SetOpt, load_or_exit, parse_sets, usage_error
+from mcp_defense.cli.common import PolicyOpt, SetOpt, parse_sets, usage_error
+from mcp_defense.cli.proxy_options import (
+    DEFAULT_APPROVAL_TIMEOUT,
+    DEFAULT_MAX_MESSAGE,
+    AgentIdOpt,
+    ApprovalTimeoutOpt,
+    ArchetypeOpt,
+    ArchetypesOpt,
+    MaxMessageOpt,
+    NoReloadOpt,
+    ObserveOpt,
+    RecordOpt,
+    load_policy,
+)
 from mcp_defense.policy.reload import PolicyReloader, TableRef
 from mcp_defense.policy.table import LearningState
-from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_MESSAGE_BYTES
-from mcp_defense.proxy.approval import DEFAULT_TIMEOUT_S, Approver
+from mcp_defense.proxy.approval import Approver
 from mcp_defense.proxy.flows import FlowMonitor, parse_window
 from mcp_defense.proxy.stdio import StdioProxy
 from mcp_defense.resources import state_dir
@@ -30,23 +41,11 @@ def stdio(
         list[str] | None,
         typer.Argument(help="The MCP server command, after `--`.", show_default=False),
     ] = None,
-    archetype: Annotated[
-        str,
-        typer.Option(
-            "--archetype",
-            "-a",
-            help="What the server is (filesystem, github, database, "
-            "web-fetch, shell, code-execution, generic, or one your policy defines).",
-        ),
-    ] = "",
-    agent_id: Annotated[
-        str, typer.Option("--agent-id", help="Who is calling (recorded, `agent.id`).")
-    ] = "unknown",
+    archetype: ArchetypeOpt = "",
+    agent_id: AgentIdOpt = "unknown",
     policy: PolicyOpt = None,
     sets: SetOpt = None,
-    observe: Annotated[
-        bool, typer.Option("--observe", help="Decide and record everything, block nothing.")
-    ] = False,
+    observe: ObserveOpt = False,
     approval: Annotated[
         bool,
         typer.Option(
@@ -54,36 +53,11 @@ def stdio(
             help="Ask on /dev/tty for require_approval decisions (without it they are denied).",
         ),
     ] = False,
-    approval_timeout: Annotated[
-        float,
-        typer.Option("--approval-timeout", help="Seconds before an unanswered prompt denies."),
-    ] = DEFAULT_TIMEOUT_S,
-    record: Annotated[
-        str | None, typer.Option("--record", help="Append events as JSON lines to FILE.")
-    ] = None,
-    max_message_bytes: Annotated[
-        int,
-        typer.Option(
-            "--max-message-bytes",
-            min=1024,
-            help="Refuse (with an error) any single message larger than this, in either direction.",
-        ),
-    ] = DEFAULT_MAX_MESSAGE_BYTES,
-    no_reload: Annotated[
-        bool,
-        typer.Option(
-            "--no-reload",
-            help="Do not watch the policy files for changes (SIGHUP still reloads).",
-        ),
-    ] = False,
-    archetypes: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--archetypes",
-            help="Extra policy file with archetype definitions "
-            "(published tool's flag; same as an extra --policy).",
-        ),
-    ] = None,
+    approval_timeout: ApprovalTimeoutOpt = DEFAULT_APPROVAL_TIMEOUT,
+    record: RecordOpt = None,
+    max_message_bytes: MaxMessageOpt = DEFAULT_MAX_MESSAGE,
+    no_reload: NoReloadOpt = False,
+    archetypes: ArchetypesOpt = None,
     flow_source: Annotated[
         list[str] | None,
         typer.Option(
@@ -137,19 +111,7 @@ def stdio(
             "`mcp-defense stdio --archetype filesystem -- npx -y "
             "@modelcontextprotocol/server-filesystem /workspace`"
         )
-    if not archetype:
-        raise usage_error("--archetype is required (e.g. filesystem, github, shell, generic)")
-    set_list = list(sets or [])
-    if not any(s.split("=", 1)[0] == "workspace" for s in set_list):
-        set_list.append(f"workspace={os.getcwd()}")
-    paths = list(policy or []) + list(archetypes or [])
-    if archetypes and not policy:
-        # --archetypes adds to the built-in pack; it does not replace it as --policy does.
-        paths.insert(0, "builtin:")
-    table = load_or_exit(paths or None, set_list)
-    if archetype not in table.archetypes:
-        known = ", ".join(sorted(table.archetypes))
-        raise usage_error(f"unknown archetype {archetype!r}; the policy defines: {known}")
+    table, paths, set_list = load_policy(policy, archetypes, sets, archetype)
     launch = _sandbox(table, archetype, command, sandbox) if sandbox is not None else None
     if window is not None and not flow_source:
         raise usage_error("--window needs --flow-source (it is the flow correlation window)")
@@ -171,7 +133,7 @@ def stdio(
     # background and swaps it; a broken policy keeps the last good one (proxy/reload.py).
     ref = TableRef(table)
     reloader = PolicyReloader(
-        paths or None,
+        paths,
         parse_sets(set_list),
         ref=ref,
         emit=recorder.emit,

@@ -77,6 +77,9 @@ class SessionStart(Event):
     policy_version: str
     server_command: list[str] = field(default_factory=list)
     server_pid: int = 0
+    # HTTP transports: the upstream server's URL and the transport ("http", "sse").
+    upstream: str = ""
+    transport: str = ""
     observe: bool = False
     sandbox: dict[str, Any] | None = None  # --sandbox: what the kernel enforces (and not)
     # The policy variables (--set and defaults) the session ran under: a replay under other

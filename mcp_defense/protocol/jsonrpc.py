@@ -55,6 +55,21 @@ class Oversize:
     head: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """A message too large to hold, already passed through in pieces (HTTP transports):
+    only its size and its first and last bytes were kept, which is where its id is."""
+
+    size: int
+    head: bytes
+    tail: bytes
+
+    @property
+    def sample(self) -> bytes:
+        """Head and tail joined: `sniff_id` and `response_info` read only the two ends."""
+        return self.head + b" " + self.tail
+
+
 class LineFramer:
     """Splits a byte stream into newline-terminated messages, never holding more than
     `max_bytes` of one line (plus one read chunk) in memory.

@@ -80,6 +80,7 @@ from mcp_defense.protocol.jsonrpc import (
     Kind,
     Message,
     Oversize,
+    Streamed,
     encode,
     error_response,
     parse_message,
@@ -196,6 +197,7 @@ class ProxySession:
         learning: LearningState | None = None,
         flows: CallHooks | None = None,
         warn: Callable[[str], None] | None = None,
+        annotations: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.archetype = archetype
         self.get_table = get_table
@@ -211,7 +213,8 @@ class ProxySession:
         self.warn = warn or _stderr
         self.closed_reason = ""  # set once the server is gone: new requests fail with it
         self._pending: dict[Any, _Pending] = {}
-        self._annotations: dict[str, dict[str, Any]] = {}
+        # Tool annotations learnt from tools/list: several sessions of one server may share them.
+        self._annotations: dict[str, dict[str, Any]] = {} if annotations is None else annotations
         self._held: dict[int, tuple[_Held, int]] = {}  # ticket → (held, element index)
         self._held_ids: dict[Any, _Held] = {}  # request id → held request (for cancellation)
         self._tickets = 0
@@ -575,7 +578,12 @@ class ProxySession:
 
     # --- server -> client ------------------------------------------------------------------------
 
-    def server_message(self, item: bytes | Oversize) -> list[ProxyAction]:
+    def server_message(self, item: bytes | Oversize | Streamed) -> list[ProxyAction]:
+        if type(item) is Streamed:
+            # Already delivered by the transport in pieces: only the bookkeeping is left.
+            if self._pending:
+                self._match_response(item.sample, item.size)
+            return []
         if type(item) is Oversize:
             rid = sniff_id(item.head)
             p = self._pending.pop(rid, None) if rid is not None else None
@@ -593,7 +601,7 @@ class ProxySession:
             return [ToClient(line, self._match_response(line))]
         return [ToClient(line)]
 
-    def _match_response(self, line: bytes) -> Any:
+    def _match_response(self, line: bytes, size: int = -1) -> Any:
         """Close the pending request this line answers (and record its result)."""
         recording = self.recorder.active
         if recording:
@@ -610,7 +618,7 @@ class ProxySession:
             return None
         if p.correlation_id and self.flows is not None:
             self.flows.call_closed(p.correlation_id)
-        if p.method == "tools/list":
+        if p.method == "tools/list" and size < 0:
             self._learn_annotations(line)
         if p.correlation_id and recording:
             self.recorder.emit(
@@ -620,7 +628,7 @@ class ProxySession:
                     request_id=rid,
                     is_error=is_error,
                     duration_ms=(_perf() - p.t0) * 1e3,
-                    size=len(line),
+                    size=len(line) if size < 0 else size,
                 )
             )
         return rid
