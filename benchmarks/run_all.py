@@ -2,7 +2,7 @@
 
 Benchmarks print numbers; they never assert. Each runs in its own process so one's warm
 caches do not flatter another's. Names: policy (the `policy bench` command), cel, extract,
-proxy, replay, reload, correlate, sandbox, hook, sinks.
+proxy, http, replay, reload, correlate, sandbox, hook, sinks.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ RUNS = {
     "cel": [sys.executable, str(HERE / "bench_cel.py")],
     "extract": [sys.executable, str(HERE / "bench_extract.py")],
     "proxy": [sys.executable, str(HERE / "bench_proxy.py")],
+    "http": [sys.executable, str(HERE / "bench_http.py")],
     "replay": [sys.executable, str(HERE / "bench_replay.py")],
     "reload": [sys.executable, str(HERE / "bench_reload.py")],
     "correlate": [sys.executable, str(HERE / "bench_correlate.py")],

@@ -6,7 +6,6 @@ path, with every policy, recording and sink flag of `stdio`; decisions are made 
 `ProxySession` (proxy/session.py) as stdio's.
 """
 
-import asyncio
 import ssl
 import sys
 from pathlib import Path
@@ -200,7 +199,9 @@ def _command(transport: str) -> Any:
         restore_hup = reloader.install_sighup()
         reloader.start()
         try:
-            code = asyncio.run(serve(options))
+            import uvloop
+
+            code = uvloop.run(serve(options))
         except OSError as e:
             raise usage_error(f"--bind {bind}: {e.strerror or e}") from e
         finally:

@@ -36,6 +36,7 @@ from mcp_defense.protocol.jsonrpc import (
 )
 from mcp_defense.proxy.session import ProxyAction, ToClient, ToServer
 from mcp_defense.proxy.web import (
+    HOLD_BYTES,
     SESSION_HEADER,
     BodyTap,
     Ended,
@@ -228,6 +229,15 @@ class StreamableHttpProxy:
                 media_type=None,
             )
         if ctype.startswith("application/json") and resp.status_code < 300:
+            length = resp.headers.get("content-length", "")
+            if length.isdigit() and int(length) <= HOLD_BYTES:
+                # Small and whole: one read, one response (no streaming machinery per call).
+                data = await resp.aread()
+                await resp.aclose()
+                passed = b"".join(
+                    a.data for a in hs.session.server_message(data) if isinstance(a, ToClient)
+                )
+                return Response(passed, status_code=resp.status_code, headers=head)
             return StreamingResponse(
                 self._json_body(resp, hs), status_code=resp.status_code, headers=head
             )

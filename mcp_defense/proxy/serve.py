@@ -94,6 +94,7 @@ async def serve(o: HttpProxyOptions) -> int:
         lifespan="off",
         access_log=False,
         timeout_graceful_shutdown=3,
+        http="httptools",
     )
     server = uvicorn.Server(config)
     path = o.upstream.split("://", 1)[1].partition("/")[2]

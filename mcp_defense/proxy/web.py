@@ -226,7 +226,9 @@ class SSEReader:
             cr = buf.find(b"\r", pos, lf if lf >= 0 else n)
             end = cr if cr >= 0 else lf
             if end < 0:
-                if self._in_data_line or (n - pos) + len(self._raw) > self.hold:
+                partial = buf[pos:n]
+                named = self._in_data_line or len(partial) >= 8 or b":" in partial
+                if named and (self._in_data_line or (n - pos) + len(self._raw) > self.hold):
                     self._stream_partial(out, bytes(buf[pos:]))
                     pos = n
                 break

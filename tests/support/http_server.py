@@ -9,7 +9,6 @@ result of N MiB), `notify` (logs to the client, then answers), `slow` (sleeps S 
 from __future__ import annotations
 
 import sys
-import time
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -22,6 +21,12 @@ server = MCPServer("http-test")
 def read_file(path: str) -> str:
     """Read a text file (here: echo the path)."""
     return f"contents of {path}"
+
+
+@server.tool()
+def write_file(path: str, content: str) -> str:
+    """Write a text file (here: report what would be written)."""
+    return f"wrote {len(content)} bytes to {path}"
 
 
 @server.tool()
@@ -63,5 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _ = time
     main()
