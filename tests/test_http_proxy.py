@@ -380,3 +380,93 @@ def test_unknown_archetype_and_non_loopback_bind_are_usage_errors(tmp_path: Path
         text=True,
     )
     assert r.returncode == 2 and "http:// or https://" in r.stderr
+
+
+def test_kill_rule_ends_the_session_and_is_recorded(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    policy = Path(__file__).parent / "data" / "stdio_test.mcpd"
+    with (
+        upstream("streamable-http") as up,
+        proxy("http", up.url, "-a", "filesystem", "-p", str(policy), "--record", str(rec)) as px,
+    ):
+
+        async def run() -> None:
+            async with Client(px.url, mode="legacy") as c:
+                data = await _denied(c, "self_destruct", {})
+                assert data["decision"] == "kill"
+                with pytest.raises(MCPError, match="session ended by policy"):
+                    await c.call_tool("read_file", {"path": "a.txt"})
+
+        anyio.run(run)
+    kills = [e for e in events(rec) if e["type"] == "kill"]
+    assert len(kills) == 1 and kills[0]["rule"] == "self_destruct"
+
+
+def test_routing_headers_must_match_the_decided_body() -> None:
+    """2026-07-28: a server may route on Mcp-Method/Mcp-Name; they must say what was decided."""
+    with upstream("streamable-http") as up, proxy("http", up.url, "-a", "filesystem") as px:
+        call = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "read_file", "arguments": {"path": "a.txt"}},
+        }
+        h = {
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": "2026-07-28",
+            "mcp-method": "tools/call",
+            "mcp-name": "write_file",
+        }
+        with httpx2.Client(timeout=20) as http:
+            r = http.post(px.url, json=call, headers=h)
+            assert r.status_code == 400 and "Mcp-Name" in r.json()["error"]["message"]
+            r = http.post(px.url, json=call, headers={**h, "mcp-method": "tools/list"})
+            assert r.status_code == 400 and "Mcp-Method" in r.json()["error"]["message"]
+
+
+def test_approval_through_elicitation_in_the_client(tmp_path: Path) -> None:
+    """A client that declared elicitation is asked through its own UI (the person answers,
+    not the model); the answer decides the held call and is recorded."""
+    from mcp_types import ElicitResult
+
+    rec = tmp_path / "rec.jsonl"
+    ws = tmp_path / "w"
+    ws.mkdir()
+    asked: list[str] = []
+
+    async def elicit(context: Any, params: Any) -> ElicitResult:
+        asked.append(params.message)
+        approve = "CLAUDE.md" in params.message
+        return ElicitResult(action="accept", content={"approve": approve})
+
+    with (
+        upstream("streamable-http") as up,
+        proxy(
+            "http",
+            up.url,
+            "-a",
+            "filesystem",
+            "--approval",
+            "--set",
+            f"workspace={ws}",
+            "--record",
+            str(rec),
+        ) as px,
+    ):
+
+        async def run() -> None:
+            async with Client(px.url, mode="legacy", elicitation_callback=elicit) as c:
+                r = await c.call_tool("write_file", {"path": str(ws / "CLAUDE.md"), "content": "x"})
+                assert r.content[0].text.startswith("wrote 1 bytes")  # type: ignore[union-attr]
+                data = await _denied(
+                    c, "write_file", {"path": str(ws / "AGENTS.md"), "content": "y"}
+                )
+                assert data["approval"] == "rejected"
+                r = await c.call_tool("read_file", {"path": "after.txt"})
+                assert r.content[0].text == "contents of after.txt"  # type: ignore[union-attr]
+
+        anyio.run(run)
+    assert len(asked) == 2 and "instruction_file_write" in asked[0]
+    calls = [e for e in events(rec) if e["type"] == "tool_call"]
+    assert [e["approval"] for e in calls[:2]] == ["approved", "rejected"]
+    assert "elicitation" in calls[0]["reason"]

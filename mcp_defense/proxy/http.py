@@ -16,7 +16,9 @@ upstream answers with. A denied call is answered the way the client asked for an
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,11 +32,12 @@ from mcp_defense.protocol.jsonrpc import (
     INVALID_REQUEST,
     Kind,
     Oversize,
+    encode,
     error_response,
     parse_message,
     sniff_id,
 )
-from mcp_defense.proxy.session import ProxyAction, ToClient, ToServer
+from mcp_defense.proxy.session import AskApproval, ProxyAction, ToClient, ToServer
 from mcp_defense.proxy.web import (
     HOLD_BYTES,
     SESSION_HEADER,
@@ -55,6 +58,7 @@ from mcp_defense.proxy.web import (
 UPSTREAM_FAILED = -32011  # JSON-RPC error: the upstream could not be reached or failed
 HEADER_MISMATCH = -32001  # the MCP routing headers disagree with the body (2026-07-28)
 _NAME_KEYS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+ELICIT_PREFIX = "mcp-defense-approval-"  # ids of the proxy's own elicitation requests
 WELL_KNOWN = ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server")
 
 
@@ -131,6 +135,7 @@ class StreamableHttpProxy:
         guard: Guard,
         client: httpx2.AsyncClient,
         max_message_bytes: int,
+        approval_timeout: float = 60.0,
     ) -> None:
         self.hub = hub
         self.upstream = upstream
@@ -138,6 +143,8 @@ class StreamableHttpProxy:
         self.guard = guard
         self.client = client
         self.max_message_bytes = max_message_bytes
+        self.approval_timeout = approval_timeout
+        self._elicits: dict[str, asyncio.Future[tuple[bool, str]]] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -187,6 +194,8 @@ class StreamableHttpProxy:
         if hs.killed:
             rid = sniff_id(body) if isinstance(body, bytes) else None
             return answer(request, [error_response(rid, INVALID_REQUEST, hs.killed)])
+        if isinstance(body, bytes) and self._elicits and self._elicitation_answer(body):
+            return Response(status_code=202)  # the user's answer to the proxy: never forwarded
         forward: list[ToServer] = []
         replies: list[bytes] = []
 
@@ -196,7 +205,12 @@ class StreamableHttpProxy:
             elif isinstance(a, ToClient):
                 replies.append(a.data)
 
-        await self.hub.run(hs, hs.session.client_message(body), collect)
+        actions = hs.session.client_message(body)
+        if self._can_elicit(request, hs) and any(isinstance(a, AskApproval) for a in actions):
+            return StreamingResponse(
+                self._elicit_stream(request, hs, actions), media_type="text/event-stream"
+            )
+        await self.hub.run(hs, actions, collect)
         if not forward:
             if not sid and not hs.session.pending:
                 self.hub.end(hs.key)
@@ -312,6 +326,118 @@ class StreamableHttpProxy:
                 out.append(piece.raw if same else sse_event(action.data))
         return out
 
+    # --- approval through MCP elicitation --------------------------------------------------------
+
+    def _can_elicit(self, request: Request, hs: HubSession) -> bool:
+        """Ask the person through the client (its own UI shows the question; the model does
+        not answer it) when approval is on, the client declared elicitation and reads SSE."""
+        return (
+            self.hub.config.approvals is not None
+            and "elicitation" in hs.session.client_capabilities
+            and "text/event-stream" in request.headers.get("accept", "")
+        )
+
+    def _elicitation_answer(self, body: bytes) -> bool:
+        msg = parse_message(body)
+        rid = msg.id
+        if msg.kind not in (Kind.RESPONSE, Kind.ERROR) or not isinstance(rid, str):
+            return False
+        if not rid.startswith(ELICIT_PREFIX):
+            return False
+        fut = self._elicits.pop(rid, None)
+        if fut is None or fut.done():
+            return True  # an answer to a question no longer asked: swallowed, not forwarded
+        result = msg.obj.get("result") if msg.kind is Kind.RESPONSE else None
+        action = result.get("action") if isinstance(result, dict) else None
+        content = result.get("content") if isinstance(result, dict) else None
+        approved = (
+            action == "accept" and isinstance(content, dict) and content.get("approve") is True
+        )
+        how = {"accept": "answered", "decline": "declined", "cancel": "cancelled"}.get(
+            str(action), "errored"
+        )
+        verdict = "approved" if approved else "rejected"
+        fut.set_result((approved, f"{verdict} by the user in the client (elicitation {how})"))
+        return True
+
+    async def _elicit_stream(
+        self, request: Request, hs: HubSession, actions: list[ProxyAction]
+    ) -> AsyncIterator[bytes]:
+        """The held call's response stream: the question first, then the call's outcome."""
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        forward: list[ToServer] = []
+        replies: list[bytes] = []
+        asked: dict[int, bool] = {}
+
+        def collect(a: ProxyAction) -> None:
+            if isinstance(a, ToServer):
+                forward.append(a)
+            elif isinstance(a, ToClient):
+                replies.append(a.data)
+
+        async def ask(a: AskApproval) -> tuple[bool, str]:
+            eid = ELICIT_PREFIX + secrets.token_hex(8)
+            fut: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+            self._elicits[eid] = fut
+            asked[a.ticket] = False
+            queue.put_nowait(sse_event(encode(elicitation_request(eid, a))))
+            try:
+                return await asyncio.wait_for(fut, self.approval_timeout)
+            except TimeoutError:
+                return False, f"approval timed out after {self.approval_timeout:g}s"
+            finally:
+                asked[a.ticket] = True
+                self._elicits.pop(eid, None)
+
+        async def decide() -> None:
+            try:
+                await self.hub.run(hs, actions, collect, ask)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(decide())
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+            await task
+        finally:
+            if not task.done():  # the client went away while the person was asked
+                task.cancel()
+                for ticket, answered in asked.items():
+                    if not answered:
+                        hs.session.approval_answered(ticket, False, "client disconnected")
+        for r in replies:
+            yield sse_event(r)
+        if not forward:
+            return
+        out = forward[0]
+        headers = upstream_headers(request.headers.items())
+        try:
+            req = self.client.build_request(
+                "POST", self.upstream, content=out.data, headers=headers
+            )
+            resp = await self.client.send(req, stream=True)
+        except httpx2.HTTPError as e:
+            hs.session.server_write_failed(out.request_id)
+            why = f"mcp-defense: upstream failed: {type(e).__name__}: {e}"
+            yield sse_event(error_response(out.request_id, UPSTREAM_FAILED, why))
+            return
+        ctype = resp.headers.get("content-type", "")
+        if ctype.startswith("text/event-stream"):
+            async for data in self._sse_body(resp, hs):
+                yield data
+        elif ctype.startswith("application/json") and resp.status_code < 300:
+            # One JSON message as one SSE event: JSON's only raw line breaks are whitespace.
+            yield b"event: message\ndata: "
+            async for data in self._json_body(resp, hs):
+                yield data.replace(b"\n", b" ").replace(b"\r", b" ")
+            yield b"\n\n"
+        else:
+            await resp.aclose()
+            hs.session.server_write_failed(out.request_id)
+            why = f"mcp-defense: upstream answered HTTP {resp.status_code}"
+            yield sse_event(error_response(out.request_id, UPSTREAM_FAILED, why))
+
     # --- GET: the server's own stream; DELETE: the end of a session ---------------------------
 
     async def get(self, request: Request) -> Response:
@@ -347,3 +473,30 @@ class StreamableHttpProxy:
         data = await resp.aread()
         await resp.aclose()
         return Response(data, status_code=resp.status_code, headers=head)
+
+
+def elicitation_request(eid: str, a: AskApproval) -> dict[str, Any]:
+    """An `elicitation/create` request asking the person, through their client, to decide."""
+    args = json.dumps(a.arguments, ensure_ascii=False, default=str)
+    if len(args) > 2000:
+        args = args[:2000] + "…"
+    return {
+        "jsonrpc": "2.0",
+        "id": eid,
+        "method": "elicitation/create",
+        "params": {
+            "message": f"mcp-defense: the tool call {a.tool} needs your approval.\n"
+            f"Rule {a.decision.rule}: {a.decision.reason}\nArguments: {args}",
+            "requestedSchema": {
+                "type": "object",
+                "properties": {
+                    "approve": {
+                        "type": "boolean",
+                        "title": "Allow this call",
+                        "description": "Yes runs the call once; no refuses it.",
+                    }
+                },
+                "required": ["approve"],
+            },
+        },
+    }

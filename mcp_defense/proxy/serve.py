@@ -67,8 +67,13 @@ def build_app(o: HttpProxyOptions, client: httpx2.AsyncClient) -> tuple[Any, App
             approvals=approvals,
         )
     )
-    cls = StreamableHttpProxy if o.transport == "http" else LegacySseProxy
-    proxy = cls(hub, o.upstream, guard, client, o.max_message_bytes)
+    proxy: StreamableHttpProxy | LegacySseProxy
+    if o.transport == "http":
+        proxy = StreamableHttpProxy(
+            hub, o.upstream, guard, client, o.max_message_bytes, o.approval_timeout
+        )
+    else:
+        proxy = LegacySseProxy(hub, o.upstream, guard, client, o.max_message_bytes)
     return proxy.app(approvals.routes() if approvals is not None else None), approvals
 
 

@@ -212,6 +212,9 @@ class ProxySession:
         self.flows = flows
         self.warn = warn or _stderr
         self.closed_reason = ""  # set once the server is gone: new requests fail with it
+        # What the client declared in `initialize` (handshake era): a transport may ask for
+        # approval through MCP elicitation when the client can show it to its user.
+        self.client_capabilities: dict[str, Any] = {}
         self._pending: dict[Any, _Pending] = {}
         # Tool annotations learnt from tools/list: several sessions of one server may share them.
         self._annotations: dict[str, dict[str, Any]] = {} if annotations is None else annotations
@@ -267,6 +270,9 @@ class ProxySession:
                 )
             if self.closed_reason:
                 return [self._error_to(msg.id, SERVER_CLOSED, self.closed_reason)]
+            if method == "initialize" and type(msg.params) is dict:
+                caps = msg.params.get("capabilities")
+                self.client_capabilities = caps if type(caps) is dict else {}
             self._pending[msg.id] = _Pending(method, "", _perf())
             return [ToServer(line, msg.id)]
         if kind is Kind.NOTIFICATION:

@@ -25,7 +25,7 @@ import ipaddress
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -483,16 +483,25 @@ class SessionHub:
         self.sessions.pop(key, None)
 
     async def run(
-        self, hs: HubSession, actions: list[ProxyAction], emit: Callable[[ProxyAction], Any]
+        self,
+        hs: HubSession,
+        actions: list[ProxyAction],
+        emit: Callable[[ProxyAction], Any],
+        ask: Callable[[AskApproval], Awaitable[tuple[bool, str]]] | None = None,
     ) -> None:
         """Carry out a session's actions in order. Approvals are awaited here (in the task of
         the one request they hold, never blocking another) and their outcome carried out in
-        turn; a kill ends the session. `emit` gets ToServer and ToClient actions."""
+        turn; a kill ends the session. `emit` gets ToServer and ToClient actions; `ask`, when
+        given, asks instead of the approval page (MCP elicitation)."""
         queue = list(actions)
         while queue:
             a = queue.pop(0)
             if isinstance(a, AskApproval):
-                queue.extend(await self._ask(hs, a))
+                if ask is not None:
+                    approved, reason = await ask(a)
+                    queue.extend(hs.session.approval_answered(a.ticket, approved, reason))
+                else:
+                    queue.extend(await self._ask(hs, a))
             elif isinstance(a, Kill):
                 self._kill(hs, a)
             elif isinstance(a, ToServer | ToClient):
