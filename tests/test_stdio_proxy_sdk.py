@@ -127,3 +127,36 @@ def test_sdk_client_sees_server_exit_as_error(tmp_path, workspace):
                 await client.call_tool("stop_server", {"status": 5})
 
     anyio.run(scenario)
+
+
+def test_approval_through_elicitation_in_the_client(tmp_path, workspace):
+    """An IDE-launched stdio proxy has no terminal: a client that declared elicitation is
+    asked in its own UI, and the answer decides the held call (and is recorded)."""
+    from mcp_types import ElicitResult
+
+    rec = tmp_path / "rec.jsonl"
+    params = proxied([*SDK_SERVER, str(workspace)], workspace, "--approval", "--record", str(rec))
+    asked: list[str] = []
+
+    async def elicit(context, params):  # noqa: ANN202
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"approve": "CLAUDE.md" in params.message})
+
+    async def scenario() -> None:
+        async with Client(params, mode="legacy", elicitation_callback=elicit) as client:
+            ok = await client.call_tool(
+                "write_file", {"path": str(workspace / "CLAUDE.md"), "content": "be nice"}
+            )
+            assert ok.is_error is False
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool(
+                    "write_file", {"path": str(workspace / "AGENTS.md"), "content": "x"}
+                )
+            assert refused.value.error.data["approval"] == "rejected"
+
+    anyio.run(scenario)
+    assert len(asked) == 2 and "instruction_file_write" in asked[0]
+    assert (workspace / "CLAUDE.md").read_text() == "be nice"
+    assert not (workspace / "AGENTS.md").exists()
+    calls = [e for e in read_events(rec) if e["type"] == "tool_call"]
+    assert [c["approval"] for c in calls] == ["approved", "rejected"]

@@ -50,7 +50,9 @@ def stdio(
         bool,
         typer.Option(
             "--approval",
-            help="Ask on /dev/tty for require_approval decisions (without it they are denied).",
+            help="Ask the person about require_approval decisions: in the client (MCP "
+            "elicitation) when it declared that capability, else on /dev/tty; without "
+            "--approval they are denied.",
         ),
     ] = False,
     approval_timeout: ApprovalTimeoutOpt = DEFAULT_APPROVAL_TIMEOUT,

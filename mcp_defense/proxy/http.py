@@ -37,6 +37,13 @@ from mcp_defense.protocol.jsonrpc import (
     parse_message,
     sniff_id,
 )
+from mcp_defense.proxy.elicit import (
+    ELICIT_PREFIX,
+    can_elicit,
+    elicitation_request,
+    is_answer,
+    verdict,
+)
 from mcp_defense.proxy.session import AskApproval, ProxyAction, ToClient, ToServer
 from mcp_defense.proxy.web import (
     HOLD_BYTES,
@@ -58,7 +65,6 @@ from mcp_defense.proxy.web import (
 UPSTREAM_FAILED = -32011  # JSON-RPC error: the upstream could not be reached or failed
 HEADER_MISMATCH = -32001  # the MCP routing headers disagree with the body (2026-07-28)
 _NAME_KEYS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
-ELICIT_PREFIX = "mcp-defense-approval-"  # ids of the proxy's own elicitation requests
 WELL_KNOWN = ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server")
 
 
@@ -333,32 +339,18 @@ class StreamableHttpProxy:
         not answer it) when approval is on, the client declared elicitation and reads SSE."""
         return (
             self.hub.config.approvals is not None
-            and "elicitation" in hs.session.client_capabilities
+            and can_elicit(hs.session.client_capabilities)
             and "text/event-stream" in request.headers.get("accept", "")
         )
 
     def _elicitation_answer(self, body: bytes) -> bool:
         msg = parse_message(body)
-        rid = msg.id
-        if msg.kind not in (Kind.RESPONSE, Kind.ERROR) or not isinstance(rid, str):
+        if not is_answer(msg):
             return False
-        if not rid.startswith(ELICIT_PREFIX):
-            return False
-        fut = self._elicits.pop(rid, None)
-        if fut is None or fut.done():
-            return True  # an answer to a question no longer asked: swallowed, not forwarded
-        result = msg.obj.get("result") if msg.kind is Kind.RESPONSE else None
-        action = result.get("action") if isinstance(result, dict) else None
-        content = result.get("content") if isinstance(result, dict) else None
-        approved = (
-            action == "accept" and isinstance(content, dict) and content.get("approve") is True
-        )
-        how = {"accept": "answered", "decline": "declined", "cancel": "cancelled"}.get(
-            str(action), "errored"
-        )
-        verdict = "approved" if approved else "rejected"
-        fut.set_result((approved, f"{verdict} by the user in the client (elicitation {how})"))
-        return True
+        fut = self._elicits.pop(msg.id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(verdict(msg))
+        return True  # the proxy's own question: never forwarded, even when asked no more
 
     async def _elicit_stream(
         self, request: Request, hs: HubSession, actions: list[ProxyAction]
@@ -473,30 +465,3 @@ class StreamableHttpProxy:
         data = await resp.aread()
         await resp.aclose()
         return Response(data, status_code=resp.status_code, headers=head)
-
-
-def elicitation_request(eid: str, a: AskApproval) -> dict[str, Any]:
-    """An `elicitation/create` request asking the person, through their client, to decide."""
-    args = json.dumps(a.arguments, ensure_ascii=False, default=str)
-    if len(args) > 2000:
-        args = args[:2000] + "…"
-    return {
-        "jsonrpc": "2.0",
-        "id": eid,
-        "method": "elicitation/create",
-        "params": {
-            "message": f"mcp-defense: the tool call {a.tool} needs your approval.\n"
-            f"Rule {a.decision.rule}: {a.decision.reason}\nArguments: {args}",
-            "requestedSchema": {
-                "type": "object",
-                "properties": {
-                    "approve": {
-                        "type": "boolean",
-                        "title": "Allow this call",
-                        "description": "Yes runs the call once; no refuses it.",
-                    }
-                },
-                "required": ["approve"],
-            },
-        },
-    }

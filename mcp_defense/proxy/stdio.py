@@ -41,8 +41,17 @@ from mcp_defense.protocol.jsonrpc import (
     DEFAULT_MAX_MESSAGE_BYTES,
     LineFramer,
     Oversize,
+    encode,
+    parse_message,
 )
 from mcp_defense.proxy.approval import Approver
+from mcp_defense.proxy.elicit import (
+    ELICIT_PREFIX,
+    can_elicit,
+    elicitation_request,
+    is_answer,
+    verdict,
+)
 from mcp_defense.proxy.session import (
     AskApproval,
     Kill,
@@ -62,6 +71,7 @@ PIPE_SIZE = 1 << 20  # ask the kernel for 1 MiB pipes: 16x fewer syscalls on lar
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # SIGHUP is not forwarded: it is the policy-reload signal (policy/reload.py).
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_ELICIT_ID = ELICIT_PREFIX.encode()
 EXIT_SPAWN_FAILED = 127
 EXIT_KILLED_BY_POLICY = 1
 # How long the main thread, woken by the server's death, waits for a kill in progress to
@@ -164,6 +174,7 @@ class StdioProxy:
         self.agent_id = agent_id
         self.observe = observe
         self.approver = approver
+        self._elicits: dict[str, tuple[threading.Event, list[tuple[bool, str]]]] = {}
         self.recorder = recorder or Recorder()
         self.max_message_bytes = max_message_bytes
         self.max_depth = max_depth
@@ -434,6 +445,8 @@ class StdioProxy:
             self._shutdown_server()
 
     def _handle_client(self, item: bytes | Oversize) -> None:
+        if self._elicits and self._elicitation_answer(item):
+            return
         with self._lock:
             actions = self._session.client_message(item)
         if len(actions) == 1 and type(actions[0]) is ToServer:  # the common case
@@ -458,10 +471,14 @@ class StdioProxy:
                 self.kill_server(a.rule, a.reason, a.correlation_ids)  # type: ignore[union-attr]
 
     def _start_approval(self, ask: AskApproval) -> None:
-        """Ask on a thread of its own, so one prompt never stalls other messages."""
+        """Ask on a thread of its own, so one prompt never stalls other messages: through the
+        client (MCP elicitation) when it declared it can, else on the terminal."""
         approver = self.approver
         if approver is None:  # cannot happen: the session asks only when approval is on
             self._answered(ask.ticket, False, f"no approver: {ask.decision.reason}")
+            return
+        if can_elicit(self._session.client_capabilities):
+            self._elicit(ask, approver.timeout_s)
             return
 
         def run() -> None:
@@ -478,6 +495,40 @@ class StdioProxy:
             self._answered(ask.ticket, approved, reason)
 
         threading.Thread(target=run, name=f"mcpd-approval-{ask.ticket}", daemon=True).start()
+
+    def _elicit(self, ask: AskApproval, timeout_s: float) -> None:
+        eid = f"{ELICIT_PREFIX}{ask.ticket}-{os.urandom(4).hex()}"
+        done = threading.Event()
+        box: list[tuple[bool, str]] = []
+        with self._lock:
+            self._elicits[eid] = (done, box)
+        self._write_client(encode(elicitation_request(eid, ask)))
+
+        def wait() -> None:
+            answered = done.wait(timeout_s)
+            with self._lock:
+                self._elicits.pop(eid, None)
+            if answered and box:
+                approved, reason = box[0]
+            else:
+                approved, reason = False, f"approval timed out after {timeout_s:g}s"
+            self._answered(ask.ticket, approved, reason)
+
+        threading.Thread(target=wait, name=f"mcpd-elicit-{ask.ticket}", daemon=True).start()
+
+    def _elicitation_answer(self, item: bytes | Oversize) -> bool:
+        """The client's answer to the proxy's own question: taken here, never forwarded."""
+        if type(item) is not bytes or _ELICIT_ID not in item[:512]:
+            return False
+        msg = parse_message(item)
+        if not is_answer(msg):
+            return False
+        with self._lock:
+            entry = self._elicits.pop(msg.id, None)
+        if entry is not None:
+            entry[1].append(verdict(msg))
+            entry[0].set()
+        return True
 
     def _answered(self, ticket: int, approved: bool, reason: str) -> None:
         with self._lock:
