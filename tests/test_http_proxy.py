@@ -470,3 +470,128 @@ def test_approval_through_elicitation_in_the_client(tmp_path: Path) -> None:
     calls = [e for e in events(rec) if e["type"] == "tool_call"]
     assert [e["approval"] for e in calls[:2]] == ["approved", "rejected"]
     assert "elicitation" in calls[0]["reason"]
+
+
+def test_size_limit_upstream_down_and_hot_reload(tmp_path: Path) -> None:
+    """An over-size message is refused unread; an unreachable upstream is an error that says
+    so; a saved policy decides the next call (hot reload, as on stdio)."""
+    pol = tmp_path / "p.mcpd"
+    pol.write_text('import "builtin:"\n')
+    with (
+        upstream("streamable-http") as up,
+        proxy(
+            "http", up.url, "-a", "filesystem", "-p", str(pol), "--max-message-bytes", "4096"
+        ) as px,
+    ):
+        h = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28"}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 9,
+            "method": "tools/call",
+            "params": {"name": "read_file", "arguments": {"path": "x" * 8000}},
+        }
+        with httpx2.Client(timeout=20) as http:
+            r = http.post(px.url, json=call, headers=h)
+            assert r.json()["error"]["code"] == -32011 and r.json()["id"] == 9
+
+        async def read(path: str) -> str:
+            async with Client(px.url, mode="2026-07-28") as c:
+                r = await c.call_tool("read_file", {"path": path})
+                return r.content[0].text  # type: ignore[union-attr,no-any-return]
+
+        assert anyio.run(read, "notes.txt") == "contents of notes.txt"
+        pol.write_text(
+            'import "builtin:"\nrule no_notes priority 300 {\n'
+            '  when call.tool == "read_file" && call.args.path.endsWith("notes.txt")\n'
+            '  deny "no notes today"\n}\n'
+        )
+
+        async def until_denied() -> dict[str, Any]:
+            for _ in range(100):
+                async with Client(px.url, mode="2026-07-28") as c:
+                    try:
+                        await c.call_tool("read_file", {"path": "notes.txt"})
+                    except MCPError as e:
+                        return e.error.data  # type: ignore[return-value]
+                await anyio.sleep(0.1)
+            raise AssertionError("the saved policy never took effect")
+
+        assert anyio.run(until_denied)["rule"] == "no_notes"
+    with proxy("http", up.url, "-a", "filesystem") as px2, httpx2.Client(timeout=20) as http:
+        r = http.post(
+            px2.url,
+            json=call | {"params": {"name": "read_file", "arguments": {"path": "a"}}},
+            headers=h,
+        )
+        err = r.json()["error"]
+        assert err["code"] == -32000 and "upstream failed" in err["message"]
+
+
+_ABSOLUTE_ENDPOINT_UPSTREAM = """
+import sys, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+import asyncio
+
+PORT = int(sys.argv[1])
+posted = asyncio.Queue()
+
+async def sse(request):
+    async def gen():
+        yield f"event: endpoint\\ndata: http://127.0.0.1:{PORT}/rpc?session_id=abc\\n\\n".encode()
+        while True:
+            body = await posted.get()
+            yield b"event: message\\ndata: " + body + b"\\n\\n"
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+async def rpc(request):
+    body = await request.body()
+    import json
+    msg = json.loads(body)
+    await posted.put(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"echo": msg["method"]}}).encode())
+    return Response("Accepted", 202)
+
+app = Starlette(routes=[Route("/sse", sse), Route("/rpc", rpc, methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning")
+"""
+
+
+def test_legacy_absolute_endpoint_is_rewritten_to_the_proxy(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.http_proxy import free_port, stop, wait_port
+
+    app = tmp_path / "abs_upstream.py"
+    app.write_text(_ABSOLUTE_ENDPOINT_UPSTREAM)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(app), str(port)], stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc)
+        with proxy("sse", f"http://127.0.0.1:{port}", "-a", "generic") as px:
+            assert px.url.endswith(f"{px.port}/")
+
+            async def run() -> tuple[str, str, str]:
+                base = f"http://127.0.0.1:{px.port}"
+                async with httpx2.AsyncClient(timeout=20) as http:
+                    async with http.stream("GET", base + "/sse") as stream:
+                        lines = stream.aiter_lines()
+                        endpoint = ""
+                        async for line in lines:
+                            if line.startswith("data: "):
+                                endpoint = line[6:]
+                                break
+                        post = await http.post(
+                            endpoint, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+                        )
+                        async for line in lines:
+                            if line.startswith("data: "):
+                                return endpoint, str(post.status_code), line[6:]
+                return "", "", ""
+
+            endpoint, status, message = anyio.run(run)
+            assert endpoint == f"http://127.0.0.1:{px.port}/rpc?session_id=abc"
+            assert status == "202" and json.loads(message)["result"]["echo"] == "tools/list"
+    finally:
+        stop(proc)

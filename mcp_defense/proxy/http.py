@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from mcp_defense.protocol.jsonrpc import (
     INVALID_REQUEST,
+    SERVER_CLOSED,
     Kind,
     Oversize,
     encode,
@@ -62,7 +63,7 @@ from mcp_defense.proxy.web import (
     upstream_parts,
 )
 
-UPSTREAM_FAILED = -32011  # JSON-RPC error: the upstream could not be reached or failed
+UPSTREAM_FAILED = SERVER_CLOSED  # the upstream could not be reached: as a server that is gone
 HEADER_MISMATCH = -32001  # the MCP routing headers disagree with the body (2026-07-28)
 _NAME_KEYS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 WELL_KNOWN = ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server")
