@@ -11,9 +11,12 @@ Also the proxy's peak memory on a 16 MiB result.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -21,7 +24,14 @@ import httpx2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.http_proxy import proxy, rss_hwm_kib, upstream  # noqa: E402
+from tests.support.http_proxy import (  # noqa: E402
+    free_port,
+    proxy,
+    rss_hwm_kib,
+    stop,
+    upstream,
+    wait_port,
+)
 
 HEAD = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 TARGET = 1.5
@@ -65,25 +75,49 @@ def median_call_ms(url: str, calls: int) -> float:
         return statistics.median(times[calls // 10 :]) * 1e3
 
 
+@contextlib.contextmanager
+def bare_proxy(upstream_url: str) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "bare_http_proxy.py"), upstream_url, str(port)],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        stop(proc)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=300)
     args = ap.parse_args()
-    print(f"{'responses':<10} {'direct ms':>10} {'proxy ms':>10} {'added ms':>9} {'ratio':>6}")
+    print(
+        f"{'responses':<10} {'direct ms':>10} {'bare hop ms':>12} {'mcp-defense ms':>15} "
+        f"{'added ms':>9} {'ratio':>6} {'bare ratio':>11}"
+    )
     for flags, label in (((), "sse"), (("--json",), "json")):
         with (
             upstream("streamable-http", *flags) as up,
             proxy("http", up.url, "-a", "filesystem") as px,
+            bare_proxy(up.url) as bare,
         ):
-            median_call_ms(up.url, 20)  # warm both
-            median_call_ms(px.url, 20)
+            for url in (up.url, bare, px.url):
+                median_call_ms(url, 20)  # warm
             direct = median_call_ms(up.url, args.calls)
+            hop = median_call_ms(bare, args.calls)
             via = median_call_ms(px.url, args.calls)
             ratio = via / direct
             mark = "" if ratio <= TARGET else f"  MISSED target ≤ {TARGET}×"
             print(
-                f"{label:<10} {direct:>10.2f} {via:>10.2f} {via - direct:>9.2f} {ratio:>5.2f}×{mark}"
+                f"{label:<10} {direct:>10.2f} {hop:>12.2f} {via:>15.2f} {via - direct:>9.2f} "
+                f"{ratio:>5.2f}× {hop / direct:>10.2f}×{mark}"
             )
+    print(
+        "bare hop: the same SDK server behind a policy-free starlette/uvicorn/httpx2 forwarder "
+        "(benchmarks/bare_http_proxy.py), the floor of one HTTP hop on this stack"
+    )
     with (
         upstream("streamable-http", "--json") as up,
         proxy("http", up.url, "-a", "filesystem") as px,

@@ -25,8 +25,10 @@ from mcp_defense.cli.proxy_options import (
     MaxMessageOpt,
     NoReloadOpt,
     ObserveOpt,
+    PinsOpt,
     RecordOpt,
     load_policy,
+    open_pins,
 )
 
 EXIT_DOC = (
@@ -84,6 +86,7 @@ def _command(transport: str) -> Any:
         max_message_bytes: MaxMessageOpt = DEFAULT_MAX_MESSAGE,
         no_reload: NoReloadOpt = False,
         archetypes: ArchetypesOpt = None,
+        pins: PinsOpt = None,
         token_file: Annotated[
             Path | None,
             typer.Option(
@@ -195,6 +198,7 @@ def _command(transport: str) -> Any:
             allowed_origins=tuple(allow_origin or ()),
             allowed_hosts=tuple(allow_host or ()),
             verify=verify,
+            pins=open_pins(pins, upstream),
         )
         restore_hup = reloader.install_sighup()
         reloader.start()

@@ -50,9 +50,9 @@ def _main(
 
 def _register() -> None:
     # Each command module adds itself; the order here is the order in --help.
-    from mcp_defense.cli import audit, demo, hook, http, policy, record, stdio, wrap
+    from mcp_defense.cli import audit, demo, hook, http, pins, policy, record, stdio, wrap
 
-    for module in (policy, stdio, http, hook, wrap, record, audit, demo):
+    for module in (policy, stdio, http, pins, hook, wrap, record, audit, demo):
         module.register(app)
 
 

@@ -56,6 +56,16 @@ ArchetypesOpt = Annotated[
         "(published tool's flag; same as an extra --policy).",
     ),
 ]
+PinsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pins",
+        help="Pin file of this server's tool definitions (default: one per server command or "
+        "URL under the state directory; commit it to share). A changed or added tool is "
+        "`call.tool_status` 'changed'/'new' (the built-in pack denies it) until `mcp-defense "
+        "pins approve`. `--pins off` disables pinning.",
+    ),
+]
 DEFAULT_APPROVAL_TIMEOUT = DEFAULT_TIMEOUT_S
 DEFAULT_MAX_MESSAGE = DEFAULT_MAX_MESSAGE_BYTES
 
@@ -81,3 +91,14 @@ def load_policy(
         known = ", ".join(sorted(table.archetypes))
         raise usage_error(f"unknown archetype {archetype!r}; the policy defines: {known}")
     return table, paths or None, set_list
+
+
+def open_pins(pins: str | None, server: str) -> Any:
+    """The PinStore for a server (None with `--pins off`)."""
+    from pathlib import Path
+
+    from mcp_defense.proxy.pins import PinStore, default_pin_file
+
+    if pins == "off":
+        return None
+    return PinStore(Path(pins) if pins else default_pin_file(server), server)

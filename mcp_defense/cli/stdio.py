@@ -25,8 +25,10 @@ from mcp_defense.cli.proxy_options import (
     MaxMessageOpt,
     NoReloadOpt,
     ObserveOpt,
+    PinsOpt,
     RecordOpt,
     load_policy,
+    open_pins,
 )
 from mcp_defense.policy.reload import PolicyReloader, TableRef
 from mcp_defense.policy.table import LearningState
@@ -60,6 +62,7 @@ def stdio(
     max_message_bytes: MaxMessageOpt = DEFAULT_MAX_MESSAGE,
     no_reload: NoReloadOpt = False,
     archetypes: ArchetypesOpt = None,
+    pins: PinsOpt = None,
     flow_source: Annotated[
         list[str] | None,
         typer.Option(
@@ -179,6 +182,7 @@ def stdio(
         flows=flows,
         launcher=launch.launcher if launch else (),
         sandbox=launch.summary if launch else None,
+        pins=open_pins(pins, " ".join(command)),
     )
     restore_hup = reloader.install_sighup()
     reloader.start()

@@ -108,6 +108,8 @@ class ToolCallEvent(Event):
     paths: list[str] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
     annotations: dict[str, Any] | None = None  # the server's tool annotations, as decided with
+    description: str = ""  # the tool's listed description, as decided with (replayed)
+    tool_status: str = ""  # the tool's definition against its pin, as decided with (replayed)
     expect: str | None = None  # set by a reviewer; `policy test` prefers it to `decision`
     decision_id: str = field(default_factory=new_event_id)  # OPA's decision_id
     eval_ms: float = 0.0  # time the table took to decide (approval excluded)
@@ -131,6 +133,8 @@ class ToolCallEvent(Event):
             "session_id": call.session_id,
             "enforced": not decision.learning,
             "annotations": dict(call.annotations) if call.annotations is not None else None,
+            "description": call.description,
+            "tool_status": call.tool_status,
             "paths": list(facts.paths) if facts is not None else [],
             "hosts": list(facts.hosts) if facts is not None else [],
         }
@@ -157,6 +161,21 @@ class FramingEvent(Event):
     reason: str
     request_id: Any = None
     size: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolChanged(Event):
+    """A tool's definition (name, description, schemas, annotations) differs from its pin: a
+    rug pull until someone approves it (`mcp-defense pins approve`)."""
+
+    type: ClassVar[str] = "tool_changed"
+    session_id: str
+    tool: str
+    change: str  # "changed" | "added" | "removed"
+    pins: str  # the pin file
+    pinned_sha256: str = ""
+    seen_sha256: str = ""
+    description: str = ""  # the description now listed (first 2,000 characters)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -260,6 +279,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ToolCallEvent,
         ToolResultEvent,
         FramingEvent,
+        ToolChanged,
         PolicyReloaded,
         PolicyReloadFailed,
         FlowEvent,

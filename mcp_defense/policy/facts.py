@@ -59,6 +59,11 @@ class CallFacts:
     spawns: bool = False
     network: bool = False
     annotations: Mapping[str, Any] = field(default_factory=dict)
+    # What the server said about the tool (its tools/list entry), and how that compares with
+    # the pinned definition: "pinned" (unchanged), "changed", "new" (added after pinning),
+    # "" (no pin, or not listed yet).
+    description: str = ""
+    tool_status: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,16 @@ class ToolCall:
     session_id: str = ""
     correlation_id: str = ""
     annotations: Mapping[str, Any] | None = None
+    description: str = ""  # the tool's description as the server listed it
+    tool_status: str = ""  # pinned | changed | new | "" (see CallFacts)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDefinition:
+    """What a runtime learnt of one tool from the server's tools/list."""
+
+    description: str = ""
+    status: str = ""
 
 
 @dataclass(slots=True)

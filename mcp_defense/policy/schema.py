@@ -53,6 +53,17 @@ RECORDS: dict[str, tuple[Field, ...]] = {
             "map<string,dyn>",
             "tool annotations the server advertised (untrusted hints)",
         ),
+        Field(
+            "description",
+            "string",
+            "the tool's description as the server listed it ('' before a tools/list)",
+        ),
+        Field(
+            "tool_status",
+            "string",
+            "the tool's definition against its pin: 'pinned' (unchanged), 'changed', 'new' "
+            "(added after pinning), '' (not pinned or not listed)",
+        ),
     ),
     "Archetype": (
         Field("name", "string", "archetype name"),

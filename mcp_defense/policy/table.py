@@ -572,6 +572,9 @@ class DecisionTable:
             )
         except ExtractionError as e:
             return self._mk(Action.DENY, MALFORMED_ARGUMENTS, str(e), call.correlation_id)
+        if call.description or call.tool_status:
+            facts.description = call.description
+            facts.tool_status = call.tool_status
         ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, self._vars_hot)
         by_tool = arch.by_tool
         rules = by_tool.get(facts.tool, arch.generic) if by_tool else arch.generic

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_defense.policy.facts import ToolCall
+from mcp_defense.policy.facts import ToolCall, ToolDefinition
 from mcp_defense.protocol.jsonrpc import DECIDED_METHODS, JsonFailure, decode_json, sniff_id
 
 
@@ -28,11 +28,13 @@ def build_call(
     session_id: str = "",
     correlation_id: str = "",
     annotations: Mapping[str, Mapping[str, Any]] | None = None,
+    definitions: Mapping[str, ToolDefinition] | None = None,
 ) -> ToolCall | str:
     """The ToolCall for one decided request, or why there is none (a str: refuse it).
 
     `method` must be one `is_decided` accepts. `annotations` maps tool names to the
-    annotations the server advertised (the proxy learns them from tools/list)."""
+    annotations the server advertised, `definitions` to their description and pin status
+    (the proxy learns both from tools/list)."""
     if type(params) is not dict:
         return f"{method} params must be an object"
     if method == "tools/call":
@@ -49,7 +51,20 @@ def build_call(
         tool = method
         arguments = params
     ann = annotations.get(tool) if annotations and type(tool) is str else None
-    return ToolCall(archetype, tool, arguments, agent_id, session_id, correlation_id, ann)
+    d = definitions.get(tool) if definitions and type(tool) is str else None
+    if d is None:
+        return ToolCall(archetype, tool, arguments, agent_id, session_id, correlation_id, ann)
+    return ToolCall(
+        archetype,
+        tool,
+        arguments,
+        agent_id,
+        session_id,
+        correlation_id,
+        ann,
+        d.description,
+        d.status,
+    )
 
 
 COMPLETE = "completion/complete"

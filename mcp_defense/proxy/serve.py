@@ -18,6 +18,7 @@ import uvicorn
 from mcp_defense.events.record import Recorder
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_MESSAGE_BYTES
+from mcp_defense.proxy.pins import PinStore
 from mcp_defense.proxy.session import TableLike
 from mcp_defense.proxy.web import Guard, HubConfig, SessionHub
 from mcp_defense.proxy.webapproval import PAGE, Approvals
@@ -42,6 +43,7 @@ class HttpProxyOptions:
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     verify: Any = True  # True, or an ssl.SSLContext with --upstream-ca
+    pins: PinStore | None = None
 
 
 def build_app(o: HttpProxyOptions, client: httpx2.AsyncClient) -> tuple[Any, Approvals | None]:
@@ -65,6 +67,7 @@ def build_app(o: HttpProxyOptions, client: httpx2.AsyncClient) -> tuple[Any, App
             max_message_bytes=o.max_message_bytes,
             learning=o.learning,
             approvals=approvals,
+            pins=o.pins,
         )
     )
     proxy: StreamableHttpProxy | LegacySseProxy

@@ -48,6 +48,7 @@ from typing import Any, Protocol
 from mcp_defense.events.model import (
     FramingEvent,
     ToolCallEvent,
+    ToolChanged,
     ToolResultEvent,
     new_correlation_id,
 )
@@ -58,7 +59,7 @@ from mcp_defense.events.record import (
     now_iso_fast,
     printable,
 )
-from mcp_defense.policy.facts import Action, Decision, ToolCall
+from mcp_defense.policy.facts import Action, Decision, ToolCall, ToolDefinition
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.calls import (
     COMPLETE,
@@ -87,6 +88,7 @@ from mcp_defense.protocol.jsonrpc import (
     response_info,
     sniff_id,
 )
+from mcp_defense.proxy.pins import CHANGED, PinError, PinStore
 
 
 class TableLike(Protocol):
@@ -148,6 +150,7 @@ class _Pending:
     method: str
     correlation_id: str
     t0: float
+    paged: bool = False  # a tools/list asking for a later page (its answer is not the whole list)
 
 
 @dataclass(slots=True)
@@ -198,6 +201,8 @@ class ProxySession:
         flows: CallHooks | None = None,
         warn: Callable[[str], None] | None = None,
         annotations: dict[str, dict[str, Any]] | None = None,
+        definitions: dict[str, ToolDefinition] | None = None,
+        pins: PinStore | None = None,
     ) -> None:
         self.archetype = archetype
         self.get_table = get_table
@@ -218,6 +223,9 @@ class ProxySession:
         self._pending: dict[Any, _Pending] = {}
         # Tool annotations learnt from tools/list: several sessions of one server may share them.
         self._annotations: dict[str, dict[str, Any]] = {} if annotations is None else annotations
+        # Descriptions and pin status, also from tools/list (shared the same way).
+        self._definitions: dict[str, ToolDefinition] = {} if definitions is None else definitions
+        self.pins = pins
         self._held: dict[int, tuple[_Held, int]] = {}  # ticket → (held, element index)
         self._held_ids: dict[Any, _Held] = {}  # request id → held request (for cancellation)
         self._tickets = 0
@@ -273,7 +281,8 @@ class ProxySession:
             if method == "initialize" and type(msg.params) is dict:
                 caps = msg.params.get("capabilities")
                 self.client_capabilities = caps if type(caps) is dict else {}
-            self._pending[msg.id] = _Pending(method, "", _perf())
+            paged = type(msg.params) is dict and msg.params.get("cursor") is not None
+            self._pending[msg.id] = _Pending(method, "", _perf(), paged)
             return [ToServer(line, msg.id)]
         if kind is Kind.NOTIFICATION:
             method = msg.method or ""
@@ -442,6 +451,7 @@ class ProxySession:
             self.session_id,
             cid,
             self._annotations,
+            self._definitions,
         )
         if isinstance(call, str):
             if self.recorder.active:
@@ -625,7 +635,7 @@ class ProxySession:
         if p.correlation_id and self.flows is not None:
             self.flows.call_closed(p.correlation_id)
         if p.method == "tools/list" and size < 0:
-            self._learn_annotations(line)
+            self._learn_tools(line, p)
         if p.correlation_id and recording:
             self.recorder.emit(
                 ToolResultEvent(
@@ -656,20 +666,52 @@ class ProxySession:
                         )
                     )
 
-    def _learn_annotations(self, line: bytes) -> None:
-        """Keep each tool's advertised annotations: untrusted hints, but facts for rules."""
+    def _learn_tools(self, line: bytes, p: _Pending) -> None:
+        """Keep what each listed tool says of itself — annotations and description, untrusted
+        but facts for rules — and compare the list with its pins (a rug pull is seen here)."""
         msg = parse_message(line, self.max_depth)
         result = msg.obj.get("result") if msg.kind is Kind.RESPONSE else None
         tools = result.get("tools") if type(result) is dict else None
         if type(tools) is not list:
             return
-        for t in tools:
-            if (
-                type(t) is dict
-                and type(t.get("name")) is str
-                and type(t.get("annotations")) is dict
-            ):
-                self._annotations[t["name"]] = t["annotations"]
+        listed = [t for t in tools if type(t) is dict and type(t.get("name")) is str]
+        statuses: dict[str, str] = {}
+        if self.pins is not None:
+            complete = not p.paged and not (type(result) is dict and result.get("nextCursor"))
+            try:
+                statuses, changes = self.pins.observe(listed, complete)
+            except (PinError, OSError) as e:
+                # Pins that cannot be read cannot vouch for anything: every tool is "changed"
+                # (the built-in pack denies those) until the file is fixed or reset.
+                self.warn(f"mcp-defense: {e}; every tool is treated as changed")
+                statuses, changes = {t["name"]: CHANGED for t in listed}, []
+            if self.recorder.active:
+                for c in changes:
+                    self.recorder.emit(
+                        ToolChanged(
+                            session_id=self.session_id,
+                            tool=c.tool,
+                            change=c.change,
+                            pins=str(self.pins.path),
+                            pinned_sha256=c.pinned_sha256,
+                            seen_sha256=c.seen_sha256,
+                            description=c.description,
+                        )
+                    )
+            for c in changes:
+                self.warn(
+                    f"mcp-defense: tool {c.tool!r} {c.change} since it was pinned "
+                    f"({self.pins.path}); approve with `mcp-defense pins approve --pins "
+                    f"{self.pins.path}`"
+                )
+        for t in listed:
+            name = t["name"]
+            if type(t.get("annotations")) is dict:
+                self._annotations[name] = t["annotations"]
+            desc = t.get("description")
+            self._definitions[name] = ToolDefinition(
+                desc if type(desc) is str else "", statuses.get(name, "")
+            )
 
     # --- the server going away -----------------------------------------------------------------
 

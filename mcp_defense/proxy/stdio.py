@@ -52,6 +52,7 @@ from mcp_defense.proxy.elicit import (
     is_answer,
     verdict,
 )
+from mcp_defense.proxy.pins import PinStore
 from mcp_defense.proxy.session import (
     AskApproval,
     Kill,
@@ -165,6 +166,7 @@ class StdioProxy:
         flows: FlowHooks | None = None,
         launcher: Sequence[str] = (),
         sandbox: dict[str, Any] | None = None,
+        pins: PinStore | None = None,
     ) -> None:
         if not command:
             raise ValueError("no server command given")
@@ -210,6 +212,7 @@ class StdioProxy:
             max_depth=max_depth,
             learning=learning,
             flows=flows,
+            pins=pins,
         )
         self.session_id = self._session.session_id
         self._killed_by_policy = ""  # the rule that killed the server, once one has

@@ -34,8 +34,10 @@ from starlette.responses import JSONResponse, Response
 
 from mcp_defense.events.model import KillEvent, SessionStart
 from mcp_defense.events.record import Recorder
+from mcp_defense.policy.facts import ToolDefinition
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.jsonrpc import DEFAULT_MAX_MESSAGE_BYTES, Streamed
+from mcp_defense.proxy.pins import PinStore
 from mcp_defense.proxy.session import (
     AskApproval,
     Kill,
@@ -218,8 +220,11 @@ class SSEReader:
         while pos < n:
             if self._skip_lf:
                 self._skip_lf = False
-                if buf[pos] == 0x0A:
-                    self._pass(out, b"\n")
+                if buf[pos] == 0x0A:  # the LF of a CRLF split between two chunks
+                    if self._raw or self._streaming or self._in_data_line:
+                        self._pass(out, b"\n")
+                    else:  # the CR ended an event: its LF follows the event out
+                        out.append(Part(b"\n"))
                     pos += 1
                     continue
             lf = buf.find(b"\n", pos)
@@ -409,6 +414,7 @@ class HubConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     learning: LearningState | None = None
     approvals: Any = None  # proxy.webapproval.Approvals, or None: require_approval is a deny
+    pins: PinStore | None = None
 
 
 @dataclass
@@ -430,6 +436,7 @@ class SessionHub:
         # Tool annotations are facts about the server, not the connection: every session of
         # this upstream learns from every tools/list.
         self.annotations: dict[str, dict[str, Any]] = {}
+        self.definitions: dict[str, ToolDefinition] = {}
 
     def new(self, key: str | None = None) -> HubSession:
         c = self.config
@@ -445,6 +452,8 @@ class SessionHub:
             max_message_bytes=c.max_message_bytes,
             learning=c.learning,
             annotations=self.annotations,
+            definitions=self.definitions,
+            pins=c.pins,
         )
         hs = HubSession(key or sid, session)
         if c.recorder.active:

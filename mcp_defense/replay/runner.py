@@ -424,9 +424,18 @@ def replay_recording(
             continue
         if run is not None and not run.search(f"{name}:{lineno} {tool}"):
             continue
-        # `annotations` (the server's tool hints) are not part of the event schema yet; a
-        # recording that carries them gets them, as the live call did.
-        call = new_call(arch, tool, args, agent, session, corr, d.get("annotations"))
+        # The server's tool hints, description and pin status, as the live call had them.
+        call = new_call(
+            arch,
+            tool,
+            args,
+            agent,
+            session,
+            corr,
+            d.get("annotations"),
+            str(d.get("description") or ""),
+            str(d.get("tool_status") or ""),
+        )
         dec = decide(call)
         new_rule = dec.rule
         hits[new_rule] = hits.get(new_rule, 0) + 1
