@@ -67,7 +67,7 @@ def test_rug_pull_is_denied_until_approved(tmp_path: Path) -> None:
     pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
     assert _session(pins, rec, "a") == {"text": "contents of notes.txt"}
     pinned = json.loads(pins.read_text())
-    assert set(pinned["tools"]) == {"read_file", "echo"}
+    assert {"read_file", "echo", "summarize", "confirm"} == set(pinned["tools"])
     # The server changes under us: the changed tool and the new one are refused.
     out = _session(pins, rec, "b")
     assert out["denied"]["rule"] == "tool_definition_changed"
@@ -167,3 +167,51 @@ def test_real_descriptions_are_not_injection(builtin_table: Any) -> None:
             ToolCall("generic", "helper", {"q": "x"}, description=text, tool_status="pinned")
         )
         assert d.rule != "tool_description_injection", text
+
+
+def test_server_requests_are_decided(tmp_path: Path) -> None:
+    """Sampling (the server driving the agent's model) needs a person: without --approval
+    the server gets the refusal and the client's model is never asked. Elicitation is decided
+    by the call rules: a harmless question reaches the user, one fishing for a key does not."""
+    from mcp_types import CreateMessageResult, ElicitResult, TextContent
+
+    pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
+    sampled: list[Any] = []
+    elicited: list[str] = []
+
+    async def sampling(context: Any, params: Any) -> CreateMessageResult:
+        sampled.append(params)
+        return CreateMessageResult(
+            role="assistant", content=TextContent(type="text", text="ok"), model="m"
+        )
+
+    async def elicit(context: Any, params: Any) -> ElicitResult:
+        elicited.append(params.message)
+        return ElicitResult(action="accept", content={"ok": True})
+
+    async def run() -> list[str]:
+        async with Client(
+            _proxied(pins, rec, "a"),
+            mode="legacy",
+            sampling_callback=sampling,
+            elicitation_callback=elicit,
+        ) as c:
+            out = []
+            for tool, args in (
+                ("summarize", {"text": "hello"}),
+                ("confirm", {"kind": "build"}),
+                ("confirm", {"kind": "key"}),
+            ):
+                r = await c.call_tool(tool, args)
+                out.append(r.content[0].text)  # type: ignore[union-attr]
+            return out
+
+    out = anyio.run(run)
+    assert out[0].startswith("sampling refused") and "not approved" in out[0]
+    assert not sampled
+    assert out[1] == "user said accept" and elicited == ["Proceed with the build?"]
+    assert out[2].startswith("elicitation refused") and "asks the user for a secret" in out[2]
+    calls = [json.loads(x) for x in rec.read_text().splitlines()]
+    decided = [(e["tool"], e["decision"]) for e in calls if e["type"] == "tool_call"]
+    assert ("sampling/createMessage", "require_approval") in decided
+    assert ("elicitation/create", "allow") in decided and ("elicitation/create", "deny") in decided

@@ -37,6 +37,10 @@ MESSAGE_TOO_LARGE = -32011  # the line exceeded --max-message-bytes; it was disc
 # Client requests decided by policy: tools/call, and the requests that name a resource or
 # render a prompt (a resources/read of file:///home/alice/.ssh/id_rsa is a read like any other).
 DECIDED_METHODS = frozenset({"tools/call", "resources/read", "resources/subscribe", "prompts/get"})
+# Server→client requests that policy decides (an untrusted server driving the agent's model or
+# questioning its user is a prompt-injection channel), standalone or embedded in a 2026-07-28
+# `input_required` result. Decided as a tool named after the method, like resources/read.
+SERVER_DECIDED_METHODS = frozenset({"sampling/createMessage", "elicitation/create"})
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 128

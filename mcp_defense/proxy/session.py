@@ -78,6 +78,7 @@ from mcp_defense.protocol.jsonrpc import (
     METHOD_NOT_FOUND,
     POLICY_DENIED,
     SERVER_CLOSED,
+    SERVER_DECIDED_METHODS,
     Kind,
     Message,
     Oversize,
@@ -179,6 +180,7 @@ class _Held:
     errors: dict[int, dict[str, Any]] = field(default_factory=dict)
     waiting: set[int] = field(default_factory=set)  # tickets not answered yet
     cancelled: bool = False
+    from_server: bool = False  # a server→client request: approved, it goes to the client
 
 
 class ProxySession:
@@ -439,7 +441,7 @@ class ProxySession:
 
     # --- deciding --------------------------------------------------------------------------------
 
-    def _decide(self, msg: Message) -> _Outcome:
+    def _decide(self, msg: Message, ask: bool = True) -> _Outcome:
         """Decide one request through the one call builder. A require_approval with someone
         to ask comes back with a ticket; anything else comes back settled (and recorded)."""
         cid = new_correlation_id()
@@ -497,15 +499,16 @@ class ProxySession:
         if allowed:
             self._settle(out, True, decision.reason, approval="")
         elif action is Action.REQUIRE_APPROVAL:
-            if self.approval:
+            if self.approval and ask:
                 self._tickets += 1
                 out.ticket = self._tickets
             else:
-                self._settle(
-                    out,
-                    False,
-                    f"approval required (the proxy runs without --approval): {decision.reason}",
+                why = (
+                    "an input request inside a result cannot wait for approval"
+                    if self.approval
+                    else "the proxy runs without --approval"
                 )
+                self._settle(out, False, f"approval required ({why}): {decision.reason}")
         else:
             self._settle(out, False, decision.reason, approval="")
         return out
@@ -584,6 +587,8 @@ class ProxySession:
             return []  # the client gave up on it: no answer is expected
         if held.msg.kind is Kind.BATCH:
             return self._finish_batch(held)
+        if held.from_server:
+            return self._finish_server_request(held.msg, held.line, out)
         return self._finish_single(held.msg, held.line, out)
 
     def _cancel_held(self, params: Any) -> None:
@@ -613,9 +618,56 @@ class ProxySession:
                 MESSAGE_TOO_LARGE,
             )
         line: bytes = item  # type: ignore[assignment]
+        # A server→client request, or a result embedding some (2026-07-28), is decided. The
+        # byte search is cheap and cannot be fooled by escaped text: inside a JSON string the
+        # quotes are `\"`, so only a real key or value matches.
+        if line.find(b'"method"') >= 0 or line.find(b'"input_required"') >= 0:
+            decided = self._server_request(line)
+            if decided is not None:
+                return decided
         if self._pending:
             return [ToClient(line, self._match_response(line))]
         return [ToClient(line)]
+
+    def _server_request(self, line: bytes) -> list[ProxyAction] | None:
+        """Decide what the server asks of the client; None when there is nothing to decide."""
+        msg = parse_message(line, self.max_depth)
+        if msg.kind is Kind.REQUEST and msg.method in SERVER_DECIDED_METHODS:
+            out = self._decide(msg)
+            if out.ticket:
+                held = _Held(line, msg, {0: out}, waiting={out.ticket}, from_server=True)
+                self._held[out.ticket] = (held, 0)
+                return [self._ask(out)]
+            return self._finish_server_request(msg, line, out)
+        if msg.kind is not Kind.RESPONSE or msg.id not in self._pending:
+            return None
+        result = msg.obj.get("result")
+        if type(result) is not dict or result.get("resultType") != "input_required":
+            return None
+        requests = result.get("inputRequests")
+        if type(requests) is not dict:
+            return None
+        for key, req in requests.items():
+            if type(req) is not dict or req.get("method") not in SERVER_DECIDED_METHODS:
+                continue
+            embedded = Message(Kind.REQUEST, req, key, req["method"], req.get("params"))
+            out = self._decide(embedded, ask=False)
+            if not out.forward:
+                # The client cannot be asked for part of a result: the call fails, the
+                # server's request never reaches the client.
+                p = self._pending.pop(msg.id)
+                self._close_flow_window(p)
+                error = dict(out.error or {})
+                error["message"] = f"{error.get('message', '')} (input request {key!r})"
+                return [ToClient(encode({"jsonrpc": "2.0", "id": msg.id, "error": error}), msg.id)]
+        return None
+
+    def _finish_server_request(self, msg: Message, line: bytes, out: _Outcome) -> list[ProxyAction]:
+        """Allowed: the request goes to the client. Refused: the server gets the error."""
+        if out.forward:
+            return [ToClient(line)]
+        answer = encode({"jsonrpc": "2.0", "id": msg.id, "error": out.error})
+        return [ToServer(answer, None)]
 
     def _match_response(self, line: bytes, size: int = -1) -> Any:
         """Close the pending request this line answers (and record its result)."""
