@@ -46,6 +46,12 @@ RECORDS: dict[str, tuple[Field, ...]] = {
         Field("programs", "list<string>", "basenames of programs a command would run"),
         Field("reads", "bool", "the call reads files (classification)"),
         Field("writes", "bool", "the call writes, moves or deletes files (classification)"),
+        Field(
+            "written",
+            "list<string>",
+            "paths the call may write: all of `paths` unless the extractor knows which arguments"
+            " are only read (a `cp` source, a `<` redirection); empty when it does not write",
+        ),
         Field("spawns", "bool", "the call runs a process (classification)"),
         Field("network", "bool", "the call reaches the network (classification)"),
         Field(

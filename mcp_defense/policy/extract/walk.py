@@ -23,6 +23,7 @@ from mcp_defense.policy.extract.code import (
 )
 from mcp_defense.policy.extract.env import Environment, _Ctx, _ctx_for
 from mcp_defense.policy.extract.limits import (
+    _ANY,
     _CACHE_LIMIT,
     _CACHEABLE_LEN,
     _COMMAND,
@@ -33,8 +34,10 @@ from mcp_defense.policy.extract.limits import (
     _N,
     _PATH,
     _R,
+    _RESCAN,
     _S,
     _SOFT_PATH,
+    _SOURCE,
     _TEXT,
     _URL,
     _W,
@@ -121,6 +124,8 @@ class _Acc:
         "phys",
         "programs",
         "relatives",
+        "role",
+        "sources",
         "tokens",
         "url_words",
         "urls",
@@ -146,15 +151,23 @@ class _Acc:
         self.overflow = False
         self.url_words = 0
         self.cmd_strings: list[str] = []
+        # Paths seen only in SOURCE role (read, never written); None once the roles of a
+        # command's words are uncertain (then every path may be written).
+        self.role = _ANY
+        self.sources: dict[str, None] | None = {}
 
     # -- facts --------------------------------------------------------------------------------
 
     def add_path(self, path: str) -> None:
         if path in self.paths:
+            if self.sources and self.role == _ANY:
+                self.sources.pop(path, None)  # also used in a role that may write it
             return
         if len(self.paths) >= MAX_PATHS:
             raise ExtractionError(f"more than {MAX_PATHS} distinct paths in one call")
         self.paths[path] = None
+        if self.role == _SOURCE and self.sources is not None:
+            self.sources[path] = None
         if path.startswith("/dev/"):
             self._dev_net(path)
 
@@ -183,6 +196,8 @@ class _Acc:
         for path in out.paths:
             if path not in self.paths:
                 self.add_path(path)
+            elif self.sources and self.role == _ANY:
+                self.sources.pop(path, None)
         if out.phys:
             self.phys.extend(out.phys)
         if record_relative and out.relative:
@@ -493,8 +508,12 @@ class _Acc:
         state = _ShellState(list(cwds) if cwds else [self.ctx.workspace], _shell_vars(self.ctx))
         _Shell(self, state, paths_only).analyse(s, 0)
         # Belt and braces: every path-looking token of the raw text, whatever the lexer thought.
+        # (A token the lexer read as a source stays one: this pass knows no roles.)
         raw = _IFS_RE.sub(" ", s) if "IFS" in s else s
+        role = self.role
+        self.role = _RESCAN
         self.scan_generic_raw(raw, state.cwds)
+        self.role = role
         if not paths_only:
             self.decoded_payloads(s, state)
 
@@ -783,11 +802,13 @@ class _Pair:
         "paths",
         "phys",
         "programs",
+        "sources",
         "urls",
     )
 
     def __init__(self, acc: _Acc) -> None:
         self.paths = tuple(acc.paths)
+        self.sources = _sources(acc)
         self.phys = tuple(acc.phys)
         self.urls = tuple(acc.urls)
         self.hosts = tuple(acc.hosts)
@@ -797,6 +818,24 @@ class _Pair:
         self.flags = acc.flags
         self.anchor = acc.anchors[0] if acc.anchors else None
         self.joinable = bool(acc.relatives or acc.cmd_strings)
+
+
+def _sources(acc: _Acc) -> frozenset[str]:
+    return frozenset(acc.sources) if acc.sources else _NO_SOURCES
+
+
+_NO_SOURCES: frozenset[str] = frozenset()
+
+
+def _written(
+    paths: tuple[str, ...], phys: Sequence[str], sources: frozenset[str], ctx: _Ctx
+) -> tuple[str, ...]:
+    """The paths a writing call may write: all but those only read (`sources`), with their
+    realpaths (a target may be a link to anything) and those of every `..` spelling."""
+    base = tuple(p for p in paths if p not in sources)
+    if ctx.resolve and (base or phys):
+        return _with_realpaths(base, phys)
+    return base
 
 
 def _pair_facts(ctx: _Ctx, classifier: Classifier, key: str, value: Any) -> _Pair:
@@ -848,16 +887,22 @@ def _finish(
     commands: tuple[str, ...],
     programs: tuple[str, ...],
     annotations: Mapping[str, Any] | None,
+    sources: frozenset[str] = _NO_SOURCES,
 ) -> CallFacts:
     flags |= classifier.tool_flags(tool)
     if annotations is not None and not isinstance(annotations, Mapping):
         annotations = None
     if annotations and annotations.get("destructiveHint") is True:
         flags |= _W  # an untrusted hint may add an effect, never remove one
+    written: tuple[str, ...] = ()
+    if flags & _W and sources:
+        written = _written(paths, phys, sources, ctx)
     if ctx.resolve and paths:
         paths = _with_realpaths(paths, phys)
     if paths and not flags & (_R | _W):
         flags |= _R  # a tool nobody classified that receives a path is assumed to read it
+    if flags & _W and not sources:
+        written = paths
     return CallFacts(
         tool,
         arguments,
@@ -872,6 +917,7 @@ def _finish(
         bool(flags & _S),
         bool(flags & _N),
         annotations if annotations is not None else {},
+        written,
     )
 
 
@@ -957,6 +1003,13 @@ def extract(
                         flags |= _R
                     if ctx.resolve:
                         paths = _with_realpaths(paths, pair.phys)
+                written: tuple[str, ...] = ()
+                if flags & _W:
+                    written = (
+                        _written(pair.paths, pair.phys, pair.sources, ctx)
+                        if pair.sources
+                        else paths
+                    )
                 return CallFacts(
                     tool,
                     arguments,
@@ -971,6 +1024,7 @@ def extract(
                     bool(flags & _S),
                     bool(flags & _N),
                     annotations if annotations is not None else {},
+                    written,
                 )
     if type(arguments) is dict and len(arguments) <= _MAX_FAST_PAIRS:
         pairs = _fast_facts(ctx, classifier, arguments)
@@ -991,6 +1045,7 @@ def extract(
                     p.commands,
                     p.programs,
                     annotations,
+                    p.sources,
                 )
             return _merge_pairs(tool, arguments, classifier, ctx, pairs, annotations)
     acc = _Acc(ctx, classifier)
@@ -1012,6 +1067,7 @@ def extract(
         tuple(acc.commands),
         tuple(acc.programs),
         annotations,
+        _sources(acc),
     )
 
 
@@ -1123,6 +1179,7 @@ def _editor_facts(
         facts.reads = True
     else:
         facts.writes = True
+        facts.written = facts.paths
     return facts
 
 
@@ -1141,9 +1198,12 @@ def _merge_pairs(
     programs: dict[str, None] = {}
     commands: list[str] = []
     phys: list[str] = []
+    sources: set[str] = set()
     flags = 0
     for p in pairs:
         flags |= p.flags
+        if p.sources:
+            sources.update(p.sources)
         if p.paths:
             paths.update(dict.fromkeys(p.paths))
         if p.urls:
@@ -1174,4 +1234,14 @@ def _merge_pairs(
         tuple(commands),
         tuple(programs),
         annotations,
+        _merged_sources(pairs, sources) if sources else _NO_SOURCES,
     )
+
+
+def _merged_sources(pairs: list[_Pair], sources: set[str]) -> frozenset[str]:
+    """A path is only read when no argument uses it in a role that may write it."""
+    for p in pairs:
+        for path in p.paths:
+            if path in sources and path not in p.sources:
+                sources.discard(path)
+    return frozenset(sources)

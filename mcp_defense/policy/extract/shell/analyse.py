@@ -12,6 +12,7 @@ from mcp_defense.policy.extract.limits import (
     _N,
     _R,
     _S,
+    _SOURCE,
     _W,
     MAX_CWDS,
     MAX_GLOB_MATCHES,
@@ -59,11 +60,14 @@ from mcp_defense.policy.extract.shell.programs import (
     _NET_PROGS,
     _NET_SUBCOMMANDS,
     _NULL_TARGETS,
+    _OPERANDS,
     _READ_PROGS,
+    _READS_OPERANDS,
     _RESERVED,
     _SHELL_ARG_OPTS,
     _SHELLS,
     _URL_PROGS,
+    _URL_READ_OPTIONS,
     _WGET_LONG_ARG,
     _WGET_SHORT_ARG,
     _WHICH_RE,
@@ -73,6 +77,8 @@ from mcp_defense.policy.extract.shell.programs import (
     _WRITE_SUBCOMMANDS,
     _basename,
     _short_value,
+    _source_operands,
+    _sources_of,
 )
 from mcp_defense.policy.extract.urls import _clean_hosts, embedded_ipv4
 from mcp_defense.policy.facts import ExtractionError
@@ -138,6 +144,8 @@ class _Shell:
             raise ExtractionError(f"command longer than {MAX_SHELL_TOKENS} shell tokens")
         for simple in _simple_commands(toks):
             self.simple(simple, depth)
+        if lexer.bad:
+            acc.sources = None  # how bash would split the words is uncertain: no roles
         if lexer.bad and _QUOTE_CHARS.search(s):
             # Unbalanced quoting: bash would refuse the line, but another consumer may split it
             # differently. Re-read it with every quote character as a blank so no word that a
@@ -342,9 +350,13 @@ class _Shell:
             text = self.expanded(target)
             if op in ("<&", ">&") and (text.isdigit() or text == "-"):
                 continue
+            role = acc.role
+            if op == "<":
+                acc.role = _SOURCE  # only read; `<>` opens for writing too
             for value in self.variants(target):
                 if value and value not in _NULL_TARGETS:
                     acc.path_value(value, _M_SOFT, self.state.cwds, self.state.pvars)
+            acc.role = role
             if text in _NULL_TARGETS or text.startswith(("/dev/fd/", "/dev/tcp/", "/dev/udp/")):
                 continue
             if op in _WRITE_REDIRS:
@@ -396,7 +408,8 @@ class _Shell:
         else:
             return program
         args = argv[1:]
-        self.effects(program, args)
+        sources = self.source_words(program, args)
+        self.effects(program, args, sources)
         handler = _HANDLERS.get(program)
         interp = _INTERP_RE.match(program)
         if handler is not None:
@@ -420,11 +433,29 @@ class _Shell:
             or interp is not None
             or self.state.cwd_changed
         )
-        for word in args:
-            self.arg_word(word, file_arg)
+        if sources:
+            role = acc.role
+            for index, word in enumerate(args):
+                acc.role = _SOURCE if index in sources else role
+                self.arg_word(word, file_arg)
+            acc.role = role
+        else:
+            for word in args:
+                self.arg_word(word, file_arg)
         return program
 
-    def effects(self, program: str, args: list[_Word]) -> None:
+    def source_words(self, program: str, args: list[_Word]) -> set[int]:
+        """Indices of the words `program` only reads (argument roles, see programs.py)."""
+        if not args or self.acc.sources is None:
+            return set()
+        if program in _READS_OPERANDS:
+            return {i for i, w in enumerate(args) if not w.text.startswith("-")}
+        spec = _OPERANDS.get(program)
+        if spec is not None:
+            return _source_operands(spec, args, [self.expanded(w) for w in args])
+        return _sources_of(self, program, args)
+
+    def effects(self, program: str, args: list[_Word], sources: set[int]) -> None:
         acc = self.acc
         if program in _READ_PROGS:
             acc.flags |= _R
@@ -435,7 +466,7 @@ class _Shell:
         if program in _RECURSIVE_ALWAYS or (
             program in _RECURSIVE_WITH_FLAG and _recursive_flag(program, args)
         ):
-            self.recursive_roots(program, args)
+            self.recursive_roots(program, args, sources)
         if program not in _CONDITIONAL_EFFECTS:
             return
         texts = [w.text for w in args]
@@ -477,23 +508,25 @@ class _Shell:
             if program != "git" or sub in _NET_SUBCOMMANDS["git"]:
                 acc.flags |= _N
 
-    def recursive_roots(self, program: str, args: list[_Word]) -> None:
+    def recursive_roots(self, program: str, args: list[_Word], sources: set[int]) -> None:
         """A recursive read reaches everything under its roots: each root is also reported as
         `root/**` (a literal `**` segment), which the pack's jewel list matches for roots that
         hold jewels (`~`, `/`, `/home`, `/etc`, …). `grep -r KEY ~`, `find / -name id_rsa`."""
-        roots: list[str] = []
-        for word in args:
+        roots: list[tuple[str, bool]] = []
+        for index, word in enumerate(args):
             text = self.expanded(word)
             if program == "find" and text[:1] in ("-", "(", "!"):
                 break
             if text.startswith(("/", "~", "$", ".")) and not text.startswith("-"):
-                roots.append(text)
+                roots.append((text, index in sources))
         if program in _RECURSIVE_ALWAYS and not roots:
-            roots.append(".")
-        for root in roots[:MAX_CWDS]:
-            self.acc.path_value(
-                root.rstrip("/") + "/**", _M_SOFT, self.state.cwds, self.state.pvars
-            )
+            roots.append((".", program in _READS_OPERANDS))
+        acc = self.acc
+        role = acc.role
+        for root, read in roots[:MAX_CWDS]:
+            acc.role = _SOURCE if read else role
+            acc.path_value(root.rstrip("/") + "/**", _M_SOFT, self.state.cwds, self.state.pvars)
+        acc.role = role
 
     def unwrap(self, program: str, args: list[_Word], depth: int) -> list[_Word] | None:
         """Strip a command wrapper (`sudo`, `env`, `timeout 5`, `xargs -I{}`, …); None if
@@ -772,8 +805,12 @@ class _Shell:
             return
         for text in positionals:
             self.add_url_arg(text, scheme)
+        acc = self.acc
+        role = acc.role
         for option, value in values:
+            acc.role = _SOURCE if option in _URL_READ_OPTIONS else role
             self.url_option(program, option, value)
+        acc.role = role
 
     def add_url_arg(self, text: str, scheme: str) -> None:
         acc = self.acc
