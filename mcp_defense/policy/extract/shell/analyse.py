@@ -76,6 +76,7 @@ from mcp_defense.policy.extract.shell.programs import (
     _WRITE_REDIRS,
     _WRITE_SUBCOMMANDS,
     _basename,
+    _docker_host,
     _short_value,
     _source_operands,
     _sources_of,
@@ -324,6 +325,8 @@ class _Shell:
                 self.analyse(value, depth + 1)
             if name in ("BASH_ENV", "ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONSTARTUP"):
                 self.acc.flags |= _R
+            if name in ("DOCKER_HOST", "CONTAINER_HOST"):
+                _docker_host(self, self.expanded(_Word(value, [], word.quoted)))
         # Prefix assignments (`X=1 cmd`) do not persist in bash, but recording them anyway only
         # adds readings; a value computed at run time is unknown (None → kept literal).
         if word.subs or "`" in value or "$(" in value:

@@ -1209,7 +1209,51 @@ def _h_tar(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
             _add_cwd(shell, _Word(text.split("=", 1)[1], [], word.quoted))
 
 
+# The Docker daemon API over TCP (docs.docker.com/engine/daemon/remote-access): `-H`/`--host`,
+# `DOCKER_HOST` and podman's `--url` take `tcp://host[:port]` or a bare `host:port`; with no
+# port the client dials 2375 (2376 with TLS).
+_DOCKER_HOST_OPTS = frozenset({"-H", "--host", "--url"})
+_DOCKER_API_PORT = "2375"
+
+
+def _docker_host(shell: _Shell, value: str) -> None:
+    """One Docker daemon address: a unix socket is a path, anything else an endpoint."""
+    low = value.lower()
+    if low.startswith(("unix://", "npipe://", "fd://")):
+        if low.startswith("unix://"):
+            shell.path_candidate(value[7:], True)
+        return
+    if low.startswith("ssh://"):
+        shell.acc.url_value(value, None)
+        return
+    rest = value.split("://", 1)[1] if "://" in value else value
+    authority = rest.split("/", 1)[0]
+    if authority.startswith("["):
+        end = authority.find("]")
+        host, port = authority[1:end], authority[end + 2 :]
+    else:
+        host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
+    if host or authority:
+        shell.host_endpoint(host or authority, port if port.isdigit() else _DOCKER_API_PORT)
+        shell.acc.flags |= _N
+
+
+def _h_docker(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    texts = [shell.expanded(w) for w in args]
+    for index, text in enumerate(texts):
+        if text in _DOCKER_HOST_OPTS and index + 1 < len(texts):
+            _docker_host(shell, texts[index + 1])
+        elif text.startswith(("--host=", "--url=")):
+            _docker_host(shell, text.split("=", 1)[1])
+        elif text.startswith("-H") and len(text) > 2 and not text.startswith("--"):
+            _docker_host(shell, text[2:].lstrip("="))
+        elif text.startswith("host=") and index > 0 and texts[index - 1] == "--docker":
+            _docker_host(shell, text[5:].split(",", 1)[0])  # `docker context create --docker`
+
+
 _HANDLERS = {
+    "docker": _h_docker,
+    "podman": _h_docker,
     "cd": _h_cd,
     "pushd": _h_cd,
     "eval": _h_eval,
