@@ -162,8 +162,10 @@ def segments_intersect(a: str, b: str) -> bool:
     return False
 
 
-def _match(p: Sequence[str], j: Sequence[str]) -> bool:
-    """Is there a path both segment lists match (`**` = any number of segments)?"""
+def _match(p: Sequence[str], j: Sequence[str], p_deep: bool = True) -> bool:
+    """Is there a path both segment lists match (`**` = any number of segments)? A pattern's
+    `**` does not descend into dot-directories (globstar's default), and with `p_deep` false
+    it matches no segment at all."""
     seen: set[tuple[int, int]] = set()
     stack = [(0, 0)]
     lp, lj = len(p), len(j)
@@ -178,7 +180,7 @@ def _match(p: Sequence[str], j: Sequence[str]) -> bool:
         j_star = ji < lj and j[ji] == _DSTAR
         if p_star:
             stack.append((pi + 1, ji))
-            if ji < lj:
+            if p_deep and ji < lj and (j[ji] == _DSTAR or segments_intersect("*", j[ji])):
                 stack.append((pi, ji + 1))
         if j_star:
             stack.append((pi, ji + 1))
@@ -238,6 +240,8 @@ def _segments(glob: str) -> tuple[str, ...]:
 def is_pattern(path: str) -> bool:
     """A path with glob characters — other than the extractor's `root/**` marker for a
     recursive read (that one is decided by the jewel roots, see crown_jewels.mcpd)."""
+    if "{" in path and "}" in path:
+        return True  # brace alternatives (Glob tools, a quoted shell word)
     if not any(c in _META for c in path):
         return False
     if path.endswith("/**"):
@@ -245,7 +249,7 @@ def is_pattern(path: str) -> bool:
     return True
 
 
-def _home_globs() -> tuple[tuple[str, ...], ...]:
+def _home_globs() -> tuple[tuple[tuple[str, ...], bool], ...]:
     """The homes `~` means in jewel globs, as segment lists, read from `globs.HOME_RE`
     (alternatives of escaped literals and `[^/]+` / `[…]` pieces); any piece this reader does
     not know widens to `*`."""
@@ -267,10 +271,14 @@ def _home_globs() -> tuple[tuple[str, ...], ...]:
             end = body.find("]", i + 1)
             end = len(body) - 1 if end < 0 else end
             plus = end + 1 < len(body) and body[end + 1] == "+"
-            current.append("*" if plus or body[i + 1 : i + 2] == "^" else "?")
+            klass = body[i + 1 : end]
+            if plus or klass.startswith("^"):
+                current.append("*")
+            else:
+                current.append(klass if len(klass) == 1 else "[" + klass + "]")
             i = end + (2 if plus else 1)
             continue
-        elif c in "()?+.":
+        elif c in "()?+.*":
             current.append("*")
         else:
             current.append(c)
@@ -279,7 +287,9 @@ def _home_globs() -> tuple[tuple[str, ...], ...]:
     homes = {_segments(a) for a in alternatives if a.startswith("/")}
     if not homes:  # pragma: no cover - HOME_RE gone or unreadable: every absolute path
         homes = {("", _DSTAR)}
-    return tuple(sorted(homes))
+    # A UNC admin share (`/host/c$/Users/bob`) may sit below any directory: a pattern's `**`
+    # reaches it only when the pattern spells its segments (else `ws/**/*.py` would reach one).
+    return tuple((home, not any("$" in seg for seg in home)) for home in sorted(homes))
 
 
 class JewelPatterns:
@@ -320,7 +330,7 @@ class JewelPatterns:
         matched the home's end may go on matching (then its own position is a start too)."""
         ends: set[int] = set()
         for i in range(1, len(segs) + 1):
-            if any(_match(segs[:i], home) for home in self._homes):
+            if any(_match(segs[:i], home, deep) for home, deep in self._homes):
                 ends.add(i)
                 if segs[i - 1] == _DSTAR:
                     ends.add(i - 1)

@@ -113,6 +113,7 @@ class _Acc:
         "cmd_strings",
         "commands",
         "ctx",
+        "dotglob",
         "endpoints",
         "flags",
         "hosts",
@@ -155,6 +156,7 @@ class _Acc:
         # command's words are uncertain (then every path may be written).
         self.role = _ANY
         self.sources: dict[str, None] | None = {}
+        self.dotglob = False  # a command turned on matching dot-files with wildcards
 
     # -- facts --------------------------------------------------------------------------------
 
@@ -505,6 +507,8 @@ class _Acc:
     def command(self, s: str, cwds: list[str] | None = None, paths_only: bool = False) -> None:
         if not paths_only:
             self.cmd_strings.append(s)
+        if _DOTGLOB.search(s) is not None:
+            self.dotglob = True
         state = _ShellState(list(cwds) if cwds else [self.ctx.workspace], _shell_vars(self.ctx))
         _Shell(self, state, paths_only).analyse(s, 0)
         # Belt and braces: every path-looking token of the raw text, whatever the lexer thought.
@@ -973,6 +977,10 @@ def extract(
             facts = extract(tool, remote, classifier, env, annotations)
             facts.args = arguments
             return facts
+    if ("pattern" in arguments or "glob" in arguments) and _SEARCH_TOOL.search(tool) is not None:
+        patterns = _search_patterns(tool, arguments)
+        if patterns:
+            return _search_facts(tool, arguments, patterns, classifier, env, annotations)
     if "command" in arguments and _EDITOR_TOOL.search(tool) is not None:
         verb = arguments["command"]
         if type(verb) is str and verb in _EDITOR_VERBS:
@@ -1071,6 +1079,10 @@ def extract(
     )
 
 
+# Shell settings that make `*` match dot-files: bash's dotglob (GLOBIGNORE turns it on too),
+# zsh's globdots / GLOB_DOTS, fish and PowerShell always do.
+_DOTGLOB = re.compile(r"(?i)dotglob|globignore|glob_?dots|\bfish\b|pwsh|powershell")
+
 # Network APIs of the usual interpreters: with one present, a bare `host` or `host:port` literal
 # is a destination (a literal name alone could be a file name such as `setup.py`).
 _NET_API = re.compile(
@@ -1147,6 +1159,58 @@ def _local_link(env: Environment, relative: str) -> bool:
         return False
     joined = posixpath.normpath(posixpath.join(env.workspace, relative))
     return _realpath(joined) not in (None, joined)
+
+
+# File-search tools: Claude Code's `Glob` (`pattern`, optional `path`), the filesystem server's
+# `search_files`, and `Grep`-like tools whose `glob` filters the files under `path`. Their
+# pattern is expanded by the server, over paths: it is a path (a pattern; see
+# policy/glob_intersect.py for how a pattern meets the jewels).
+_SEARCH_TOOL = re.compile(r"(?i)glob|grep|search|find_files|list_files")
+_PATTERN_TOOL = re.compile(r"(?i)glob|search_files|find_files|list_files")
+_BASE_KEYS = ("path", "cwd", "directory", "dir", "root", "base_path")
+
+
+def _search_patterns(tool: str, arguments: Mapping[str, Any]) -> list[str]:
+    """The path patterns of a file-search call, joined to its directory argument."""
+    base = next((arguments[k] for k in _BASE_KEYS if type(arguments.get(k)) is str), "")
+    out: list[str] = []
+    pattern = arguments.get("pattern")
+    if type(pattern) is str and pattern and _PATTERN_TOOL.search(tool) is not None:
+        out.append(_joined(base, pattern))
+    glob = arguments.get("glob")
+    if type(glob) is str and glob:
+        # ripgrep's --glob: a pattern without `/` matches at any depth below the root
+        out.append(_joined(base, glob if "/" in glob.strip("/") else "**/" + glob))
+    if out and base:
+        out.append(base.rstrip("/") + "/**")  # the search reads everything under its root
+    return out
+
+
+def _joined(base: str, pattern: str) -> str:
+    if not base or pattern.startswith(("/", "~", "\\")) or pattern[1:3] in (":/", ":\\"):
+        return pattern
+    return base.rstrip("/") + "/" + pattern
+
+
+def _search_facts(
+    tool: str,
+    arguments: Mapping[str, Any],
+    patterns: list[str],
+    classifier: Classifier,
+    env: Environment,
+    annotations: Mapping[str, Any] | None,
+) -> CallFacts:
+    """Facts of the arguments, plus each pattern as a path."""
+    rest = {k: v for k, v in arguments.items() if k not in ("pattern", "glob")}
+    if "pattern" in arguments and _PATTERN_TOOL.search(tool) is None:
+        rest["pattern"] = arguments["pattern"]  # Grep's pattern is a regex over content
+    facts = extract(tool, rest, classifier, env, annotations)
+    found = extract("", {"paths": patterns}, classifier, env)
+    facts.paths = tuple(dict.fromkeys((*facts.paths, *found.paths)))
+    if facts.writes:
+        facts.written = facts.paths
+    facts.args = arguments
+    return facts
 
 
 # Text-editor tools (Anthropic's `str_replace_editor` / `str_replace_based_edit_tool` and their

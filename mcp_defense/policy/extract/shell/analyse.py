@@ -248,6 +248,14 @@ class _Shell:
         cut = min(value.find(c) for c in "*?[" if c in value)
         prefix = value[:cut].rsplit("/", 1)[0] if "/" in value[:cut] else "."
         self.acc.path_value((prefix or "/") + "/**", _M_SOFT, self.state.cwds, self.state.pvars)
+        if self.acc.dotglob:
+            # `shopt -s dotglob` (or GLOBIGNORE, zsh's globdots): wildcards match a leading
+            # dot too. Jewels are decided with the shells' default (they do not), so say it.
+            dotted = "/".join(
+                "{.,}" + part if part[:1] in ("*", "?", "[") else part for part in value.split("/")
+            )
+            if dotted != value:
+                self.acc.path_value(dotted, _M_SOFT, self.state.cwds, self.state.pvars)
 
     def path_candidate(self, value: str, file_arg: bool) -> None:
         if not value or value == "-":
