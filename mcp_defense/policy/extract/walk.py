@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mcp_defense.policy.extract import env as _env
-from mcp_defense.policy.extract.classify import _ARGVISH_KEYS, Classifier, _squash
+from mcp_defense.policy.extract.classify import KEY_ARGVISH, KEY_PATHISH, Classifier
 from mcp_defense.policy.extract.code import (
     _CHR_CALL,
     _HOME_MARKER,
@@ -431,7 +431,8 @@ class _Acc:
                 self.path_value(s, mode)
                 if s[:1] in ("{", "["):
                     self._json_in_string(s, depth)
-                elif _WS.search(s) is not None:
+                elif (" " in s or not s.isprintable()) and _WS.search(s) is not None:
+                    # (every \s character is a blank or unprintable: the cheap test first)
                     # Not a plain path after all (prose under a path-ish key): its words too.
                     self.scan_generic(s, depth)
                 return
@@ -699,8 +700,13 @@ class _Acc:
                 self.check_str(item)
             self.flags |= _S
             self.argv(value)
+        walk = self.walk
+        walk_dict = self.walk_dict
         for item in value:
-            self.walk(item, role, depth + 1)
+            if type(item) is _DICT and depth < MAX_DEPTH:
+                walk_dict(item, role, depth + 1)
+            else:
+                walk(item, role, depth + 1)
 
     def walk_dict(self, value: dict[Any, Any], role: int, depth: int) -> None:
         key_info = self.cls.key_info
@@ -715,28 +721,45 @@ class _Acc:
             self.items += 1
             if self.items > MAX_ITEMS:
                 raise ExtractionError(f"more than {MAX_ITEMS} strings and keys in arguments")
-            self.check_str(key)
-            key_role, bits, dirish = key_info(key)
+            if "\x00" in key or not key.isascii():
+                self.check_str(key)
+            key_role, bits, dirish, shape = key_info(key)
             if key_role == _GENERIC:
                 key_role = role
+            kind = type(item)
             if (
                 bits
                 and item is not None
-                and item != ""
-                and item != []
-                and item != {}
                 and item is not False
+                and (item or (kind is not _STR and kind is not _LIST and kind is not _DICT))
             ):
-                self.flags |= bits
-            if key and (key[0] in "/~.$\\" or "/" in key or ":" in key or "%" in key):
+                self.flags |= bits  # an empty value ("", [], {}) carries no effect
+            if shape & KEY_PATHISH:
                 self.scan_generic(key, depth + 1)
-            self.walk(item, key_role, depth + 1)
-            if type(item) is _STR:
+            if kind is _STR and depth < MAX_DEPTH:
+                # walk() inlined for the common case (a string value)
+                self.items += 1
+                if self.items > MAX_ITEMS:
+                    raise ExtractionError(f"more than {MAX_ITEMS} strings and keys in arguments")
+                if "\x00" in item or not item.isascii():
+                    self.check_str(item)
+                if key_role != _TEXT or ":" in item:  # text without a colon has no facts
+                    self.visit_str(item, key_role, depth + 1)
                 if dirish:
                     self.anchor(item, key_role == _PATH)
                 if key_role == _COMMAND:
                     command_value = item
-            elif type(item) is _LIST and _squash(key) in _ARGVISH_KEYS:
+                continue
+            if kind is _LIST and depth < MAX_DEPTH:
+                self.walk_list(item, key_role, depth + 1)
+            else:
+                self.walk(item, key_role, depth + 1)
+            if kind is _STR:
+                if dirish:
+                    self.anchor(item, key_role == _PATH)
+                if key_role == _COMMAND:
+                    command_value = item
+            elif kind is _LIST and shape & KEY_ARGVISH:
                 argv_value = [v for v in item if type(v) is _STR]
         if command_value is not None and argv_value:
             # `{"command": "cat", "args": ["id_rsa"]}` is exec(argv) in most shell-ish servers.
@@ -850,6 +873,9 @@ def _pair_facts(ctx: _Ctx, classifier: Classifier, key: str, value: Any) -> _Pai
 
 def _fast_facts(ctx: _Ctx, classifier: Classifier, arguments: dict[Any, Any]) -> list[_Pair] | None:
     """Memoised facts for a small object of scalar values; None when the full walk is needed."""
+    for value in arguments.values():
+        if type(value) not in _PAIR_TYPES:
+            return None
     memo = classifier._pair_memo
     pairs: list[_Pair] = []
     for key, value in arguments.items():
@@ -1126,7 +1152,7 @@ def _without_repository_paths(
     symlink: then the path may well be local, and it stays a fact."""
     for key in arguments:
         if key not in _REMOTE_PATH_KEYS and key != "files" and type(key) is str:
-            role, _, dirish = classifier.key_info(key)
+            role, _, dirish, _ = classifier.key_info(key)
             if dirish or role == _PATH:
                 return None
     rest = dict(arguments)
