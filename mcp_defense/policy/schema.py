@@ -105,7 +105,9 @@ FUNCTIONS: tuple[Function, ...] = (
         "jewel",
         ("string",),
         "string",
-        "sensitivity level of the most sensitive jewel glob matching the path, '' if none",
+        "sensitivity level of the most sensitive jewel glob matching the path, '' if none; a"
+        " glob pattern (`~/.ss?/id*`) that can match a jewel of the most sensitive level has"
+        " that level",
     ),
     Function(
         "jewel_set", ("string",), "string", "name of the jewels block that matched, '' if none"
