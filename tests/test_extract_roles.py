@@ -191,3 +191,19 @@ def test_tools_without_roles_write_every_path() -> None:
     assert facts.written == facts.paths == ("/workspace/a",)
     facts = extract("read_file", {"path": "/workspace/a"}, default_classifier(), ENV)
     assert facts.written == ()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # an option that takes a value, last: the word before it is still the target
+        "cp /workspace/evil ~/.bashrc --no-preserve mode",
+        "cp /workspace/evil ~/.bashrc --sparse always",
+        "cp /workspace/evil ~/.bashrc -S .bak",
+        # a pager's log file is written, whatever else the command does
+        "cat /workspace/evil | less -o ~/.bashrc > /workspace/log",
+    ],
+)
+def test_option_values_are_never_taken_for_sources(decide, command: str) -> None:
+    d = decide("shell", "run_command", {"command": command})
+    assert d.action.value in STOP, f"{d.action.value} {d.rule}: {d.reason}"

@@ -349,13 +349,14 @@ _GENERIC_OPT_ARG: dict[str, frozenset[str]] = {
 # written. Unknown programs, options or words whose expansion is unknown keep every path
 # writable (fail closed).
 
-# Programs that never write their operands (no output-file option, no in-place mode).
+# Programs that never write a file named on their command line: no output-file option, no
+# in-place mode, no log file (so not less/more: `less -o FILE` copies its input there; not sort,
+# uniq, xxd, tree, base64, file, ffprobe or zstdcat, which can).
 _READS_OPERANDS = frozenset(
-    "cat tac nl head tail less more most bat batcat od hexdump hd hexyl strings wc cut paste join "
-    "diff diff3 cmp comm stat md5sum sha1sum sha224sum sha256sum sha384sum sha512sum b2sum cksum "
-    "sum shasum grep egrep fgrep zgrep rg ag ack jq column fold fmt pr zcat zless zmore bzcat "
-    "xzcat lzcat zstdcat ls du locate look readlink realpath lsattr getfacl identify ffprobe glow "
-    "mdcat csvlook file".split()
+    "cat tac nl head tail bat batcat od hexdump hd hexyl strings wc cut paste join diff diff3 cmp "
+    "comm stat md5sum sha1sum sha224sum sha256sum sha384sum sha512sum b2sum cksum sum shasum "
+    "grep egrep fgrep zgrep rg ag ack jq column fold fmt pr zcat bzcat xzcat lzcat ls du locate "
+    "look readlink realpath lsattr getfacl identify glow mdcat csvlook".split()
 )
 
 
@@ -384,11 +385,12 @@ class _Operands:
         self.all_written = frozenset(all_written)
 
 
+# (Options with an optional value take it only attached, `--backup=numbered`: they are flags.)
 _CP_LONG = (
     "archive attributes-only backup copy-contents debug dereference force interactive link "
-    "no-dereference no-clobber no-preserve no-target-directory one-file-system parents "
-    "preserve recursive reflink remove-destination sparse strip-trailing-slashes "
-    "symbolic-link update verbose context keep-directory-symlink"
+    "no-dereference no-clobber no-target-directory one-file-system parents preserve recursive "
+    "reflink remove-destination strip-trailing-slashes symbolic-link update verbose context "
+    "keep-directory-symlink"
 )
 # Source, target and flag lists: GNU coreutils cp(1), install(1), ln(1); rsync(1); OpenSSH scp(1).
 _OPERANDS: dict[str, _Operands] = {
@@ -396,7 +398,7 @@ _OPERANDS: dict[str, _Operands] = {
         "abdfHiLlnPpRrsTuvxZ",
         "St",
         _CP_LONG,
-        "suffix target-directory",
+        "suffix target-directory no-preserve sparse",
         ("-t", "--target-directory"),
     ),
     "install": _Operands(
