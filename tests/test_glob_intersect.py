@@ -159,3 +159,22 @@ def test_the_recursive_root_marker_is_not_a_pattern() -> None:
     assert is_pattern("/home/*/**") and is_pattern("/home/bob/.ss?")
     assert not is_pattern("/workspace/src/app.py")
     assert is_pattern("/home/bob/.ssh/{id_rsa,config}")
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "/workspace/" + "x*/" * 30 + "q",
+        "/workspace/" + "{a,b}" * 4 + "/q",
+        "/workspace/" + "?" * 2000,
+    ],
+)
+def test_patterns_beyond_the_bounds_reach_every_jewel(pattern: str) -> None:
+    # fail closed: deciding them would cost more than a decision may
+    assert JewelPatterns(["~/.ssh/id_*"]).reaches(pattern)
+
+
+def test_a_call_carries_a_bounded_number_of_patterns(decide) -> None:
+    command = " ".join(f"/workspace/d{i}/*.txt" for i in range(70))
+    d = decide("shell", "run_command", {"command": "ls " + command})
+    assert (d.action.value, d.rule) == ("deny", "malformed_arguments"), d.reason

@@ -24,6 +24,11 @@ from functools import lru_cache
 from mcp_defense.policy import globs as _globs
 
 _META = frozenset("*?[")
+# Work per pattern is bounded; a pattern beyond these bounds is taken to reach every jewel (fail
+# closed: no path a person means is 24 directories deep or spelled 8 ways in one word).
+MAX_PATTERN_CHARS = 1024
+MAX_PATTERN_SEGMENTS = 24
+MAX_PATTERN_VARIANTS = 8
 _DSTAR = "**"
 _HOME = "~"
 
@@ -195,7 +200,8 @@ def _match(p: Sequence[str], j: Sequence[str], p_deep: bool = True) -> bool:
 
 
 def _braces(text: str, limit: int = 256) -> list[str]:
-    """`{a,b}` alternatives (nested), bounded; an unbalanced brace is a literal."""
+    """`{a,b}` alternatives (nested), at most `limit` (then `limit + 1` of them: the caller
+    decides what too many means); an unbalanced brace is a literal."""
     start = text.find("{")
     if start < 0:
         return [text]
@@ -215,7 +221,7 @@ def _braces(text: str, limit: int = 256) -> list[str]:
                 for part in parts:
                     for rest in _braces(head + part + tail, limit):
                         out.append(rest)
-                        if len(out) >= limit:
+                        if len(out) > limit:
                             return out
                 return out
         elif c == "," and depth == 1:
@@ -316,9 +322,17 @@ class JewelPatterns:
                 # (any other relative glob matches no absolute path: globs.py anchors it)
 
     def reaches(self, pattern: str) -> bool:
-        """Is there a path that the pattern and one of the globs both match?"""
-        for item in _braces(pattern):
+        """Is there a path that the pattern and one of the globs both match? (True for a
+        pattern too large to decide within the bounds above.)"""
+        if len(pattern) > MAX_PATTERN_CHARS or pattern.count("/") > MAX_PATTERN_SEGMENTS:
+            return True
+        items = _braces(pattern, MAX_PATTERN_VARIANTS)
+        if len(items) > MAX_PATTERN_VARIANTS:
+            return True
+        for item in items:
             segs = _segments(item)
+            if len(segs) > MAX_PATTERN_SEGMENTS + 1:
+                return True
             if _any_match(segs, self._absolute, 1) or any(
                 _any_match(segs[start:], self._home_rel, 0) for start in self._home_ends(segs)
             ):
@@ -329,11 +343,17 @@ class JewelPatterns:
         """Where a home can end in the pattern: `segs[:i]` matches some home; a `**` that
         matched the home's end may go on matching (then its own position is a start too)."""
         ends: set[int] = set()
-        for i in range(1, len(segs) + 1):
-            if any(_match(segs[:i], home, deep) for home, deep in self._homes):
-                ends.add(i)
-                if segs[i - 1] == _DSTAR:
-                    ends.add(i - 1)
+        deep_pattern = _DSTAR in segs
+        for home, deep in self._homes:
+            if deep_pattern and deep:
+                cuts: Iterable[int] = range(1, len(segs) + 1)
+            else:  # without `**` a prefix matches a home of its own length only
+                cuts = (len(home),) if len(home) <= len(segs) else ()
+            for i in cuts:
+                if _fits(segs[:i], home) and _match(segs[:i], home, deep):
+                    ends.add(i)
+                    if segs[i - 1] == _DSTAR:
+                        ends.add(i - 1)
         return sorted(ends)
 
 
@@ -349,4 +369,17 @@ def _any_match(segs: Sequence[str], index: dict[str, list[tuple[str, ...]]], at:
         candidates: Iterable[list[tuple[str, ...]]] = index.values()
     else:
         candidates = (index.get(first.lower(), []), index.get("", []))
-    return any(_match(segs, glob) for group in candidates for glob in group)
+    return any(_fits(segs, glob) and _match(segs, glob) for group in candidates for glob in group)
+
+
+def _fits(p: Sequence[str], j: Sequence[str]) -> bool:
+    """Can the segment counts agree? (`**` stands for any number, the others for one each.)"""
+    p_fixed = len(p) - p.count(_DSTAR)
+    j_fixed = len(j) - j.count(_DSTAR)
+    if p_fixed == len(p) and j_fixed == len(j):
+        return p_fixed == j_fixed
+    if p_fixed == len(p):
+        return p_fixed >= j_fixed
+    if j_fixed == len(j):
+        return j_fixed >= p_fixed
+    return True

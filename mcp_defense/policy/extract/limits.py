@@ -23,6 +23,7 @@ MAX_ANCHORS = 8
 MAX_RELATIVES = 4096
 MAX_GLOB_MATCHES = 256
 MAX_URLS = 8_192  # distinct URL words found in free text per call
+MAX_GLOB_PATTERNS = 64  # paths with glob characters per call (each is intersected with jewels)
 _CACHE_LIMIT = 8192  # entries per bounded memo dict
 _CACHEABLE_LEN = 512
 

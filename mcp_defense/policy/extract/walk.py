@@ -44,6 +44,7 @@ from mcp_defense.policy.extract.limits import (
     MAX_ANCHORS,
     MAX_CODE_LITERALS,
     MAX_DEPTH,
+    MAX_GLOB_PATTERNS,
     MAX_ITEMS,
     MAX_PATHS,
     MAX_RELATIVES,
@@ -835,6 +836,7 @@ class _Pair:
 
     def __init__(self, acc: _Acc) -> None:
         self.paths = tuple(acc.paths)
+        _check_patterns(self.paths)
         self.sources = _sources(acc)
         self.phys = tuple(acc.phys)
         self.urls = tuple(acc.urls)
@@ -845,6 +847,15 @@ class _Pair:
         self.flags = acc.flags
         self.anchor = acc.anchors[0] if acc.anchors else None
         self.joinable = bool(acc.relatives or acc.cmd_strings)
+
+
+def _check_patterns(paths: tuple[str, ...]) -> None:
+    """Each glob pattern costs the jewel check an intersection (policy/glob_intersect.py): a
+    call may carry a bounded number of them."""
+    if len(paths) > MAX_GLOB_PATTERNS and (
+        sum(1 for p in paths if "*" in p or "?" in p or "[" in p) > MAX_GLOB_PATTERNS
+    ):
+        raise ExtractionError(f"more than {MAX_GLOB_PATTERNS} glob patterns in one call")
 
 
 def _sources(acc: _Acc) -> frozenset[str]:
@@ -920,6 +931,7 @@ def _finish(
     sources: frozenset[str] = _NO_SOURCES,
 ) -> CallFacts:
     flags |= classifier.tool_flags(tool)
+    _check_patterns(paths)
     if annotations is not None and not isinstance(annotations, Mapping):
         annotations = None
     if annotations and annotations.get("destructiveHint") is True:
@@ -1106,8 +1118,8 @@ def extract(
 
 
 # Shell settings that make `*` match dot-files: bash's dotglob (GLOBIGNORE turns it on too),
-# zsh's globdots / GLOB_DOTS, fish and PowerShell always do.
-_DOTGLOB = re.compile(r"(?i)dotglob|globignore|glob_?dots|\bfish\b|pwsh|powershell")
+# zsh's globdots / GLOB_DOTS; PowerShell (which may not hide dot-files).
+_DOTGLOB = re.compile(r"(?i)dotglob|globignore|glob_?dots|pwsh|powershell")
 
 # Network APIs of the usual interpreters: with one present, a bare `host` or `host:port` literal
 # is a destination (a literal name alone could be a file name such as `setup.py`).
