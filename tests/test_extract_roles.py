@@ -59,6 +59,13 @@ INTO_JEWELS = [
     "tar xPf /workspace/a.tar",
     "cd ~ && tar xzf /workspace/a.tgz",
     "sort -o ~/.bashrc /workspace/x",
+    "sed -n 'w /home/alice/.bashrc' /workspace/x",
+    "sed -n '1,5w ~/.bashrc' /workspace/x",
+    "sed 's/a/b/w /home/alice/.profile' /workspace/x",
+    "sed -e p -e 'w /home/alice/.bashrc' /workspace/x",
+    "sed -i 's/a/b/' ~/.bashrc",
+    "sed -i.bak 's/a/b/' ~/.bashrc",
+    "sed --in-place=.bak 's/a/b/' ~/.bashrc",
     "cp /workspace/x /workspace/.github/workflows/ci.yml",
     "cp /workspace/x /workspace/CLAUDE.md",
 ]
@@ -107,6 +114,9 @@ BENIGN = [
     "tar xzf /tmp/a.tgz",
     "tar -tf /usr/share/a.tar > /workspace/list.txt",
     "tar -czf /workspace/doc.tgz -C /workspace docs",
+    "sed -n '1,5p' /etc/hosts > /workspace/hosts-head",
+    "sed -e 's/#.*//' /etc/os-release > /workspace/os.txt",
+    "sed 's/a/b/g' /usr/share/x | tee /workspace/y",
 ]
 
 

@@ -107,6 +107,67 @@ def _recursive_flag(program: str, args: list[_Word]) -> bool:
     return False
 
 
+# sed's `w`/`W` command (after an optional address and `!`) and the `w` flag of `s`: each writes
+# the file named after it (GNU sed(1), "Commands for sed gurus" / "The s Command").
+_SED_ADDR = r"(?:\d+|\$|/(?:[^/\\\n]|\\.)*/[IM]*|\\(.)(?:(?!\1).)*\1[IM]*)"
+_SED_W = re.compile(
+    rf"(?:^|[;\n{{}}])\s*(?:{_SED_ADDR}(?:\s*,\s*(?:{_SED_ADDR}|[+~]\d+))?)?\s*!?\s*[wW]\s*\S"
+    r"|\bs(?P<d>[^\w\s\\])(?:(?!(?P=d))[^\\]|\\.)*(?P=d)(?:(?!(?P=d))[^\\]|\\.)*(?P=d)"
+    r"[gpiImMe0-9]*w\s*\S"
+)
+
+
+def _sed_writes(texts: list[str]) -> bool:
+    """Does a sed command line write files of its own (`w`), besides in place (`-i`)?"""
+    scripts: list[str] = []
+    i = 0
+    while i < len(texts):
+        text = texts[i]
+        if text in ("-e", "--expression") and i + 1 < len(texts):
+            scripts.append(texts[i + 1])
+            i += 2
+            continue
+        if text.startswith("--expression="):
+            scripts.append(text.split("=", 1)[1])
+        elif text in ("-f", "--file") or text.startswith("--file="):
+            return True  # a script file: what it writes is unknown
+        elif text.startswith("-e") and len(text) > 2:
+            scripts.append(text[2:])
+        elif not text.startswith("-") and not scripts:
+            scripts.append(text)
+            break
+        i += 1
+    return any(_SED_W.search(script) is not None for script in scripts)
+
+
+def _sed_sources(texts: list[str]) -> set[int]:
+    """The input files of a sed that writes nothing of its own (no -i, no `w`): read only."""
+    if _sed_writes(texts) or any(
+        t == "--in-place"
+        or t.startswith("--in-place=")
+        or (t.startswith("-") and not t.startswith("--") and "i" in t[1:])
+        for t in texts
+    ):
+        return set()
+    out: set[int] = set()
+    script_given = any(
+        t in ("-e", "--expression") or t.startswith(("-e", "--expression=")) for t in texts
+    )
+    i = 0
+    while i < len(texts):
+        text = texts[i]
+        if text in ("-e", "--expression", "-l", "--line-length"):
+            i += 2
+            continue
+        if not text.startswith("-") or text == "-":
+            if script_given:
+                out.add(i)
+            else:
+                script_given = True  # the first operand is the script
+        i += 1
+    return out
+
+
 class _ShellState:
     """Directories and variables one command string runs with. `pvars` is None while no
     assignment changed the variables, so path resolution can use the per-environment memo."""
@@ -464,6 +525,8 @@ class _Shell:
         spec = _OPERANDS.get(program)
         if spec is not None:
             return _source_operands(spec, args, [self.expanded(w) for w in args])
+        if program in ("sed", "gsed"):
+            return _sed_sources([self.expanded(w) for w in args])
         return _sources_of(self, program, args)
 
     def effects(self, program: str, args: list[_Word], sources: set[int]) -> None:
@@ -495,6 +558,8 @@ class _Shell:
             for t in texts
         ):
             acc.flags |= _W
+        elif program in ("sed", "gsed") and _sed_writes(texts):
+            acc.flags |= _W  # `w FILE` commands and `s///w FILE` flags write FILE
         elif program == "dd" and any(t.startswith("of=") for t in texts):
             acc.flags |= _W
         elif program in ("tar", "bsdtar", "gtar") and texts:
