@@ -711,6 +711,7 @@ class _Acc:
 
     def walk_dict(self, value: dict[Any, Any], role: int, depth: int) -> None:
         key_info = self.cls.key_info
+        key_memo = self.cls._key_memo
         command_value: str | None = None
         argv_value: list[str] | None = None
         for key, item in value.items():
@@ -724,7 +725,8 @@ class _Acc:
                 raise ExtractionError(f"more than {MAX_ITEMS} strings and keys in arguments")
             if "\x00" in key or not key.isascii():
                 self.check_str(key)
-            key_role, bits, dirish, shape = key_info(key)
+            info = key_memo.get(key)
+            key_role, bits, dirish, shape = info if info is not None else key_info(key)
             if key_role == _GENERIC:
                 key_role = role
             kind = type(item)
@@ -930,8 +932,10 @@ def _finish(
     annotations: Mapping[str, Any] | None,
     sources: frozenset[str] = _NO_SOURCES,
 ) -> CallFacts:
-    flags |= classifier.tool_flags(tool)
-    _check_patterns(paths)
+    tool_bits = classifier._tool_memo.get(tool)
+    flags |= tool_bits if tool_bits is not None else classifier.tool_flags(tool)
+    if len(paths) > MAX_GLOB_PATTERNS:
+        _check_patterns(paths)
     if annotations is not None and not isinstance(annotations, Mapping):
         annotations = None
     if annotations and annotations.get("destructiveHint") is True:
