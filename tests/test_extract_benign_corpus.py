@@ -2,9 +2,10 @@
 
 Every tracked file of this repository and every file of the installed `mcp` package is read,
 written (with its own content) and edited under the `filesystem` archetype, with the tree as the
-workspace; everyday commands of a development session over the same files run under `shell`;
-GitHub tool calls name the same files as repository paths under `github`. A decision other than
-`allow` is a false positive unless the pack names the file as a jewel (then a human is asked).
+workspace; everyday commands of a development session over the same files run under `shell`
+(copies from the system into the tree among them); Claude Code's Glob and Grep search the same
+trees; GitHub tool calls name the same files as repository paths under `github`. A decision other
+than `allow` is a false positive unless the pack names the file as a jewel (then a human is asked).
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ def _shell_calls(root: Path, files: list[Path]) -> Iterator[Call]:
         "echo $PATH",
         "mkdir -p /tmp/scratch && cd /tmp/scratch && ls",
         "tar czf /tmp/src.tgz -C . pyproject.toml",
+        # copies from the system into the tree: the sources are only read
+        "cat /etc/os-release > os-release.txt",
+        "uname -a > /tmp/uname.txt && cp /tmp/uname.txt .",
+        "cp /etc/hostname ./hostname.txt",
+        "install -m 644 /etc/os-release build-os-release",
+        "rsync -a /usr/share/common-licenses/ licenses/",
+        "tar -xzf /tmp/src.tgz -C /tmp/unpacked",
+        "python3 -m pip freeze > requirements-lock.txt",
+        "git show HEAD:pyproject.toml | tee /tmp/pyproject.old",
     ]
     for command in everyday:
         yield ("shell", "run_command", {"command": command, "cwd": str(root)})
@@ -102,6 +112,18 @@ def _shell_calls(root: Path, files: list[Path]) -> Iterator[Call]:
             f"cp {quoted} /tmp/backup.txt",
         ):
             yield ("shell", "run_command", {"command": command, "cwd": str(root)})
+
+
+def _search_calls(root: Path, files: list[Path]) -> Iterator[Call]:
+    """Claude Code's Glob and Grep over the tree: one of each per directory and file type."""
+    dirs = sorted({p.parent.relative_to(root).as_posix() for p in files})
+    suffixes = sorted({p.suffix for p in files if p.suffix})
+    for rel in dirs:
+        yield ("filesystem", "Glob", {"pattern": f"{rel}/*", "path": str(root)})
+        yield ("filesystem", "Grep", {"pattern": "TODO", "path": str(root / rel)})
+    for suffix in suffixes:
+        yield ("filesystem", "Glob", {"pattern": f"**/*{suffix}", "path": str(root)})
+        yield ("filesystem", "Grep", {"pattern": "def ", "path": str(root), "glob": f"*{suffix}"})
 
 
 def _github_calls(root: Path, files: list[Path]) -> Iterator[Call]:
@@ -121,7 +143,7 @@ def _github_calls(root: Path, files: list[Path]) -> Iterator[Call]:
 def _expected(table: DecisionTable, arch: str, tool: str, args: dict[str, Any]) -> set[str]:
     """allow; or ask when the pack names the local file a jewel (a write to a config jewel)."""
     path = args.get("path")
-    if arch == "filesystem" and isinstance(path, str):
+    if arch == "filesystem" and isinstance(path, str) and tool not in ("Glob", "Grep"):
         level = table.jewel(path)
         writes = tool != "read_file"
         if level == "auth" or (level == "config" and writes):
@@ -151,11 +173,13 @@ def corpus() -> dict[Path, list[Call]]:
         REPO: [
             *_filesystem_calls(repo_files),
             *_shell_calls(REPO, repo_files),
+            *_search_calls(REPO, repo_files),
             *_github_calls(REPO, repo_files),
         ],
         MCP_TREE: [
             *_filesystem_calls(package_files),
             *_shell_calls(MCP_TREE, package_files),
+            *_search_calls(MCP_TREE, package_files),
         ],
     }
 

@@ -25,6 +25,7 @@ from mcp_defense.policy.diagnostics import ERROR, WARNING, Diagnostic, PolicyErr
 from mcp_defense.policy.extract import Classifier, Environment
 from mcp_defense.policy.extract import urls as netfacts
 from mcp_defense.policy.facts import Action, JoinSpec
+from mcp_defense.policy.glob_intersect import JewelPatterns, is_pattern
 from mcp_defense.policy.globs import GlobError, GlobSet, glob_to_regex
 from mcp_defense.policy.schema import RULE_SCOPES
 from mcp_defense.policy.table import (
@@ -161,7 +162,10 @@ def _globset(
     globs = []
     for s in targets.items:
         text = _expand(s, variables, c)
-        for piece in [p for p in re.split(r"[,\s]+", text) if p]:
+        # A variable may hold a list ("a/**, b/**"); a literal glob is one glob, blanks and
+        # all (`~/.config/google-chrome/**/Login Data`).
+        pieces = re.split(r"[,\s]+", text) if "${" in s.value else [text]
+        for piece in [p for p in pieces if p]:
             g = _path_glob(piece)
             try:
                 glob_to_regex(g)
@@ -276,12 +280,22 @@ def _jewel_matcher(
     levels = [(lv, GlobSet(per_level[lv], ignore_case=True)) for lv in JEWEL_LEVELS]
     levels = [(lv, gs) for lv, gs in levels if gs]
 
+    most = levels[0][0] if levels else ""
+    patterns = JewelPatterns(per_level[most] if most else ())
+
     @lru_cache(maxsize=8192)
     def jewel(path: str) -> str:
+        found = ""
         for lv, gs in levels:
             if gs.matches(path):
-                return lv
-        return ""
+                found = lv
+                break
+        if found != most and is_pattern(path) and patterns.reaches(path):
+            # `~/.ss?/id*`: the server expands it where the proxy cannot look. A pattern that
+            # can match a jewel of the most sensitive level is one (less sensitive levels stay
+            # literal: `ls src/*` may match a `**/credentials.json` that is not there).
+            return most
+        return found
 
     @lru_cache(maxsize=4096)
     def jewel_set(path: str) -> str:

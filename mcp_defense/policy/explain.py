@@ -129,6 +129,8 @@ def render_explanation(exp: Any, console: Console) -> None:
             values = getattr(f, name)
             if values:
                 facts.add(f"call.{name} = {list(values)!r}")
+        if f.written and f.written != f.paths:
+            facts.add(f"call.written = {list(f.written)!r}")
         effects = [n for n in ("reads", "writes", "spawns", "network") if getattr(f, n)]
         facts.add(f"effects: {', '.join(effects) or 'none'}")
     rules = root.add("[bold]rules[/] (in decision order)")

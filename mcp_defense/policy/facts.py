@@ -59,6 +59,9 @@ class CallFacts:
     spawns: bool = False
     network: bool = False
     annotations: Mapping[str, Any] = field(default_factory=dict)
+    # The paths the call may write: every path, unless the extractor knows which arguments are
+    # only read (a `cp` source, a `<` redirection); empty when the call does not write.
+    written: tuple[str, ...] = ()
     # What the server said about the tool (its tools/list entry), and how that compares with
     # the pinned definition: "pinned" (unchanged), "changed", "new" (added after pinning),
     # "" (no pin, or not listed yet).

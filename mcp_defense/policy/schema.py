@@ -46,6 +46,12 @@ RECORDS: dict[str, tuple[Field, ...]] = {
         Field("programs", "list<string>", "basenames of programs a command would run"),
         Field("reads", "bool", "the call reads files (classification)"),
         Field("writes", "bool", "the call writes, moves or deletes files (classification)"),
+        Field(
+            "written",
+            "list<string>",
+            "paths the call may write: all of `paths` unless the extractor knows which arguments"
+            " are only read (a `cp` source, a `<` redirection); empty when it does not write",
+        ),
         Field("spawns", "bool", "the call runs a process (classification)"),
         Field("network", "bool", "the call reaches the network (classification)"),
         Field(
@@ -110,7 +116,9 @@ FUNCTIONS: tuple[Function, ...] = (
         "jewel",
         ("string",),
         "string",
-        "sensitivity level of the most sensitive jewel glob matching the path, '' if none",
+        "sensitivity level of the most sensitive jewel glob matching the path, '' if none; a"
+        " glob pattern (`~/.ss?/id*`) that can match a jewel of the most sensitive level has"
+        " that level",
     ),
     Function(
         "jewel_set", ("string",), "string", "name of the jewels block that matched, '' if none"

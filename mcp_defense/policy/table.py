@@ -320,6 +320,8 @@ def _call_value(name: str, ctx: EvalCtx, rule: CompiledRule) -> str:
     if name in w:
         return str(w[name])
     attr = _FACT_LISTS.get(name)
+    if name == "path" and "call.written" in w:
+        return str(w["call.written"])
     if attr is not None and call is not None:
         key = "call." + attr
         if key in w:
@@ -432,6 +434,7 @@ class Explanation:
                 "programs": list(f.programs),
                 "reads": f.reads,
                 "writes": f.writes,
+                "written": list(f.written),
                 "spawns": f.spawns,
                 "network": f.network,
             },

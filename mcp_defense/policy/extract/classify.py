@@ -74,6 +74,9 @@ _DIRISH_KEY_PARTS = (
     "cd",
 )
 _ARGVISH_KEYS = frozenset({"args", "argv", "arguments", "params", "parameters"})
+# Shape bits of a key (`Classifier.key_info`): an argv-like list key; a key that itself looks
+# like a path or URL (`{"/home/a/.ssh/id_rsa": …}`) and is scanned as a value.
+KEY_ARGVISH, KEY_PATHISH = 1, 2
 
 
 # Keys that name an endpoint or a connection string (`db_host`, `smtp_server`, `dsn`,
@@ -129,7 +132,7 @@ class Classifier:
     _key_bits: dict[str, int] = field(init=False, repr=False, compare=False)
     _key_bits_sq: dict[str, int] = field(init=False, repr=False, compare=False)
     _tool_memo: dict[str, int] = field(init=False, repr=False, compare=False)
-    _key_memo: dict[str, tuple[int, int, bool]] = field(init=False, repr=False, compare=False)
+    _key_memo: dict[str, tuple[int, int, bool, int]] = field(init=False, repr=False, compare=False)
     _pair_memo: dict[tuple[Any, ...], _Pair] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -219,8 +222,9 @@ class Classifier:
         self._tool_memo[tool] = bits
         return bits
 
-    def key_info(self, key: str) -> tuple[int, int, bool]:
-        """(role code, effect bits, directory-like) for an argument key (memoised)."""
+    def key_info(self, key: str) -> tuple[int, int, bool, int]:
+        """(role code, effect bits, directory-like, KEY_* shape bits) for an argument key
+        (memoised)."""
         hit = self._key_memo.get(key)
         if hit is not None:
             return hit
@@ -235,7 +239,10 @@ class Classifier:
         if role is None:
             role = _heuristic_role(squashed)
         dirish = role in (_PATH, _SOFT_PATH) and any(p in squashed for p in _DIRISH_KEY_PARTS)
-        hit = (role, bits, dirish)
+        shape = KEY_ARGVISH if squashed in _ARGVISH_KEYS else 0
+        if key and (key[0] in "/~.$\\" or "/" in key or ":" in key or "%" in key):
+            shape |= KEY_PATHISH
+        hit = (role, bits, dirish, shape)
         if len(self._key_memo) >= _CACHE_LIMIT:
             self._key_memo.clear()
         self._key_memo[key] = hit

@@ -23,12 +23,19 @@ MAX_ANCHORS = 8
 MAX_RELATIVES = 4096
 MAX_GLOB_MATCHES = 256
 MAX_URLS = 8_192  # distinct URL words found in free text per call
+MAX_GLOB_PATTERNS = 64  # paths with glob characters per call (each is intersected with jewels)
 _CACHE_LIMIT = 8192  # entries per bounded memo dict
 _CACHEABLE_LEN = 512
 
 # Effect bits (ints are cheaper than frozensets on the hot path).
 _R, _W, _S, _N = 1, 2, 4, 8  # (_R | _W) == 3 is used inline on the hot path
 _FLAG_OF = {"reads": _R, "writes": _W, "spawns": _S, "network": _N}
+
+# How the paths being added now are used (`_Acc.role`): SOURCE paths come from arguments a
+# program only reads (a `cp` source, a `<` redirection), so they are not written even when the
+# call writes; ANY is the fail-closed default (may be written); RESCAN adds new paths as ANY but
+# does not turn a known source into ANY (the raw-text rescan after the lexer's analysis).
+_ANY, _SOURCE, _RESCAN = 0, 1, 2
 
 # How a raw value is read as a path. STRICT (path-role keys): an unresolvable `$VAR`/`~-` at the
 # start or a decoded NUL is an error. SOFT (key name suggests a path, `file:` URLs, shell words):

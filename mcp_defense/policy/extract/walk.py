@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mcp_defense.policy.extract import env as _env
-from mcp_defense.policy.extract.classify import _ARGVISH_KEYS, Classifier, _squash
+from mcp_defense.policy.extract.classify import KEY_ARGVISH, KEY_PATHISH, Classifier
 from mcp_defense.policy.extract.code import (
     _CHR_CALL,
     _HOME_MARKER,
@@ -23,6 +23,7 @@ from mcp_defense.policy.extract.code import (
 )
 from mcp_defense.policy.extract.env import Environment, _Ctx, _ctx_for
 from mcp_defense.policy.extract.limits import (
+    _ANY,
     _CACHE_LIMIT,
     _CACHEABLE_LEN,
     _COMMAND,
@@ -33,14 +34,17 @@ from mcp_defense.policy.extract.limits import (
     _N,
     _PATH,
     _R,
+    _RESCAN,
     _S,
     _SOFT_PATH,
+    _SOURCE,
     _TEXT,
     _URL,
     _W,
     MAX_ANCHORS,
     MAX_CODE_LITERALS,
     MAX_DEPTH,
+    MAX_GLOB_PATTERNS,
     MAX_ITEMS,
     MAX_PATHS,
     MAX_RELATIVES,
@@ -110,6 +114,7 @@ class _Acc:
         "cmd_strings",
         "commands",
         "ctx",
+        "dotglob",
         "endpoints",
         "flags",
         "hosts",
@@ -121,6 +126,8 @@ class _Acc:
         "phys",
         "programs",
         "relatives",
+        "role",
+        "sources",
         "tokens",
         "url_words",
         "urls",
@@ -146,15 +153,24 @@ class _Acc:
         self.overflow = False
         self.url_words = 0
         self.cmd_strings: list[str] = []
+        # Paths seen only in SOURCE role (read, never written); None once the roles of a
+        # command's words are uncertain (then every path may be written).
+        self.role = _ANY
+        self.sources: dict[str, None] | None = {}
+        self.dotglob = False  # a command turned on matching dot-files with wildcards
 
     # -- facts --------------------------------------------------------------------------------
 
     def add_path(self, path: str) -> None:
         if path in self.paths:
+            if self.sources and self.role == _ANY:
+                self.sources.pop(path, None)  # also used in a role that may write it
             return
         if len(self.paths) >= MAX_PATHS:
             raise ExtractionError(f"more than {MAX_PATHS} distinct paths in one call")
         self.paths[path] = None
+        if self.role == _SOURCE and self.sources is not None:
+            self.sources[path] = None
         if path.startswith("/dev/"):
             self._dev_net(path)
 
@@ -183,6 +199,8 @@ class _Acc:
         for path in out.paths:
             if path not in self.paths:
                 self.add_path(path)
+            elif self.sources and self.role == _ANY:
+                self.sources.pop(path, None)
         if out.phys:
             self.phys.extend(out.phys)
         if record_relative and out.relative:
@@ -414,7 +432,8 @@ class _Acc:
                 self.path_value(s, mode)
                 if s[:1] in ("{", "["):
                     self._json_in_string(s, depth)
-                elif _WS.search(s) is not None:
+                elif (" " in s or not s.isprintable()) and _WS.search(s) is not None:
+                    # (every \s character is a blank or unprintable: the cheap test first)
                     # Not a plain path after all (prose under a path-ish key): its words too.
                     self.scan_generic(s, depth)
                 return
@@ -490,11 +509,17 @@ class _Acc:
     def command(self, s: str, cwds: list[str] | None = None, paths_only: bool = False) -> None:
         if not paths_only:
             self.cmd_strings.append(s)
+        if _DOTGLOB.search(s) is not None:
+            self.dotglob = True
         state = _ShellState(list(cwds) if cwds else [self.ctx.workspace], _shell_vars(self.ctx))
         _Shell(self, state, paths_only).analyse(s, 0)
         # Belt and braces: every path-looking token of the raw text, whatever the lexer thought.
+        # (A token the lexer read as a source stays one: this pass knows no roles.)
         raw = _IFS_RE.sub(" ", s) if "IFS" in s else s
+        role = self.role
+        self.role = _RESCAN
         self.scan_generic_raw(raw, state.cwds)
+        self.role = role
         if not paths_only:
             self.decoded_payloads(s, state)
 
@@ -676,11 +701,17 @@ class _Acc:
                 self.check_str(item)
             self.flags |= _S
             self.argv(value)
+        walk = self.walk
+        walk_dict = self.walk_dict
         for item in value:
-            self.walk(item, role, depth + 1)
+            if type(item) is _DICT and depth < MAX_DEPTH:
+                walk_dict(item, role, depth + 1)
+            else:
+                walk(item, role, depth + 1)
 
     def walk_dict(self, value: dict[Any, Any], role: int, depth: int) -> None:
         key_info = self.cls.key_info
+        key_memo = self.cls._key_memo
         command_value: str | None = None
         argv_value: list[str] | None = None
         for key, item in value.items():
@@ -692,28 +723,46 @@ class _Acc:
             self.items += 1
             if self.items > MAX_ITEMS:
                 raise ExtractionError(f"more than {MAX_ITEMS} strings and keys in arguments")
-            self.check_str(key)
-            key_role, bits, dirish = key_info(key)
+            if "\x00" in key or not key.isascii():
+                self.check_str(key)
+            info = key_memo.get(key)
+            key_role, bits, dirish, shape = info if info is not None else key_info(key)
             if key_role == _GENERIC:
                 key_role = role
+            kind = type(item)
             if (
                 bits
                 and item is not None
-                and item != ""
-                and item != []
-                and item != {}
                 and item is not False
+                and (item or (kind is not _STR and kind is not _LIST and kind is not _DICT))
             ):
-                self.flags |= bits
-            if key and (key[0] in "/~.$\\" or "/" in key or ":" in key or "%" in key):
+                self.flags |= bits  # an empty value ("", [], {}) carries no effect
+            if shape & KEY_PATHISH:
                 self.scan_generic(key, depth + 1)
-            self.walk(item, key_role, depth + 1)
-            if type(item) is _STR:
+            if kind is _STR and depth < MAX_DEPTH:
+                # walk() inlined for the common case (a string value)
+                self.items += 1
+                if self.items > MAX_ITEMS:
+                    raise ExtractionError(f"more than {MAX_ITEMS} strings and keys in arguments")
+                if "\x00" in item or not item.isascii():
+                    self.check_str(item)
+                if key_role != _TEXT or ":" in item:  # text without a colon has no facts
+                    self.visit_str(item, key_role, depth + 1)
                 if dirish:
                     self.anchor(item, key_role == _PATH)
                 if key_role == _COMMAND:
                     command_value = item
-            elif type(item) is _LIST and _squash(key) in _ARGVISH_KEYS:
+                continue
+            if kind is _LIST and depth < MAX_DEPTH:
+                self.walk_list(item, key_role, depth + 1)
+            else:
+                self.walk(item, key_role, depth + 1)
+            if kind is _STR:
+                if dirish:
+                    self.anchor(item, key_role == _PATH)
+                if key_role == _COMMAND:
+                    command_value = item
+            elif kind is _LIST and shape & KEY_ARGVISH:
                 argv_value = [v for v in item if type(v) is _STR]
         if command_value is not None and argv_value:
             # `{"command": "cat", "args": ["id_rsa"]}` is exec(argv) in most shell-ish servers.
@@ -783,11 +832,14 @@ class _Pair:
         "paths",
         "phys",
         "programs",
+        "sources",
         "urls",
     )
 
     def __init__(self, acc: _Acc) -> None:
         self.paths = tuple(acc.paths)
+        _check_patterns(self.paths)
+        self.sources = _sources(acc)
         self.phys = tuple(acc.phys)
         self.urls = tuple(acc.urls)
         self.hosts = tuple(acc.hosts)
@@ -799,6 +851,33 @@ class _Pair:
         self.joinable = bool(acc.relatives or acc.cmd_strings)
 
 
+def _check_patterns(paths: tuple[str, ...]) -> None:
+    """Each glob pattern costs the jewel check an intersection (policy/glob_intersect.py): a
+    call may carry a bounded number of them."""
+    if len(paths) > MAX_GLOB_PATTERNS and (
+        sum(1 for p in paths if "*" in p or "?" in p or "[" in p) > MAX_GLOB_PATTERNS
+    ):
+        raise ExtractionError(f"more than {MAX_GLOB_PATTERNS} glob patterns in one call")
+
+
+def _sources(acc: _Acc) -> frozenset[str]:
+    return frozenset(acc.sources) if acc.sources else _NO_SOURCES
+
+
+_NO_SOURCES: frozenset[str] = frozenset()
+
+
+def _written(
+    paths: tuple[str, ...], phys: Sequence[str], sources: frozenset[str], ctx: _Ctx
+) -> tuple[str, ...]:
+    """The paths a writing call may write: all but those only read (`sources`), with their
+    realpaths (a target may be a link to anything) and those of every `..` spelling."""
+    base = tuple(p for p in paths if p not in sources)
+    if ctx.resolve and (base or phys):
+        return _with_realpaths(base, phys)
+    return base
+
+
 def _pair_facts(ctx: _Ctx, classifier: Classifier, key: str, value: Any) -> _Pair:
     acc = _Acc(ctx, classifier)
     acc.walk_dict({key: value}, _GENERIC, 0)
@@ -807,6 +886,9 @@ def _pair_facts(ctx: _Ctx, classifier: Classifier, key: str, value: Any) -> _Pai
 
 def _fast_facts(ctx: _Ctx, classifier: Classifier, arguments: dict[Any, Any]) -> list[_Pair] | None:
     """Memoised facts for a small object of scalar values; None when the full walk is needed."""
+    for value in arguments.values():
+        if type(value) not in _PAIR_TYPES:
+            return None
     memo = classifier._pair_memo
     pairs: list[_Pair] = []
     for key, value in arguments.items():
@@ -848,16 +930,25 @@ def _finish(
     commands: tuple[str, ...],
     programs: tuple[str, ...],
     annotations: Mapping[str, Any] | None,
+    sources: frozenset[str] = _NO_SOURCES,
 ) -> CallFacts:
-    flags |= classifier.tool_flags(tool)
+    tool_bits = classifier._tool_memo.get(tool)
+    flags |= tool_bits if tool_bits is not None else classifier.tool_flags(tool)
+    if len(paths) > MAX_GLOB_PATTERNS:
+        _check_patterns(paths)
     if annotations is not None and not isinstance(annotations, Mapping):
         annotations = None
     if annotations and annotations.get("destructiveHint") is True:
         flags |= _W  # an untrusted hint may add an effect, never remove one
+    written: tuple[str, ...] = ()
+    if flags & _W and sources:
+        written = _written(paths, phys, sources, ctx)
     if ctx.resolve and paths:
         paths = _with_realpaths(paths, phys)
     if paths and not flags & (_R | _W):
         flags |= _R  # a tool nobody classified that receives a path is assumed to read it
+    if flags & _W and not sources:
+        written = paths
     return CallFacts(
         tool,
         arguments,
@@ -872,6 +963,7 @@ def _finish(
         bool(flags & _S),
         bool(flags & _N),
         annotations if annotations is not None else {},
+        written,
     )
 
 
@@ -927,6 +1019,10 @@ def extract(
             facts = extract(tool, remote, classifier, env, annotations)
             facts.args = arguments
             return facts
+    if ("pattern" in arguments or "glob" in arguments) and _SEARCH_TOOL.search(tool) is not None:
+        patterns = _search_patterns(tool, arguments)
+        if patterns:
+            return _search_facts(tool, arguments, patterns, classifier, env, annotations)
     if "command" in arguments and _EDITOR_TOOL.search(tool) is not None:
         verb = arguments["command"]
         if type(verb) is str and verb in _EDITOR_VERBS:
@@ -957,6 +1053,13 @@ def extract(
                         flags |= _R
                     if ctx.resolve:
                         paths = _with_realpaths(paths, pair.phys)
+                written: tuple[str, ...] = ()
+                if flags & _W:
+                    written = (
+                        _written(pair.paths, pair.phys, pair.sources, ctx)
+                        if pair.sources
+                        else paths
+                    )
                 return CallFacts(
                     tool,
                     arguments,
@@ -971,6 +1074,7 @@ def extract(
                     bool(flags & _S),
                     bool(flags & _N),
                     annotations if annotations is not None else {},
+                    written,
                 )
     if type(arguments) is dict and len(arguments) <= _MAX_FAST_PAIRS:
         pairs = _fast_facts(ctx, classifier, arguments)
@@ -991,6 +1095,7 @@ def extract(
                     p.commands,
                     p.programs,
                     annotations,
+                    p.sources,
                 )
             return _merge_pairs(tool, arguments, classifier, ctx, pairs, annotations)
     acc = _Acc(ctx, classifier)
@@ -1012,8 +1117,13 @@ def extract(
         tuple(acc.commands),
         tuple(acc.programs),
         annotations,
+        _sources(acc),
     )
 
+
+# Shell settings that make `*` match dot-files: bash's dotglob (GLOBIGNORE turns it on too),
+# zsh's globdots / GLOB_DOTS; PowerShell (which may not hide dot-files).
+_DOTGLOB = re.compile(r"(?i)dotglob|globignore|glob_?dots|pwsh|powershell")
 
 # Network APIs of the usual interpreters: with one present, a bare `host` or `host:port` literal
 # is a destination (a literal name alone could be a file name such as `setup.py`).
@@ -1058,7 +1168,7 @@ def _without_repository_paths(
     symlink: then the path may well be local, and it stays a fact."""
     for key in arguments:
         if key not in _REMOTE_PATH_KEYS and key != "files" and type(key) is str:
-            role, _, dirish = classifier.key_info(key)
+            role, _, dirish, _ = classifier.key_info(key)
             if dirish or role == _PATH:
                 return None
     rest = dict(arguments)
@@ -1093,6 +1203,58 @@ def _local_link(env: Environment, relative: str) -> bool:
     return _realpath(joined) not in (None, joined)
 
 
+# File-search tools: Claude Code's `Glob` (`pattern`, optional `path`), the filesystem server's
+# `search_files`, and `Grep`-like tools whose `glob` filters the files under `path`. Their
+# pattern is expanded by the server, over paths: it is a path (a pattern; see
+# policy/glob_intersect.py for how a pattern meets the jewels).
+_SEARCH_TOOL = re.compile(r"(?i)glob|grep|search|find_files|list_files")
+_PATTERN_TOOL = re.compile(r"(?i)glob|search_files|find_files|list_files")
+_BASE_KEYS = ("path", "cwd", "directory", "dir", "root", "base_path")
+
+
+def _search_patterns(tool: str, arguments: Mapping[str, Any]) -> list[str]:
+    """The path patterns of a file-search call, joined to its directory argument."""
+    base = next((arguments[k] for k in _BASE_KEYS if type(arguments.get(k)) is str), "")
+    out: list[str] = []
+    pattern = arguments.get("pattern")
+    if type(pattern) is str and pattern and _PATTERN_TOOL.search(tool) is not None:
+        out.append(_joined(base, pattern))
+    glob = arguments.get("glob")
+    if type(glob) is str and glob:
+        # ripgrep's --glob: a pattern without `/` matches at any depth below the root
+        out.append(_joined(base, glob if "/" in glob.strip("/") else "**/" + glob))
+    if out and base:
+        out.append(base.rstrip("/") + "/**")  # the search reads everything under its root
+    return out
+
+
+def _joined(base: str, pattern: str) -> str:
+    if not base or pattern.startswith(("/", "~", "\\")) or pattern[1:3] in (":/", ":\\"):
+        return pattern
+    return base.rstrip("/") + "/" + pattern
+
+
+def _search_facts(
+    tool: str,
+    arguments: Mapping[str, Any],
+    patterns: list[str],
+    classifier: Classifier,
+    env: Environment,
+    annotations: Mapping[str, Any] | None,
+) -> CallFacts:
+    """Facts of the arguments, plus each pattern as a path."""
+    rest = {k: v for k, v in arguments.items() if k not in ("pattern", "glob")}
+    if "pattern" in arguments and _PATTERN_TOOL.search(tool) is None:
+        rest["pattern"] = arguments["pattern"]  # Grep's pattern is a regex over content
+    facts = extract(tool, rest, classifier, env, annotations)
+    found = extract("", {"paths": patterns}, classifier, env)
+    facts.paths = tuple(dict.fromkeys((*facts.paths, *found.paths)))
+    if facts.writes:
+        facts.written = facts.paths
+    facts.args = arguments
+    return facts
+
+
 # Text-editor tools (Anthropic's `str_replace_editor` / `str_replace_based_edit_tool` and their
 # clones) take a verb under `command`: it names the effect, it is not a shell command.
 _EDITOR_TOOL = re.compile(r"(?i)str_replace|text_editor")
@@ -1123,6 +1285,7 @@ def _editor_facts(
         facts.reads = True
     else:
         facts.writes = True
+        facts.written = facts.paths
     return facts
 
 
@@ -1141,9 +1304,12 @@ def _merge_pairs(
     programs: dict[str, None] = {}
     commands: list[str] = []
     phys: list[str] = []
+    sources: set[str] = set()
     flags = 0
     for p in pairs:
         flags |= p.flags
+        if p.sources:
+            sources.update(p.sources)
         if p.paths:
             paths.update(dict.fromkeys(p.paths))
         if p.urls:
@@ -1174,4 +1340,14 @@ def _merge_pairs(
         tuple(commands),
         tuple(programs),
         annotations,
+        _merged_sources(pairs, sources) if sources else _NO_SOURCES,
     )
+
+
+def _merged_sources(pairs: list[_Pair], sources: set[str]) -> frozenset[str]:
+    """A path is only read when no argument uses it in a role that may write it."""
+    for p in pairs:
+        for path in p.paths:
+            if path in sources and path not in p.sources:
+                sources.discard(path)
+    return frozenset(sources)

@@ -12,6 +12,7 @@ from mcp_defense.policy.extract.limits import (
     _N,
     _R,
     _S,
+    _SOURCE,
     _W,
     MAX_CWDS,
     MAX_GLOB_MATCHES,
@@ -59,11 +60,14 @@ from mcp_defense.policy.extract.shell.programs import (
     _NET_PROGS,
     _NET_SUBCOMMANDS,
     _NULL_TARGETS,
+    _OPERANDS,
     _READ_PROGS,
+    _READS_OPERANDS,
     _RESERVED,
     _SHELL_ARG_OPTS,
     _SHELLS,
     _URL_PROGS,
+    _URL_READ_OPTIONS,
     _WGET_LONG_ARG,
     _WGET_SHORT_ARG,
     _WHICH_RE,
@@ -72,7 +76,10 @@ from mcp_defense.policy.extract.shell.programs import (
     _WRITE_REDIRS,
     _WRITE_SUBCOMMANDS,
     _basename,
+    _docker_host,
     _short_value,
+    _source_operands,
+    _sources_of,
 )
 from mcp_defense.policy.extract.urls import _clean_hosts, embedded_ipv4
 from mcp_defense.policy.facts import ExtractionError
@@ -98,6 +105,67 @@ def _recursive_flag(program: str, args: list[_Word]) -> bool:
             if "r" in letters or "R" in letters or (program in ("cp", "rsync") and "a" in letters):
                 return True
     return False
+
+
+# sed's `w`/`W` command (after an optional address and `!`) and the `w` flag of `s`: each writes
+# the file named after it (GNU sed(1), "Commands for sed gurus" / "The s Command").
+_SED_ADDR = r"(?:\d+|\$|/(?:[^/\\\n]|\\.)*/[IM]*|\\(.)(?:(?!\1).)*\1[IM]*)"
+_SED_W = re.compile(
+    rf"(?:^|[;\n{{}}])\s*(?:{_SED_ADDR}(?:\s*,\s*(?:{_SED_ADDR}|[+~]\d+))?)?\s*!?\s*[wW]\s*\S"
+    r"|\bs(?P<d>[^\w\s\\])(?:(?!(?P=d))[^\\]|\\.)*(?P=d)(?:(?!(?P=d))[^\\]|\\.)*(?P=d)"
+    r"[gpiImMe0-9]*w\s*\S"
+)
+
+
+def _sed_writes(texts: list[str]) -> bool:
+    """Does a sed command line write files of its own (`w`), besides in place (`-i`)?"""
+    scripts: list[str] = []
+    i = 0
+    while i < len(texts):
+        text = texts[i]
+        if text in ("-e", "--expression") and i + 1 < len(texts):
+            scripts.append(texts[i + 1])
+            i += 2
+            continue
+        if text.startswith("--expression="):
+            scripts.append(text.split("=", 1)[1])
+        elif text in ("-f", "--file") or text.startswith("--file="):
+            return True  # a script file: what it writes is unknown
+        elif text.startswith("-e") and len(text) > 2:
+            scripts.append(text[2:])
+        elif not text.startswith("-") and not scripts:
+            scripts.append(text)
+            break
+        i += 1
+    return any(_SED_W.search(script) is not None for script in scripts)
+
+
+def _sed_sources(texts: list[str]) -> set[int]:
+    """The input files of a sed that writes nothing of its own (no -i, no `w`): read only."""
+    if _sed_writes(texts) or any(
+        t == "--in-place"
+        or t.startswith("--in-place=")
+        or (t.startswith("-") and not t.startswith("--") and "i" in t[1:])
+        for t in texts
+    ):
+        return set()
+    out: set[int] = set()
+    script_given = any(
+        t in ("-e", "--expression") or t.startswith(("-e", "--expression=")) for t in texts
+    )
+    i = 0
+    while i < len(texts):
+        text = texts[i]
+        if text in ("-e", "--expression", "-l", "--line-length"):
+            i += 2
+            continue
+        if not text.startswith("-") or text == "-":
+            if script_given:
+                out.add(i)
+            else:
+                script_given = True  # the first operand is the script
+        i += 1
+    return out
 
 
 class _ShellState:
@@ -138,6 +206,8 @@ class _Shell:
             raise ExtractionError(f"command longer than {MAX_SHELL_TOKENS} shell tokens")
         for simple in _simple_commands(toks):
             self.simple(simple, depth)
+        if lexer.bad:
+            acc.sources = None  # how bash would split the words is uncertain: no roles
         if lexer.bad and _QUOTE_CHARS.search(s):
             # Unbalanced quoting: bash would refuse the line, but another consumer may split it
             # differently. Re-read it with every quote character as a blank so no word that a
@@ -239,6 +309,14 @@ class _Shell:
         cut = min(value.find(c) for c in "*?[" if c in value)
         prefix = value[:cut].rsplit("/", 1)[0] if "/" in value[:cut] else "."
         self.acc.path_value((prefix or "/") + "/**", _M_SOFT, self.state.cwds, self.state.pvars)
+        if self.acc.dotglob:
+            # `shopt -s dotglob` (or GLOBIGNORE, zsh's globdots): wildcards match a leading
+            # dot too. Jewels are decided with the shells' default (they do not), so say it.
+            dotted = "/".join(
+                "{.,}" + part if part[:1] in ("*", "?", "[") else part for part in value.split("/")
+            )
+            if dotted != value:
+                self.acc.path_value(dotted, _M_SOFT, self.state.cwds, self.state.pvars)
 
     def path_candidate(self, value: str, file_arg: bool) -> None:
         if not value or value == "-":
@@ -316,6 +394,8 @@ class _Shell:
                 self.analyse(value, depth + 1)
             if name in ("BASH_ENV", "ENV", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONSTARTUP"):
                 self.acc.flags |= _R
+            if name in ("DOCKER_HOST", "CONTAINER_HOST"):
+                _docker_host(self, self.expanded(_Word(value, [], word.quoted)))
         # Prefix assignments (`X=1 cmd`) do not persist in bash, but recording them anyway only
         # adds readings; a value computed at run time is unknown (None → kept literal).
         if word.subs or "`" in value or "$(" in value:
@@ -342,9 +422,13 @@ class _Shell:
             text = self.expanded(target)
             if op in ("<&", ">&") and (text.isdigit() or text == "-"):
                 continue
+            role = acc.role
+            if op == "<":
+                acc.role = _SOURCE  # only read; `<>` opens for writing too
             for value in self.variants(target):
                 if value and value not in _NULL_TARGETS:
                     acc.path_value(value, _M_SOFT, self.state.cwds, self.state.pvars)
+            acc.role = role
             if text in _NULL_TARGETS or text.startswith(("/dev/fd/", "/dev/tcp/", "/dev/udp/")):
                 continue
             if op in _WRITE_REDIRS:
@@ -396,7 +480,8 @@ class _Shell:
         else:
             return program
         args = argv[1:]
-        self.effects(program, args)
+        sources = self.source_words(program, args)
+        self.effects(program, args, sources)
         handler = _HANDLERS.get(program)
         interp = _INTERP_RE.match(program)
         if handler is not None:
@@ -420,11 +505,31 @@ class _Shell:
             or interp is not None
             or self.state.cwd_changed
         )
-        for word in args:
-            self.arg_word(word, file_arg)
+        if sources:
+            role = acc.role
+            for index, word in enumerate(args):
+                acc.role = _SOURCE if index in sources else role
+                self.arg_word(word, file_arg)
+            acc.role = role
+        else:
+            for word in args:
+                self.arg_word(word, file_arg)
         return program
 
-    def effects(self, program: str, args: list[_Word]) -> None:
+    def source_words(self, program: str, args: list[_Word]) -> set[int]:
+        """Indices of the words `program` only reads (argument roles, see programs.py)."""
+        if not args or self.acc.sources is None:
+            return set()
+        if program in _READS_OPERANDS:
+            return {i for i, w in enumerate(args) if not w.text.startswith("-")}
+        spec = _OPERANDS.get(program)
+        if spec is not None:
+            return _source_operands(spec, args, [self.expanded(w) for w in args])
+        if program in ("sed", "gsed"):
+            return _sed_sources([self.expanded(w) for w in args])
+        return _sources_of(self, program, args)
+
+    def effects(self, program: str, args: list[_Word], sources: set[int]) -> None:
         acc = self.acc
         if program in _READ_PROGS:
             acc.flags |= _R
@@ -435,7 +540,7 @@ class _Shell:
         if program in _RECURSIVE_ALWAYS or (
             program in _RECURSIVE_WITH_FLAG and _recursive_flag(program, args)
         ):
-            self.recursive_roots(program, args)
+            self.recursive_roots(program, args, sources)
         if program not in _CONDITIONAL_EFFECTS:
             return
         texts = [w.text for w in args]
@@ -453,6 +558,8 @@ class _Shell:
             for t in texts
         ):
             acc.flags |= _W
+        elif program in ("sed", "gsed") and _sed_writes(texts):
+            acc.flags |= _W  # `w FILE` commands and `s///w FILE` flags write FILE
         elif program == "dd" and any(t.startswith("of=") for t in texts):
             acc.flags |= _W
         elif program in ("tar", "bsdtar", "gtar") and texts:
@@ -477,23 +584,25 @@ class _Shell:
             if program != "git" or sub in _NET_SUBCOMMANDS["git"]:
                 acc.flags |= _N
 
-    def recursive_roots(self, program: str, args: list[_Word]) -> None:
+    def recursive_roots(self, program: str, args: list[_Word], sources: set[int]) -> None:
         """A recursive read reaches everything under its roots: each root is also reported as
         `root/**` (a literal `**` segment), which the pack's jewel list matches for roots that
         hold jewels (`~`, `/`, `/home`, `/etc`, …). `grep -r KEY ~`, `find / -name id_rsa`."""
-        roots: list[str] = []
-        for word in args:
+        roots: list[tuple[str, bool]] = []
+        for index, word in enumerate(args):
             text = self.expanded(word)
             if program == "find" and text[:1] in ("-", "(", "!"):
                 break
             if text.startswith(("/", "~", "$", ".")) and not text.startswith("-"):
-                roots.append(text)
+                roots.append((text, index in sources))
         if program in _RECURSIVE_ALWAYS and not roots:
-            roots.append(".")
-        for root in roots[:MAX_CWDS]:
-            self.acc.path_value(
-                root.rstrip("/") + "/**", _M_SOFT, self.state.cwds, self.state.pvars
-            )
+            roots.append((".", program in _READS_OPERANDS))
+        acc = self.acc
+        role = acc.role
+        for root, read in roots[:MAX_CWDS]:
+            acc.role = _SOURCE if read else role
+            acc.path_value(root.rstrip("/") + "/**", _M_SOFT, self.state.cwds, self.state.pvars)
+        acc.role = role
 
     def unwrap(self, program: str, args: list[_Word], depth: int) -> list[_Word] | None:
         """Strip a command wrapper (`sudo`, `env`, `timeout 5`, `xargs -I{}`, …); None if
@@ -772,8 +881,12 @@ class _Shell:
             return
         for text in positionals:
             self.add_url_arg(text, scheme)
+        acc = self.acc
+        role = acc.role
         for option, value in values:
+            acc.role = _SOURCE if option in _URL_READ_OPTIONS else role
             self.url_option(program, option, value)
+        acc.role = role
 
     def add_url_arg(self, text: str, scheme: str) -> None:
         acc = self.acc

@@ -9,7 +9,7 @@ import re
 from typing import TYPE_CHECKING
 
 from mcp_defense.policy.extract.env import _Ctx
-from mcp_defense.policy.extract.limits import _M_SOFT, _N, _R, _W, MAX_CWDS
+from mcp_defense.policy.extract.limits import _M_SOFT, _N, _R, _SOURCE, _W, MAX_CWDS
 from mcp_defense.policy.extract.paths import _resolve_path
 from mcp_defense.policy.extract.shell.lexer import _Word
 
@@ -341,6 +341,287 @@ _GENERIC_OPT_ARG: dict[str, frozenset[str]] = {
     "dig": frozenset("bcfkpqtxy"),
     "nmap": frozenset("opeDSiM"),
 }
+
+
+# -- argument roles ---------------------------------------------------------------------------
+# Effects belong to arguments: `cp /usr/share/x ws/y` reads its source and writes only its
+# target. Words a program only reads are SOURCE paths (see `_Acc.role`); everything else may be
+# written. Unknown programs, options or words whose expansion is unknown keep every path
+# writable (fail closed).
+
+# Programs that never write a file named on their command line: no output-file option, no
+# in-place mode, no log file (so not less/more: `less -o FILE` copies its input there; not sort,
+# uniq, xxd, tree, base64, file, ffprobe or zstdcat, which can).
+_READS_OPERANDS = frozenset(
+    "cat tac nl head tail bat batcat od hexdump hd hexyl strings wc cut paste join diff diff3 cmp "
+    "comm stat md5sum sha1sum sha224sum sha256sum sha384sum sha512sum b2sum cksum sum shasum "
+    "grep egrep fgrep zgrep rg ag ack jq column fold fmt pr zcat bzcat xzcat lzcat ls du locate "
+    "look readlink realpath lsattr getfacl identify glow mdcat csvlook".split()
+)
+
+
+class _Operands:
+    """How a copy-like program's argv splits into options and operands (getopt_long): option
+    letters and long names with and without a value, the options whose value is the target
+    (`-t DIR`), and options after which every operand is written too (`install -d`,
+    `rsync --remove-source-files`). An option not listed makes the roles unknown."""
+
+    __slots__ = ("all_written", "flags", "long_flags", "long_values", "target", "values")
+
+    def __init__(
+        self,
+        flags: str,
+        values: str,
+        long_flags: str,
+        long_values: str,
+        target: tuple[str, ...] = (),
+        all_written: tuple[str, ...] = (),
+    ) -> None:
+        self.flags = frozenset(flags)
+        self.values = frozenset(values)
+        self.long_flags = frozenset(long_flags.split())
+        self.long_values = frozenset(long_values.split())
+        self.target = frozenset(target)
+        self.all_written = frozenset(all_written)
+
+
+# (Options with an optional value take it only attached, `--backup=numbered`: they are flags.)
+_CP_LONG = (
+    "archive attributes-only backup copy-contents debug dereference force interactive link "
+    "no-dereference no-clobber no-target-directory one-file-system parents preserve recursive "
+    "reflink remove-destination strip-trailing-slashes symbolic-link update verbose context "
+    "keep-directory-symlink"
+)
+# Source, target and flag lists: GNU coreutils cp(1), install(1), ln(1); rsync(1); OpenSSH scp(1).
+_OPERANDS: dict[str, _Operands] = {
+    "cp": _Operands(
+        "abdfHiLlnPpRrsTuvxZ",
+        "St",
+        _CP_LONG,
+        "suffix target-directory no-preserve sparse",
+        ("-t", "--target-directory"),
+    ),
+    "install": _Operands(
+        "bcCDdpsTvZ",
+        "gmoSt",
+        "backup compare debug directory no-target-directory preserve-timestamps "
+        "preserve-context strip verbose context",
+        "group mode owner suffix target-directory strip-program",
+        ("-t", "--target-directory"),
+        ("-d", "--directory"),
+    ),
+    "ln": _Operands(
+        "bdFfiLnPrsTv",
+        "St",
+        "backup directory force interactive logical no-dereference no-target-directory physical "
+        "relative symbolic verbose",
+        "suffix target-directory",
+        ("-t", "--target-directory"),
+    ),
+    "rsync": _Operands(
+        "vqcaRrbuldLkKHpEAXogDtOJSnWxCyzhPi0468UNIm",
+        "efTBM",
+        "verbose quiet checksum archive recursive relative backup update links copy-links "
+        "copy-dirlinks keep-dirlinks hard-links perms executability acls xattrs owner group "
+        "devices specials times omit-dir-times omit-link-times super fake-super sparse dry-run "
+        "whole-file one-file-system existing ignore-existing delete delete-before delete-during "
+        "delete-delay delete-after delete-excluded ignore-errors force partial progress "
+        "human-readable itemize-changes stats compress cvs-exclude prune-empty-dirs numeric-ids "
+        "mkpath no-implied-dirs safe-links munge-links inplace append append-verify "
+        "size-only ignore-times list-only from0 protect-args secluded-args ipv4 ipv6 "
+        "copy-unsafe-links preallocate no-motd blocking-io 8-bit-output",
+        "rsh rsync-path filter exclude include exclude-from include-from files-from temp-dir "
+        "partial-dir backup-dir compare-dest copy-dest link-dest chmod chown port bwlimit "
+        "max-size min-size max-delete timeout contimeout out-format log-file log-file-format "
+        "info debug usermap groupmap suffix modify-window block-size checksum-choice "
+        "compress-choice compress-level skip-compress remote-option address iconv "
+        "password-file read-batch",
+        (),
+        ("--remove-source-files", "--write-batch", "--only-write-batch"),
+    ),
+    "scp": _Operands("346ABCOpqRrTv", "cDFiJlPSoX", "", ""),
+}
+
+
+def _word_is_plain(word: _Word, text: str) -> bool:
+    """A word that bash passes as exactly one argument we know: no unknown expansion, no word
+    splitting, no brace expansion, no glob that could expand to an option."""
+    if "$" in text or "`" in text or ("{" in text and "}" in text):
+        return False
+    if not word.quoted and any(c in text for c in " \t\n"):
+        return False
+    return not (text[:1] in ("*", "?", "[") and any(c in text for c in "*?["))
+
+
+def _parse_operands(
+    spec: _Operands, texts: list[str], posix: bool
+) -> tuple[list[int], bool] | None:
+    """(operand indices, whether a target option was given), or None when an option is
+    unknown or makes every operand written. `posix`: options end at the first operand
+    (POSIXLY_CORRECT, BSD), else GNU permutation."""
+    operands: list[int] = []
+    target_given = False
+    i = 0
+    n = len(texts)
+    while i < n:
+        text = texts[i]
+        if (posix and operands) or text == "--" or text == "-" or not text.startswith("-"):
+            if text == "--" and not (posix and operands):
+                operands.extend(range(i + 1, n))
+                break
+            operands.append(i)
+            i += 1
+            continue
+        if text.startswith("--"):
+            name, eq, _ = text[2:].partition("=")
+            full = _long_name(spec, name)
+            if full is None or "--" + full in spec.all_written:
+                return None
+            if "--" + full in spec.target:
+                target_given = True
+            i += 2 if (full in spec.long_values and not eq) else 1
+            continue
+        body = text[1:]
+        for index, letter in enumerate(body):
+            if "-" + letter in spec.all_written:
+                return None
+            if letter in spec.values:
+                if "-" + letter in spec.target:
+                    target_given = True
+                i += 1 if body[index + 1 :] else 2
+                break
+            if letter not in spec.flags:
+                return None
+        else:
+            i += 1
+    return operands, target_given
+
+
+def _long_name(spec: _Operands, name: str) -> str | None:
+    """A long option's full name; getopt_long accepts any unambiguous prefix."""
+    if name in spec.long_flags or name in spec.long_values:
+        return name
+    matches = [n for n in (*spec.long_flags, *spec.long_values) if n.startswith(name)]
+    return matches[0] if name and len(matches) == 1 else None
+
+
+def _source_operands(spec: _Operands, words: list[_Word], texts: list[str]) -> set[int]:
+    """Indices of the words a copy-like program only reads: every operand but the last (the
+    target), or every operand when `-t DIR` names the target. Both getopt readings (GNU
+    permutation and POSIX) must agree that a word is a source."""
+    if not all(_word_is_plain(w, t) for w, t in zip(words, texts, strict=True)):
+        return set()
+    out: set[int] | None = None
+    for posix in (False, True):
+        parsed = _parse_operands(spec, texts, posix)
+        if parsed is None:
+            return set()
+        operands, target_given = parsed
+        sources = set(operands if target_given else operands[:-1])
+        if not target_given and len(operands) < 2:
+            sources = set()
+        out = sources if out is None else out & sources
+    return out or set()
+
+
+# Options of URL programs (curl, wget) whose value is a file they only read.
+_URL_READ_OPTIONS = frozenset(
+    "-d -F -T -K -E -H -w -b -i --data --data-ascii --data-binary --data-raw --data-urlencode "
+    "--json --form --form-string --upload-file --config --cacert --capath --cert --key "
+    "--netrc-file --header --write-out --cookie --proxy-cacert --proxy-cert --proxy-key "
+    "--input-file --post-file --body-file --load-cookies --certificate --private-key "
+    "--ca-certificate --unix-socket --abstract-unix-socket".split()
+)
+_TAR_VALUE_LETTERS = frozenset("bfCFgHIKLNTVX")
+_TAR_PROGS = frozenset({"tar", "bsdtar", "gtar"})
+
+
+def _sources_of(shell: _Shell, program: str, args: list[_Word]) -> set[int]:
+    """Source words of programs whose options carry the roles (dd, tar, curl, wget)."""
+    texts = [shell.expanded(w) for w in args]
+    if program == "dd":
+        return {
+            i
+            for i, (w, t) in enumerate(zip(args, texts, strict=True))
+            if t.startswith("if=") and _word_is_plain(w, t)
+        }
+    if program in _TAR_PROGS:
+        if not all(_word_is_plain(w, t) for w, t in zip(args, texts, strict=True)):
+            return set()
+        mode = _tar_mode(texts)
+        archive = _tar_archive(texts)
+        return {archive} if mode in ("x", "t", "d") and archive is not None else set()
+    if program in ("curl", "wget", "wget2"):
+        short, long = (
+            (_CURL_SHORT_ARG, _CURL_LONG_ARG)
+            if program == "curl"
+            else (_WGET_SHORT_ARG, _WGET_LONG_ARG)
+        )
+        out: set[int] = set()
+        i = 0
+        while i < len(texts):
+            text = texts[i]
+            if text == "--":
+                break
+            if text.startswith("--"):
+                name, eq, _ = text[2:].partition("=")
+                takes_next = name in long and not eq
+                if "--" + name in _URL_READ_OPTIONS:
+                    out.add(i + 1 if takes_next else i)
+                i += 2 if takes_next else 1
+                continue
+            if text.startswith("-") and len(text) > 1:
+                letter, attached, takes_next = _short_value(text, short)
+                if "-" + letter in _URL_READ_OPTIONS:
+                    out.add(i + 1 if takes_next else i)
+                i += 2 if takes_next else 1
+                continue
+            i += 1
+        return out
+    return set()
+
+
+def _tar_mode(texts: list[str]) -> str:
+    """tar's operation letter: c, r, u, A (write an archive), x (extract), t, d (read one)."""
+    for index, text in enumerate(texts):
+        if text in ("--create", "--append", "--update", "--concatenate", "--catenate"):
+            return "c"
+        if text in ("--extract", "--get"):
+            return "x"
+        if text in ("--list", "--diff", "--compare"):
+            return "t"
+        if (index == 0 or text.startswith("-")) and not text.startswith("--"):
+            for letter in text.lstrip("-"):
+                if letter in "cruA":
+                    return "c"
+                if letter in "xtd":
+                    return letter
+                if letter in _TAR_VALUE_LETTERS:
+                    break
+    return ""
+
+
+def _tar_archive(texts: list[str]) -> int | None:
+    """Index of the word that names tar's archive (`-f FILE`, `--file=FILE`, `xzf FILE`)."""
+    for index, text in enumerate(texts):
+        if text.startswith("--file="):
+            return index
+        if text == "--file":
+            return index + 1 if index + 1 < len(texts) else None
+        if text.startswith("--"):
+            continue
+        if text.startswith("-"):
+            letter, attached, takes_next = _short_value(text, _TAR_VALUE_LETTERS)
+            if letter == "f":
+                return index if attached else (index + 1 if index + 1 < len(texts) else None)
+            continue
+        if index == 0:
+            # Old style: `tar xzbf 20 a.tar`: each value letter takes the next word in turn.
+            letters = [c for c in text if c in _TAR_VALUE_LETTERS]
+            if "f" in letters:
+                at = 1 + letters.index("f")
+                return at if at < len(texts) else None
+    return None
 
 
 def _basename(program: str) -> str:
@@ -881,14 +1162,35 @@ def _h_openssl(shell: _Shell, program: str, args: list[_Word], depth: int) -> No
 
 
 def _h_dd(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    acc = shell.acc
+    role = acc.role
     for word in args:
         text = shell.expanded(word)
         if text.startswith(("if=", "of=")):
+            read = text.startswith("if=") and _word_is_plain(word, text)
+            acc.role = _SOURCE if read else role
             shell.path_candidate(text[3:], True)
-            shell.acc.flags |= _R if text.startswith("if=") else _W
+            acc.role = role
+            acc.flags |= _R if text.startswith("if=") else _W
 
 
 def _h_tar(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    texts = [shell.expanded(w) for w in args]
+    if _tar_mode(texts) == "x":
+        # Extraction writes anywhere under its directory (or anywhere, with absolute names).
+        dirs = [texts[i + 1] for i, t in enumerate(texts[:-1]) if t in ("-C", "--directory")] + [
+            t.split("=", 1)[1] for t in texts if t.startswith("--directory=")
+        ]
+        dirs += [t[2:] for t in texts if t.startswith("-C") and len(t) > 2]
+        if "--absolute-names" in texts or any(
+            "P" in t.split("=", 1)[0] and (t[:1] == "-" or i == 0) and t[:2] != "--"
+            for i, t in enumerate(texts)
+        ):
+            dirs.append("/")
+        for directory in dirs or ["."]:
+            shell.acc.path_value(
+                directory.rstrip("/") + "/**", _M_SOFT, shell.state.cwds, shell.state.pvars
+            )
     for index, word in enumerate(args):
         text = word.text
         for prefix in (
@@ -909,7 +1211,51 @@ def _h_tar(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
             _add_cwd(shell, _Word(text.split("=", 1)[1], [], word.quoted))
 
 
+# The Docker daemon API over TCP (docs.docker.com/engine/daemon/remote-access): `-H`/`--host`,
+# `DOCKER_HOST` and podman's `--url` take `tcp://host[:port]` or a bare `host:port`; with no
+# port the client dials 2375 (2376 with TLS).
+_DOCKER_HOST_OPTS = frozenset({"-H", "--host", "--url"})
+_DOCKER_API_PORT = "2375"
+
+
+def _docker_host(shell: _Shell, value: str) -> None:
+    """One Docker daemon address: a unix socket is a path, anything else an endpoint."""
+    low = value.lower()
+    if low.startswith(("unix://", "npipe://", "fd://")):
+        if low.startswith("unix://"):
+            shell.path_candidate(value[7:], True)
+        return
+    if low.startswith("ssh://"):
+        shell.acc.url_value(value, None)
+        return
+    rest = value.split("://", 1)[1] if "://" in value else value
+    authority = rest.split("/", 1)[0]
+    if authority.startswith("["):
+        end = authority.find("]")
+        host, port = authority[1:end], authority[end + 2 :]
+    else:
+        host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
+    if host or authority:
+        shell.host_endpoint(host or authority, port if port.isdigit() else _DOCKER_API_PORT)
+        shell.acc.flags |= _N
+
+
+def _h_docker(shell: _Shell, program: str, args: list[_Word], depth: int) -> None:
+    texts = [shell.expanded(w) for w in args]
+    for index, text in enumerate(texts):
+        if text in _DOCKER_HOST_OPTS and index + 1 < len(texts):
+            _docker_host(shell, texts[index + 1])
+        elif text.startswith(("--host=", "--url=")):
+            _docker_host(shell, text.split("=", 1)[1])
+        elif text.startswith("-H") and len(text) > 2 and not text.startswith("--"):
+            _docker_host(shell, text[2:].lstrip("="))
+        elif text.startswith("host=") and index > 0 and texts[index - 1] == "--docker":
+            _docker_host(shell, text[5:].split(",", 1)[0])  # `docker context create --docker`
+
+
 _HANDLERS = {
+    "docker": _h_docker,
+    "podman": _h_docker,
     "cd": _h_cd,
     "pushd": _h_cd,
     "eval": _h_eval,
