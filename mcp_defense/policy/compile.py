@@ -169,7 +169,18 @@ def _globset(
                 c.error(s.span, "bad-glob", str(e))
                 continue
             globs.append(g)
-    return GlobSet(globs)
+    return _compiled_globset(globs, targets.span, c)
+
+
+def _compiled_globset(
+    globs: Sequence[str], span: ast.Span, c: _Ctx, *, icase: bool = False
+) -> GlobSet:
+    """A GlobSet; a set RE2 cannot hold (too large) is a `bad-glob` error, not a traceback."""
+    try:
+        return GlobSet(globs, ignore_case=icase)
+    except GlobError as e:
+        c.error(span, "bad-glob", str(e))
+        return GlobSet(())
 
 
 def _net_entries(
@@ -271,9 +282,10 @@ def _jewel_matcher(
             if gs is not None:
                 per_level[lv.level].extend(gs.globs)
                 set_globs.extend(gs.globs)
-        per_set.append((j.name, GlobSet(set_globs, ignore_case=True)))
+        per_set.append((j.name, _compiled_globset(set_globs, j.span, c, icase=True)))
     # Case-insensitive: macOS and Windows file systems read ~/.SSH/ID_RSA as ~/.ssh/id_rsa.
-    levels = [(lv, GlobSet(per_level[lv], ignore_case=True)) for lv in JEWEL_LEVELS]
+    where = jewels[0].span if jewels else ast.Span("<jewels>", 1, 1)
+    levels = [(lv, _compiled_globset(per_level[lv], where, c, icase=True)) for lv in JEWEL_LEVELS]
     levels = [(lv, gs) for lv, gs in levels if gs]
 
     @lru_cache(maxsize=8192)
@@ -338,6 +350,9 @@ def _tool_index(tree: Any) -> tuple[str, ...]:
     return ()
 
 
+_GLOB_CACHE_MAX = 1024
+
+
 def _functions(
     jewel: Callable[[str], str], jewel_set: Callable[[str], str]
 ) -> dict[str, Callable[..., Any]]:
@@ -346,6 +361,8 @@ def _functions(
     def glob(path: str, pattern: str) -> bool:
         gs = glob_cache.get(pattern)
         if gs is None:
+            if len(glob_cache) >= _GLOB_CACHE_MAX:  # a pattern built from call data: bounded
+                glob_cache.clear()
             gs = glob_cache[pattern] = GlobSet([pattern])
         return gs.matches(path)
 
