@@ -26,6 +26,7 @@ from mcp_defense.policy.extract import Classifier, Environment
 from mcp_defense.policy.extract import urls as netfacts
 from mcp_defense.policy.facts import Action, JoinSpec
 from mcp_defense.policy.globs import GlobError, GlobSet, glob_to_regex
+from mcp_defense.policy.limits import MAX_EXPANSION_CHARS, MAX_STRING_CHARS, size
 from mcp_defense.policy.schema import RULE_SCOPES
 from mcp_defense.policy.table import (
     ArchetypeConst,
@@ -77,8 +78,10 @@ class _Ctx:
     files: Sequence[ast.PolicyFile]
     diags: list[Diagnostic]
     timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms), in order
+    expanded: int = 0  # characters `${…}` expansion added so far (MAX_EXPANSION_CHARS)
     _stage: str = ""
     _t0: float = 0.0
+    _lines: dict[str, list[str]] = field(default_factory=dict)
 
     def stage(self, name: str) -> None:
         """Close the running stage (its time is recorded) and start `name` ("" to finish)."""
@@ -88,11 +91,15 @@ class _Ctx:
         self._stage, self._t0 = name, now
 
     def line(self, span: ast.Span) -> str:
-        for f in self.files:
-            if f.path == span.file:
-                lines = f.source.splitlines()
-                return lines[span.line - 1] if 0 < span.line <= len(lines) else ""
-        return ""
+        lines = self._lines.get(span.file)
+        if lines is None:
+            for f in self.files:
+                if f.path == span.file:
+                    lines = self._lines[span.file] = f.source.splitlines()
+                    break
+            else:
+                return ""
+        return lines[span.line - 1] if 0 < span.line <= len(lines) else ""
 
     def error(self, span: ast.Span, code: str, msg: str) -> None:
         self.diags.append(Diagnostic(span, ERROR, code, msg, self.line(span)))
@@ -106,6 +113,34 @@ class _Ctx:
 
 
 def _expand(s: ast.Str, variables: Mapping[str, str], c: _Ctx) -> str:
+    if "${" not in s.value:
+        return s.value
+    # The length first, so a string that would pass the limits is never built.
+    grown = sum(
+        len(variables[m.group(1)]) - len(m.group(0))
+        for m in _VAR_RE.finditer(s.value)
+        if m.group(1) in variables
+    )
+    if len(s.value) + grown > MAX_STRING_CHARS:
+        c.error(
+            s.span,
+            "too-large",
+            f"the string expands to {len(s.value) + grown:,} characters: the limit is "
+            f"{MAX_STRING_CHARS:,} characters per string",
+        )
+        return ""
+    if grown > 0 and c.expanded + grown > MAX_EXPANSION_CHARS:
+        if c.expanded <= MAX_EXPANSION_CHARS:  # reported once
+            c.error(
+                s.span,
+                "too-large",
+                f"${{…}} expansion adds more than {size(MAX_EXPANSION_CHARS)} of text to "
+                f"the policy (the limit for all its strings together)",
+            )
+        c.expanded = MAX_EXPANSION_CHARS + 1
+        return ""
+    c.expanded += max(grown, 0)
+
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
         if name not in variables:

@@ -20,6 +20,7 @@ import pwd
 import re
 import string
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 import re2  # type: ignore[import-untyped]
 
@@ -44,24 +45,26 @@ _HOME_ROOTS = (
 )
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_PUNCT = frozenset(string.punctuation)
 
 
 def _unsurrogate(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
+# ASCII punctuation as `\\c`, space and controls as `\\x{hh}`; letters, digits and non-ASCII
+# characters stand for themselves.
+_ESCAPES = {ord(c): "\\" + c for c in string.punctuation} | {
+    i: f"\\x{{{i:x}}}" for i in (*range(0x20), 0x20, 0x7F)
+}
+
+
 def _lit(c: str) -> str:
     """One character as an RE2 literal (outside or inside a class)."""
-    if c in _PUNCT:
-        return "\\" + c
-    if c.isalnum() and c.isascii() or ord(c) > 0x7F:
-        return c
-    return f"\\x{{{ord(c):x}}}"  # space, controls
+    return c.translate(_ESCAPES)
 
 
 def _escape(text: str) -> str:
-    return "".join(_lit(c) for c in _unsurrogate(text))
+    return _unsurrogate(text).translate(_ESCAPES)
 
 
 def _home_re() -> str:
@@ -108,6 +111,10 @@ def _class(glob: str, body: str) -> str:
     return "[" + ("^" if negate else "") + "".join(out) + "]"
 
 
+_SPECIAL = frozenset("*?[{},/")  # (`/` ends a run: a trailing `/**` looks at the `\\/` before it)
+
+
+@lru_cache(maxsize=16384)
 def glob_to_regex(glob: str) -> str:
     """Translate one glob to an RE2 regex body (no anchors)."""
     if not glob:
@@ -160,7 +167,12 @@ def glob_to_regex(glob: str) -> str:
         elif c == "," and depth:
             out.append("|")
         else:
-            out.append(_escape(c))
+            j = i + 1
+            while j < n and glob[j] not in _SPECIAL:
+                j += 1
+            out.append(_escape(glob[i:j]))  # a run of literal characters
+            i = j
+            continue
         i += 1
     if depth:
         raise GlobError(f"unclosed '{{' in {glob!r}")

@@ -8,6 +8,7 @@ reload only re-parses what changed.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 from mcp_defense.policy import ast
 from mcp_defense.policy.compile import compile_files
 from mcp_defense.policy.diagnostics import ERROR, Diagnostic, PolicyError
-from mcp_defense.policy.parser import parse
+from mcp_defense.policy.limits import MAX_POLICY_BYTES
+from mcp_defense.policy.parser import parse, too_large
 from mcp_defense.policy.table import DecisionTable
 from mcp_defense.resources import BUILTIN_PREFIX, builtin_policy_dir
 
@@ -55,6 +57,22 @@ class ParseCache:
             self.entries = {k: v for k, v in self.entries.items() if k[0] != path}
             self.entries[key] = hit
         return hit
+
+
+class PolicyTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"more than {MAX_POLICY_BYTES} bytes")
+        self.size = size
+
+
+def read_policy(path: Path) -> str:
+    """A policy file's text, as `read_text` gives it (UTF-8, universal newlines), reading at
+    most MAX_POLICY_BYTES + 1 bytes: a larger file raises PolicyTooLarge, never fills memory."""
+    with path.open("rb") as fh:
+        data = fh.read(MAX_POLICY_BYTES + 1)
+        if len(data) > MAX_POLICY_BYTES:
+            raise PolicyTooLarge(max(len(data), os.fstat(fh.fileno()).st_size))
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _display(p: Path) -> str:
@@ -129,7 +147,10 @@ def load(
         seen.add(rp)
         read.append(rp)
         try:
-            text = rp.read_text(encoding="utf-8")
+            text = read_policy(rp)
+        except PolicyTooLarge as e:
+            diags.append(too_large(_display(rp), e.size))
+            return
         except (OSError, UnicodeDecodeError) as e:
             span = via.path.span if via else ast.Span(_display(rp), 1, 1)
             diags.append(Diagnostic(span, ERROR, "unreadable", f"cannot read {_display(rp)}: {e}"))
