@@ -43,10 +43,12 @@ from mcp_defense.events.model import Event, PolicyReloaded, PolicyReloadFailed
 from mcp_defense.policy.ast import Span
 from mcp_defense.policy.diagnostics import ERROR, Diagnostic, format_text
 from mcp_defense.policy.loader import (
+    DirectoryTooLarge,
     LoadResult,
     ParseCache,
     PolicyTooLarge,
     load,
+    policy_files,
     read_policy,
     text_digest,
 )
@@ -185,9 +187,9 @@ def _probe(key: str) -> str:
             return "\n".join(sorted(names))
         p = Path(path)  # "r": a root as given: what it resolves to, or every file under it
         if p.is_dir():
-            return "\n".join(sorted(str(x) for x in p.rglob("*.mcpd")))
+            return "\n".join(str(x) for x in policy_files(p))
         return str(p.resolve(strict=True))
-    except PolicyTooLarge:
+    except (PolicyTooLarge, DirectoryTooLarge):
         return "too-large"  # (no reload compiles it; one that shrinks it changes the value)
     except (OSError, UnicodeDecodeError):
         return _MISSING
