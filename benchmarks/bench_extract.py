@@ -8,6 +8,9 @@
 (c) write_file with 16 MiB of content under a text-role key — target well under 100 ms.
 (d) the heaviest call at each per-call limit (policy/extract/limits.py) and just past it
     (refused): the slowest single call the proxy's reader can be held up by.
+(e) the same bounds end to end: `DecisionTable.decide` with the built-in pack and symlink
+    resolution on (as the proxy runs), for shapes at and past each bound, including the issue's
+    99,990 paths, deep and 4 KiB paths, and the maximum; target ≈ 50 ms.
 
 Per-call timings (perf_counter_ns around each call) and the median are used rather than one
 big batch, so a busy machine's preemptions land in the tail instead of the number. The cost of
@@ -29,11 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mcp_defense.policy.extract import Environment, default_classifier, extract  # noqa: E402
 from mcp_defense.policy.extract.limits import (  # noqa: E402
     MAX_CODE_LITERALS,
+    MAX_ITEMS,
     MAX_PATHS,
     MAX_SHELL_TOKENS,
     MAX_URLS,
 )
-from mcp_defense.policy.facts import CallFacts, ExtractionError  # noqa: E402
+from mcp_defense.policy.facts import CallFacts, ExtractionError, ToolCall  # noqa: E402
+from mcp_defense.policy.loader import load_table  # noqa: E402
 
 ENV = Environment(workspace="/workspace", home="/home/alice", user="alice", resolve_symlinks=False)
 CLS = default_classifier()
@@ -133,6 +138,63 @@ def worst_cases() -> None:
         print(f"(d) {name:28} {ms:8.1f} ms  {outcome}")
 
 
+def _decision_shapes() -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(name, archetype, tool, arguments): calls at and past the bounds, end to end."""
+    out: list[tuple[str, str, str, dict[str, Any]]] = []
+    for n in (MAX_PATHS, MAX_PATHS + 1, 99_990):
+        out += [
+            (
+                f"{n:,} workspace paths",
+                "filesystem",
+                "read_multiple_files",
+                {"paths": [f"/workspace/src/m{i}/f{i}.py" for i in range(n)]},
+            ),
+            (
+                f"{n:,} /usr paths (existing dirs)",
+                "filesystem",
+                "read_multiple_files",
+                {"paths": [f"/usr/lib/m{i}/f{i}.py" for i in range(n)]},
+            ),
+            (
+                f"{n:,} 100-component paths",
+                "filesystem",
+                "read_multiple_files",
+                {"paths": [f"/workspace/{i}/" + "a/" * 100 for i in range(n)]},
+            ),
+            (
+                f"{n:,} 4 KiB paths",
+                "filesystem",
+                "read_multiple_files",
+                {"paths": [f"/workspace/{i}/" + "a/" * 2040 for i in range(n)]},
+            ),
+            (
+                f"{n:,} unknown-key paths",
+                "generic",
+                "t",
+                {"x": [f"/srv/d{i}/f{i}" for i in range(n)]},
+            ),
+        ]
+    for n in (MAX_ITEMS - 10, MAX_ITEMS + 1):
+        out += [
+            (f"{n:,} words", "generic", "t", {"x": [f"w{i}" for i in range(n)]}),
+            (f"{n:,} keys", "generic", "t", {"x": {f"k{i}": 1 for i in range(n)}}),
+        ]
+    return out
+
+
+def worst_decisions() -> None:
+    table = load_table(None, {"workspace": "/workspace", "home": "/home/alice"})
+    worst = (0.0, "")
+    for name, arch, tool, args in _decision_shapes():
+        call = ToolCall(archetype=arch, tool=tool, arguments=args, agent_id="bench")
+        start = time.perf_counter()
+        d = table.decide(call)
+        ms = (time.perf_counter() - start) * 1000
+        worst = max(worst, (ms, name))
+        print(f"(e) {name:32} {ms:8.1f} ms  {d.action.value} {d.rule}")
+    print(f"(e) slowest decision: {worst[0]:.1f} ms ({worst[1]}) — target ≈ 50 ms")
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     n = 20_000 if not quick else 2_000
@@ -183,6 +245,7 @@ def main() -> None:
     )
     print(f"    URL-dense worst case (refused)     {worst:10.2f} µs  = {worst / 1000:.2f} ms")
     worst_cases()
+    worst_decisions()
 
 
 if __name__ == "__main__":

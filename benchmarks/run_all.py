@@ -2,7 +2,7 @@
 
 Benchmarks print numbers; they never assert. Each runs in its own process so one's warm
 caches do not flatter another's. Names: policy (the `policy bench` command), cel, extract,
-proxy, http, replay, reload, correlate, sandbox, hook, sinks.
+proxy, http, replay, reload, correlate, sandbox, hook, sinks, globs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ RUNS = {
     "sandbox": [sys.executable, str(HERE / "bench_sandbox.py")],
     "hook": [sys.executable, str(HERE / "bench_hook.py")],
     "sinks": [sys.executable, str(HERE / "bench_sinks.py")],
+    "globs": [sys.executable, str(HERE / "bench_globs.py")],
 }
 
 

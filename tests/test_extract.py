@@ -17,6 +17,7 @@ from mcp_defense.policy.extract import (
     default_classifier,
     extract,
 )
+from mcp_defense.policy.extract.limits import MAX_PATHS
 from mcp_defense.policy.facts import CallFacts, ExtractionError
 
 ENV = Environment(workspace="/workspace", home="/home/alice", user="alice", resolve_symlinks=False)
@@ -285,5 +286,5 @@ def test_16mib_wide_text_is_bounded() -> None:
 
 
 def test_many_small_values_are_linear() -> None:
-    args = {"items": [f"src/file{i}.py" for i in range(20_000)]}
+    args = {"items": [f"src/file{i}.py" for i in range(MAX_PATHS)]}
     assert _best_of(1, lambda: extract("t", args, CLS, ENV)) < 5.0

@@ -27,6 +27,7 @@ from mcp_defense.policy.extract import urls as netfacts
 from mcp_defense.policy.facts import Action, JoinSpec
 from mcp_defense.policy.glob_intersect import JewelPatterns, is_pattern
 from mcp_defense.policy.globs import GlobError, GlobSet, glob_to_regex
+from mcp_defense.policy.limits import MAX_EXPANSION_CHARS, MAX_STRING_CHARS, size
 from mcp_defense.policy.schema import RULE_SCOPES
 from mcp_defense.policy.table import (
     ArchetypeConst,
@@ -78,8 +79,10 @@ class _Ctx:
     files: Sequence[ast.PolicyFile]
     diags: list[Diagnostic]
     timings: list[tuple[str, float]] = field(default_factory=list)  # (stage, ms), in order
+    expanded: int = 0  # characters `${…}` expansion added so far (MAX_EXPANSION_CHARS)
     _stage: str = ""
     _t0: float = 0.0
+    _lines: dict[str, list[str]] = field(default_factory=dict)
 
     def stage(self, name: str) -> None:
         """Close the running stage (its time is recorded) and start `name` ("" to finish)."""
@@ -89,11 +92,15 @@ class _Ctx:
         self._stage, self._t0 = name, now
 
     def line(self, span: ast.Span) -> str:
-        for f in self.files:
-            if f.path == span.file:
-                lines = f.source.splitlines()
-                return lines[span.line - 1] if 0 < span.line <= len(lines) else ""
-        return ""
+        lines = self._lines.get(span.file)
+        if lines is None:
+            for f in self.files:
+                if f.path == span.file:
+                    lines = self._lines[span.file] = f.source.splitlines()
+                    break
+            else:
+                return ""
+        return lines[span.line - 1] if 0 < span.line <= len(lines) else ""
 
     def error(self, span: ast.Span, code: str, msg: str) -> None:
         self.diags.append(Diagnostic(span, ERROR, code, msg, self.line(span)))
@@ -107,6 +114,34 @@ class _Ctx:
 
 
 def _expand(s: ast.Str, variables: Mapping[str, str], c: _Ctx) -> str:
+    if "${" not in s.value:
+        return s.value
+    # The length first, so a string that would pass the limits is never built.
+    grown = sum(
+        len(variables[m.group(1)]) - len(m.group(0))
+        for m in _VAR_RE.finditer(s.value)
+        if m.group(1) in variables
+    )
+    if len(s.value) + grown > MAX_STRING_CHARS:
+        c.error(
+            s.span,
+            "too-large",
+            f"the string expands to {len(s.value) + grown:,} characters: the limit is "
+            f"{MAX_STRING_CHARS:,} characters per string",
+        )
+        return ""
+    if grown > 0 and c.expanded + grown > MAX_EXPANSION_CHARS:
+        if c.expanded <= MAX_EXPANSION_CHARS:  # reported once
+            c.error(
+                s.span,
+                "too-large",
+                f"${{…}} expansion adds more than {size(MAX_EXPANSION_CHARS)} of text to "
+                f"the policy (the limit for all its strings together)",
+            )
+        c.expanded = MAX_EXPANSION_CHARS + 1
+        return ""
+    c.expanded += max(grown, 0)
+
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
         if name not in variables:
@@ -173,7 +208,18 @@ def _globset(
                 c.error(s.span, "bad-glob", str(e))
                 continue
             globs.append(g)
-    return GlobSet(globs)
+    return _compiled_globset(globs, targets.span, c)
+
+
+def _compiled_globset(
+    globs: Sequence[str], span: ast.Span, c: _Ctx, *, icase: bool = False
+) -> GlobSet:
+    """A GlobSet; a set RE2 cannot hold (too large) is a `bad-glob` error, not a traceback."""
+    try:
+        return GlobSet(globs, ignore_case=icase)
+    except GlobError as e:
+        c.error(span, "bad-glob", str(e))
+        return GlobSet(())
 
 
 def _net_entries(
@@ -275,9 +321,10 @@ def _jewel_matcher(
             if gs is not None:
                 per_level[lv.level].extend(gs.globs)
                 set_globs.extend(gs.globs)
-        per_set.append((j.name, GlobSet(set_globs, ignore_case=True)))
+        per_set.append((j.name, _compiled_globset(set_globs, j.span, c, icase=True)))
     # Case-insensitive: macOS and Windows file systems read ~/.SSH/ID_RSA as ~/.ssh/id_rsa.
-    levels = [(lv, GlobSet(per_level[lv], ignore_case=True)) for lv in JEWEL_LEVELS]
+    where = jewels[0].span if jewels else ast.Span("<jewels>", 1, 1)
+    levels = [(lv, _compiled_globset(per_level[lv], where, c, icase=True)) for lv in JEWEL_LEVELS]
     levels = [(lv, gs) for lv, gs in levels if gs]
 
     most = levels[0][0] if levels else ""
@@ -352,6 +399,9 @@ def _tool_index(tree: Any) -> tuple[str, ...]:
     return ()
 
 
+_GLOB_CACHE_MAX = 1024
+
+
 def _functions(
     jewel: Callable[[str], str], jewel_set: Callable[[str], str]
 ) -> dict[str, Callable[..., Any]]:
@@ -360,6 +410,8 @@ def _functions(
     def glob(path: str, pattern: str) -> bool:
         gs = glob_cache.get(pattern)
         if gs is None:
+            if len(glob_cache) >= _GLOB_CACHE_MAX:  # a pattern built from call data: bounded
+                glob_cache.clear()
             gs = glob_cache[pattern] = GlobSet([pattern])
         return gs.matches(path)
 

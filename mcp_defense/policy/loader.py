@@ -8,6 +8,7 @@ reload only re-parses what changed.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 from mcp_defense.policy import ast
 from mcp_defense.policy.compile import compile_files
 from mcp_defense.policy.diagnostics import ERROR, Diagnostic, PolicyError
-from mcp_defense.policy.parser import parse
+from mcp_defense.policy.limits import MAX_DIRECTORY_ENTRIES, MAX_POLICY_BYTES
+from mcp_defense.policy.parser import parse, too_large
 from mcp_defense.policy.table import DecisionTable
 from mcp_defense.resources import BUILTIN_PREFIX, builtin_policy_dir
 
@@ -57,6 +59,22 @@ class ParseCache:
         return hit
 
 
+class PolicyTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"more than {MAX_POLICY_BYTES} bytes")
+        self.size = size
+
+
+def read_policy(path: Path) -> str:
+    """A policy file's text, as `read_text` gives it (UTF-8, universal newlines), reading at
+    most MAX_POLICY_BYTES + 1 bytes: a larger file raises PolicyTooLarge, never fills memory."""
+    with path.open("rb") as fh:
+        data = fh.read(MAX_POLICY_BYTES + 1)
+        if len(data) > MAX_POLICY_BYTES:
+            raise PolicyTooLarge(max(len(data), os.fstat(fh.fileno()).st_size))
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _display(p: Path) -> str:
     """Paths in diagnostics: relative to cwd when under it, `builtin:` for the shipped pack."""
     try:
@@ -69,27 +87,68 @@ def _display(p: Path) -> str:
         return str(p)
 
 
-def _policy_files(directory: Path) -> list[Path]:
-    """`.mcpd` files under a directory, skipping dot-files (editor locks such as emacs's
-    `.#main.mcpd`, which is a dangling symlink while the file is open)."""
-    return sorted(
-        p
-        for p in directory.rglob("*.mcpd")
-        if not any(part.startswith(".") for part in p.relative_to(directory).parts)
-    )
+class DirectoryTooLarge(Exception):
+    pass
+
+
+def policy_files(directory: Path) -> list[Path]:
+    """`.mcpd` files under a directory, skipping dot-files and dot-directories (editor locks
+    such as emacs's `.#main.mcpd`, a dangling symlink while the file is open; `.git`). Symlinks
+    to directories are not followed, and past MAX_DIRECTORY_ENTRIES entries looked at it
+    raises DirectoryTooLarge: finding policy files never walks a whole file system."""
+    found: list[Path] = []
+    seen = 0
+    stack = [directory]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as entries:
+                for e in entries:
+                    seen += 1
+                    if seen > MAX_DIRECTORY_ENTRIES:
+                        raise DirectoryTooLarge(
+                            f"{_display(directory)}: more than {MAX_DIRECTORY_ENTRIES:,} "
+                            "entries to search for .mcpd files; name the files or a smaller "
+                            "directory"
+                        )
+                    if e.name.startswith("."):
+                        continue
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(Path(e.path))
+                    elif e.name.endswith(".mcpd"):
+                        found.append(Path(e.path))
+        except (NotADirectoryError, PermissionError, FileNotFoundError):
+            continue
+    return sorted(found)
+
+
+def _policy_roots(paths: Sequence[str | Path] | None) -> list[Path]:
+    """The directories a directory import may name: those of the files (and the directories)
+    named on the command line, and the built-in pack's."""
+    roots = [builtin_policy_dir().resolve()]
+    for raw in paths or ():
+        p = _input_path(str(raw))
+        roots.append(p.resolve() if p.is_dir() else p.resolve().parent)
+    return roots
+
+
+def _input_path(s: str) -> Path:
+    if s.startswith(BUILTIN_PREFIX):
+        return builtin_policy_dir() / s[len(BUILTIN_PREFIX) :]
+    return Path(s)
 
 
 def _expand_inputs(paths: Sequence[str | Path], diags: list[Diagnostic]) -> list[Path]:
     out: list[Path] = []
     for raw in paths:
         s = str(raw)
-        p = (
-            (builtin_policy_dir() / s[len(BUILTIN_PREFIX) :])
-            if s.startswith(BUILTIN_PREFIX)
-            else Path(s)
-        )
+        p = _input_path(s)
         if p.is_dir():
-            found = _policy_files(p)
+            try:
+                found = policy_files(p)
+            except DirectoryTooLarge as e:
+                diags.append(Diagnostic(ast.Span(s, 1, 1), ERROR, "too-large", str(e)))
+                continue
             if not found:
                 diags.append(
                     Diagnostic(
@@ -116,7 +175,9 @@ def load(
     """Parse, resolve imports, check and compile. Never raises for policy problems."""
     cache = cache or ParseCache()
     diags: list[Diagnostic] = []
-    roots = _expand_inputs(list(paths) if paths else [builtin_policy_dir()], diags)
+    inputs = list(paths) if paths else [builtin_policy_dir()]
+    roots = _policy_roots(inputs)
+    named = _expand_inputs(inputs, diags)
     files: list[ast.PolicyFile] = []
     read: list[Path] = []
     texts: dict[str, str] = {}
@@ -129,7 +190,10 @@ def load(
         seen.add(rp)
         read.append(rp)
         try:
-            text = rp.read_text(encoding="utf-8")
+            text = read_policy(rp)
+        except PolicyTooLarge as e:
+            diags.append(too_large(_display(rp), e.size))
+            return
         except (OSError, UnicodeDecodeError) as e:
             span = via.path.span if via else ast.Span(_display(rp), 1, 1)
             diags.append(Diagnostic(span, ERROR, "unreadable", f"cannot read {_display(rp)}: {e}"))
@@ -140,6 +204,12 @@ def load(
         except PolicyError as e:
             diags.extend(e.diagnostics)
             return
+        lines = pf.source.splitlines() if pf.imports else []
+
+        def refuse(imp: ast.Import, code: str, msg: str) -> None:
+            line = lines[imp.span.line - 1] if 0 < imp.span.line <= len(lines) else ""
+            diags.append(Diagnostic(imp.path.span, ERROR, code, msg, line))
+
         for imp in pf.imports:
             target = imp.path.value
             if target.startswith(BUILTIN_PREFIX):
@@ -147,25 +217,44 @@ def load(
             else:
                 tp = rp.parent / target
             if tp.is_dir():
-                for sub in _policy_files(tp):
-                    visit(sub, imp)
+                rd = tp.resolve()
+                if not any(rd.is_relative_to(root) for root in roots):
+                    refuse(
+                        imp,
+                        "import-outside",
+                        f"import {target!r}: a directory outside the policy's directories "
+                        "(those of the files named on the command line, and builtin:); "
+                        "import its .mcpd files by name",
+                    )
+                    continue
+                try:
+                    subs = policy_files(tp)
+                except DirectoryTooLarge as e:
+                    refuse(imp, "too-large", f"import {target!r}: {e}")
+                    continue
+                for sub in subs:
+                    if sub.resolve().suffix != ".mcpd":
+                        refuse(
+                            imp,
+                            "not-policy",
+                            f"import {target!r}: imports only .mcpd files, and "
+                            f"{_display(sub)} links to {sub.resolve()}",
+                        )
+                    else:
+                        visit(sub, imp)
             elif tp.is_file():
+                # By name only: the content of a file that is not a policy is never read (a
+                # syntax error would quote its first line, e.g. of /etc/passwd, in CI logs).
+                if tp.suffix != ".mcpd" or tp.resolve().suffix != ".mcpd":
+                    refuse(imp, "not-policy", f"import {target!r}: imports only .mcpd files")
+                    continue
                 visit(tp, imp)
             else:
-                lines = pf.source.splitlines()
-                diags.append(
-                    Diagnostic(
-                        imp.path.span,
-                        ERROR,
-                        "import-not-found",
-                        f"import {target!r}: no such file or directory",
-                        lines[imp.span.line - 1] if lines else "",
-                    )
-                )
+                refuse(imp, "import-not-found", f"import {target!r}: no such file or directory")
         files.append(pf)  # imports first, so their definitions come earlier in order
 
-    for root in roots:
-        visit(root, None)
+    for p in named:
+        visit(p, None)
     if any(d.is_error for d in diags):
         return LoadResult(None, diags, read, texts)
     table, more = compile_files(files, variables, strict=False)

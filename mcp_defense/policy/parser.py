@@ -12,6 +12,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from mcp_defense.policy import ast
 from mcp_defense.policy.diagnostics import ERROR, Diagnostic, PolicyError
+from mcp_defense.policy.limits import MAX_POLICY_BYTES, MAX_STRING_CHARS, size
 from mcp_defense.resources import grammar_path
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -319,10 +320,14 @@ class _Build(Transformer[Token, Any]):
         return None
 
 
+_COMMENT_LINE = re.compile(r"^[^\S\n]*#[^\n]*", re.MULTILINE)
+
+
 def _strip_comment_lines(cel: str) -> str:
     """Whole-line `#` comments inside a multi-line `when` become blanks (positions kept)."""
-    lines = cel.split("\n")
-    return "\n".join(" " * len(ln) if ln.lstrip().startswith("#") else ln for ln in lines).rstrip()
+    if "#" not in cel:
+        return cel.rstrip()
+    return _COMMENT_LINE.sub(lambda m: " " * len(m.group()), cel).rstrip()
 
 
 _FRIENDLY = {
@@ -396,13 +401,48 @@ def _line(source: str, line: int) -> str:
     return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
+def too_large(file: str, n: int) -> Diagnostic:
+    """The diagnostic of a policy file of `n` bytes, past MAX_POLICY_BYTES."""
+    return Diagnostic(
+        ast.Span(file, 1, 1),
+        ERROR,
+        "too-large",
+        f"policy file of {size(n)}: the limit is {size(MAX_POLICY_BYTES)} per file",
+    )
+
+
+def _long_strings(file: str, tree: Tree[Token]) -> list[Diagnostic]:
+    """A diagnostic for each string literal longer than MAX_STRING_CHARS, where it starts."""
+    out = []
+    for tok in tree.scan_values(
+        lambda t: isinstance(t, Token) and t.type == "STRING" and len(t) - 2 > MAX_STRING_CHARS
+    ):
+        out.append(
+            Diagnostic(
+                ast.Span(file, tok.line or 1, tok.column or 1),
+                ERROR,
+                "too-large",
+                f"string of {len(tok) - 2:,} characters: the limit is {MAX_STRING_CHARS:,} "
+                "characters per string",
+            )
+        )
+    return out
+
+
 def parse(source: str, file: str = "<string>") -> ast.PolicyFile:
     """Parse one file. Raises PolicyError with a positioned syntax diagnostic."""
+    if len(source) > MAX_POLICY_BYTES // 4:  # (a character is at most 4 bytes)
+        n = len(source.encode("utf-8", "surrogateescape"))
+        if n > MAX_POLICY_BYTES:
+            raise PolicyError([too_large(file, n)])
     text = source if source.endswith("\n") else source + "\n"
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as e:
         raise PolicyError([_syntax_diag(file, text, e)]) from None
+    long = _long_strings(file, tree)
+    if long:
+        raise PolicyError(long)
     items = _Build(file).transform(tree)
     if isinstance(items, Tree):  # pragma: no cover
         items = items.children

@@ -42,7 +42,16 @@ import watchfiles
 from mcp_defense.events.model import Event, PolicyReloaded, PolicyReloadFailed
 from mcp_defense.policy.ast import Span
 from mcp_defense.policy.diagnostics import ERROR, Diagnostic, format_text
-from mcp_defense.policy.loader import LoadResult, ParseCache, load, text_digest
+from mcp_defense.policy.loader import (
+    DirectoryTooLarge,
+    LoadResult,
+    ParseCache,
+    PolicyTooLarge,
+    load,
+    policy_files,
+    read_policy,
+    text_digest,
+)
 from mcp_defense.policy.table import DecisionTable
 from mcp_defense.resources import BUILTIN_PREFIX, builtin_policy_dir
 
@@ -169,17 +178,19 @@ def _probe(key: str) -> str:
     kind, path = key[0], key[2:]
     try:
         if kind == "t":  # text a load compiled, by its display name: read as the loader does
-            return text_digest(_source_path(path).read_text(encoding="utf-8"))
+            return text_digest(read_policy(_source_path(path)))
         if kind == "m":  # a file a load tried to read (it may have been unreadable)
-            return text_digest(Path(path).read_text(encoding="utf-8"))
+            return text_digest(read_policy(Path(path)))
         if kind == "d":  # a directory holding policy files: which .mcpd files it has
             # (dot files are editor locks and swap files, e.g. emacs' `.#rules.mcpd`)
             names = (n for n in os.listdir(path) if n.endswith(".mcpd") and n[0] != ".")
             return "\n".join(sorted(names))
         p = Path(path)  # "r": a root as given: what it resolves to, or every file under it
         if p.is_dir():
-            return "\n".join(sorted(str(x) for x in p.rglob("*.mcpd")))
+            return "\n".join(str(x) for x in policy_files(p))
         return str(p.resolve(strict=True))
+    except (PolicyTooLarge, DirectoryTooLarge):
+        return "too-large"  # (no reload compiles it; one that shrinks it changes the value)
     except (OSError, UnicodeDecodeError):
         return _MISSING
 

@@ -9,11 +9,15 @@ ROLES = frozenset({"path", "url", "command", "code", "text"})
 
 # Per-call work is bounded so one call cannot stall the proxy's reader (every call behind it
 # waits); past a bound the call is refused (`malformed_arguments`, fail closed), never cut short.
+# Together they hold the heaviest call, extraction and decision, to about 50 ms
+# (benchmarks/bench_extract.py, "(d)" and "(e)").
 # The bounds are documented in docs/language.md ("Extraction limits").
 MAX_DEPTH = 64  # nesting of objects/arrays, counting JSON decoded out of strings
-MAX_ITEMS = 100_000  # strings + keys visited per call
+MAX_ITEMS = 25_000  # strings + keys visited per call (~40 ms for as many distinct keys)
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
-MAX_PATHS = 20_000  # distinct paths per call (read_multiple_files of a whole tree still fits)
+MAX_PATHS = 2_048  # distinct paths per call (with their resolution, ~25 ms at the limit)
+MAX_RESOLVE_STEPS = 32_768  # path components walked to resolve symlinks, per call
+MAX_PATH_CHARS = 512 * 1024  # characters of the distinct paths of one call, together
 MAX_SHELL_TOKENS = 4_096  # words and operators per call, nested shells included
 MAX_CODE_LITERALS = 2_048  # string literals in program text per call
 MAX_SHELL_NESTING = 16  # bash -c "bash -c ..." / $( $( ... ) )

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from mcp_defense.policy.extract.limits import _M_GENERIC, _M_SOFT, _M_STRICT, MAX_PATH_BYTES
+from mcp_defense.policy.extract.limits import (
+    _M_GENERIC,
+    _M_SOFT,
+    _M_STRICT,
+    MAX_PATH_BYTES,
+    MAX_RESOLVE_STEPS,
+)
 from mcp_defense.policy.facts import ExtractionError
 
 if TYPE_CHECKING:
@@ -371,21 +378,120 @@ _REAL_TTL_S = 1.0  # how long a resolution is trusted; documented in docs/langua
 _REAL_MAX = 8192
 _real_cache: dict[str, tuple[float, str | None]] = {}
 _monotonic = time.monotonic
+_LINK, _PLAIN, _MISSING = 0, 1, 2
+_UNCLEAN = re.compile(r"^(?!/.)|//|/\.\.?(?:/|$)|/$")  # not absolute, or `//`, `.`, `..`, `/` last
+
+
+class Resolver:
+    """`os.path.realpath` for the paths of one call, with its work bounded.
+
+    The same walk as the standard library's (component by component, `..` lexical on what is
+    resolved so far, symlinks followed, a loop left as it is), with two savings that do not
+    change the result: an `lstat` is made once per call for each prefix (the paths of a tree
+    share their directories), and none below a prefix that does not exist (nothing can). The
+    components walked are counted across the call: past MAX_RESOLVE_STEPS the call is refused
+    (a few thousand 2,000-component paths would otherwise take seconds of `lstat`s).
+    """
+
+    __slots__ = ("_dirs", "_kinds", "_targets", "steps")
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, str] = {}  # clean lexical prefix → its resolution (no loop)
+        self._kinds: dict[str, int] = {}
+        self._targets: dict[str, str] = {}
+        self.steps = 0
+
+    def realpath(self, path: str) -> str | None:
+        """The memoised resolution (one second), or None when the path cannot be resolved."""
+        now = _monotonic()
+        hit = _real_cache.get(path)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            if _UNCLEAN.search(path) is None:
+                real: str | None = self._clean(path)
+            else:
+                real = os.path.normpath(self._join("", path, {})[0])
+        except (OSError, ValueError):
+            real = None
+        if len(_real_cache) >= _REAL_MAX:
+            _real_cache.clear()
+        _real_cache[path] = (now + _REAL_TTL_S, real)
+        return real
+
+    def _clean(self, path: str) -> str:
+        """A path with no empty, `.` or `..` component: its directory is resolved once per call
+        (the walk of `_join` passes through the directory's resolution, so continuing from it
+        with the last component gives the same result), then the last component."""
+        parent, _, name = path.rpartition("/")
+        base = self._dirs.get(parent) if parent else "/"
+        if base is None:
+            real, ok = self._join("", parent, {})
+            if not ok:  # a symlink loop: the rest stays as it is, as realpath leaves it
+                return os.path.normpath(os.path.join(real, name))
+            base = self._dirs[parent] = real
+        return os.path.normpath(self._join(base, name, {})[0])
+
+    def _kind(self, path: str, parent: str) -> int:
+        kind = self._kinds.get(path)
+        if kind is None:
+            if self._kinds.get(parent) == _MISSING:
+                kind = _MISSING
+            else:
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    kind = _MISSING
+                else:
+                    kind = _LINK if stat.S_ISLNK(st.st_mode) else _PLAIN
+            self._kinds[path] = kind
+        return kind
+
+    def _join(self, path: str, rest: str, seen: dict[str, str | None]) -> tuple[str, bool]:
+        """posixpath._joinrealpath (non-strict), with the lstat of `_kind`."""
+        if rest.startswith("/"):
+            rest = rest[1:]
+            path = "/"
+        while rest:
+            self.steps += 1
+            if self.steps > MAX_RESOLVE_STEPS:
+                raise ExtractionError(
+                    f"more than {MAX_RESOLVE_STEPS:,} path components to resolve in one call"
+                )
+            name, _, rest = rest.partition("/")
+            if not name or name == ".":
+                continue
+            if name == "..":
+                if path:
+                    path, name = os.path.split(path)
+                    if name == "..":
+                        path = os.path.join(path, "..", "..")
+                else:
+                    path = ".."
+                continue
+            newpath = os.path.join(path, name)
+            if self._kind(newpath, path) != _LINK:
+                path = newpath
+                continue
+            if newpath in seen:
+                cached = seen[newpath]
+                if cached is not None:
+                    path = cached
+                    continue
+                return os.path.join(newpath, rest), False  # a symlink loop
+            seen[newpath] = None
+            target = self._targets.get(newpath)
+            if target is None:
+                target = self._targets[newpath] = os.readlink(newpath)
+            path, ok = self._join(path, target, seen)
+            if not ok:
+                return os.path.join(path, rest), False
+            seen[newpath] = path
+        return path, True
 
 
 def _realpath(path: str) -> str | None:
     """os.path.realpath with a one-second memo: agents hit the same paths over and over, and
     a symlink swapped in under a path is re-read within a second. (The server opens the file
     after the decision anyway, so a check-then-use window exists with or without the memo.)"""
-    now = _monotonic()
-    hit = _real_cache.get(path)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    try:
-        real: str | None = os.path.realpath(path)
-    except (OSError, ValueError):
-        real = None
-    if len(_real_cache) >= _REAL_MAX:
-        _real_cache.clear()
-    _real_cache[path] = (now + _REAL_TTL_S, real)
-    return real
+    return Resolver().realpath(path)

@@ -46,6 +46,7 @@ from mcp_defense.policy.extract.limits import (
     MAX_DEPTH,
     MAX_GLOB_PATTERNS,
     MAX_ITEMS,
+    MAX_PATH_CHARS,
     MAX_PATHS,
     MAX_RELATIVES,
     MAX_SHELL_NESTING,
@@ -54,6 +55,7 @@ from mcp_defense.policy.extract.limits import (
 from mcp_defense.policy.extract.paths import (
     _IFS_RE,
     _VAR_START,
+    Resolver,
     _PathOut,
     _realpath,
     _resolve_path,
@@ -122,6 +124,7 @@ class _Acc:
         "literals",
         "prose",
         "overflow",
+        "path_chars",
         "paths",
         "phys",
         "programs",
@@ -147,6 +150,7 @@ class _Acc:
         self.programs: dict[str, None] = {}
         self.flags = 0
         self.items = 0
+        self.path_chars = 0
         self.tokens = 0
         self.anchors: list[str] = []
         self.relatives: list[str] = []
@@ -167,7 +171,12 @@ class _Acc:
                 self.sources.pop(path, None)  # also used in a role that may write it
             return
         if len(self.paths) >= MAX_PATHS:
-            raise ExtractionError(f"more than {MAX_PATHS} distinct paths in one call")
+            raise ExtractionError(f"more than {MAX_PATHS:,} distinct paths in one call")
+        self.path_chars += len(path)
+        if self.path_chars > MAX_PATH_CHARS:
+            raise ExtractionError(
+                f"more than {MAX_PATH_CHARS:,} characters of distinct paths in one call"
+            )
         self.paths[path] = None
         if self.role == _SOURCE and self.sources is not None:
             self.sources[path] = None
@@ -663,7 +672,7 @@ class _Acc:
         if kind is _STR:
             self.items += 1
             if self.items > MAX_ITEMS:
-                raise ExtractionError(f"more than {MAX_ITEMS} strings and keys in arguments")
+                raise ExtractionError(f"more than {MAX_ITEMS:,} strings and keys in arguments")
             self.check_str(value)
             self.visit_str(value, role, depth)
         elif kind is _DICT:
@@ -722,7 +731,7 @@ class _Acc:
                     raise ExtractionError(f"non-string object key of type {type(key).__name__}")
             self.items += 1
             if self.items > MAX_ITEMS:
-                raise ExtractionError(f"more than {MAX_ITEMS} strings and keys in arguments")
+                raise ExtractionError(f"more than {MAX_ITEMS:,} strings and keys in arguments")
             if "\x00" in key or not key.isascii():
                 self.check_str(key)
             info = key_memo.get(key)
@@ -977,10 +986,11 @@ def _with_realpaths(paths: tuple[str, ...], phys: Sequence[str]) -> tuple[str, .
         real = _realpath(path)
         return paths if real is None or real == path else (path, real)
     out: dict[str, None] = dict.fromkeys(paths)
+    resolver = Resolver()  # one per call: shared lstats, one bound on the work
     for path in (*paths, *phys):
         if path.startswith("/proc/"):
             continue
-        real = _realpath(path)
+        real = resolver.realpath(path)
         if real is not None:
             out.setdefault(real, None)
     return tuple(out)
@@ -997,7 +1007,7 @@ def extract(
 
     `arguments` must be a JSON object (None/missing is `{}`); anything else — a list, a string,
     a number, non-JSON values, NUL bytes, lone surrogates, NaN, nesting deeper than 64, more than
-    100,000 strings and keys — is refused rather than guessed at.
+    25,000 strings and keys — is refused rather than guessed at.
     """
     if type(tool) is not str:
         if isinstance(tool, str):
