@@ -179,9 +179,19 @@ def test_origin_host_and_token_refused(tmp_path: Path) -> None:
         anyio.run(with_token)
 
 
+NO_RESPONSE_RULES = str(Path(__file__).parent / "data" / "no_response_rules.mcpd")
+
+
 @pytest.mark.parametrize("flags", [(), ("--json",)], ids=["sse-body", "json-body"])
-def test_16_mib_result_streams_through(flags: tuple[str, ...]) -> None:
-    with upstream("streamable-http", *flags) as up, proxy("http", up.url, "-a", "filesystem") as px:
+@pytest.mark.parametrize("policy", ["stream", "builtin"])
+def test_16_mib_result_streams_through(flags: tuple[str, ...], policy: str) -> None:
+    """Without response rules a large result streams (memory stays flat); with the built-in
+    pack's it is held whole (up to --max-message-bytes) so that secrets can be redacted."""
+    extra = ["-p", NO_RESPONSE_RULES] if policy == "stream" else []
+    with (
+        upstream("streamable-http", *flags) as up,
+        proxy("http", up.url, "-a", "filesystem", *extra) as px,
+    ):
         before = rss_hwm_kib(px.proc.pid)
 
         async def run() -> int:
@@ -193,9 +203,9 @@ def test_16_mib_result_streams_through(flags: tuple[str, ...]) -> None:
 
         assert anyio.run(run) == 16 << 20
         grown = rss_hwm_kib(px.proc.pid) - before
-        print(f"proxy peak RSS grew {grown / 1024:.1f} MiB for a 16 MiB result ({flags or 'sse'})")
-        # Streamed, not held: far less than the result held even once more.
-        assert grown < 16 * 1024
+        print(f"proxy peak RSS grew {grown / 1024:.1f} MiB for a 16 MiB result ({policy}, {flags})")
+        if policy == "stream":  # streamed, not held: less than the result held once more
+            assert grown < 16 * 1024
 
 
 def test_oauth_401_and_discovery_pass_through(tmp_path: Path) -> None:
@@ -595,3 +605,15 @@ def test_legacy_absolute_endpoint_is_rewritten_to_the_proxy(tmp_path: Path) -> N
             assert status == "202" and json.loads(message)["result"]["echo"] == "tools/list"
     finally:
         stop(proc)
+
+
+def test_secrets_redacted_over_http(tmp_path: Path) -> None:
+    with upstream("streamable-http") as up, proxy("http", up.url, "-a", "generic") as px:
+
+        async def run() -> str:
+            async with Client(px.url, mode="legacy") as c:
+                r = await c.call_tool("read_file", {"path": "ghp_" + "a1B2c3D4" * 5})
+                return r.content[0].text  # type: ignore[union-attr,no-any-return]
+
+        out = anyio.run(run)
+        assert out == "contents of [REDACTED:github_token]"

@@ -215,3 +215,26 @@ def test_server_requests_are_decided(tmp_path: Path) -> None:
     decided = [(e["tool"], e["decision"]) for e in calls if e["type"] == "tool_call"]
     assert ("sampling/createMessage", "require_approval") in decided
     assert ("elicitation/create", "allow") in decided and ("elicitation/create", "deny") in decided
+
+
+def test_secrets_in_results_are_redacted(tmp_path: Path) -> None:
+    """A result holding an AWS key and a private key (in text and in structuredContent)
+    reaches the client with both replaced, the whole key block included, the rest intact."""
+    pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
+
+    async def run() -> Any:
+        async with Client(_proxied(pins, rec, "a"), mode="legacy") as c:
+            return await c.call_tool("leak", {"name": "creds.ini"})
+
+    r = anyio.run(run)
+    text = r.content[0].text  # type: ignore[union-attr]
+    structured = json.dumps(r.structured_content)
+    for blob in (text, structured):
+        assert "AKIAIOSFODNN7EXAMPLE" not in blob and "b3BlbnNzaC1rZXkt" not in blob
+        assert "END OPENSSH" not in blob and "[REDACTED:private_key]" in blob
+        assert "[REDACTED:aws_access_key_id]" in blob and "region = eu-west-1" in blob
+    events = [json.loads(x) for x in rec.read_text().splitlines()]
+    [ev] = [e for e in events if e["type"] == "tool_response"]
+    assert ev["decision"] == "redact" and ev["rule"] == "secret_in_result"
+    assert set(ev["secrets"]) == {"aws_access_key_id", "private_key"} and ev["redacted"] >= 4
+    assert "AKIA" not in rec.read_text().split('"tool_response"')[1]

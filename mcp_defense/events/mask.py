@@ -4,7 +4,8 @@ Like OPA's decision-log masking: the recording (`--record`) keeps the arguments 
 because `policy test` replays them, but what goes to a collector must not carry the tokens
 an agent passed to a tool. Values are masked when their key names a secret (`password`,
 `api_key`, `authorization`…) or when they look like a credential (provider token formats,
-JWTs, private keys, `user:pass@` in URLs, `Bearer …`). The paths masked are listed in the
+JWTs, private keys, `user:pass@` in URLs, `Bearer …`: the detectors of
+`policy/extract/secrets.py`, the same that response rules use). The paths masked are listed in the
 event's `masked` field, as OPA lists `erased`.
 """
 
@@ -13,34 +14,31 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mcp_defense.policy.extract.secrets import find_secrets
+
 MASK = "<masked>"
 
 _SECRET_KEY = re.compile(
     r"(?i)(pass(word|wd|phrase)?|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|"
     r"client[_-]?secret|authorization|auth|cookie|session[_-]?id|credential|signature)$"
 )
-_SECRET_VALUE = re.compile(
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)"
-    r"|\b(AKIA|ASIA)[0-9A-Z]{16}\b"
-    r"|\bgh[pousr]_[A-Za-z0-9]{30,}\b|\bgithub_pat_[A-Za-z0-9_]{30,}\b"
-    r"|\bglpat-[A-Za-z0-9_\-]{20,}\b"
-    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}\b"
-    r"|\bsk-(ant-|proj-|live_|test_)?[A-Za-z0-9_\-]{20,}\b|\b[rs]k_live_[A-Za-z0-9]{16,}\b"
-    r"|\bAIza[0-9A-Za-z_\-]{35}\b"
-    r"|\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
-    r"|(?i:\b(bearer|basic|token)\s+)[A-Za-z0-9._~+/\-]{16,}=*"
-    r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"
-    r"|(?i:(?<=[-_]password=)|(?<=[-_]token=)|(?<=[-_]secret=)|(?<=[-_]key=))[^\s&'\"]+"
-)
 
 
 def mask_value(value: Any, path: str, masked: list[str]) -> Any:
     """A copy of `value` with secrets replaced by `<masked>`; appends masked paths."""
     if isinstance(value, str):
-        out, n = _SECRET_VALUE.subn(MASK, value)
-        if n:
-            masked.append(path)
-        return out
+        found = find_secrets(value)
+        if not found:
+            return value
+        masked.append(path)
+        parts: list[str] = []
+        last = 0
+        for s in found:
+            parts.append(value[last : s.start])
+            parts.append(MASK)
+            last = s.end
+        parts.append(value[last:])
+        return "".join(parts)
     if isinstance(value, dict):
         result: dict[str, Any] = {}
         for k, v in value.items():

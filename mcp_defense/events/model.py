@@ -164,6 +164,24 @@ class FramingEvent(Event):
 
 
 @dataclass(slots=True, kw_only=True)
+class ResponseDecided(Event):
+    """A result a response rule acted on: redacted, withheld (deny) or alerted. Only the
+    kinds of secrets are recorded, never their values."""
+
+    type: ClassVar[str] = "tool_response"
+    session_id: str
+    correlation_id: str
+    tool: str
+    decision: str  # alert | redact | deny
+    rule: str
+    reason: str
+    policy_version: str
+    secrets: list[str] = field(default_factory=list)
+    redacted: int = 0  # secrets replaced
+    enforced: bool = True  # False under --observe (the result passed unchanged)
+
+
+@dataclass(slots=True, kw_only=True)
 class ToolChanged(Event):
     """A tool's definition (name, description, schemas, annotations) differs from its pin: a
     rug pull until someone approves it (`mcp-defense pins approve`)."""
@@ -280,6 +298,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ToolResultEvent,
         FramingEvent,
         ToolChanged,
+        ResponseDecided,
         PolicyReloaded,
         PolicyReloadFailed,
         FlowEvent,

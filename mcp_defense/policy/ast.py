@@ -107,7 +107,8 @@ class Classify:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """`rule`, `flow rule` or `orphan rule` (kind 'rule' | 'flow' | 'orphan')."""
+    """`rule`, `flow rule`, `orphan rule` or `response rule` (kind 'rule' | 'flow' | 'orphan'
+    | 'response')."""
 
     kind: str
     name: str

@@ -45,6 +45,7 @@ RULE_ACTIONS = {
     "rule": {"allow", "deny", "require_approval", "alert", "kill"},
     "flow": {"allow", "alert", "kill"},
     "orphan": {"allow", "alert", "kill"},
+    "response": {"allow", "alert", "redact", "deny"},
 }
 JOIN_KEYS = {
     ("flow.cgroup_id", "call.cgroup_id"): "cgroup_id",
@@ -571,6 +572,9 @@ def compile_files(
                     f"at {seen_default.span}",
                 )
                 continue
+            if d.action not in RULE_ACTIONS["rule"] and d.action != "approve":
+                c.error(d.span, "bad-action", f"default cannot be {d.action}")
+                continue
             seen_default = d
             reason = d.reason.value if d.reason else f"no rule matched (default {d.action})"
             default = (Action(d.action), reason, str(d.span))
@@ -646,6 +650,7 @@ def compile_files(
         indexed: list[CompiledRule] = []
         flows: list[CompiledRule] = []
         orphans: list[CompiledRule] = []
+        responses: list[CompiledRule] = []
         dropped: list[str] = []
         for p in parsed:
             r = p.node
@@ -687,6 +692,8 @@ def compile_files(
                 flows.append(cr)
             elif r.kind == "orphan":
                 orphans.append(cr)
+            elif r.kind == "response":
+                responses.append(cr)
             elif p.tools:
                 indexed.append(cr)
             else:
@@ -707,6 +714,7 @@ def compile_files(
             tuple(sorted(flows, key=lambda x: x.sort_key)),
             tuple(sorted(orphans, key=lambda x: x.sort_key)),
             tuple(dropped),
+            tuple(sorted(responses, key=lambda x: x.sort_key)),
         )
 
     for p in parsed:

@@ -15,6 +15,7 @@ from typing import Any
 class Action(StrEnum):
     ALLOW = "allow"
     ALERT = "alert"
+    REDACT = "redact"  # response rules only: the result reaches the client with secrets replaced
     REQUIRE_APPROVAL = "require_approval"
     DENY = "deny"
     KILL = "kill"
@@ -32,9 +33,10 @@ class Action(StrEnum):
 _SEVERITY = {
     Action.ALLOW: 0,
     Action.ALERT: 1,
-    Action.REQUIRE_APPROVAL: 2,
-    Action.DENY: 3,
-    Action.KILL: 4,
+    Action.REDACT: 2,
+    Action.REQUIRE_APPROVAL: 3,
+    Action.DENY: 4,
+    Action.KILL: 5,
 }
 
 
@@ -67,6 +69,16 @@ class CallFacts:
     # "" (no pin, or not listed yet).
     description: str = ""
     tool_status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFacts:
+    """What response rules see of one result (`result.*`)."""
+
+    text: str = ""  # the result's text (content, embedded resources, structured strings)
+    secrets: tuple[str, ...] = ()  # kinds of secrets found (policy/extract/secrets.py)
+    is_error: bool = False
+    size: int = 0  # bytes of the response message
 
 
 @dataclass(frozen=True, slots=True)

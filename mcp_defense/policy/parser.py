@@ -244,6 +244,10 @@ class _Build(Transformer[Token, Any]):
     def orphan_rule(self, meta: Any, c: list[Any]) -> ast.Rule:
         return self._rule("orphan", meta, c)
 
+    @v_args(meta=True)
+    def response_rule(self, meta: Any, c: list[Any]) -> ast.Rule:
+        return self._rule("response", meta, c)
+
     # ---- correlate
     @v_args(meta=True)
     def join_key(self, meta: Any, c: list[Any]) -> ast.JoinKey:

@@ -91,6 +91,22 @@ RECORDS: dict[str, tuple[Field, ...]] = {
         Field("binary", "string", "executable of the process (empty when unknown)"),
         Field("calls", "int", "number of tool calls this flow joined"),
     ),
+    "Result": (
+        Field(
+            "text",
+            "string",
+            "the result's text: content blocks, embedded resources, "
+            "structuredContent strings (first MiB)",
+        ),
+        Field(
+            "secrets",
+            "list<string>",
+            "kinds of secrets found anywhere in the result "
+            "(private_key, aws_access_key_id, github_token, jwt, env_secret, …)",
+        ),
+        Field("is_error", "bool", "a JSON-RPC error, or a tool result with isError: true"),
+        Field("size", "int", "bytes of the response message"),
+    ),
     "Vars": (),  # fields are the policy's variables, all strings; filled per compile
 }
 
@@ -101,6 +117,7 @@ VARIABLES: dict[str, str] = {
     "agent": "Agent",
     "session": "Session",
     "flow": "Flow",
+    "result": "Result",
     "vars": "Vars",
 }
 
@@ -109,6 +126,7 @@ RULE_SCOPES: dict[str, frozenset[str]] = {
     "rule": frozenset({"call", "archetype", "agent", "session", "vars"}),
     "flow": frozenset({"flow", "archetype", "agent", "session", "vars"}),
     "orphan": frozenset({"flow", "archetype", "agent", "session", "vars"}),
+    "response": frozenset({"result", "call", "archetype", "agent", "session", "vars"}),
 }
 
 FUNCTIONS: tuple[Function, ...] = (

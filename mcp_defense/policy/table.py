@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from string import Formatter
 from types import MappingProxyType
@@ -29,6 +30,7 @@ from mcp_defense.policy.facts import (
     ExtractionError,
     FlowFacts,
     JoinSpec,
+    ResultFacts,
     ToolCall,
 )
 from mcp_defense.policy.globs import GlobSet
@@ -66,7 +68,17 @@ class EvalCtx:
     """What a lowered closure reads: `call`, `flow`, `agent`, `session`, plus `witness` and
     the `deadline` of the CEL run-time budget (set by its first check, see cel.runtime)."""
 
-    __slots__ = ("call", "flow", "agent", "session", "archetype", "vars", "witness", "deadline")
+    __slots__ = (
+        "call",
+        "flow",
+        "result",
+        "agent",
+        "session",
+        "archetype",
+        "vars",
+        "witness",
+        "deadline",
+    )
     budgeted = True
 
     def __init__(
@@ -80,6 +92,7 @@ class EvalCtx:
     ) -> None:
         self.call = call
         self.flow = flow
+        self.result: ResultFacts | None = None
         self.agent = _id(agent_id)
         self.session = _id(session_id)
         self.archetype = archetype
@@ -291,6 +304,7 @@ class ArchetypeRules:
     flow: tuple[CompiledRule, ...]
     orphan: tuple[CompiledRule, ...]
     dropped: tuple[str, ...]  # rule names folded to `false` for this archetype
+    response: tuple[CompiledRule, ...] = ()  # `response rule`s, decision order
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +344,9 @@ def _call_value(name: str, ctx: EvalCtx, rule: CompiledRule) -> str:
         return str(items[0]) if items else ""
     if name == "tool":
         return str(call.tool) if call is not None else ""
+    if name == "secrets":
+        result = getattr(ctx, "result", None)
+        return ", ".join(result.secrets) if result is not None else ""
     if name == "command":
         return " ".join(call.commands)[:200] if call is not None else ""
     if name == "archetype":
@@ -635,6 +652,65 @@ class DecisionTable:
                 facts=ctx.call,
             )
         return self._mk(action, rule.name, reason, corr, rule.source, facts=ctx.call)
+
+    def has_response_rules(self, archetype: str) -> bool:
+        """Whether results of calls under `archetype` must be held and decided."""
+        arch = self._archetypes.get(archetype)
+        return arch is not None and bool(arch.response)
+
+    def response_reads_text(self, archetype: str) -> bool:
+        """Whether a response rule of `archetype` reads `result.text` (else a result that
+        cannot hold a secret need not be parsed at all)."""
+        arch = self._archetypes.get(archetype)
+        return arch is not None and any(
+            "result.text" in r.when or "result[" in r.when for r in arch.response
+        )
+
+    def decide_response(self, call: ToolCall, result: ResultFacts) -> Decision:
+        """Decide one result with `response rule`s (the call that caused it is `call.*`).
+        Default: allow. Fails closed: a rule that cannot be evaluated acts as if it matched
+        (a `redact` rule that errors still redacts); an internal error denies."""
+        try:
+            arch = self._archetypes.get(call.archetype)
+            if arch is None or not arch.response:
+                return self._mk(Action.ALLOW, DEFAULT_RULE, "no response rule", call.correlation_id)
+            try:
+                facts = extract(
+                    call.tool, call.arguments, self._classifier, self._env, call.annotations
+                )
+            except ExtractionError:
+                facts = CallFacts(tool=str(call.tool), args={})
+            facts.description = call.description
+            facts.tool_status = call.tool_status
+            ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, self.variables)
+            ctx.result = result
+            for rule in arch.response:
+                try:
+                    hit = rule.fn(ctx)
+                except Exception as e:  # noqa: BLE001 - fail closed: as if it matched
+                    return self._mk(
+                        rule.action,
+                        RULE_ERROR,
+                        f"response rule {rule.name} could not be evaluated ({e}); "
+                        f"acting as if it matched: {rule.action.value}",
+                        call.correlation_id,
+                        rule.source,
+                    )
+                if hit is True:
+                    reason = rule.reason.render(partial(_call_value, ctx=ctx, rule=rule))
+                    return self._mk(
+                        rule.action, rule.name, reason, call.correlation_id, rule.source
+                    )
+            return self._mk(
+                Action.ALLOW, DEFAULT_RULE, "no response rule matched", call.correlation_id
+            )
+        except Exception as e:  # noqa: BLE001
+            return self._mk(
+                Action.DENY,
+                INTERNAL_ERROR,
+                f"internal error while deciding a result: {type(e).__name__}: {e}",
+                call.correlation_id,
+            )
 
     def decide_flow(
         self,

@@ -251,7 +251,7 @@ class StreamableHttpProxy:
             )
         if ctype.startswith("application/json") and resp.status_code < 300:
             length = resp.headers.get("content-length", "")
-            if length.isdigit() and int(length) <= HOLD_BYTES:
+            if length.isdigit() and int(length) <= self._hold(hs):
                 # Small and whole: one read, one response (no streaming machinery per call).
                 data = await resp.aread()
                 await resp.aclose()
@@ -284,7 +284,7 @@ class StreamableHttpProxy:
         return answer(request, [err])
 
     async def _json_body(self, resp: httpx2.Response, hs: HubSession) -> AsyncIterator[bytes]:
-        tap = BodyTap()
+        tap = BodyTap(self._hold(hs))
         try:
             async for chunk in resp.aiter_raw():
                 now = tap.feed(chunk)
@@ -303,7 +303,7 @@ class StreamableHttpProxy:
             await resp.aclose()
 
     async def _sse_body(self, resp: httpx2.Response, hs: HubSession) -> AsyncIterator[bytes]:
-        reader = SSEReader()
+        reader = SSEReader(self._hold(hs))
         try:
             async for chunk in resp.aiter_raw():
                 for piece in reader.feed(chunk):
@@ -332,6 +332,11 @@ class StreamableHttpProxy:
                 same = action.data == piece.data
                 out.append(piece.raw if same else sse_event(action.data))
         return out
+
+    def _hold(self, hs: HubSession) -> int:
+        """How much of a server message is held whole: everything (up to the size limit)
+        when response rules may rewrite results, else a little, and the rest streams."""
+        return self.max_message_bytes if hs.session.holds_results else HOLD_BYTES
 
     # --- approval through MCP elicitation --------------------------------------------------------
 

@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from mcp_defense.events.model import (
     FramingEvent,
+    ResponseDecided,
     ToolCallEvent,
     ToolChanged,
     ToolResultEvent,
@@ -59,7 +60,9 @@ from mcp_defense.events.record import (
     now_iso_fast,
     printable,
 )
-from mcp_defense.policy.facts import Action, Decision, ToolCall, ToolDefinition
+from mcp_defense.policy.extract.results import redact_result, result_facts
+from mcp_defense.policy.extract.secrets import may_contain_secrets
+from mcp_defense.policy.facts import Action, Decision, ResultFacts, ToolCall, ToolDefinition
 from mcp_defense.policy.table import LearningState
 from mcp_defense.protocol.calls import (
     COMPLETE,
@@ -152,6 +155,7 @@ class _Pending:
     correlation_id: str
     t0: float
     paged: bool = False  # a tools/list asking for a later page (its answer is not the whole list)
+    call: ToolCall | None = None  # set when response rules decide this request's result
 
 
 @dataclass(slots=True)
@@ -168,6 +172,7 @@ class _Outcome:
     request_id: Any = None
     ticket: int = 0
     eval_ms: float = 0.0  # time spent in table.decide (the decision event carries it)
+    hold: bool = False  # response rules will decide the result: keep the call for them
 
 
 @dataclass(slots=True)
@@ -231,6 +236,7 @@ class ProxySession:
         self._held: dict[int, tuple[_Held, int]] = {}  # ticket → (held, element index)
         self._held_ids: dict[Any, _Held] = {}  # request id → held request (for cancellation)
         self._tickets = 0
+        self._holding = 0  # pending requests whose result response rules decide
 
     @property
     def pending(self) -> int:
@@ -320,7 +326,11 @@ class ProxySession:
         if out.forward:
             if self.closed_reason:
                 return self._fail_unsent(msg.id, out.correlation_id)
-            self._pending[msg.id] = _Pending(msg.method or "", out.correlation_id, _perf())
+            self._pending[msg.id] = _Pending(
+                msg.method or "", out.correlation_id, _perf(), call=out.call if out.hold else None
+            )
+            if out.hold:
+                self._holding += 1
             if self.flows is not None:  # before the server can act on it
                 self.flows.call_opened(out.correlation_id)
             return [ToServer(line, msg.id)]
@@ -405,9 +415,14 @@ class ProxySession:
             for i, el in enumerate(msg.elements):
                 if el.kind is Kind.REQUEST:
                     o = held.outcomes.get(i)
+                    hold = o is not None and o.hold
                     self._pending[el.id] = _Pending(
-                        el.method or "", o.correlation_id if o is not None else "", now
+                        el.method or "",
+                        o.correlation_id if o is not None else "",
+                        now,
+                        call=o.call if o is not None and hold else None,
                     )
+                    self._holding += hold
             if self.flows is not None:
                 for o in held.outcomes.values():
                     self.flows.call_opened(o.correlation_id)
@@ -493,9 +508,10 @@ class ProxySession:
             observe = False  # holds under --observe too
         action = decision.action
         allowed = observe or action is Action.ALLOW or action is Action.ALERT
-        if allowed and not self.recorder.active:
+        hold = _holds_results(table, self.archetype)
+        if allowed and not self.recorder.active and not hold:
             return _Outcome(cid, True)  # the hot path: nothing to record, nothing to build
-        out = _Outcome(cid, False, None, None, call, decision, msg.id, eval_ms=eval_ms)
+        out = _Outcome(cid, False, None, None, call, decision, msg.id, eval_ms=eval_ms, hold=hold)
         if allowed:
             self._settle(out, True, decision.reason, approval="")
         elif action is Action.REQUIRE_APPROVAL:
@@ -625,9 +641,97 @@ class ProxySession:
             decided = self._server_request(line)
             if decided is not None:
                 return decided
+        if self._holding:
+            p = self._pending.get(sniff_id(line))
+            if p is not None and p.call is not None:
+                self._holding -= 1
+                replaced = self._decide_response(p, line)
+                if replaced is not None:
+                    rid = self._match_response(line)
+                    return [ToClient(replaced, rid)]
         if self._pending:
             return [ToClient(line, self._match_response(line))]
         return [ToClient(line)]
+
+    @property
+    def holds_results(self) -> bool:
+        """Whether results must reach the session whole (response rules may rewrite them):
+        a transport that streams large messages holds them instead, up to the size limit."""
+        try:
+            return _holds_results(self.get_table(), self.archetype)
+        except Exception:  # noqa: BLE001 - unknown: hold (the safe side)
+            return True
+
+    def _decide_response(self, p: _Pending, line: bytes) -> bytes | None:
+        """Response rules on one result: None to pass it as it is, else the bytes to send
+        instead (the result with secrets redacted, or an error withholding it)."""
+        assert p.call is not None
+        table = self.get_table()
+        reads_text = getattr(table, "response_reads_text", None)
+        if not may_contain_secrets(line) and not (reads_text and reads_text(self.archetype)):
+            # Nothing a rule reads can be in it: decide on what is known without parsing
+            # (a 16 MiB file read costs one linear scan, not a parse and a copy).
+            info = response_info(line)
+            facts = ResultFacts("", (), info is not None and info.is_error, len(line))
+            body: Any = None
+            obj: dict[str, Any] = {}
+            key = ""
+        else:
+            msg = parse_message(line, self.max_depth)
+            if msg.kind is Kind.RESPONSE:
+                key = "result"
+            elif msg.kind is Kind.ERROR:
+                key = "error"
+            else:
+                return None
+            obj = msg.obj
+            body = obj.get(key)
+            facts = result_facts(body, key == "error", len(line))
+        try:
+            decision = table.decide_response(p.call, facts)  # type: ignore[attr-defined]
+        except Exception as e:  # noqa: BLE001 - fail closed
+            decision = Decision(Action.DENY, "internal_error", f"response rules failed: {e}", "")
+        action = decision.action
+        if action is Action.ALLOW:
+            return None
+        out: bytes | None = None
+        redacted = 0
+        if action is Action.REDACT and key:
+            new_body, kinds = redact_result(body)
+            redacted = len(kinds)
+            if kinds:
+                out = encode({**obj, key: new_body})
+        elif action is not Action.ALERT and action is not Action.REDACT:
+            tool = p.call.tool if type(p.call.tool) is str else json.dumps(p.call.tool)
+            out = error_response(
+                sniff_id(line),
+                POLICY_DENIED,
+                f"mcp-defense: the result of {tool} was withheld by policy: {decision.reason}",
+                {
+                    "decision": action.value,
+                    "rule": decision.rule,
+                    "reason": decision.reason,
+                    "correlation_id": p.correlation_id,
+                    "policy_version": decision.policy_version,
+                    "tool": tool,
+                },
+            )
+        if self.recorder.active:
+            self.recorder.emit(
+                ResponseDecided(
+                    session_id=self.session_id,
+                    correlation_id=p.correlation_id,
+                    tool=str(p.call.tool),
+                    decision=action.value,
+                    rule=decision.rule,
+                    reason=decision.reason,
+                    policy_version=decision.policy_version,
+                    secrets=list(facts.secrets),
+                    redacted=redacted,
+                    enforced=not self.observe,
+                )
+            )
+        return None if self.observe else out
 
     def _server_request(self, line: bytes) -> list[ProxyAction] | None:
         """Decide what the server asks of the client; None when there is nothing to decide."""
@@ -832,6 +936,11 @@ class ProxySession:
 
 
 _perf = time.perf_counter
+
+
+def _holds_results(table: Any, archetype: str) -> bool:
+    has = getattr(table, "has_response_rules", None)
+    return bool(has(archetype)) if has is not None else False
 
 
 def _stderr(message: str) -> None:

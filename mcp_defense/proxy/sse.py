@@ -30,6 +30,7 @@ from mcp_defense.protocol.jsonrpc import INVALID_REQUEST, error_response, sniff_
 from mcp_defense.proxy.http import WELL_KNOWN, read_body
 from mcp_defense.proxy.session import ProxyAction, ToClient, ToServer
 from mcp_defense.proxy.web import (
+    HOLD_BYTES,
     Ended,
     Guard,
     HubSession,
@@ -125,7 +126,7 @@ class LegacySseProxy:
 
     async def _pump(self, resp: httpx2.Response, st: _Stream, proxy_origin: str) -> None:
         """Read the upstream stream into the client's queue, each message through the session."""
-        reader = SSEReader()
+        reader = SSEReader(self.max_message_bytes if st.hs.session.holds_results else HOLD_BYTES)
         try:
             async for chunk in resp.aiter_raw():
                 for piece in reader.feed(chunk):

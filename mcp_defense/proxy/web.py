@@ -297,7 +297,8 @@ class SSEReader:
         if self._streaming:
             self._pass(out, line + term)
         else:
-            self._raw += line + term
+            self._raw += line
+            self._raw += term
             if len(self._raw) > self.hold:
                 self._begin_streaming(out)
 

@@ -44,6 +44,21 @@ async def summarize(text: str, ctx: Context) -> str:
     return f"summary: {r.content.text}"  # type: ignore[union-attr]
 
 
+FAKE_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+    "QyNTUxOQAAACDe7i8ZfakefakefakefakefakefakefakefakefakeAAAA\n-----END OPENSSH PRIVATE KEY-----"
+)
+
+
+@server.tool(structured_output=True)
+def leak(name: str) -> dict[str, str]:
+    """Read a config file (here: one that holds secrets)."""
+    return {
+        "file": name,
+        "body": f"region = eu-west-1\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n{FAKE_KEY}\nok = yes",
+    }
+
+
 class _Confirm(BaseModel):
     ok: bool
 
