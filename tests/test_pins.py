@@ -67,7 +67,7 @@ def test_rug_pull_is_denied_until_approved(tmp_path: Path) -> None:
     pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
     assert _session(pins, rec, "a") == {"text": "contents of notes.txt"}
     pinned = json.loads(pins.read_text())
-    assert {"read_file", "echo", "summarize", "confirm"} == set(pinned["tools"])
+    assert {"read_file", "echo", "summarize", "confirm", "leak"} == set(pinned["tools"])
     # The server changes under us: the changed tool and the new one are refused.
     out = _session(pins, rec, "b")
     assert out["denied"]["rule"] == "tool_definition_changed"
