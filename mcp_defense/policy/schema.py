@@ -94,6 +94,14 @@ RULE_SCOPES: dict[str, frozenset[str]] = {
     "orphan": frozenset({"flow", "archetype", "agent", "session", "vars"}),
 }
 
+# How the language spells each kind of rule, and what it decides (a message that says a kind of
+# rule cannot read a variable names both).
+RULE_KINDS: dict[str, tuple[str, str]] = {
+    "rule": ("`rule` (tool-call rule)", "decides a tool call, before any flow exists"),
+    "flow": ("`flow rule`", "decides a network flow"),
+    "orphan": ("`orphan rule`", "decides a network flow"),
+}
+
 FUNCTIONS: tuple[Function, ...] = (
     Function(
         "jewel",
