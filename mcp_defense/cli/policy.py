@@ -62,9 +62,9 @@ def lint(
 
     Exit codes: 0 no errors (warnings allowed), 1 errors found, 2 usage error.
     """
-    from mcp_defense.policy.loader import load
+    from mcp_defense.policy.loader import check
 
-    result = load([*(paths or []), *(policy or [])] or None, parse_sets(sets))
+    result = check([*(paths or []), *(policy or [])] or None, parse_sets(sets))
     diags = result.diagnostics
     if fmt is Fmt.text:
         out = Console(highlight=False)
@@ -75,7 +75,7 @@ def lint(
         status = "[bold red]" if n_err else "[bold green]"
         out.print(
             f"{status}{n_err} error(s)[/], {n_warn} warning(s) in {files} file(s)"
-            + (f"; policy version {result.table.version}" if result.table else "")
+            + (f"; policy version {result.version}" if result.version else "")
         )
     else:
         text = render_diagnostics(diags, fmt.value)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcp_defense.policy import ast
+from mcp_defense.policy.check import check_files, version_of
 from mcp_defense.policy.compile import compile_files
 from mcp_defense.policy.diagnostics import ERROR, Diagnostic, PolicyError
 from mcp_defense.policy.limits import MAX_DIRECTORY_ENTRIES, MAX_POLICY_BYTES
@@ -166,14 +167,16 @@ def _expand_inputs(paths: Sequence[str | Path], diags: list[Diagnostic]) -> list
     return out
 
 
-def load(
-    paths: Sequence[str | Path] | None = None,
-    variables: Mapping[str, str] | None = None,
-    *,
-    cache: ParseCache | None = None,
-) -> LoadResult:
-    """Parse, resolve imports, check and compile. Never raises for policy problems."""
-    cache = cache or ParseCache()
+@dataclass
+class _Read:
+    files: list[ast.PolicyFile]  # parsed, imports first (load order)
+    diagnostics: list[Diagnostic]
+    read: list[Path]
+    texts: dict[str, str]
+
+
+def _read(paths: Sequence[str | Path] | None, cache: ParseCache) -> _Read:
+    """Read and parse the named files and everything they import."""
     diags: list[Diagnostic] = []
     inputs = list(paths) if paths else [builtin_policy_dir()]
     roots = _policy_roots(inputs)
@@ -255,10 +258,48 @@ def load(
 
     for p in named:
         visit(p, None)
-    if any(d.is_error for d in diags):
-        return LoadResult(None, diags, read, texts)
-    table, more = compile_files(files, variables, strict=False)
-    return LoadResult(table, diags + more, read, texts)
+    return _Read(files, diags, read, texts)
+
+
+def load(
+    paths: Sequence[str | Path] | None = None,
+    variables: Mapping[str, str] | None = None,
+    *,
+    cache: ParseCache | None = None,
+) -> LoadResult:
+    """Parse, resolve imports, check and compile. Never raises for policy problems."""
+    r = _read(paths, cache or ParseCache())
+    if any(d.is_error for d in r.diagnostics):
+        return LoadResult(None, r.diagnostics, r.read, r.texts)
+    table, more = compile_files(r.files, variables, strict=False)
+    return LoadResult(table, r.diagnostics + more, r.read, r.texts)
+
+
+@dataclass
+class CheckResult:
+    """What `policy lint` reports: every diagnostic, the files read, and the version the
+    policy would have (None when it has errors)."""
+
+    diagnostics: list[Diagnostic]
+    files: list[Path]
+    version: str | None
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+
+def check(
+    paths: Sequence[str | Path] | None = None, variables: Mapping[str, str] | None = None
+) -> CheckResult:
+    """Parse, resolve imports and run the compiler's checks (`check.CHECKS`) without building
+    a decision table: the same diagnostics as `load`, for less work."""
+    r = _read(paths, ParseCache())
+    if any(d.is_error for d in r.diagnostics):
+        return CheckResult(r.diagnostics, r.read, None)
+    c = check_files(r.files, variables)
+    version = None if c.errors else version_of(r.files, c.variables)
+    return CheckResult(r.diagnostics + c.diags, r.read, version)
 
 
 def load_table(

@@ -129,6 +129,15 @@ RULE_SCOPES: dict[str, frozenset[str]] = {
     "response": frozenset({"result", "call", "archetype", "agent", "session", "vars"}),
 }
 
+# How the language spells each kind of rule, and what it decides (a message that says a kind of
+# rule cannot read a variable names both).
+RULE_KINDS: dict[str, tuple[str, str]] = {
+    "rule": ("`rule` (tool-call rule)", "decides a tool call, before any flow exists"),
+    "flow": ("`flow rule`", "decides a network flow"),
+    "orphan": ("`orphan rule`", "decides a network flow"),
+    "response": ("`response rule`", "decides a tool result on its way back to the agent"),
+}
+
 FUNCTIONS: tuple[Function, ...] = (
     Function(
         "jewel",

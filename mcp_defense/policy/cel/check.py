@@ -31,6 +31,23 @@ from mcp_defense.policy.cel.types import (
 # Type checking
 
 
+class CelUnavailable(CelError):
+    """A variable the kind of rule being checked never has (`flow` in a tool-call rule): the
+    rule could never evaluate, so it is an error, and the message says where it is available."""
+
+
+def _unavailable(name: str, scope: frozenset[str]) -> str:
+    here = [k for k, s in schema.RULE_SCOPES.items() if s == scope]
+    if not here:
+        return f"{name!r} is not available here (available: {', '.join(sorted(scope))})"
+    where = [schema.RULE_KINDS[k][0] for k, s in schema.RULE_SCOPES.items() if name in s]
+    return (
+        f"{name!r} is not available in a {' or '.join(schema.RULE_KINDS[k][0] for k in here)}, "
+        f"which {schema.RULE_KINDS[here[0]][1]}: {name} is available in "
+        f"{' and '.join(where) or 'no rule'} only (here: {', '.join(sorted(scope))})"
+    )
+
+
 _ORDERED = frozenset({"int", "double", "string", "bool"})
 
 
@@ -64,10 +81,7 @@ class _Checker:
         if name in self.env.scope:
             return schema.VARIABLES[name]
         if name in schema.VARIABLES:
-            raise self.err(
-                n,
-                f"{name!r} is not available here (available: {', '.join(sorted(self.env.scope))})",
-            )
+            raise CelUnavailable(_unavailable(name, self.env.scope), n.line, n.col)
         if name in _FUNCTIONS or name in _CONVERSIONS:
             raise self.err(n, f"{name!r} is a function; call it")
         raise self.err(n, f"undeclared reference to {name!r}")
@@ -416,7 +430,13 @@ def check(tree: Tree, env: CelEnv) -> str:
 
 
 class CelWarning(CelError):
-    """A finding with a position that does not stop compilation (lint prints it)."""
+    """A finding with a position that does not stop compilation (lint prints it): `field`
+    may be absent, `guard` is the `has()` test that would protect it."""
+
+    def __init__(self, message: str, line: int, column: int, field: str, guard: str) -> None:
+        super().__init__(message, line, column)
+        self.field = field
+        self.guard = guard
 
 
 _Path = tuple[str, ...]
@@ -532,6 +552,8 @@ class _Absent:
                     f"(deny, rule_error); guard it with `{guard} && ...`",
                     n.line,
                     n.col,
+                    _show(full),
+                    guard,
                 )
         self.visit(chain[-1].kids[0], known)
 
