@@ -127,3 +127,88 @@ def test_syntax_error_in_cli(tmp_path: Path) -> None:
     assert f"{p}:3:12: error: unexpected '\"b\"'" in r.output
     assert r.output.count("^") == 1
     _ = os
+
+
+# ---------------------------------------------------------------------------------------------
+# Lint runs the compiler's checks only (check.CHECKS); a compile runs them and then the stages
+# that build the table (compile.BUILD). Both report the same diagnostics.
+
+_RESPONSE_AND_KINDS = """\
+import "builtin:archetypes.mcpd"
+default redact
+response rule r1 {
+  when result.is_error && call.args.x == 1
+  kill
+}
+response rule r2 {
+  when flow.dst_port == 1
+  redact
+}
+rule r3 {
+  when result.size > 3
+  deny
+}
+flow rule r4 {
+  when call.tool == "x"
+  alert
+}
+"""
+
+
+def _same_as_compile(paths: list[str]) -> None:
+    from mcp_defense.policy.loader import check, load
+
+    sets = {"workspace": "/workspace", "home": "/home/alice"}
+    checked, loaded = check(paths, sets), load(paths, sets)
+    assert checked.diagnostics == loaded.diagnostics
+    assert checked.files == loaded.files
+    assert checked.version == (loaded.table.version if loaded.table else None)
+
+
+def test_lint_reports_what_a_compile_reports(tmp_path: Path) -> None:
+    _same_as_compile([])
+    _same_as_compile([str(DATA / "broken.mcpd")])
+    _same_as_compile([str(DATA / "warnings.mcpd")])
+    src = (DATA / "broken.mcpd").read_text().replace('import "missing.mcpd"\n', "")
+    (tmp_path / "full.mcpd").write_text(src)
+    _same_as_compile([str(tmp_path / "full.mcpd")])
+    (tmp_path / "kinds.mcpd").write_text(_RESPONSE_AND_KINDS)
+    _same_as_compile([str(tmp_path / "kinds.mcpd")])
+
+
+def test_rules_read_only_what_their_kind_has(tmp_path: Path) -> None:
+    p = tmp_path / "kinds.mcpd"
+    p.write_text(_RESPONSE_AND_KINDS)
+    r = lint(str(p), "--format", "json")
+    assert r.exit_code == 1
+    found = {(d["line"], d["code"]) for d in json.loads(r.output)}
+    assert found == {
+        (2, "bad-action"),  # default cannot be redact
+        (5, "bad-action"),  # response rules cannot kill
+        (8, "unavailable"),  # flow in a response rule
+        (12, "unavailable"),  # result in a tool-call rule
+        (16, "unavailable"),  # call in a flow rule
+    }
+    out = lint(str(p)).output
+    assert "'result' is not available in a `rule` (tool-call rule)" in out
+    assert "result is available in `response rule` only" in out
+
+
+def test_a_redact_rule_without_a_reason_compiles(tmp_path: Path) -> None:
+    from mcp_defense.policy.loader import load
+
+    p = tmp_path / "r.mcpd"
+    p.write_text(
+        'import "builtin:archetypes.mcpd"\n'
+        "response rule r {\n  when result.secrets.size() > 0\n  redact\n}\n"
+    )
+    result = load([str(p)])
+    assert result.table is not None, result.diagnostics
+    assert lint(str(p)).exit_code == 0
+
+
+def test_stages_are_the_checks_then_the_build() -> None:
+    from mcp_defense.policy import check, compile, schema
+
+    assert compile.STAGES == tuple(n for n, _ in (*check.CHECKS, *compile.BUILD))
+    assert set(schema.RULE_KINDS) == set(schema.RULE_SCOPES) == set(check.RULE_ACTIONS)
