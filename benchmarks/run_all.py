@@ -2,7 +2,7 @@
 
 Benchmarks print numbers; they never assert. Each runs in its own process so one's warm
 caches do not flatter another's. Names: policy (the `policy bench` command), cel, extract,
-proxy, http, replay, reload, correlate, sandbox, hook, sinks, globs.
+proxy, http, replay, reload, correlate, sandbox, hook, sinks, globs, lint.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ RUNS = {
     "hook": [sys.executable, str(HERE / "bench_hook.py")],
     "sinks": [sys.executable, str(HERE / "bench_sinks.py")],
     "globs": [sys.executable, str(HERE / "bench_globs.py")],
+    "lint": [sys.executable, str(HERE / "bench_lint.py")],
 }
 
 
