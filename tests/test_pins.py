@@ -67,7 +67,9 @@ def test_rug_pull_is_denied_until_approved(tmp_path: Path) -> None:
     pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
     assert _session(pins, rec, "a") == {"text": "contents of notes.txt"}
     pinned = json.loads(pins.read_text())
-    assert {"read_file", "echo", "summarize", "confirm", "leak"} == set(pinned["tools"])
+    assert {"read_file", "echo", "summarize", "confirm", "leak", "env_names"} == set(
+        pinned["tools"]
+    )
     # The server changes under us: the changed tool and the new one are refused.
     out = _session(pins, rec, "b")
     assert out["denied"]["rule"] == "tool_definition_changed"
@@ -238,3 +240,37 @@ def test_secrets_in_results_are_redacted(tmp_path: Path) -> None:
     assert ev["decision"] == "redact" and ev["rule"] == "secret_in_result"
     assert set(ev["secrets"]) == {"aws_access_key_id", "private_key"} and ev["redacted"] >= 4
     assert "AKIA" not in rec.read_text().split('"tool_response"')[1]
+
+
+def test_credentials_are_withheld_from_the_server(tmp_path: Path) -> None:
+    pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
+    secrets = {
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "GITHUB_TOKEN": "ghp_x",
+        "MY_API_KEY": "k",
+        "DB_PASSWORD": "p",
+        "HARMLESS_SETTING": "1",
+    }
+
+    def names(*flags: str) -> set[str]:
+        params = _proxied(pins, rec, "a")
+        params.args[params.args.index("--") : params.args.index("--")] = list(flags)
+        params.env = {**(params.env or {}), **secrets}
+
+        async def run() -> str:
+            async with Client(params, mode="legacy") as c:
+                r = await c.call_tool("env_names", {})
+                return r.content[0].text  # type: ignore[union-attr,no-any-return]
+
+        return set(anyio.run(run).split())
+
+    seen = names()
+    assert "HARMLESS_SETTING" in seen and "PATH" in seen
+    assert not {"AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "MY_API_KEY", "DB_PASSWORD"} & seen
+    starts = [json.loads(x) for x in rec.read_text().splitlines() if '"session_start"' in x]
+    assert {"AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "MY_API_KEY", "DB_PASSWORD"} <= set(
+        starts[-1]["env_withheld"]
+    )
+    assert "ghp_x" not in rec.read_text()  # names only, never values
+    seen = names("--pass-env", "GITHUB_TOKEN", "--pass-env", "MY_*")
+    assert {"GITHUB_TOKEN", "MY_API_KEY"} <= seen and "AWS_SECRET_ACCESS_KEY" not in seen

@@ -7,6 +7,7 @@ user who asked for flow correlation or a SIEM sink must not believe they have it
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -33,6 +34,7 @@ from mcp_defense.cli.proxy_options import (
 from mcp_defense.policy.reload import PolicyReloader, TableRef
 from mcp_defense.policy.table import LearningState
 from mcp_defense.proxy.approval import Approver
+from mcp_defense.proxy.environment import server_environment
 from mcp_defense.proxy.flows import FlowMonitor, parse_window
 from mcp_defense.proxy.stdio import StdioProxy
 from mcp_defense.resources import state_dir
@@ -63,6 +65,15 @@ def stdio(
     no_reload: NoReloadOpt = False,
     archetypes: ArchetypesOpt = None,
     pins: PinsOpt = None,
+    pass_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pass-env",
+            help="Pass this variable (or glob, e.g. 'GITHUB_*') to the server although its name "
+            "says it is a credential (repeatable). By default credentials (cloud, git hosting, "
+            "registries, *_TOKEN, *_SECRET, *_KEY, *_PASSWORD, …) are withheld from the server.",
+        ),
+    ] = None,
     flow_source: Annotated[
         list[str] | None,
         typer.Option(
@@ -120,6 +131,14 @@ def stdio(
     launch = _sandbox(table, archetype, command, sandbox) if sandbox is not None else None
     if window is not None and not flow_source:
         raise usage_error("--window needs --flow-source (it is the flow correlation window)")
+    server_env, withheld = server_environment(os.environ, pass_env or ())
+    if withheld:
+        shown = ", ".join(withheld[:8]) + (", …" if len(withheld) > 8 else "")
+        print(
+            f"mcp-defense: withheld {len(withheld)} credential variable(s) from the server "
+            f"({shown}); pass one it needs with --pass-env NAME",
+            file=sys.stderr,
+        )
     recorder = sinks.open_event_recorder(
         record=record,
         record_required=record_required,
@@ -183,6 +202,8 @@ def stdio(
         launcher=launch.launcher if launch else (),
         sandbox=launch.summary if launch else None,
         pins=open_pins(pins, " ".join(command)),
+        env=server_env,
+        env_withheld=withheld,
     )
     restore_hup = reloader.install_sighup()
     reloader.start()

@@ -77,6 +77,8 @@ class SessionStart(Event):
     policy_version: str
     server_command: list[str] = field(default_factory=list)
     server_pid: int = 0
+    # Names (never values) of the variables withheld from a stdio server's environment.
+    env_withheld: list[str] = field(default_factory=list)
     # HTTP transports: the upstream server's URL and the transport ("http", "sse").
     upstream: str = ""
     transport: str = ""

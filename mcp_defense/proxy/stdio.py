@@ -167,6 +167,7 @@ class StdioProxy:
         launcher: Sequence[str] = (),
         sandbox: dict[str, Any] | None = None,
         pins: PinStore | None = None,
+        env_withheld: Sequence[str] = (),
     ) -> None:
         if not command:
             raise ValueError("no server command given")
@@ -185,6 +186,7 @@ class StdioProxy:
         self.shutdown_grace_s = shutdown_grace_s
         self.term_grace_s = term_grace_s
         self.env = env
+        self.env_withheld = list(env_withheld)
         self.cwd = cwd
         self.learning = learning  # archetype learning periods; None = always enforce
         self.flows = flows  # flow correlation (--flow-source); None = calls only
@@ -258,6 +260,7 @@ class StdioProxy:
                     server_pid=proc.pid,
                     observe=self.observe,
                     sandbox=self.sandbox,
+                    env_withheld=self.env_withheld,
                 )
             )
         if self.flows is not None:

@@ -59,6 +59,12 @@ def leak(name: str) -> dict[str, str]:
     }
 
 
+@server.tool()
+def env_names() -> str:
+    """The names of the server's environment variables (like server-everything's get-env)."""
+    return " ".join(sorted(os.environ))
+
+
 class _Confirm(BaseModel):
     ok: bool
 
