@@ -67,9 +67,15 @@ def test_rug_pull_is_denied_until_approved(tmp_path: Path) -> None:
     pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
     assert _session(pins, rec, "a") == {"text": "contents of notes.txt"}
     pinned = json.loads(pins.read_text())
-    assert {"read_file", "echo", "summarize", "confirm", "leak", "env_names"} == set(
-        pinned["tools"]
-    )
+    assert {
+        "read_file",
+        "echo",
+        "summarize",
+        "confirm",
+        "leak",
+        "env_names",
+        "exec_command",
+    } == set(pinned["tools"])
     # The server changes under us: the changed tool and the new one are refused.
     out = _session(pins, rec, "b")
     assert out["denied"]["rule"] == "tool_definition_changed"
@@ -274,3 +280,27 @@ def test_credentials_are_withheld_from_the_server(tmp_path: Path) -> None:
     assert "ghp_x" not in rec.read_text()  # names only, never values
     seen = names("--pass-env", "GITHUB_TOKEN", "--pass-env", "MY_*")
     assert {"GITHUB_TOKEN", "MY_API_KEY"} <= seen and "AWS_SECRET_ACCESS_KEY" not in seen
+
+
+def test_tools_the_policy_always_refuses_are_hidden(tmp_path: Path) -> None:
+    """Under the filesystem archetype a tool that runs commands is refused whatever its
+    arguments: it is not offered to the agent, and calling it anyway is still denied."""
+    pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
+    params = _proxied(pins, rec, "a")
+    params.args[params.args.index("generic")] = "filesystem"
+    params.args.insert(params.args.index("--"), "--observe")
+
+    async def listing(p: StdioServerParameters) -> set[str]:
+        async with Client(p, mode="legacy") as c:
+            return {t.name for t in (await c.list_tools()).tools}
+
+    observed = anyio.run(listing, params)
+    params.args.remove("--observe")
+    names = anyio.run(listing, params)
+    assert "read_file" in names and "echo" in names
+    hidden = observed - names
+    assert hidden == {"exec_command"}, observed
+    events = [json.loads(x) for x in rec.read_text().splitlines()]
+    [ev] = [e for e in events if e["type"] == "tools_hidden"]
+    assert set(ev["tools"]) == hidden
+    print(f"hidden under filesystem: {sorted(hidden)} by {ev['rules']}")

@@ -184,6 +184,17 @@ class ResponseDecided(Event):
 
 
 @dataclass(slots=True, kw_only=True)
+class ToolsHidden(Event):
+    """Tools removed from a tools/list: the policy refuses them whatever the arguments, so
+    the agent is never offered them (a call to one is still denied)."""
+
+    type: ClassVar[str] = "tools_hidden"
+    session_id: str
+    tools: list[str]
+    rules: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
 class ToolChanged(Event):
     """A tool's definition (name, description, schemas, annotations) differs from its pin: a
     rug pull until someone approves it (`mcp-defense pins approve`)."""
@@ -300,6 +311,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ToolResultEvent,
         FramingEvent,
         ToolChanged,
+        ToolsHidden,
         ResponseDecided,
         PolicyReloaded,
         PolicyReloadFailed,

@@ -51,6 +51,7 @@ from mcp_defense.events.model import (
     ToolCallEvent,
     ToolChanged,
     ToolResultEvent,
+    ToolsHidden,
     new_correlation_id,
 )
 from mcp_defense.events.record import (
@@ -237,6 +238,7 @@ class ProxySession:
         self._held_ids: dict[Any, _Held] = {}  # request id → held request (for cancellation)
         self._tickets = 0
         self._holding = 0  # pending requests whose result response rules decide
+        self._rewritten: bytes | None = None  # a server message to send instead (tools/list)
 
     @property
     def pending(self) -> int:
@@ -650,7 +652,10 @@ class ProxySession:
                     rid = self._match_response(line)
                     return [ToClient(replaced, rid)]
         if self._pending:
-            return [ToClient(line, self._match_response(line))]
+            rid = self._match_response(line)
+            if self._rewritten is not None:  # a tools/list without the tools policy hides
+                line, self._rewritten = self._rewritten, None
+            return [ToClient(line, rid)]
         return [ToClient(line)]
 
     @property
@@ -791,7 +796,7 @@ class ProxySession:
         if p.correlation_id and self.flows is not None:
             self.flows.call_closed(p.correlation_id)
         if p.method == "tools/list" and size < 0:
-            self._learn_tools(line, p)
+            self._rewritten = self._learn_tools(line, p)
         if p.correlation_id and recording:
             self.recorder.emit(
                 ToolResultEvent(
@@ -822,14 +827,15 @@ class ProxySession:
                         )
                     )
 
-    def _learn_tools(self, line: bytes, p: _Pending) -> None:
+    def _learn_tools(self, line: bytes, p: _Pending) -> bytes | None:
         """Keep what each listed tool says of itself — annotations and description, untrusted
-        but facts for rules — and compare the list with its pins (a rug pull is seen here)."""
+        but facts for rules — and compare the list with its pins (a rug pull is seen here).
+        Returns the list to send instead when policy hides some of its tools."""
         msg = parse_message(line, self.max_depth)
         result = msg.obj.get("result") if msg.kind is Kind.RESPONSE else None
         tools = result.get("tools") if type(result) is dict else None
         if type(tools) is not list:
-            return
+            return None
         listed = [t for t in tools if type(t) is dict and type(t.get("name")) is str]
         statuses: dict[str, str] = {}
         if self.pins is not None:
@@ -868,6 +874,54 @@ class ProxySession:
             self._definitions[name] = ToolDefinition(
                 desc if type(desc) is str else "", statuses.get(name, "")
             )
+        hidden = self._hidden_tools(listed)
+        if not hidden:
+            return None
+        if self.recorder.active:
+            self.recorder.emit(
+                ToolsHidden(
+                    session_id=self.session_id,
+                    tools=sorted(hidden),
+                    rules=sorted(set(hidden.values())),
+                )
+            )
+        kept = [t for t in tools if not (type(t) is dict and t.get("name") in hidden)]
+        assert type(result) is dict
+        return encode({**msg.obj, "result": {**result, "tools": kept}})
+
+    def _hidden_tools(self, listed: list[dict[str, Any]]) -> dict[str, str]:
+        """Tools the policy refuses whatever the arguments — a call with none is denied by a
+        rule, not by an error — are not offered to the agent (name → the refusing rule). A
+        call to one is still decided, and denied, as any other."""
+        if self.observe:
+            return {}
+        table = self.get_table()
+        hidden: dict[str, str] = {}
+        for t in listed:
+            name = t["name"]
+            d = self._definitions.get(name)
+            probe = ToolCall(
+                self.archetype,
+                name,
+                {},
+                self.agent_id,
+                self.session_id,
+                "",
+                self._annotations.get(name),
+                d.description if d is not None else "",
+                d.status if d is not None else "",
+            )
+            try:
+                decision = table.decide(probe)
+            except Exception:  # noqa: BLE001 - a probe that fails hides nothing
+                continue
+            if (
+                decision.action in (Action.DENY, Action.KILL)
+                and not decision.learning
+                and decision.rule not in _NOT_HIDING
+            ):
+                hidden[name] = decision.rule
+        return hidden
 
     # --- the server going away -----------------------------------------------------------------
 
@@ -936,6 +990,10 @@ class ProxySession:
 
 
 _perf = time.perf_counter
+# Denials that say nothing about the tool itself (the probe call has no arguments).
+_NOT_HIDING = frozenset(
+    {"rule_error", "malformed_arguments", "internal_error", "budget_exceeded", "unknown_archetype"}
+)
 
 
 def _holds_results(table: Any, archetype: str) -> bool:
