@@ -46,7 +46,8 @@ def test_sdk_client_through_proxy_to_sdk_server(tmp_path, workspace):
     async def scenario() -> None:
         async with Client(params, mode="legacy") as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
-            assert {"read_file", "write_file", "exec_command", "big_result", "sha256"} <= set(tools)
+            assert {"read_file", "write_file", "big_result", "sha256"} <= set(tools)
+            assert "exec_command" not in tools  # a filesystem server's command runner: hidden
             assert tools["read_file"].annotations.read_only_hint is True
 
             ok = await client.call_tool("read_file", {"path": str(workspace / "main.py")})
