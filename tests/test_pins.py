@@ -304,3 +304,29 @@ def test_tools_the_policy_always_refuses_are_hidden(tmp_path: Path) -> None:
     [ev] = [e for e in events if e["type"] == "tools_hidden"]
     assert set(ev["tools"]) == hidden
     print(f"hidden under filesystem: {sorted(hidden)} by {ev['rules']}")
+
+
+def test_unknown_methods_are_events_and_policy_may_refuse_them(tmp_path: Path) -> None:
+    from support.stdio_helpers import RAW_SERVER, Proc, proxy_argv, read_events
+
+    rec = tmp_path / "rec.jsonl"
+    p = Proc(proxy_argv(RAW_SERVER, "--record", str(rec)), tmp_path)
+    p.initialize()
+    reply = p.request({"jsonrpc": "2.0", "id": 7, "method": "vendor/dumpSecrets"})
+    assert reply["id"] == 7  # forwarded (the raw server answers what it can)
+    p.close_stdin()
+    p.wait()
+    [ev] = [e for e in read_events(rec) if e["type"] == "tool_call"]
+    assert ev["tool"] == "vendor/dumpSecrets" and ev["decision"] == "alert"
+    assert ev["rule"] == "unknown_method"
+    strict = tmp_path / "strict.mcpd"
+    strict.write_text(
+        'import "builtin:"\nrule refuse_unknown priority 6 {\n'
+        '  when call.tool == "vendor/dumpSecrets"\n  deny "not MCP"\n}\n'
+    )
+    p = Proc(proxy_argv(RAW_SERVER, "-p", str(strict)), tmp_path)
+    p.initialize()
+    reply = p.request({"jsonrpc": "2.0", "id": 8, "method": "vendor/dumpSecrets"})
+    assert reply["error"]["data"]["rule"] == "refuse_unknown"
+    p.close_stdin()
+    p.wait()

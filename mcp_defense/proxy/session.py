@@ -78,6 +78,7 @@ from mcp_defense.protocol.jsonrpc import (
     DEFAULT_MAX_MESSAGE_BYTES,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    KNOWN_CLIENT_METHODS,
     MESSAGE_TOO_LARGE,
     METHOD_NOT_FOUND,
     POLICY_DENIED,
@@ -286,6 +287,10 @@ class ProxySession:
                     len(line),
                     METHOD_NOT_FOUND,
                 )
+            if method not in KNOWN_CLIENT_METHODS:
+                if type(msg.params) is not dict and msg.params is None:
+                    msg = Message(msg.kind, msg.obj, msg.id, method, {})
+                return self._client_call(msg, line)
             if self.closed_reason:
                 return [self._error_to(msg.id, SERVER_CLOSED, self.closed_reason)]
             if method == "initialize" and type(msg.params) is dict:
