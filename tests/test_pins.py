@@ -330,3 +330,28 @@ def test_unknown_methods_are_events_and_policy_may_refuse_them(tmp_path: Path) -
     assert reply["error"]["data"]["rule"] == "refuse_unknown"
     p.close_stdin()
     p.wait()
+
+
+def test_response_decisions_replay(tmp_path: Path) -> None:
+    """`policy test` decides recorded results again (from the kinds of secrets recorded): the
+    same policy passes, one without response rules reports the change."""
+    pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
+
+    async def run() -> None:
+        async with Client(_proxied(pins, rec, "a"), mode="legacy") as c:
+            await c.call_tool("leak", {"name": "creds.ini"})
+
+    anyio.run(run)
+    same = subprocess.run(
+        [sys.executable, "-m", "mcp_defense", "policy", "test", str(rec), "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
+    assert same.returncode == 0, same.stdout + same.stderr
+    bare = ROOT / "tests" / "data" / "no_response_rules.mcpd"
+    other = subprocess.run(
+        [sys.executable, "-m", "mcp_defense", "policy", "test", str(rec), "-p", str(bare)],
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode == 1 and "secret_in_result" in other.stdout, other.stdout

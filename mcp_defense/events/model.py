@@ -179,6 +179,8 @@ class ResponseDecided(Event):
     reason: str
     policy_version: str
     secrets: list[str] = field(default_factory=list)
+    is_error: bool = False
+    size: int = 0  # bytes of the response message
     redacted: int = 0  # secrets replaced
     enforced: bool = True  # False under --observe (the result passed unchanged)
 

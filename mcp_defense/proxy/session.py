@@ -737,6 +737,8 @@ class ProxySession:
                     reason=decision.reason,
                     policy_version=decision.policy_version,
                     secrets=list(facts.secrets),
+                    is_error=facts.is_error,
+                    size=facts.size,
                     redacted=redacted,
                     enforced=not self.observe,
                 )
