@@ -678,6 +678,7 @@ class ProxySession:
         assert p.call is not None
         table = self.get_table()
         reads_text = getattr(table, "response_reads_text", None)
+        found: dict[int, Any] = {}  # one scan per string serves the facts and the redaction
         if not may_contain_secrets(line) and not (reads_text and reads_text(self.archetype)):
             # Nothing a rule reads can be in it: decide on what is known without parsing
             # (a 16 MiB file read costs one linear scan, not a parse and a copy).
@@ -696,7 +697,7 @@ class ProxySession:
                 return None
             obj = msg.obj
             body = obj.get(key)
-            facts = result_facts(body, key == "error", len(line))
+            facts = result_facts(body, key == "error", len(line), found)
         try:
             decision = table.decide_response(p.call, facts)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001 - fail closed
@@ -707,7 +708,7 @@ class ProxySession:
         out: bytes | None = None
         redacted = 0
         if action is Action.REDACT and key:
-            new_body, kinds = redact_result(body)
+            new_body, kinds = redact_result(body, found)
             redacted = len(kinds)
             if kinds:
                 out = encode({**obj, key: new_body})
