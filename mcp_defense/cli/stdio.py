@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperCommand
 
 from mcp_defense.cli import sinks
-from mcp_defense.cli.common import PolicyOpt, SetOpt, parse_sets, usage_error
+from mcp_defense.cli.common import PolicyOpt, SetOpt, usage_error
 from mcp_defense.cli.proxy_options import (
     DEFAULT_APPROVAL_TIMEOUT,
     DEFAULT_MAX_MESSAGE,
@@ -28,10 +28,10 @@ from mcp_defense.cli.proxy_options import (
     ObserveOpt,
     PinsOpt,
     RecordOpt,
+    hot_reload,
     load_policy,
     open_pins,
 )
-from mcp_defense.policy.reload import PolicyReloader, TableRef
 from mcp_defense.policy.table import LearningState
 from mcp_defense.proxy.approval import Approver
 from mcp_defense.proxy.environment import server_environment
@@ -139,31 +139,8 @@ def stdio(
             f"({shown}); pass one it needs with --pass-env NAME",
             file=sys.stderr,
         )
-    recorder = sinks.open_event_recorder(
-        record=record,
-        record_required=record_required,
-        audit_log=audit_log,
-        splunk=siem_splunk,
-        webhook=siem_webhook,
-        webhook_secret_file=webhook_secret_file,
-        otlp=otlp,
-        sink_ca_file=sink_ca_file,
-        sink_timeout=sink_timeout,
-        sink_retry_max=sink_retry_max,
-        spool_dir=spool_dir,
-        spool_max_size=spool_max_size,
-    )
-    # Hot reload: the table in force lives in `ref`; a save (or SIGHUP) compiles in the
-    # background and swaps it; a broken policy keeps the last good one (proxy/reload.py).
-    ref = TableRef(table)
-    reloader = PolicyReloader(
-        paths,
-        parse_sets(set_list),
-        ref=ref,
-        emit=recorder.emit,
-        archetypes=[archetype],
-        watch=not no_reload,
-    )
+    recorder = sinks.recorder_from_options(locals())
+    ref, reloader = hot_reload(table, paths, set_list, archetype, recorder, no_reload)
     flows = None
     if flow_source:
         rules = table.rules_for(archetype)
