@@ -34,7 +34,7 @@ from mcp_defense.cli.proxy_options import (
 )
 from mcp_defense.policy.table import LearningState
 from mcp_defense.proxy.approval import Approver
-from mcp_defense.proxy.environment import server_environment
+from mcp_defense.proxy.environment import credentials_passed, server_environment
 from mcp_defense.proxy.flows import FlowMonitor, parse_window
 from mcp_defense.proxy.stdio import StdioProxy
 from mcp_defense.resources import state_dir
@@ -69,9 +69,10 @@ def stdio(
         list[str] | None,
         typer.Option(
             "--pass-env",
-            help="Pass this variable (or glob, e.g. 'GITHUB_*') to the server although its name "
-            "says it is a credential (repeatable). By default credentials (cloud, git hosting, "
-            "registries, *_TOKEN, *_SECRET, *_KEY, *_PASSWORD, …) are withheld from the server.",
+            help="Pass this variable (or glob, e.g. 'GITHUB_*') to the server, even when its "
+            "name says it is a credential (repeatable). The archetype's `env` clause says what "
+            "the server inherits; by default every variable but credentials (cloud, git "
+            "hosting, registries, *_TOKEN, *_SECRET, *_KEY, *_PASSWORD, …).",
         ),
     ] = None,
     flow_source: Annotated[
@@ -128,17 +129,16 @@ def stdio(
             "@modelcontextprotocol/server-filesystem /workspace`"
         )
     table, paths, set_list = load_policy(policy, archetypes, sets, archetype)
-    launch = _sandbox(table, archetype, command, sandbox) if sandbox is not None else None
+    server_env, withheld = server_environment(
+        os.environ, table.archetype(archetype).env, pass_env or ()
+    )
+    if withheld:
+        print(f"mcp-defense: {_withheld_line(withheld, archetype)}", file=sys.stderr)
+    launch = None
+    if sandbox is not None:
+        launch = _sandbox(table, archetype, command, sandbox, server_env)
     if window is not None and not flow_source:
         raise usage_error("--window needs --flow-source (it is the flow correlation window)")
-    server_env, withheld = server_environment(os.environ, pass_env or ())
-    if withheld:
-        shown = ", ".join(withheld[:8]) + (", …" if len(withheld) > 8 else "")
-        print(
-            f"mcp-defense: withheld {len(withheld)} credential variable(s) from the server "
-            f"({shown}); pass one it needs with --pass-env NAME",
-            file=sys.stderr,
-        )
     recorder = sinks.recorder_from_options(locals())
     ref, reloader = hot_reload(table, paths, set_list, archetype, recorder, no_reload)
     flows = None
@@ -181,6 +181,7 @@ def stdio(
         pins=open_pins(pins, " ".join(command)),
         env=server_env,
         env_withheld=withheld,
+        env_credentials=credentials_passed(server_env),
     )
     restore_hup = reloader.install_sighup()
     reloader.start()
@@ -194,14 +195,27 @@ def stdio(
     raise typer.Exit(code)
 
 
-def _sandbox(table: Any, archetype: str, command: list[str], mode: str) -> Any:
-    """--sandbox: the Landlock launch for this server, said out loud on stderr."""
+def _withheld_line(withheld: list[str], archetype: str) -> str:
+    """The one stderr line that says which variables the server did not get, and how to
+    pass one (names only: the values are credentials)."""
+    shown = ", ".join(withheld[:8]) + (
+        f" and {len(withheld) - 8} more" if len(withheld) > 8 else ""
+    )
+    return (
+        f"withheld {len(withheld)} environment variable(s) from the server ({shown}); "
+        f"pass one it needs with --pass-env NAME or the `env` clause of archetype {archetype!r}"
+    )
+
+
+def _sandbox(table: Any, archetype: str, command: list[str], mode: str, env: dict[str, str]) -> Any:
+    """--sandbox: the Landlock launch for this server (run with `env`), said out loud on
+    stderr."""
     from mcp_defense.sandbox.plan import MODES, prepare
 
     if mode not in MODES:
         raise usage_error(f"--sandbox={mode}: expected --sandbox or --sandbox=require")
     try:
-        launch = prepare(table, archetype, command, mode)
+        launch = prepare(table, archetype, command, mode, env=env)
     except ValueError as e:
         raise usage_error(f"--sandbox: {e}") from e
     for line in launch.lines:

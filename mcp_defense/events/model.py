@@ -79,6 +79,9 @@ class SessionStart(Event):
     server_pid: int = 0
     # Names (never values) of the variables withheld from a stdio server's environment.
     env_withheld: list[str] = field(default_factory=list)
+    # Names of the credential-looking variables it was given (its archetype's `env`,
+    # --pass-env): which secrets this server holds.
+    env_credentials: list[str] = field(default_factory=list)
     # HTTP transports: the upstream server's URL and the transport ("http", "sse").
     upstream: str = ""
     transport: str = ""

@@ -34,6 +34,7 @@ from mcp_defense.policy.table import (
     ArchetypeRules,
     CompiledRule,
     DecisionTable,
+    EnvSpec,
     InlineTest,
     NetEntry,
     ReasonTemplate,
@@ -293,6 +294,7 @@ def _archetype(a: ast.Archetype, variables: Mapping[str, str], c: _Ctx) -> Arche
         learn_s=a.learn_s,
         source=str(a.span),
         runtime=_runtime_globs(a, variables, c),
+        env=_env_spec(a.env, variables, c),
     )
 
 
@@ -300,6 +302,30 @@ def _runtime_globs(a: ast.Archetype, variables: Mapping[str, str], c: _Ctx) -> t
     """The `runtime` paths (--sandbox only): never "any"."""
     gs = _globset(a.runtime, variables, c, default_any=False) if a.runtime else None
     return tuple(gs.globs) if gs is not None else ()
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_*?][A-Za-z0-9_*?]*")
+
+
+def _env_spec(decl: ast.EnvDecl | None, variables: Mapping[str, str], c: _Ctx) -> EnvSpec:
+    """`env`: none given is the default (every variable but credentials)."""
+    if decl is None:
+        return EnvSpec()
+    if decl.kind != "list":
+        return EnvSpec(any=decl.kind == "any", default=False)
+    names: list[str] = []
+    for s in decl.names:
+        for piece in [p for p in re.split(r"[,\s]+", _expand(s, variables, c)) if p]:
+            if _ENV_NAME.fullmatch(piece):
+                names.append(piece)
+            else:
+                c.error(
+                    s.span,
+                    "bad-env",
+                    f"{piece!r} is not an environment variable name (letters, digits and _, "
+                    f"not starting with a digit; * and ? as globs)",
+                )
+    return EnvSpec(default=decl.default, names=tuple(dict.fromkeys(names)))
 
 
 def _jewel_matcher(

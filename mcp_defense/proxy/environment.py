@@ -2,9 +2,11 @@
 
 A server started by the proxy used to get the proxy's whole environment — the agent's cloud,
 git-hosting and registry credentials included — and one `get-env` tool hands them all to the
-model. By default every variable whose name says it is a credential is withheld; the user
-passes the ones a server needs by name (`--pass-env NAME`, globs allowed). What was withheld
-is recorded (names only) in `session_start` and said once on stderr.
+model. The archetype's `env` clause says what the server gets (docs/language.md): without
+one, every variable but those whose name says it is a credential (`SECRET_NAMES`,
+`_SECRET_SHAPE`: the one list); `env "A", "B_*"` only those; `env default, "A"` the default
+plus A; `env any` everything. `--pass-env NAME` adds names on the command line. What was
+withheld, and which credentials were passed, are recorded (names only) in `session_start`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping
+
+from mcp_defense.policy.table import EnvSpec
 
 # Credentials by exact name (cloud SDKs, git hosting, registries, agents' own API keys).
 SECRET_NAMES = frozenset(
@@ -48,6 +52,8 @@ SECRET_NAMES = frozenset(
         "KUBECONFIG",
         "SSH_AUTH_SOCK",
         "DATABASE_URL",
+        "PGPASSWORD",
+        "MYSQL_PWD",
     }
 )
 # Credentials by the shape of the name (case-insensitive).
@@ -62,16 +68,27 @@ def is_secret_name(name: str) -> bool:
 
 
 def server_environment(
-    env: Mapping[str, str], passed: Iterable[str] = ()
+    env: Mapping[str, str], spec: EnvSpec | None = None, passed: Iterable[str] = ()
 ) -> tuple[dict[str, str], list[str]]:
-    """(the server's environment, the names withheld). `passed` names (or globs) pass even
-    when they look like credentials: the user said the server needs them."""
-    allow = list(passed)
+    """(the server's environment, the names withheld, sorted). `spec` is the archetype's
+    `env` (None: the default); `passed` names or globs (`--pass-env`) pass whatever they look
+    like: the user said the server needs them."""
+    spec = spec or EnvSpec()
+    if spec.any:
+        return dict(env), []
+    named = [*spec.names, *passed]
     out: dict[str, str] = {}
     withheld: list[str] = []
     for name, value in env.items():
-        if is_secret_name(name) and not any(fnmatch.fnmatchcase(name, p) for p in allow):
-            withheld.append(name)
-        else:
+        if (spec.default and not is_secret_name(name)) or any(
+            fnmatch.fnmatchcase(name, p) for p in named
+        ):
             out[name] = value
+        else:
+            withheld.append(name)
     return out, sorted(withheld)
+
+
+def credentials_passed(env: Iterable[str]) -> list[str]:
+    """The names in `env` that look like credentials (sorted): what a policy let through."""
+    return sorted(n for n in env if is_secret_name(n))
