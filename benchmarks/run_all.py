@@ -2,7 +2,7 @@
 
 Benchmarks print numbers; they never assert. Each runs in its own process so one's warm
 caches do not flatter another's. Names: policy (the `policy bench` command), cel, extract,
-proxy, http, replay, reload, correlate, sandbox, hook, sinks, globs, lint.
+proxy, http, response, replay, reload, correlate, sandbox, hook, sinks, globs, lint.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ RUNS = {
     "extract": [sys.executable, str(HERE / "bench_extract.py")],
     "proxy": [sys.executable, str(HERE / "bench_proxy.py")],
     "http": [sys.executable, str(HERE / "bench_http.py")],
+    "response": [sys.executable, str(HERE / "bench_response.py")],
     "replay": [sys.executable, str(HERE / "bench_replay.py")],
     "reload": [sys.executable, str(HERE / "bench_reload.py")],
     "correlate": [sys.executable, str(HERE / "bench_correlate.py")],

@@ -617,3 +617,47 @@ def test_secrets_redacted_over_http(tmp_path: Path) -> None:
 
         out = anyio.run(run)
         assert out == "contents of [REDACTED:github_token]"
+
+
+def test_approval_page_in_a_real_browser(tmp_path: Path) -> None:
+    """The approval page as a person uses it: headless Chromium opens the printed URL, sees
+    the held call, clicks Approve; the call goes through."""
+    from tests.support.browser import browser
+
+    ws = tmp_path / "w"
+    ws.mkdir()
+    with (
+        upstream("streamable-http") as up,
+        proxy("http", up.url, "-a", "filesystem", "--approval", "--set", f"workspace={ws}") as px,
+        browser(tmp_path) as page,
+    ):
+        if page is None:
+            pytest.skip("Chromium is not installed")
+        out: list[str] = []
+
+        async def call() -> None:
+            async with Client(px.url, mode="legacy") as c:
+                r = await c.call_tool("write_file", {"path": str(ws / "CLAUDE.md"), "content": "x"})
+                out.append(r.content[0].text)  # type: ignore[union-attr]
+
+        async def person() -> None:
+            token = await _page_token(px)
+            url = f"{px.url.rsplit('/mcp', 1)[0]}/_mcp-defense/approvals?token={token}"
+
+            def click() -> None:
+                page.goto(url)
+                page.wait_for("document.querySelector('button[value=approve]') !== null")
+                assert "write_file" in page.eval("document.body.innerText")
+                assert "instruction_file_write" in page.eval("document.body.innerText")
+                page.eval("document.querySelector('button[value=approve]').click()")
+                page.wait_for("document.getElementById('none') !== null")
+
+            await anyio.to_thread.run_sync(click)
+
+        async def both() -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                tg.start_soon(person)
+
+        anyio.run(both)
+        assert out and out[0].startswith("wrote 1 bytes")

@@ -67,7 +67,15 @@ def test_rug_pull_is_denied_until_approved(tmp_path: Path) -> None:
     pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
     assert _session(pins, rec, "a") == {"text": "contents of notes.txt"}
     pinned = json.loads(pins.read_text())
-    assert {"read_file", "echo", "summarize", "confirm", "leak"} == set(pinned["tools"])
+    assert {
+        "read_file",
+        "echo",
+        "summarize",
+        "confirm",
+        "leak",
+        "env_names",
+        "exec_command",
+    } == set(pinned["tools"])
     # The server changes under us: the changed tool and the new one are refused.
     out = _session(pins, rec, "b")
     assert out["denied"]["rule"] == "tool_definition_changed"
@@ -238,3 +246,112 @@ def test_secrets_in_results_are_redacted(tmp_path: Path) -> None:
     assert ev["decision"] == "redact" and ev["rule"] == "secret_in_result"
     assert set(ev["secrets"]) == {"aws_access_key_id", "private_key"} and ev["redacted"] >= 4
     assert "AKIA" not in rec.read_text().split('"tool_response"')[1]
+
+
+def test_credentials_are_withheld_from_the_server(tmp_path: Path) -> None:
+    pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
+    secrets = {
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "GITHUB_TOKEN": "ghp_x",
+        "MY_API_KEY": "k",
+        "DB_PASSWORD": "p",
+        "HARMLESS_SETTING": "1",
+    }
+
+    def names(*flags: str) -> set[str]:
+        params = _proxied(pins, rec, "a")
+        params.args[params.args.index("--") : params.args.index("--")] = list(flags)
+        params.env = {**(params.env or {}), **secrets}
+
+        async def run() -> str:
+            async with Client(params, mode="legacy") as c:
+                r = await c.call_tool("env_names", {})
+                return r.content[0].text  # type: ignore[union-attr,no-any-return]
+
+        return set(anyio.run(run).split())
+
+    seen = names()
+    assert "HARMLESS_SETTING" in seen and "PATH" in seen
+    assert not {"AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "MY_API_KEY", "DB_PASSWORD"} & seen
+    starts = [json.loads(x) for x in rec.read_text().splitlines() if '"session_start"' in x]
+    assert {"AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "MY_API_KEY", "DB_PASSWORD"} <= set(
+        starts[-1]["env_withheld"]
+    )
+    assert "ghp_x" not in rec.read_text()  # names only, never values
+    seen = names("--pass-env", "GITHUB_TOKEN", "--pass-env", "MY_*")
+    assert {"GITHUB_TOKEN", "MY_API_KEY"} <= seen and "AWS_SECRET_ACCESS_KEY" not in seen
+
+
+def test_tools_the_policy_always_refuses_are_hidden(tmp_path: Path) -> None:
+    """Under the filesystem archetype a tool that runs commands is refused whatever its
+    arguments: it is not offered to the agent, and calling it anyway is still denied."""
+    pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
+    params = _proxied(pins, rec, "a")
+    params.args[params.args.index("generic")] = "filesystem"
+    params.args.insert(params.args.index("--"), "--observe")
+
+    async def listing(p: StdioServerParameters) -> set[str]:
+        async with Client(p, mode="legacy") as c:
+            return {t.name for t in (await c.list_tools()).tools}
+
+    observed = anyio.run(listing, params)
+    params.args.remove("--observe")
+    names = anyio.run(listing, params)
+    assert "read_file" in names and "echo" in names
+    hidden = observed - names
+    assert hidden == {"exec_command"}, observed
+    events = [json.loads(x) for x in rec.read_text().splitlines()]
+    [ev] = [e for e in events if e["type"] == "tools_hidden"]
+    assert set(ev["tools"]) == hidden
+    print(f"hidden under filesystem: {sorted(hidden)} by {ev['rules']}")
+
+
+def test_unknown_methods_are_events_and_policy_may_refuse_them(tmp_path: Path) -> None:
+    from support.stdio_helpers import RAW_SERVER, Proc, proxy_argv, read_events
+
+    rec = tmp_path / "rec.jsonl"
+    p = Proc(proxy_argv(RAW_SERVER, "--record", str(rec)), tmp_path)
+    p.initialize()
+    reply = p.request({"jsonrpc": "2.0", "id": 7, "method": "vendor/dumpSecrets"})
+    assert reply["id"] == 7  # forwarded (the raw server answers what it can)
+    p.close_stdin()
+    p.wait()
+    [ev] = [e for e in read_events(rec) if e["type"] == "tool_call"]
+    assert ev["tool"] == "vendor/dumpSecrets" and ev["decision"] == "alert"
+    assert ev["rule"] == "unknown_method"
+    strict = tmp_path / "strict.mcpd"
+    strict.write_text(
+        'import "builtin:"\nrule refuse_unknown priority 6 {\n'
+        '  when call.tool == "vendor/dumpSecrets"\n  deny "not MCP"\n}\n'
+    )
+    p = Proc(proxy_argv(RAW_SERVER, "-p", str(strict)), tmp_path)
+    p.initialize()
+    reply = p.request({"jsonrpc": "2.0", "id": 8, "method": "vendor/dumpSecrets"})
+    assert reply["error"]["data"]["rule"] == "refuse_unknown"
+    p.close_stdin()
+    p.wait()
+
+
+def test_response_decisions_replay(tmp_path: Path) -> None:
+    """`policy test` decides recorded results again (from the kinds of secrets recorded): the
+    same policy passes, one without response rules reports the change."""
+    pins, rec = tmp_path / "pins.json", tmp_path / "rec.jsonl"
+
+    async def run() -> None:
+        async with Client(_proxied(pins, rec, "a"), mode="legacy") as c:
+            await c.call_tool("leak", {"name": "creds.ini"})
+
+    anyio.run(run)
+    same = subprocess.run(
+        [sys.executable, "-m", "mcp_defense", "policy", "test", str(rec), "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
+    assert same.returncode == 0, same.stdout + same.stderr
+    bare = ROOT / "tests" / "data" / "no_response_rules.mcpd"
+    other = subprocess.run(
+        [sys.executable, "-m", "mcp_defense", "policy", "test", str(rec), "-p", str(bare)],
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode == 1 and "secret_in_result" in other.stdout, other.stdout

@@ -46,7 +46,8 @@ def test_sdk_client_through_proxy_to_sdk_server(tmp_path, workspace):
     async def scenario() -> None:
         async with Client(params, mode="legacy") as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
-            assert {"read_file", "write_file", "exec_command", "big_result", "sha256"} <= set(tools)
+            assert {"read_file", "write_file", "big_result", "sha256"} <= set(tools)
+            assert "exec_command" not in tools  # a filesystem server's command runner: hidden
             assert tools["read_file"].annotations.read_only_hint is True
 
             ok = await client.call_tool("read_file", {"path": str(workspace / "main.py")})
@@ -112,7 +113,17 @@ def test_reference_filesystem_server_behind_proxy(tmp_path, workspace):
                 await client.call_tool(read_tool, {"path": "/home/alice/.ssh/id_ed25519"})
             assert denied.value.error.code == POLICY_DENIED
             assert denied.value.error.data["rule"] == "crown_jewel"
+            # A file in the workspace that holds a (fake) AWS key: read, and redacted on
+            # the way back by the built-in response rule.
+            leaked = await client.call_tool(read_tool, {"path": str(workspace / "deploy.env")})
+            text = leaked.content[0].text
+            assert "AKIAIOSFODNN7EXAMPLE" not in text and "wJalrXUtnFEMI" not in text
+            assert "[REDACTED:aws_access_key_id]" in text and "REGION=eu-west-1" in text
 
+    (workspace / "deploy.env").write_text(
+        "REGION=eu-west-1\nAWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n"
+        "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+    )
     anyio.run(scenario)
 
 

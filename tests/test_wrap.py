@@ -86,6 +86,32 @@ def test_guesses():
     assert guess_archetype("tools", {"command": "/usr/bin/tools"}) == "generic"
 
 
+def test_credentials_the_config_gives_a_server_are_passed():
+    """The proxy withholds credentials from a server by default; one the config hands the
+    server on purpose is passed by name, the rest of its env passes anyway."""
+    text = json.dumps(
+        {
+            "mcpServers": {
+                "search": {
+                    "command": "npx",
+                    "args": ["-y", "@brave/brave-search-mcp-server"],
+                    "env": {"BRAVE_API_KEY": "x", "LOG_LEVEL": "debug"},
+                }
+            }
+        },
+        indent=2,
+    )
+    notes: list[str] = []
+    wrapped, _ = wrap_mcp_config(text, MCPD, {}, notes)
+    args = json.loads(wrapped)["mcpServers"]["search"]["args"]
+    assert args[: args.index("--")] == [
+        "stdio", "--archetype", "web-fetch", "--agent-id", "claude-code",
+        "--pass-env", "BRAVE_API_KEY",
+    ]  # fmt: skip
+    assert notes == ["search: wrapped as web-fetch, passing BRAVE_API_KEY from its env"]
+    assert unwrap_mcp_config(wrapped, MCPD, []) == text
+
+
 @pytest.fixture
 def project(tmp_path):
     (tmp_path / ".mcp.json").write_bytes((DATA / "mixed.mcp.json").read_bytes())

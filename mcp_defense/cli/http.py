@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from mcp_defense.cli import sinks
-from mcp_defense.cli.common import PolicyOpt, SetOpt, parse_sets, usage_error
+from mcp_defense.cli.common import PolicyOpt, SetOpt, usage_error
 from mcp_defense.cli.proxy_options import (
     DEFAULT_APPROVAL_TIMEOUT,
     DEFAULT_MAX_MESSAGE,
@@ -27,6 +27,7 @@ from mcp_defense.cli.proxy_options import (
     ObserveOpt,
     PinsOpt,
     RecordOpt,
+    hot_reload,
     load_policy,
     open_pins,
 )
@@ -152,34 +153,12 @@ def _command(transport: str) -> Any:
                 verify = ssl.create_default_context(cafile=str(upstream_ca))
             except (OSError, ssl.SSLError) as e:
                 raise usage_error(f"--upstream-ca {upstream_ca}: {e}") from e
-        recorder = sinks.open_event_recorder(
-            record=record,
-            record_required=record_required,
-            audit_log=audit_log,
-            splunk=siem_splunk,
-            webhook=siem_webhook,
-            webhook_secret_file=webhook_secret_file,
-            otlp=otlp,
-            sink_ca_file=sink_ca_file,
-            sink_timeout=sink_timeout,
-            sink_retry_max=sink_retry_max,
-            spool_dir=spool_dir,
-            spool_max_size=spool_max_size,
-        )
-        from mcp_defense.policy.reload import PolicyReloader, TableRef
+        recorder = sinks.recorder_from_options(locals())
         from mcp_defense.policy.table import LearningState
         from mcp_defense.proxy.serve import HttpProxyOptions, serve
         from mcp_defense.resources import state_dir
 
-        ref = TableRef(table)
-        reloader = PolicyReloader(
-            paths,
-            parse_sets(set_list),
-            ref=ref,
-            emit=recorder.emit,
-            archetypes=[archetype],
-            watch=not no_reload,
-        )
+        ref, reloader = hot_reload(table, paths, set_list, archetype, recorder, no_reload)
         options = HttpProxyOptions(
             transport=transport,
             upstream=upstream,

@@ -102,3 +102,28 @@ def open_pins(pins: str | None, server: str) -> Any:
     if pins == "off":
         return None
     return PinStore(Path(pins) if pins else default_pin_file(server), server)
+
+
+def hot_reload(
+    table: Any,
+    paths: list[str] | None,
+    set_list: list[str],
+    archetype: str,
+    recorder: Any,
+    no_reload: bool,
+) -> tuple[Any, Any]:
+    """(TableRef, PolicyReloader): the table in force lives in the ref; a save (or SIGHUP)
+    compiles in the background and swaps it; a broken policy keeps the last good one."""
+    from mcp_defense.cli.common import parse_sets
+    from mcp_defense.policy.reload import PolicyReloader, TableRef
+
+    ref = TableRef(table)
+    reloader = PolicyReloader(
+        paths,
+        parse_sets(set_list),
+        ref=ref,
+        emit=recorder.emit,
+        archetypes=[archetype],
+        watch=not no_reload,
+    )
+    return ref, reloader

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -153,3 +153,22 @@ def open_event_recorder(
         raise usage_error(f"--record {record}: {e.strerror or e}") from e
     holder.append(recorder)
     return recorder
+
+
+def recorder_from_options(options: dict[str, Any]) -> Recorder:
+    """`open_event_recorder` from a proxy command's parameters (the option names every proxy
+    command shares: `--record`, `--audit-log`, `--siem-*`, `--otlp`, `--sink-*`, `--spool-*`)."""
+    return open_event_recorder(
+        record=options["record"],
+        record_required=options["record_required"],
+        audit_log=options["audit_log"],
+        splunk=options["siem_splunk"],
+        webhook=options["siem_webhook"],
+        webhook_secret_file=options["webhook_secret_file"],
+        otlp=options["otlp"],
+        sink_ca_file=options["sink_ca_file"],
+        sink_timeout=options["sink_timeout"],
+        sink_retry_max=options["sink_retry_max"],
+        spool_dir=options["spool_dir"],
+        spool_max_size=options["spool_max_size"],
+    )

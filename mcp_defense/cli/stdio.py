@@ -7,6 +7,7 @@ user who asked for flow correlation or a SIEM sink must not believe they have it
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ import typer
 from typer.core import TyperCommand
 
 from mcp_defense.cli import sinks
-from mcp_defense.cli.common import PolicyOpt, SetOpt, parse_sets, usage_error
+from mcp_defense.cli.common import PolicyOpt, SetOpt, usage_error
 from mcp_defense.cli.proxy_options import (
     DEFAULT_APPROVAL_TIMEOUT,
     DEFAULT_MAX_MESSAGE,
@@ -27,12 +28,13 @@ from mcp_defense.cli.proxy_options import (
     ObserveOpt,
     PinsOpt,
     RecordOpt,
+    hot_reload,
     load_policy,
     open_pins,
 )
-from mcp_defense.policy.reload import PolicyReloader, TableRef
 from mcp_defense.policy.table import LearningState
 from mcp_defense.proxy.approval import Approver
+from mcp_defense.proxy.environment import credentials_passed, server_environment
 from mcp_defense.proxy.flows import FlowMonitor, parse_window
 from mcp_defense.proxy.stdio import StdioProxy
 from mcp_defense.resources import state_dir
@@ -63,6 +65,16 @@ def stdio(
     no_reload: NoReloadOpt = False,
     archetypes: ArchetypesOpt = None,
     pins: PinsOpt = None,
+    pass_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pass-env",
+            help="Pass this variable (or glob, e.g. 'GITHUB_*') to the server, even when its "
+            "name says it is a credential (repeatable). The archetype's `env` clause says what "
+            "the server inherits; by default every variable but credentials (cloud, git "
+            "hosting, registries, *_TOKEN, *_SECRET, *_KEY, *_PASSWORD, …).",
+        ),
+    ] = None,
     flow_source: Annotated[
         list[str] | None,
         typer.Option(
@@ -117,34 +129,18 @@ def stdio(
             "@modelcontextprotocol/server-filesystem /workspace`"
         )
     table, paths, set_list = load_policy(policy, archetypes, sets, archetype)
-    launch = _sandbox(table, archetype, command, sandbox) if sandbox is not None else None
+    server_env, withheld = server_environment(
+        os.environ, table.archetype(archetype).env, pass_env or ()
+    )
+    if withheld:
+        print(f"mcp-defense: {_withheld_line(withheld, archetype)}", file=sys.stderr)
+    launch = None
+    if sandbox is not None:
+        launch = _sandbox(table, archetype, command, sandbox, server_env)
     if window is not None and not flow_source:
         raise usage_error("--window needs --flow-source (it is the flow correlation window)")
-    recorder = sinks.open_event_recorder(
-        record=record,
-        record_required=record_required,
-        audit_log=audit_log,
-        splunk=siem_splunk,
-        webhook=siem_webhook,
-        webhook_secret_file=webhook_secret_file,
-        otlp=otlp,
-        sink_ca_file=sink_ca_file,
-        sink_timeout=sink_timeout,
-        sink_retry_max=sink_retry_max,
-        spool_dir=spool_dir,
-        spool_max_size=spool_max_size,
-    )
-    # Hot reload: the table in force lives in `ref`; a save (or SIGHUP) compiles in the
-    # background and swaps it; a broken policy keeps the last good one (proxy/reload.py).
-    ref = TableRef(table)
-    reloader = PolicyReloader(
-        paths,
-        parse_sets(set_list),
-        ref=ref,
-        emit=recorder.emit,
-        archetypes=[archetype],
-        watch=not no_reload,
-    )
+    recorder = sinks.recorder_from_options(locals())
+    ref, reloader = hot_reload(table, paths, set_list, archetype, recorder, no_reload)
     flows = None
     if flow_source:
         rules = table.rules_for(archetype)
@@ -183,6 +179,9 @@ def stdio(
         launcher=launch.launcher if launch else (),
         sandbox=launch.summary if launch else None,
         pins=open_pins(pins, " ".join(command)),
+        env=server_env,
+        env_withheld=withheld,
+        env_credentials=credentials_passed(server_env),
     )
     restore_hup = reloader.install_sighup()
     reloader.start()
@@ -196,14 +195,27 @@ def stdio(
     raise typer.Exit(code)
 
 
-def _sandbox(table: Any, archetype: str, command: list[str], mode: str) -> Any:
-    """--sandbox: the Landlock launch for this server, said out loud on stderr."""
+def _withheld_line(withheld: list[str], archetype: str) -> str:
+    """The one stderr line that says which variables the server did not get, and how to
+    pass one (names only: the values are credentials)."""
+    shown = ", ".join(withheld[:8]) + (
+        f" and {len(withheld) - 8} more" if len(withheld) > 8 else ""
+    )
+    return (
+        f"withheld {len(withheld)} environment variable(s) from the server ({shown}); "
+        f"pass one it needs with --pass-env NAME or the `env` clause of archetype {archetype!r}"
+    )
+
+
+def _sandbox(table: Any, archetype: str, command: list[str], mode: str, env: dict[str, str]) -> Any:
+    """--sandbox: the Landlock launch for this server (run with `env`), said out loud on
+    stderr."""
     from mcp_defense.sandbox.plan import MODES, prepare
 
     if mode not in MODES:
         raise usage_error(f"--sandbox={mode}: expected --sandbox or --sandbox=require")
     try:
-        launch = prepare(table, archetype, command, mode)
+        launch = prepare(table, archetype, command, mode, env=env)
     except ValueError as e:
         raise usage_error(f"--sandbox: {e}") from e
     for line in launch.lines:

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from mcp_defense.cli.common import usage_error
+from mcp_defense.proxy.environment import is_secret_name
 
 AGENT_ID = "claude-code"
 HOOK_MARK = "hook claude-code"
@@ -237,7 +238,14 @@ def wrap_mcp_config(
         if args is not None and args.kind != "array":
             notes.append(f"{name}: args is not an array, left alone")
             continue
-        prefix = ["stdio", "--archetype", arch, "--agent-id", AGENT_ID, "--"]
+        prefix = ["stdio", "--archetype", arch, "--agent-id", AGENT_ID]
+        # The credentials the config gives this server on purpose: the proxy would withhold
+        # them by default (proxy/environment.py), breaking a server that worked unwrapped.
+        env = plain.get("env")
+        passed = sorted(k for k in env if is_secret_name(k)) if isinstance(env, dict) else []
+        for key in passed:
+            prefix += ["--pass-env", key]
+        prefix.append("--")
         raw_cmd = text[cmd.start : cmd.end]  # kept raw, so unwrap restores it byte for byte
         inserted = ", ".join(json.dumps(p) for p in prefix) + ", " + raw_cmd
         edits.append((cmd.start, cmd.end, json.dumps(mcpd)))
@@ -247,7 +255,10 @@ def wrap_mcp_config(
             edits.append((args.items[0].start, args.items[0].start, inserted + ", "))
         else:
             edits.append((args.start + 1, args.end - 1, inserted))
-        notes.append(f"{name}: wrapped as {arch}")
+        notes.append(
+            f"{name}: wrapped as {arch}"
+            + (f", passing {', '.join(passed)} from its env" if passed else "")
+        )
     return apply_edits(text, edits), chosen
 
 

@@ -77,6 +77,11 @@ class SessionStart(Event):
     policy_version: str
     server_command: list[str] = field(default_factory=list)
     server_pid: int = 0
+    # Names (never values) of the variables withheld from a stdio server's environment.
+    env_withheld: list[str] = field(default_factory=list)
+    # Names of the credential-looking variables it was given (its archetype's `env`,
+    # --pass-env): which secrets this server holds.
+    env_credentials: list[str] = field(default_factory=list)
     # HTTP transports: the upstream server's URL and the transport ("http", "sse").
     upstream: str = ""
     transport: str = ""
@@ -177,8 +182,21 @@ class ResponseDecided(Event):
     reason: str
     policy_version: str
     secrets: list[str] = field(default_factory=list)
+    is_error: bool = False
+    size: int = 0  # bytes of the response message
     redacted: int = 0  # secrets replaced
     enforced: bool = True  # False under --observe (the result passed unchanged)
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolsHidden(Event):
+    """Tools removed from a tools/list: the policy refuses them whatever the arguments, so
+    the agent is never offered them (a call to one is still denied)."""
+
+    type: ClassVar[str] = "tools_hidden"
+    session_id: str
+    tools: list[str]
+    rules: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -298,6 +316,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ToolResultEvent,
         FramingEvent,
         ToolChanged,
+        ToolsHidden,
         ResponseDecided,
         PolicyReloaded,
         PolicyReloadFailed,

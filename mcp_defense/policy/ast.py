@@ -66,6 +66,18 @@ class Archetype:
     spawn: Targets | None = None
     learn_s: float | None = None
     runtime: Targets | None = None  # paths the server process needs to run (--sandbox only)
+    env: EnvDecl | None = None  # the variables a stdio server inherits (None: the default)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvDecl:
+    """`env any`, `env none`, or names/globs (`default` among them: the variables whose
+    names do not say they are credentials); `kind` is 'any' | 'none' | 'list'."""
+
+    kind: str
+    names: tuple[Str, ...]
+    default: bool
+    span: Span
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from mcp_defense.policy.limits import MAX_EXPANSION_CHARS, MAX_STRING_CHARS, siz
 from mcp_defense.policy.schema import RULE_SCOPES
 from mcp_defense.policy.table import (
     ArchetypeConst,
+    EnvSpec,
     InlineTest,
     NetEntry,
     ReasonTemplate,
@@ -362,6 +363,7 @@ def _archetype(a: ast.Archetype, variables: Mapping[str, str], c: Compilation) -
         learn_s=a.learn_s,
         source=str(a.span),
         runtime=_runtime_globs(a, variables, c),
+        env=_env_spec(a.env, variables, c),
     )
 
 
@@ -371,6 +373,30 @@ def _runtime_globs(
     """The `runtime` paths (--sandbox only): never "any"."""
     gs = _globset(a.runtime, variables, c, default_any=False) if a.runtime else None
     return tuple(gs.globs) if gs is not None else ()
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_*?][A-Za-z0-9_*?]*")
+
+
+def _env_spec(decl: ast.EnvDecl | None, variables: Mapping[str, str], c: Compilation) -> EnvSpec:
+    """`env`: none given is the default (every variable but credentials)."""
+    if decl is None:
+        return EnvSpec()
+    if decl.kind != "list":
+        return EnvSpec(any=decl.kind == "any", default=False)
+    names: list[str] = []
+    for s in decl.names:
+        for piece in [p for p in re.split(r"[,\s]+", _expand(s, variables, c)) if p]:
+            if _ENV_NAME.fullmatch(piece):
+                names.append(piece)
+            else:
+                c.error(
+                    s.span,
+                    "bad-env",
+                    f"{piece!r} is not an environment variable name (letters, digits and _, "
+                    f"not starting with a digit; * and ? as globs)",
+                )
+    return EnvSpec(default=decl.default, names=tuple(dict.fromkeys(names)))
 
 
 def _jewel_matcher(

@@ -125,6 +125,24 @@ class _Build(Transformer[Token, Any]):
     def arch_runtime(self, c: list[Any]) -> tuple[str, Any]:
         return ("runtime", c[0])
 
+    @v_args(meta=True)
+    def arch_env(self, meta: Any, c: list[Any]) -> tuple[str, Any]:
+        return ("env", c[0])
+
+    @v_args(meta=True)
+    def env_any(self, meta: Any, c: list[Any]) -> ast.EnvDecl:
+        return ast.EnvDecl("any", (), False, self._span(c[0]))
+
+    @v_args(meta=True)
+    def env_none(self, meta: Any, c: list[Any]) -> ast.EnvDecl:
+        return ast.EnvDecl("none", (), False, self._span(c[0]))
+
+    @v_args(meta=True)
+    def env_items(self, meta: Any, c: list[Any]) -> ast.EnvDecl:
+        names = tuple(self._str(t) for t in c if t.type == "STRING")
+        default = any(t.type == "ENV_DEFAULT" for t in c)
+        return ast.EnvDecl("list", names, default, self._span(meta))
+
     def arch_learn(self, c: list[Any]) -> tuple[str, Any]:
         return ("learn_s", parse_duration(str(c[0])))
 

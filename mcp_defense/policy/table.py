@@ -129,6 +129,16 @@ class NetEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class EnvSpec:
+    """The archetype's `env`: which of the proxy's variables a stdio server inherits
+    (proxy/environment.py applies it)."""
+
+    any: bool = False  # `env any`: every variable
+    default: bool = True  # the variables whose names do not say they are credentials
+    names: tuple[str, ...] = ()  # names or globs passed whatever they look like
+
+
+@dataclass(frozen=True, slots=True)
 class ArchetypeConst:
     """The archetype as CEL sees it (`archetype.*`), folded into every rule at compile time."""
 
@@ -144,6 +154,7 @@ class ArchetypeConst:
     learn_s: float | None
     source: str
     runtime: tuple[str, ...] = ()  # globs the server's runtime reads (kernel sandbox only)
+    env: EnvSpec = field(default_factory=EnvSpec)  # what a stdio server inherits
     _resolved: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     _memo: dict[str, bool] = field(default_factory=dict, compare=False)  # endpoint → allowed
 

@@ -41,6 +41,32 @@ DECIDED_METHODS = frozenset({"tools/call", "resources/read", "resources/subscrib
 # questioning its user is a prompt-injection channel), standalone or embedded in a 2026-07-28
 # `input_required` result. Decided as a tool named after the method, like resources/read.
 SERVER_DECIDED_METHODS = frozenset({"sampling/createMessage", "elicitation/create"})
+# Every client→server request method of both MCP eras (handshake revisions up to 2025-11-25,
+# and 2026-07-28). A request for any other method is decided like a call to a tool of that
+# name, so that it is an event and the policy can refuse it (`unknown_method` in the pack).
+KNOWN_CLIENT_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "tasks/get",
+        "tasks/result",
+        "tasks/list",
+        "tasks/cancel",
+        "subscriptions/listen",
+    }
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 128

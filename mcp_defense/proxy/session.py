@@ -51,6 +51,7 @@ from mcp_defense.events.model import (
     ToolCallEvent,
     ToolChanged,
     ToolResultEvent,
+    ToolsHidden,
     new_correlation_id,
 )
 from mcp_defense.events.record import (
@@ -77,6 +78,7 @@ from mcp_defense.protocol.jsonrpc import (
     DEFAULT_MAX_MESSAGE_BYTES,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    KNOWN_CLIENT_METHODS,
     MESSAGE_TOO_LARGE,
     METHOD_NOT_FOUND,
     POLICY_DENIED,
@@ -237,6 +239,7 @@ class ProxySession:
         self._held_ids: dict[Any, _Held] = {}  # request id → held request (for cancellation)
         self._tickets = 0
         self._holding = 0  # pending requests whose result response rules decide
+        self._rewritten: bytes | None = None  # a server message to send instead (tools/list)
 
     @property
     def pending(self) -> int:
@@ -284,6 +287,10 @@ class ProxySession:
                     len(line),
                     METHOD_NOT_FOUND,
                 )
+            if method not in KNOWN_CLIENT_METHODS:
+                if type(msg.params) is not dict and msg.params is None:
+                    msg = Message(msg.kind, msg.obj, msg.id, method, {})
+                return self._client_call(msg, line)
             if self.closed_reason:
                 return [self._error_to(msg.id, SERVER_CLOSED, self.closed_reason)]
             if method == "initialize" and type(msg.params) is dict:
@@ -650,7 +657,10 @@ class ProxySession:
                     rid = self._match_response(line)
                     return [ToClient(replaced, rid)]
         if self._pending:
-            return [ToClient(line, self._match_response(line))]
+            rid = self._match_response(line)
+            if self._rewritten is not None:  # a tools/list without the tools policy hides
+                line, self._rewritten = self._rewritten, None
+            return [ToClient(line, rid)]
         return [ToClient(line)]
 
     @property
@@ -668,6 +678,7 @@ class ProxySession:
         assert p.call is not None
         table = self.get_table()
         reads_text = getattr(table, "response_reads_text", None)
+        found: dict[int, Any] = {}  # one scan per string serves the facts and the redaction
         if not may_contain_secrets(line) and not (reads_text and reads_text(self.archetype)):
             # Nothing a rule reads can be in it: decide on what is known without parsing
             # (a 16 MiB file read costs one linear scan, not a parse and a copy).
@@ -686,7 +697,7 @@ class ProxySession:
                 return None
             obj = msg.obj
             body = obj.get(key)
-            facts = result_facts(body, key == "error", len(line))
+            facts = result_facts(body, key == "error", len(line), found)
         try:
             decision = table.decide_response(p.call, facts)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001 - fail closed
@@ -697,7 +708,7 @@ class ProxySession:
         out: bytes | None = None
         redacted = 0
         if action is Action.REDACT and key:
-            new_body, kinds = redact_result(body)
+            new_body, kinds = redact_result(body, found)
             redacted = len(kinds)
             if kinds:
                 out = encode({**obj, key: new_body})
@@ -727,6 +738,8 @@ class ProxySession:
                     reason=decision.reason,
                     policy_version=decision.policy_version,
                     secrets=list(facts.secrets),
+                    is_error=facts.is_error,
+                    size=facts.size,
                     redacted=redacted,
                     enforced=not self.observe,
                 )
@@ -791,7 +804,7 @@ class ProxySession:
         if p.correlation_id and self.flows is not None:
             self.flows.call_closed(p.correlation_id)
         if p.method == "tools/list" and size < 0:
-            self._learn_tools(line, p)
+            self._rewritten = self._learn_tools(line, p)
         if p.correlation_id and recording:
             self.recorder.emit(
                 ToolResultEvent(
@@ -822,14 +835,15 @@ class ProxySession:
                         )
                     )
 
-    def _learn_tools(self, line: bytes, p: _Pending) -> None:
+    def _learn_tools(self, line: bytes, p: _Pending) -> bytes | None:
         """Keep what each listed tool says of itself — annotations and description, untrusted
-        but facts for rules — and compare the list with its pins (a rug pull is seen here)."""
+        but facts for rules — and compare the list with its pins (a rug pull is seen here).
+        Returns the list to send instead when policy hides some of its tools."""
         msg = parse_message(line, self.max_depth)
         result = msg.obj.get("result") if msg.kind is Kind.RESPONSE else None
         tools = result.get("tools") if type(result) is dict else None
         if type(tools) is not list:
-            return
+            return None
         listed = [t for t in tools if type(t) is dict and type(t.get("name")) is str]
         statuses: dict[str, str] = {}
         if self.pins is not None:
@@ -868,6 +882,54 @@ class ProxySession:
             self._definitions[name] = ToolDefinition(
                 desc if type(desc) is str else "", statuses.get(name, "")
             )
+        hidden = self._hidden_tools(listed)
+        if not hidden:
+            return None
+        if self.recorder.active:
+            self.recorder.emit(
+                ToolsHidden(
+                    session_id=self.session_id,
+                    tools=sorted(hidden),
+                    rules=sorted(set(hidden.values())),
+                )
+            )
+        kept = [t for t in tools if not (type(t) is dict and t.get("name") in hidden)]
+        assert type(result) is dict
+        return encode({**msg.obj, "result": {**result, "tools": kept}})
+
+    def _hidden_tools(self, listed: list[dict[str, Any]]) -> dict[str, str]:
+        """Tools the policy refuses whatever the arguments — a call with none is denied by a
+        rule, not by an error — are not offered to the agent (name → the refusing rule). A
+        call to one is still decided, and denied, as any other."""
+        if self.observe:
+            return {}
+        table = self.get_table()
+        hidden: dict[str, str] = {}
+        for t in listed:
+            name = t["name"]
+            d = self._definitions.get(name)
+            probe = ToolCall(
+                self.archetype,
+                name,
+                {},
+                self.agent_id,
+                self.session_id,
+                "",
+                self._annotations.get(name),
+                d.description if d is not None else "",
+                d.status if d is not None else "",
+            )
+            try:
+                decision = table.decide(probe)
+            except Exception:  # noqa: BLE001 - a probe that fails hides nothing
+                continue
+            if (
+                decision.action in (Action.DENY, Action.KILL)
+                and not decision.learning
+                and decision.rule not in _NOT_HIDING
+            ):
+                hidden[name] = decision.rule
+        return hidden
 
     # --- the server going away -----------------------------------------------------------------
 
@@ -936,6 +998,10 @@ class ProxySession:
 
 
 _perf = time.perf_counter
+# Denials that say nothing about the tool itself (the probe call has no arguments).
+_NOT_HIDING = frozenset(
+    {"rule_error", "malformed_arguments", "internal_error", "budget_exceeded", "unknown_archetype"}
+)
 
 
 def _holds_results(table: Any, archetype: str) -> bool:

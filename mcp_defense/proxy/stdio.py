@@ -167,6 +167,8 @@ class StdioProxy:
         launcher: Sequence[str] = (),
         sandbox: dict[str, Any] | None = None,
         pins: PinStore | None = None,
+        env_withheld: Sequence[str] = (),
+        env_credentials: Sequence[str] = (),
     ) -> None:
         if not command:
             raise ValueError("no server command given")
@@ -185,6 +187,9 @@ class StdioProxy:
         self.shutdown_grace_s = shutdown_grace_s
         self.term_grace_s = term_grace_s
         self.env = env
+        # What the server did not inherit, and the credentials it did (names, session_start).
+        self.env_withheld = list(env_withheld)
+        self.env_credentials = list(env_credentials)
         self.cwd = cwd
         self.learning = learning  # archetype learning periods; None = always enforce
         self.flows = flows  # flow correlation (--flow-source); None = calls only
@@ -258,6 +263,8 @@ class StdioProxy:
                     server_pid=proc.pid,
                     observe=self.observe,
                     sandbox=self.sandbox,
+                    env_withheld=self.env_withheld,
+                    env_credentials=self.env_credentials,
                 )
             )
         if self.flows is not None:

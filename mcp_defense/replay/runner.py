@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_defense.events.model import EventFormatError, event_from_dict
-from mcp_defense.policy.facts import Action, Decision, ToolCall
+from mcp_defense.policy.facts import Action, Decision, ResultFacts, ToolCall
 from mcp_defense.policy.table import DecisionTable, InlineTest
 from mcp_defense.resources import BUILTIN_PREFIX, builtin_policy_dir
 
@@ -317,6 +317,52 @@ def _tool_result_ok(d: dict[str, Any]) -> bool:
 _ACTION_OF = {a.value: a for a in Action}
 
 
+def _response_ok(d: dict[str, Any]) -> bool:
+    return (
+        type(d.get("correlation_id")) is str
+        and type(d.get("tool")) is str
+        and d.get("decision") in _ACTION_OF
+        and type(d.get("rule")) is str
+        and type(d.get("secrets", [])) is list
+    )
+
+
+def _replay_response(
+    table: DecisionTable,
+    d: dict[str, Any],
+    call: ToolCall,
+    fr: FileResult,
+    report: Report,
+    lineno: int,
+    keep_passing: bool,
+) -> int:
+    """Decide a recorded result again with the response rules under test, from what was
+    recorded of it (the kinds of secrets, error-ness, size: never its text). 1 if it passed."""
+    facts = ResultFacts(
+        "",
+        tuple(str(s) for s in d.get("secrets", [])),
+        bool(d.get("is_error")),
+        int(d.get("size") or 0),
+    )
+    dec = table.decide_response(call, facts)
+    report.hits[dec.rule] = report.hits.get(dec.rule, 0) + 1
+    recorded = _ACTION_OF[d["decision"]]
+    if dec.action is not recorded:
+        status = Status.CHANGED
+    elif dec.rule != d["rule"]:
+        status = Status.RULE_CHANGED
+    else:
+        if keep_passing:
+            report.cases.append(
+                ReplayCase(fr.path, lineno, call, dec, Status.PASS, None, d["decision"], d["rule"])
+            )
+        return 1
+    case = ReplayCase(fr.path, lineno, call, dec, status, None, d["decision"], d["rule"])
+    _count(fr, case)
+    report.cases.append(case)
+    return 0
+
+
 def _numbered_lines(
     path: Path, name: str, progress: Progress | None
 ) -> Iterator[tuple[int, bytes]]:
@@ -359,6 +405,7 @@ def replay_recording(
     action_of = _ACTION_OF
     new_call = ToolCall
     passed = 0
+    calls: dict[str, ToolCall] = {}  # correlation id → the call, for its tool_response
     for lineno, raw in _numbered_lines(path, name, progress):
         try:
             d = decode(raw)
@@ -369,6 +416,12 @@ def replay_recording(
             fr.errors += 1
             continue
         etype = d.get("type") if type(d) is dict else None
+        if etype == "tool_response" and _response_ok(d) and d["correlation_id"] in calls:
+            if run is None or run.search(f"{name}:{lineno} {d['tool']}"):
+                passed += _replay_response(
+                    table, d, calls[d["correlation_id"]], fr, report, lineno, keep_passing
+                )
+            continue
         if etype != "tool_call":
             if etype == "tool_result" and _tool_result_ok(d):
                 fr.skipped += 1
@@ -437,6 +490,7 @@ def replay_recording(
             str(d.get("tool_status") or ""),
         )
         dec = decide(call)
+        calls[corr] = call
         new_rule = dec.rule
         hits[new_rule] = hits.get(new_rule, 0) + 1
         new = dec.action

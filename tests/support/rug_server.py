@@ -59,6 +59,18 @@ def leak(name: str) -> dict[str, str]:
     }
 
 
+@server.tool()
+def exec_command(command: str) -> str:
+    """Run a shell command (here: only say so)."""
+    return f"would run {command}"
+
+
+@server.tool()
+def env_names() -> str:
+    """The names of the server's environment variables (like server-everything's get-env)."""
+    return " ".join(sorted(os.environ))
+
+
 class _Confirm(BaseModel):
     ok: bool
 

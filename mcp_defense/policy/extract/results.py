@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mcp_defense.policy.extract.secrets import find_secrets, redact
+from mcp_defense.policy.extract.secrets import Secret, find_secrets, redact
 from mcp_defense.policy.facts import ResultFacts
 
 MAX_TEXT = 1 << 20  # `result.text` for rules: the first MiB (secrets are found in all of it)
@@ -34,14 +34,29 @@ def _strings(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any,
         yield path, node
 
 
-def result_facts(result: Any, is_error: bool = False, size: int = 0) -> ResultFacts:
+Found = dict[int, list[Secret]]  # id(string) → its secrets: one scan serves facts and redaction
+
+
+def _secrets(s: str, found: Found | None) -> list[Secret]:
+    if found is None:
+        return find_secrets(s)
+    hit = found.get(id(s))
+    if hit is None:
+        hit = found[id(s)] = find_secrets(s)
+    return hit
+
+
+def result_facts(
+    result: Any, is_error: bool = False, size: int = 0, found: Found | None = None
+) -> ResultFacts:
+    """`found`, when given, keeps each string's scan for `redact_result` on the same object."""
     if not isinstance(result, dict):
         return ResultFacts("", (), is_error, size)
     texts: list[str] = []
     kinds: list[str] = []
     total = 0
     for _, s in _strings(result):
-        for secret in find_secrets(s):
+        for secret in _secrets(s, found):
             if secret.kind not in kinds:
                 kinds.append(secret.kind)
         if total < MAX_TEXT:
@@ -52,13 +67,13 @@ def result_facts(result: Any, is_error: bool = False, size: int = 0) -> ResultFa
     )
 
 
-def redact_result(result: Any) -> tuple[Any, list[str]]:
+def redact_result(result: Any, found: Found | None = None) -> tuple[Any, list[str]]:
     """A copy of the result with every secret replaced by `[REDACTED:kind]`."""
     kinds: list[str] = []
 
     def fix(s: str) -> str:
-        out, found = redact(s)
-        kinds.extend(found)
+        out, replaced = redact(s, _secrets(s, found))
+        kinds.extend(replaced)
         return out
 
     return _map_strings(result, fix), kinds
