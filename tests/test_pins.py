@@ -317,8 +317,7 @@ def test_unknown_methods_are_events_and_policy_may_refuse_them(tmp_path: Path) -
     p.close_stdin()
     p.wait()
     [ev] = [e for e in read_events(rec) if e["type"] == "tool_call"]
-    assert ev["tool"] == "vendor/dumpSecrets" and ev["decision"] == "alert"
-    assert ev["rule"] == "unknown_method"
+    assert ev["tool"] == "vendor/dumpSecrets" and ev["decision"] == "allow"  # but recorded
     strict = tmp_path / "strict.mcpd"
     strict.write_text(
         'import "builtin:"\nrule refuse_unknown priority 6 {\n'
