@@ -354,3 +354,45 @@ def test_response_decisions_replay(tmp_path: Path) -> None:
         text=True,
     )
     assert other.returncode == 1 and "secret_in_result" in other.stdout, other.stdout
+
+
+def test_definition_rules_are_skipped_only_when_they_cannot_fire(tmp_path: Path) -> None:
+    """Rules that need a tool definition cost nothing for calls without one, and a rule that
+    fires *because* there is none is never skipped."""
+    from mcp_defense.policy.loader import load
+
+    pol = tmp_path / "p.mcpd"
+    pol.write_text(
+        'default allow "ok"\narchetype generic {\n  network any\n  spawn any\n}\n'
+        'rule changed priority 10 {\n  when call.tool_status in ["changed"]\n  deny "c"\n}\n'
+        'rule unlisted priority 5 {\n  when call.description == "" && call.tool == "t"\n'
+        '  deny "u"\n}\n'
+        'rule either priority 4 {\n  when call.tool_status == "new" || call.tool == "z"\n'
+        '  deny "e"\n}\n'
+    )
+    result = load([str(pol)], {"workspace": str(tmp_path)})
+    assert result.table is not None, result.diagnostics
+    t = result.table
+    rules = t.rules_for("generic")
+    everything = [*rules.generic, *(r for rs in rules.by_tool.values() for r in rs)]
+    flags = {r.name: r.needs_definition for r in everything}
+    assert flags == {"changed": True, "unlisted": False, "either": False}
+    assert t.decide(ToolCall("generic", "t", {})).rule == "unlisted"
+    assert t.decide(ToolCall("generic", "z", {})).rule == "either"
+    assert t.decide(ToolCall("generic", "x", {}, tool_status="changed")).rule == "changed"
+
+
+def test_a_rule_on_either_of_two_tools_fires_for_both(tmp_path: Path) -> None:
+    """Regression: the tool index read `call.tool == "a" || call.tool == "b"` as a rule for
+    "a" only, so it never fired for "b" (a deny rule that failed open)."""
+    from mcp_defense.policy.loader import load
+
+    pol = tmp_path / "p.mcpd"
+    pol.write_text(
+        'import "builtin:"\nrule two priority 300 {\n'
+        '  when call.tool == "aaa" || call.tool == "bbb"\n  deny "two"\n}\n'
+    )
+    result = load([str(pol)], {"workspace": str(tmp_path)})
+    assert result.table is not None, result.diagnostics
+    for tool in ("aaa", "bbb"):
+        assert result.table.decide(ToolCall("generic", tool, {})).rule == "two", tool

@@ -38,7 +38,8 @@ _TOOL_IN = re.compile(r"^\s*\(?\s*call\.tool\s+in\s+\[([^\]]*)\]\s*\)?\s*$")
 
 
 def _tool_index(tree: Any) -> tuple[str, ...]:
-    for text, _sub in cel.clauses(tree):
+    # Conjuncts only: `call.tool == "a" || call.tool == "b"` must not be indexed under "a".
+    for text, _sub in cel.conjuncts(tree):
         m = _TOOL_EQ.match(text)
         if m:
             return (json.loads(f'"{m.group(1)}"'),)
@@ -49,6 +50,18 @@ def _tool_index(tree: Any) -> tuple[str, ...]:
             if items and not rest:
                 return tuple(json.loads(f'"{i}"') for i in items)
     return ()
+
+
+_DEFINITION_CLAUSE = re.compile(
+    r'^\(?\s*call\.(?:tool_status\s*(?:==\s*"[^"]+"|in\s*\[\s*"[^"]+"(?:\s*,\s*"[^"]+")*\s*\])'
+    r'|description\s*!=\s*"")\s*\)?$'
+)
+
+
+def _needs_definition(tree: Any) -> bool:
+    """Whether a clause of the rule's top-level conjunction is false for a call that carries
+    no tool definition (`call.tool_status` is "" and `call.description` is "" then)."""
+    return any(_DEFINITION_CLAUSE.match(" ".join(text.split())) for text, _ in cel.conjuncts(tree))
 
 
 def _lazy_clauses(
@@ -159,6 +172,7 @@ def stage_rule_lists(c: Compilation) -> None:
                 r.when.strip(),
                 tools[r.name],
                 _lazy_clauses(p.tree, p.env, constants),
+                _needs_definition(p.tree) if r.kind == "rule" else False,
             )
             if r.kind == "flow":
                 flows.append(cr)

@@ -301,6 +301,9 @@ class CompiledRule:
     tools: tuple[str, ...] = ()  # non-empty: rule can only fire for these tool names
     # (clause source, closure) pairs for `policy explain`, lowered on first use
     clauses: Callable[[], tuple[tuple[str, Callable[[EvalCtx], Any]], ...]] = tuple
+    # A top-level clause is false unless the call carries a tool definition (its description or
+    # pin status): the rule is skipped for calls that carry none (most calls, and every bench).
+    needs_definition: bool = False
 
     @property
     def sort_key(self) -> tuple[int, int, int]:
@@ -337,6 +340,15 @@ _FACT_LISTS = {
     "endpoint": "endpoints",
     "program": "programs",
 }
+
+
+def _without_definition_rules(
+    a: ArchetypeRules,
+) -> tuple[Mapping[str, tuple[CompiledRule, ...]], tuple[CompiledRule, ...]]:
+    def keep(rules: tuple[CompiledRule, ...]) -> tuple[CompiledRule, ...]:
+        return tuple(r for r in rules if not r.needs_definition)
+
+    return {t: keep(rs) for t, rs in a.by_tool.items()}, keep(a.generic)
 
 
 def _call_value(name: str, ctx: EvalCtx, rule: CompiledRule) -> str:
@@ -497,6 +509,7 @@ class DecisionTable:
         "_env",
         "_default",
         "_arch_hot",
+        "_arch_plain",
         "_vars_hot",
         "join",
         "tests",
@@ -529,6 +542,9 @@ class DecisionTable:
         self.variables = MappingProxyType(dict(variables))
         self._archetypes = MappingProxyType(dict(archetypes))
         self._arch_hot = dict(archetypes)  # plain dicts on the hot path (faster than proxies)
+        # The same rule lists without the rules that need a tool definition, for calls that
+        # carry none: `tool_definition_changed`-style rules then cost such calls nothing.
+        self._arch_plain = {name: _without_definition_rules(a) for name, a in archetypes.items()}
         self._vars_hot = dict(variables)
         self._classifier = classifier
         self._env = env
@@ -607,8 +623,11 @@ class DecisionTable:
             facts.description = call.description
             facts.tool_status = call.tool_status
         ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, self._vars_hot)
-        by_tool = arch.by_tool
-        rules = by_tool.get(facts.tool, arch.generic) if by_tool else arch.generic
+        if call.description or call.tool_status:
+            by_tool, generic = arch.by_tool, arch.generic
+        else:
+            by_tool, generic = self._arch_plain[call.archetype]
+        rules = by_tool.get(facts.tool, generic) if by_tool else generic
         for rule in rules:
             try:
                 hit = rule.fn(ctx)

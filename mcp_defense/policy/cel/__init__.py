@@ -12,7 +12,14 @@ from mcp_defense.policy.cel.check import CelUnavailable, CelWarning, check, ungu
 from mcp_defense.policy.cel.cost import COST_LIMIT, MAX_LIST_SIZE, estimate_cost
 from mcp_defense.policy.cel.lower import Lowered, lower
 from mcp_defense.policy.cel.runtime import EVAL_BUDGET_S, CelBudgetExceeded, CelEvalError
-from mcp_defense.policy.cel.syntax import MAX_NESTING, MAX_SOURCE_LENGTH, CelError, clauses, parse
+from mcp_defense.policy.cel.syntax import (
+    MAX_NESTING,
+    MAX_SOURCE_LENGTH,
+    CelError,
+    clauses,
+    conjuncts,
+    parse,
+)
 from mcp_defense.policy.cel.types import CelEnv
 
 __all__ = [
@@ -30,6 +37,7 @@ __all__ = [
     "Lowered",
     "check",
     "clauses",
+    "conjuncts",
     "estimate_cost",
     "lower",
     "parse",

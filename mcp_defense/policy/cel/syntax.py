@@ -461,6 +461,32 @@ def _convert(tree: Tree) -> _Node:
 # Clauses, for `policy explain`
 
 
+def conjuncts(tree: Tree) -> list[tuple[str, Tree]]:
+    """Top-level `&&` conjuncts only: each must hold for the expression to be true (a rule
+    may be indexed or skipped on one). An `||` at the top is one clause: the whole."""
+    t = tree
+    while True:
+        if t.data == "conditionalor" and len(t.children) == 2:
+            return [(_whole(tree), tree)]
+        if t.data == "conditionaland" and len(t.children) == 2:
+            return clauses(tree)
+        if t.data in _WRAPPERS and len(t.children) == 1 and isinstance(t.children[0], lark.Tree):
+            t = t.children[0]
+            continue
+        if t.data == "paren_expr":
+            t = t.children[0]
+            continue
+        return clauses(tree)
+
+
+def _whole(tree: Tree) -> str:
+    src: str | None = getattr(tree, _SRC_ATTR, None)
+    m = tree.meta
+    if src is not None and not getattr(m, "empty", True):
+        return src[m.start_pos : m.end_pos]
+    return str(tree_dump(tree))
+
+
 def clauses(tree: Tree) -> list[tuple[str, Tree]]:
     """Top-level `&&` conjuncts (or, failing that, `||` disjuncts) with their source text.
 
