@@ -148,14 +148,23 @@ def watch(
                 with lock:
                     live = lv
                 reloader.start()
-                threading.Event().wait()  # until Ctrl-C
+                _until_interrupted()
         else:
             reloader.start()
-            threading.Event().wait()
+            _until_interrupted()
     except KeyboardInterrupt:
         pass
     finally:
         reloader.stop()
+
+
+def _until_interrupted() -> None:
+    """Sleep until Ctrl-C. A bare `Event().wait()` can sit in one uninterruptible lock
+    acquire and never see the KeyboardInterrupt (the watch then ignored Ctrl-C); short
+    timed waits give the signal handler its turn."""
+    idle = threading.Event()
+    while not idle.wait(0.2):
+        pass
 
 
 def register(app: typer.Typer) -> None:
