@@ -50,14 +50,13 @@ from mcp_defense.proxy.web import (
     HOLD_BYTES,
     SESSION_HEADER,
     BodyTap,
-    Ended,
     Guard,
     HubSession,
-    Part,
+    Outbox,
     SessionHub,
     SSEReader,
-    Whole,
     downstream_headers,
+    relay_sse_piece,
     sse_event,
     upstream_headers,
     upstream_parts,
@@ -203,30 +202,20 @@ class StreamableHttpProxy:
             return answer(request, [error_response(rid, INVALID_REQUEST, hs.killed)])
         if isinstance(body, bytes) and self._elicits and self._elicitation_answer(body):
             return Response(status_code=202)  # the user's answer to the proxy: never forwarded
-        forward: list[ToServer] = []
-        replies: list[bytes] = []
-
-        def collect(a: ProxyAction) -> None:
-            if isinstance(a, ToServer):
-                forward.append(a)
-            elif isinstance(a, ToClient):
-                replies.append(a.data)
-
+        box = Outbox()
         actions = hs.session.client_message(body)
         if self._can_elicit(request, hs) and any(isinstance(a, AskApproval) for a in actions):
             return StreamingResponse(
                 self._elicit_stream(request, hs, actions), media_type="text/event-stream"
             )
-        await self.hub.run(hs, actions, collect)
-        if not forward:
+        await self.hub.run(hs, actions, box)
+        if not box.forward:
             if not sid and not hs.session.pending:
                 self.hub.end(hs.key)
-            return answer(request, replies)
-        return await self._forward(request, hs, forward[0], replies)
+            return answer(request, box.replies)
+        return await self._forward(request, hs, box.forward[0])
 
-    async def _forward(
-        self, request: Request, hs: HubSession, out: ToServer, replies: list[bytes]
-    ) -> Response:
+    async def _forward(self, request: Request, hs: HubSession, out: ToServer) -> Response:
         headers = upstream_headers(request.headers.items())
         try:
             req = self.client.build_request(
@@ -307,31 +296,13 @@ class StreamableHttpProxy:
         try:
             async for chunk in resp.aiter_raw():
                 for piece in reader.feed(chunk):
-                    for data in self._sse_piece(piece, hs):
+                    for data in relay_sse_piece(piece, hs.session, self.max_message_bytes):
                         yield data
             for piece in reader.close():
-                for data in self._sse_piece(piece, hs):
+                for data in relay_sse_piece(piece, hs.session, self.max_message_bytes):
                     yield data
         finally:
             await resp.aclose()
-
-    def _sse_piece(self, piece: Any, hs: HubSession) -> list[bytes]:
-        if isinstance(piece, Part):
-            return [piece.raw]
-        if isinstance(piece, Ended):
-            if piece.streamed.size > self.max_message_bytes:
-                raise ConnectionAbortedError("mcp-defense: server message over the limit")
-            hs.session.server_message(piece.streamed)
-            return []
-        assert isinstance(piece, Whole)
-        if piece.data is None or piece.event != "message" or not piece.data.strip():
-            return [piece.raw]  # priming events, pings, retry hints: not messages
-        out: list[bytes] = []
-        for action in hs.session.server_message(piece.data):
-            if isinstance(action, ToClient):
-                same = action.data == piece.data
-                out.append(piece.raw if same else sse_event(action.data))
-        return out
 
     def _hold(self, hs: HubSession) -> int:
         """How much of a server message is held whole: everything (up to the size limit)
@@ -363,15 +334,8 @@ class StreamableHttpProxy:
     ) -> AsyncIterator[bytes]:
         """The held call's response stream: the question first, then the call's outcome."""
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        forward: list[ToServer] = []
-        replies: list[bytes] = []
+        box = Outbox()
         asked: dict[int, bool] = {}
-
-        def collect(a: ProxyAction) -> None:
-            if isinstance(a, ToServer):
-                forward.append(a)
-            elif isinstance(a, ToClient):
-                replies.append(a.data)
 
         async def ask(a: AskApproval) -> tuple[bool, str]:
             eid = ELICIT_PREFIX + secrets.token_hex(8)
@@ -389,7 +353,7 @@ class StreamableHttpProxy:
 
         async def decide() -> None:
             try:
-                await self.hub.run(hs, actions, collect, ask)
+                await self.hub.run(hs, actions, box, ask)
             finally:
                 queue.put_nowait(None)
 
@@ -404,11 +368,11 @@ class StreamableHttpProxy:
                 for ticket, answered in asked.items():
                     if not answered:
                         hs.session.approval_answered(ticket, False, "client disconnected")
-        for r in replies:
+        for r in box.replies:
             yield sse_event(r)
-        if not forward:
+        if not box.forward:
             return
-        out = forward[0]
+        out = box.forward[0]
         headers = upstream_headers(request.headers.items())
         try:
             req = self.client.build_request(

@@ -28,17 +28,17 @@ from starlette.routing import Route
 
 from mcp_defense.protocol.jsonrpc import INVALID_REQUEST, error_response, sniff_id
 from mcp_defense.proxy.http import WELL_KNOWN, read_body
-from mcp_defense.proxy.session import ProxyAction, ToClient, ToServer
 from mcp_defense.proxy.web import (
     HOLD_BYTES,
-    Ended,
     Guard,
     HubSession,
-    Part,
+    Outbox,
     SessionHub,
+    SSEPiece,
     SSEReader,
     Whole,
     downstream_headers,
+    relay_sse_piece,
     sse_event,
     upstream_headers,
     upstream_parts,
@@ -133,30 +133,18 @@ class LegacySseProxy:
                     self._piece(piece, st, proxy_origin)
             for piece in reader.close():
                 self._piece(piece, st, proxy_origin)
-        except httpx2.HTTPError:
-            pass  # the upstream went away: the client's stream ends with it
+        except (httpx2.HTTPError, ConnectionAbortedError):
+            pass  # the upstream went away, or sent a message over the limit: the stream ends
         finally:
             await resp.aclose()
             st.queue.put_nowait(_END)
 
-    def _piece(self, piece: Any, st: _Stream, proxy_origin: str) -> None:
-        if isinstance(piece, Part):
-            st.queue.put_nowait(piece.raw)
-            return
-        if isinstance(piece, Ended):
-            st.hs.session.server_message(piece.streamed)
-            return
-        assert isinstance(piece, Whole)
-        if piece.event == "endpoint" and piece.data is not None:
+    def _piece(self, piece: SSEPiece, st: _Stream, proxy_origin: str) -> None:
+        if isinstance(piece, Whole) and piece.event == "endpoint" and piece.data is not None:
             st.queue.put_nowait(self._endpoint(piece.data, st, proxy_origin))
             return
-        if piece.data is None or piece.event != "message" or not piece.data.strip():
-            st.queue.put_nowait(piece.raw)
-            return
-        for action in st.hs.session.server_message(piece.data):
-            if isinstance(action, ToClient):
-                same = action.data == piece.data
-                st.queue.put_nowait(piece.raw if same else sse_event(action.data))
+        for data in relay_sse_piece(piece, st.hs.session, self.max_message_bytes):
+            st.queue.put_nowait(data)
 
     def _endpoint(self, data: bytes, st: _Stream, proxy_origin: str) -> bytes:
         """Remember where this client posts; point an absolute endpoint at the proxy."""
@@ -193,40 +181,32 @@ class LegacySseProxy:
         st = self.streams.get(key)
         body = await read_body(request, self.max_message_bytes)
         hs = st.hs if st is not None else self.hub.new()
-        forward: list[ToServer] = []
-        replies: list[bytes] = []
-
-        def collect(a: ProxyAction) -> None:
-            if isinstance(a, ToServer):
-                forward.append(a)
-            elif isinstance(a, ToClient):
-                replies.append(a.data)
-
+        box = Outbox()
         if hs.killed:
             rid = sniff_id(body) if isinstance(body, bytes) else None
-            replies.append(error_response(rid, INVALID_REQUEST, hs.killed))
+            box.replies.append(error_response(rid, INVALID_REQUEST, hs.killed))
         else:
-            await self.hub.run(hs, hs.session.client_message(body), collect)
+            await self.hub.run(hs, hs.session.client_message(body), box)
         if st is not None:
-            for r in replies:  # answers travel where the client reads them: its stream
+            for r in box.replies:  # answers travel where the client reads them: its stream
                 st.queue.put_nowait(sse_event(r))
-        elif replies:  # no stream of ours for this endpoint: the body is the only way back
-            answers = [json.loads(r) for r in replies]
+        elif box.replies:  # no stream of ours for this endpoint: the body is the only way back
+            answers = [json.loads(r) for r in box.replies]
             return JSONResponse(answers[0] if len(answers) == 1 else answers, status_code=200)
-        if not forward:
+        if not box.forward:
             return Response("Accepted", status_code=202)
         target = st.target if st is not None and st.target else self.origin + key
         try:
             resp = await self.client.post(
                 target,
-                content=forward[0].data,
+                content=box.forward[0].data,
                 headers=upstream_headers(request.headers.items()),
             )
         except httpx2.HTTPError as e:
-            hs.session.server_write_failed(forward[0].request_id)
+            hs.session.server_write_failed(box.forward[0].request_id)
             return JSONResponse({"error": f"mcp-defense: upstream failed: {e}"}, 502)
-        if resp.status_code >= 400 and forward[0].request_id is not None:
-            hs.session.server_write_failed(forward[0].request_id)
+        if resp.status_code >= 400 and box.forward[0].request_id is not None:
+            hs.session.server_write_failed(box.forward[0].request_id)
         return Response(
             resp.content, resp.status_code, headers=downstream_headers(resp.headers.items())
         )

@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -424,7 +422,6 @@ class HubSession:
 
     key: str
     session: ProxySession
-    created: float = field(default_factory=time.monotonic)
     killed: str = ""
 
 
@@ -547,6 +544,35 @@ class SessionHub:
             )
 
 
-def json_error_body(data: bytes) -> Any:
-    """The JSON-RPC answer(s) in a ToClient, as an object for a JSON response."""
-    return json.loads(data)
+@dataclass
+class Outbox:
+    """What a session's actions for one request say to send, in order: bytes for the
+    upstream (`forward`) and answers for the client (`replies`). Pass it as `emit`."""
+
+    forward: list[ToServer] = field(default_factory=list)
+    replies: list[bytes] = field(default_factory=list)
+
+    def __call__(self, a: ProxyAction) -> None:
+        if isinstance(a, ToServer):
+            self.forward.append(a)
+        elif isinstance(a, ToClient):
+            self.replies.append(a.data)
+
+
+def relay_sse_piece(piece: SSEPiece, session: ProxySession, limit: int) -> list[bytes]:
+    """The bytes to send the client for one piece of an upstream SSE stream, each server
+    message through the session (the exact bytes when it passes them unchanged)."""
+    if isinstance(piece, Part):
+        return [piece.raw]
+    if isinstance(piece, Ended):
+        if piece.streamed.size > limit:
+            raise ConnectionAbortedError("mcp-defense: server message over the limit")
+        session.server_message(piece.streamed)
+        return []
+    if piece.data is None or piece.event != "message" or not piece.data.strip():
+        return [piece.raw]  # priming events, pings, retry hints: not messages
+    out: list[bytes] = []
+    for action in session.server_message(piece.data):
+        if isinstance(action, ToClient):
+            out.append(piece.raw if action.data == piece.data else sse_event(action.data))
+    return out
