@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from mcp_defense.policy import schema
 from mcp_defense.policy.cel.runtime import _re2_compile, _re2_msg
-from mcp_defense.policy.cel.syntax import CelError, Tree, _convert, _Node
+from mcp_defense.policy.cel.syntax import CelError, Parsed, _Node
 from mcp_defense.policy.cel.types import (
     _CONVERSIONS,
     _FUNCTIONS,
@@ -415,13 +415,13 @@ class _Checker:
 # check
 
 
-def check(tree: Tree, env: CelEnv) -> str:
+def check(tree: Parsed, env: CelEnv) -> str:
     """Static type check against `schema`; returns the CEL type name of the expression.
 
     Raises `CelError` at the offending node for unknown names, fields and functions, wrong
     arity, type errors and the forms this module rejects (see the module docstring).
     """
-    n = _convert(tree)
+    n = tree.root
     return _tname(_Checker(env).check(n, {}))
 
 
@@ -558,10 +558,10 @@ class _Absent:
         self.visit(chain[-1].kids[0], known)
 
 
-def unguarded(tree: Tree, env: CelEnv) -> list[CelWarning]:
+def unguarded(tree: Parsed, env: CelEnv) -> list[CelWarning]:
     """Warnings for fields of maps and dyn values (`call.args.x`, `call.annotations.y`) read
     without a `has()` (or `"x" in m`) guard, in source order. Raises `CelError` like `check`."""
-    n = _convert(tree)
+    n = tree.root
     _Checker(env).check(n, {})
     a = _Absent()
     a.visit(n, frozenset())

@@ -4,7 +4,7 @@ compile time against `COST_LIMIT`."""
 from __future__ import annotations
 
 from mcp_defense.policy.cel.check import _Checker
-from mcp_defense.policy.cel.syntax import Tree, _convert, _Node
+from mcp_defense.policy.cel.syntax import Parsed, _Node
 from mcp_defense.policy.cel.types import CelEnv, _is_list, _is_map
 from mcp_defense.policy.extract.limits import MAX_ITEMS
 
@@ -49,7 +49,7 @@ _FUNCTION_COST: dict[str, int] = {
 }
 
 
-def estimate_cost(tree: Tree, env: CelEnv) -> int:
+def estimate_cost(tree: Parsed, env: CelEnv) -> int:
     """Worst-case static cost, Kubernetes style, in *steps*.
 
     A step is one constant-time operation of a lowered closure (a literal, a field read, a
@@ -61,7 +61,7 @@ def estimate_cost(tree: Tree, env: CelEnv) -> int:
     on lists and `in` over a list cost the list's size, `+` of lists both sizes, so they
     multiply inside a comprehension. Compare with `COST_LIMIT`.
     """
-    n = _convert(tree)
+    n = tree.root
     _Checker(env).check(n, {})
     return _cost(n)[0]
 

@@ -57,7 +57,7 @@ from mcp_defense.policy.cel.runtime import (
     _unary_call,
     _witness,
 )
-from mcp_defense.policy.cel.syntax import CelError, Tree, _convert, _Node
+from mcp_defense.policy.cel.syntax import CelError, Parsed, _Node
 from mcp_defense.policy.cel.types import (
     _CONVERSIONS,
     _FUNCTIONS,
@@ -1149,14 +1149,14 @@ def _string_typed(lo: _Lo, fname: str) -> _Lo:
     return _Lo(f, ctxfree=lo.ctxfree, free=lo.free, raises=_FAILS)
 
 
-def lower(tree: Tree, env: CelEnv, constants: Mapping[str, Any]) -> Lowered:
+def lower(tree: Parsed, env: CelEnv, constants: Mapping[str, Any]) -> Lowered:
     """Check `tree` and lower it to `fn(ctx)`, folding everything `constants` decides.
 
     `constants` maps top-level variables known at compile time (`archetype`, `vars`) to their
     values. Raises `CelError` for static problems and `CelEvalError` when the whole expression
     folds to an error (it would fail on every call).
     """
-    n = _convert(tree)
+    n = tree.root
     t = _Checker(env).check(n, {})
     lo = _Lowerer(env, constants).lo(n)
     if lo.err is not None:

@@ -1,24 +1,32 @@
-"""Parsing: cel-python's own grammar (`cel.lark`) through lark, then a compact AST with
-positions (`_Node`) for the checker, the cost model and the lowering."""
+"""Parsing: cel-python's grammar (`celpy/cel.lark`), by a hand-written parser straight to a
+compact AST with positions (`_Node`) for the checker, the cost model and the lowering.
+
+The parser accepts exactly the language of cel-python's grammar run through lark's LALR parser
+with its contextual lexer, and reports the same errors at the same positions (proven against
+that pipeline by tests/test_cel_parser_differential.py):
+
+- Tokens are cel.lark's terminals, tried in lark's order; which terminals are tried depends on
+  where the parser is, as with lark's contextual lexer: after an operand `in` is the operator
+  even when a name follows (`a inx` is `a in x`) and `-1` is `-` then `1`; where an operand is
+  expected `in` is a name and `-1` one literal. A character no terminal of the place matches
+  is reported as the token the whole terminal set reads there ("unexpected token"), or as an
+  unexpected character.
+- The parser is a shift-reduce loop over an explicit stack (no recursion per nesting level):
+  a syntax error is found anywhere in the source first, then `MAX_NESTING`, then the forms this
+  module rejects (in the order the old tree converter met them: `_Rejected` nodes).
+"""
 
 from __future__ import annotations
 
 import bisect
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import lark
 from celpy import celtypes
-from celpy.celparser import tree_dump
 from celpy.evaluation import celstr
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
 from mcp_defense.policy.cel.types import _MACROS, _REJECTED_FUNCTIONS, _T
-
-Tree = lark.Tree[Any]
-"""A parse tree in cel-python's shape (`parse`, `clauses`)."""
 
 
 class CelError(Exception):
@@ -30,86 +38,6 @@ class CelError(Exception):
         self.message = message
         self.line = line
         self.column = column
-
-
-# Parsing: celpy's grammar, then a compact AST with positions
-
-
-_SRC_ATTR = "_mcpd_cel_source"
-_NODE_ATTR = "_mcpd_cel_node"
-_PARSER: lark.Lark | None = None
-
-
-def _ambiguous_literals(t: lark.Token) -> lark.Token:
-    """celpy's IDENT callback, keeping the token position (celpy's drops it)."""
-    if t.value in ("true", "false"):
-        return lark.Token.new_borrow_pos("BOOL_LIT", t.value, t)
-    return t
-
-
-def _parser() -> lark.Lark:
-    """A Lark parser over celpy's own `cel.lark`, with celpy's options: the same trees."""
-    global _PARSER
-    if _PARSER is None:
-        import celpy.celparser
-
-        grammar = (Path(celpy.celparser.__file__).parent / "cel.lark").read_text()
-        _PARSER = lark.Lark(
-            grammar,
-            parser="lalr",
-            start="expr",
-            g_regex_flags=re.M,
-            lexer_callbacks={"IDENT": _ambiguous_literals},
-            propagate_positions=True,
-            maybe_placeholders=False,
-            priority="invert",
-            cache=True,
-        )  # LALR tables cached on disk
-    return _PARSER
-
-
-def _linecol(src: str, offset: int) -> tuple[int, int]:
-    line = src.count("\n", 0, offset) + 1
-    return line, offset - (src.rfind("\n", 0, offset) + 1) + 1
-
-
-MAX_SOURCE_LENGTH = 100_000
-"""Longest `when` source, in characters (cel-go's default expression size limit): parsing is
-linear but slow in pure Python (about 8 µs a character)."""
-
-
-def parse(source: str) -> Tree:
-    """Parse with cel-python's grammar; a syntax error is a `CelError` at its position, and
-    so is a source longer than `MAX_SOURCE_LENGTH` or nested deeper than `MAX_NESTING`."""
-    if len(source) > MAX_SOURCE_LENGTH:
-        line, col = _linecol(source, MAX_SOURCE_LENGTH)
-        raise CelError(
-            f"expression too long: {len(source):,} characters, the limit is "
-            f"{MAX_SOURCE_LENGTH:,}; split it into rules",
-            line,
-            col,
-        )
-    try:
-        tree = _parser().parse(source)
-    except UnexpectedCharacters as e:
-        pos = e.pos_in_stream
-        ch = source[pos] if pos is not None and 0 <= pos < len(source) else ""
-        raise CelError(f"syntax error: unexpected character {ch!r}", e.line, e.column) from None
-    except UnexpectedEOF:
-        line, col = _linecol(source, len(source.rstrip()))
-        raise CelError("syntax error: unexpected end of expression", line, col) from None
-    except UnexpectedToken as e:
-        tok = e.token
-        if tok.type == "$END":
-            line, col = _linecol(source, len(source.rstrip()))
-            raise CelError("syntax error: unexpected end of expression", line, col) from None
-        what = "reserved word" if tok.type == "RESERVED" else "token"
-        raise CelError(f"syntax error: unexpected {what} {tok.value!r}", e.line, e.column) from None
-    except LarkError as e:
-        raise CelError(f"syntax error: {str(e).splitlines()[0]}", 1, 1) from None
-    _check_nesting(tree)
-    setattr(tree, _SRC_ATTR, source)
-    return tree
 
 
 @dataclass(eq=False, slots=True)
@@ -127,400 +55,710 @@ class _Node:
     at: tuple[int, int] | None = None  # position of the name in `x.name` / `x.name(...)`
 
 
-_BIN_OPS = {
-    "relation_lt": "<",
-    "relation_le": "<=",
-    "relation_gt": ">",
-    "relation_ge": ">=",
-    "relation_eq": "==",
-    "relation_ne": "!=",
-    "relation_in": "in",
-    "addition_add": "+",
-    "addition_sub": "-",
-    "multiplication_mul": "*",
-    "multiplication_div": "/",
-    "multiplication_mod": "%",
-}
+def _linecol(src: str, offset: int) -> tuple[int, int]:
+    line = src.count("\n", 0, offset) + 1
+    return line, offset - (src.rfind("\n", 0, offset) + 1) + 1
 
 
-_WRAPPERS = frozenset(
-    {
-        "expr",
-        "conditionalor",
-        "conditionaland",
-        "relation",
-        "addition",
-        "multiplication",
-        "unary",
-        "member",
-        "primary",
-    }
-)
-"""Grammar levels that only wrap their single child."""
+MAX_SOURCE_LENGTH = 100_000
+"""Longest `when` source, in characters (cel-go's default expression size limit)."""
 
 MAX_NESTING = 64
 """Deepest nesting of a `when`: parentheses, operators, calls, indexes, macros and literals
 each open a level; a chain of one `&&` or `||` operator is a single level."""
 
-_NESTS = frozenset(
-    {
-        "paren_expr",
-        "member_dot",
-        "member_dot_arg",
-        "member_index",
-        "member_object",
-        "ident_arg",
-        "dot_ident_arg",
-        "list_lit",
-        "map_lit",
-    }
-)
-_OPERATORS = frozenset(
-    {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary"}
-)
-_CHAINS = frozenset({"conditionalor", "conditionaland"})
 _SHORT_CHAIN = 16  # longer chains of one && / || are balanced
 
 
-def _check_nesting(tree: Tree) -> None:
-    """Refuse expressions nested deeper than `MAX_NESTING`, before anything recurses on them:
-    the checker, the lowering and the closures recurse once per level."""
-    stack: list[tuple[Tree, int, str]] = [(tree, 0, "")]
-    while stack:
-        t, depth, parent = stack.pop()
-        data = t.data
-        if data in _NESTS or (
-            data in _OPERATORS and len(t.children) > 1 and not (data in _CHAINS and parent == data)
-        ):
-            depth += 1
-            if depth > MAX_NESTING:
-                m = t.meta
-                line = 1 if getattr(m, "empty", True) else m.line
-                col = 1 if getattr(m, "empty", True) else m.column
-                raise CelError(
-                    f"expression nested too deeply: more than {MAX_NESTING} levels of "
-                    "parentheses, operators, calls or macros; split it into rules or clauses",
-                    line,
-                    col,
-                )
-        for c in t.children:
-            if isinstance(c, lark.Tree):
-                stack.append((c, depth, data))
+# ---------------------------------------------------------------------------------------------
+# Tokens: cel.lark's terminals, as lark compiles them (the differential test compares them)
+
+_SQ_ESC = r"""\\[abfnrtv"'\\]|\\\d{3}|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}"""
+_DQ_ESC = r"""\\[abfnrtv"'\\]|\\\d{3}|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4-8}"""
+_NL = "\r\n|\r|\n"
+_STRING = f"(?:[rR]?'(?:{_SQ_ESC}|.)*?'|[rR]?\"(?:{_DQ_ESC}|.)*?\")"
+_MLSTRING = f"(?:[rR]?'''(?:{_SQ_ESC}|{_NL}|.)*?'''|[rR]?\"\"\"(?:{_DQ_ESC}|{_NL}|.)*?\"\"\")"
+_INT = "(?:-?0x(?:[0-9abcdefABCDEF])+|-?(?:[0-9])+)"
+_EXP = "[eE][+-]?(?:[0-9])+"
+TERMINALS: dict[str, str] = {
+    # lark's order: the first alternative that matches wins
+    "BYTES_LIT": f"(?:[bB]{_MLSTRING}|[bB]{_STRING})",
+    "MLSTRING_LIT": _MLSTRING,
+    "STRING_LIT": _STRING,
+    "FLOAT_LIT": (
+        f"(?:-?(?:[0-9])+{_EXP}|-?(?:[0-9])+\\.(?:[0-9])*(?:{_EXP})?"
+        f"|-?(?:[0-9])*\\.(?:[0-9])+(?:{_EXP})?)"
+    ),
+    "UINT_LIT": f"{_INT}[uU]",
+    "INT_LIT": _INT,
+    "IDENT": "[_a-zA-Z][_a-zA-Z0-9]*",
+    "WHITESPACE": "[\t\n\x0c\r ]+",
+    "COMMENT": "\\/\\/.*",
+    "BOOL_LIT": "(?:false|true)",
+    "NULL_LIT": "null",
+    "IN": "in",
+    "__ANON_0": "\\|\\|",
+    "__ANON_1": "\\&\\&",
+    "__ANON_2": "<=",
+    "__ANON_3": ">=",
+    "__ANON_4": "==",
+    "__ANON_5": "!=",
+    "BANG": "!",
+    "COLON": ":",
+    "COMMA": ",",
+    "DOT": "\\.",
+    "LBRACE": "\\{",
+    "LESSTHAN": "<",
+    "LPAR": "\\(",
+    "LSQB": "\\[",
+    "MINUS": "\\-",
+    "MORETHAN": ">",
+    "PERCENT": "%",
+    "PLUS": "\\+",
+    "QMARK": "\\?",
+    "RBRACE": "\\}",
+    "RPAR": "\\)",
+    "RSQB": "\\]",
+    "SLASH": "/",
+    "STAR": "\\*",
+}
+"""cel.lark's terminals in the order lark's lexer tries them (`RESERVED` is unused by the
+grammar, so lark drops it: reserved words are names)."""
+
+# Token kinds: the text of punctuation, else these
+_LIT_KINDS = frozenset({"INT_LIT", "UINT_LIT", "FLOAT_LIT", "STRING_LIT", "MLSTRING_LIT"})
+_LIT_KINDS |= {"BYTES_LIT", "BOOL_LIT", "NULL_LIT"}
+_SKIP = frozenset({"WHITESPACE", "COMMENT"})
+
+_OPERAND = ("BYTES_LIT", "MLSTRING_LIT", "STRING_LIT", "FLOAT_LIT", "UINT_LIT", "INT_LIT")
+_OPERAND += ("IDENT", "WHITESPACE", "COMMENT", "BANG", "DOT", "LBRACE", "LPAR", "LSQB", "MINUS")
+_OPERAND += ("RBRACE", "RPAR", "RSQB")  # closers: they end no other token (empty f(), [], {})
+_OPERATOR = ("WHITESPACE", "COMMENT", "IN", "__ANON_0", "__ANON_1", "__ANON_2", "__ANON_3")
+_OPERATOR += ("__ANON_4", "__ANON_5", "COLON", "COMMA", "DOT", "LBRACE", "LESSTHAN", "LPAR")
+_OPERATOR += ("LSQB", "MINUS", "MORETHAN", "PERCENT", "PLUS", "QMARK", "RBRACE", "RPAR", "RSQB")
+_OPERATOR += ("SLASH", "STAR")
 
 
-class _Converter:
-    """lark Tree (celpy's shape) → `_Node`."""
+def _scanner(names: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?P<{n}>{TERMINALS[n]})" for n in names), re.M)
 
-    def __init__(self, src: str | None) -> None:
+
+# One lexer per place in the grammar, with the terminals lark's contextual lexer tries there
+_M_OPERAND = _scanner(_OPERAND)  # an operand is expected
+_M_OPERATOR = _scanner(_OPERATOR)  # after an operand
+_M_NAME = _scanner(("IDENT", "WHITESPACE", "COMMENT"))  # after `.` and in `T{a: 1, b: 2}`
+_M_FIELD = _scanner(("IDENT", "WHITESPACE", "COMMENT", "RBRACE"))  # after `T{`
+_M_COLON = _scanner(("WHITESPACE", "COMMENT", "COLON"))  # after a field name in `T{a: 1}`
+_M_ALL = _scanner(tuple(TERMINALS))  # every terminal: what an error reports
+
+_BINARY = {
+    "__ANON_0": (1, "||"),
+    "__ANON_1": (2, "&&"),
+    "LESSTHAN": (3, "<"),
+    "__ANON_2": (3, "<="),
+    "MORETHAN": (3, ">"),
+    "__ANON_3": (3, ">="),
+    "__ANON_4": (3, "=="),
+    "__ANON_5": (3, "!="),
+    "IN": (3, "in"),
+    "PLUS": (4, "+"),
+    "MINUS": (4, "-"),
+    "STAR": (5, "*"),
+    "SLASH": (5, "/"),
+    "PERCENT": (5, "%"),
+}
+_UNARY = 6
+_CLOSERS = frozenset({"RPAR", "RSQB", "RBRACE", "COMMA", "COLON", "$END"})
+
+_Tok = tuple[str, str, int, int]  # kind, text, start offset, end offset
+
+
+class _Str:
+    """What `celstr` reads of a lark token."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+
+# ---------------------------------------------------------------------------------------------
+# The parse
+
+
+class _Chain:
+    """An open chain of one `&&` or `||` operator: its operands and operator offsets."""
+
+    __slots__ = ("kind", "items", "shapes", "ops")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.items: list[_Node] = []
+        self.shapes: list[Any] = []
+        self.ops: list[int] = []
+
+
+class _Frame:
+    """An open construct: an expression in parentheses, arguments, a list, ... Binary and
+    unary operators pending in it (`ops`) and its operands (`vals`: node, nesting shape)."""
+
+    __slots__ = ("kind", "ops", "vals", "items", "start", "name", "operand", "phase")
+
+    def __init__(self, kind: str, start: int = -1) -> None:
+        self.kind = kind
+        self.ops: list[tuple[int, str, int]] = []
+        self.vals: list[tuple[Any, Any]] = []
+        self.items: list[tuple[_Node, Any]] = []
+        self.start = start
+        self.name: _Tok | None = None
+        self.operand: tuple[_Node, Any] | None = None
+        self.phase = 0
+
+
+class _Parser:
+    """One parse. `shapes` measure nesting as lark's tree had it: in the first pass the height
+    of each subtree; in the second (only when too deep) the rightmost node at each depth,
+    which is where the old depth-first check stopped."""
+
+    def __init__(self, src: str, where: bool = False) -> None:
         self.src = src
-        self._newlines: list[int] | None = None
+        self.pos = 0
+        self.where = where
+        self.rejected = False
+        self.chains: dict[int, tuple[_Node, list[_Node]]] = {}
+        self._nl: list[int] | None = None
+        self._one_line = "\n" not in src
+
+    # -- positions -----------------------------------------------------------------------------
 
     def linecol(self, offset: int) -> tuple[int, int]:
-        """`_linecol` in O(log n): a chain of thousands of operators asks for each one."""
-        assert self.src is not None
-        if self._newlines is None:
-            self._newlines = [i for i, c in enumerate(self.src) if c == "\n"]
-        k = bisect.bisect_left(self._newlines, offset)
-        return k + 1, offset - (self._newlines[k - 1] + 1 if k else 0) + 1
-
-    def pos(self, t: Tree | lark.Token) -> tuple[int, int, int, int]:
-        if isinstance(t, lark.Token):
-            line, col, start, end = t.line, t.column, t.start_pos, t.end_pos
-        else:
-            m = t.meta
-            if getattr(m, "empty", True):
-                return 1, 1, -1, -1
-            line, col, start, end = m.line, m.column, m.start_pos, m.end_pos
-        return (line or 1, col or 1, -1 if start is None else start, -1 if end is None else end)
+        if self._one_line:
+            return 1, offset + 1
+        if self._nl is None:
+            self._nl = [i for i, c in enumerate(self.src) if c == "\n"]
+        k = bisect.bisect_left(self._nl, offset)
+        return k + 1, offset - (self._nl[k - 1] + 1 if k else 0) + 1
 
     def node(
         self,
         kind: str,
-        at: Tree | lark.Token,
+        start: int,
+        end: int,
         kids: tuple[_Node, ...] = (),
         a: Any = None,
         b: Any = None,
     ) -> _Node:
-        line, col, start, end = self.pos(at)
+        line, col = self.linecol(start)
         return _Node(kind, line, col, kids, a, b, start, end)
 
-    def op_pos(self, left: Tree, right: Tree) -> tuple[int, int] | None:
-        """Where the operator between two operands is (the grammar drops operator tokens)."""
-        if self.src is None:
-            return None
-        i = self.pos(left)[3]
-        j = self.pos(right)[2]
-        if i < 0 or j < 0:
-            return None
-        while i < j:
-            if self.src[i].isspace():
-                i += 1
-            elif self.src.startswith("//", i):
-                nl = self.src.find("\n", i)
-                i = j if nl < 0 else nl + 1
-            else:
-                return self.linecol(i)
-        return None
-
-    def err(self, msg: str, at: Tree | lark.Token) -> CelError:
-        line, col, _, _ = self.pos(at)
-        return CelError(msg, line, col)
-
-    def conv(self, t: Tree) -> _Node:
-        paren: Tree | None = None  # the outermost parentheses around this node
-        while True:  # wrappers and parentheses in a loop: no recursion per level
-            if t.data in _WRAPPERS and len(t.children) == 1:
-                t = t.children[0]
-            elif t.data == "paren_expr":
-                paren = paren or t
-                t = t.children[0]
-            else:
-                break
-        n = self.conv1(t)
-        if paren is not None:
-            n.start, n.end = self.pos(paren)[2:]
+    def reject(
+        self, msg: str, at: int, start: int, end: int, first: tuple[_Node, ...] = ()
+    ) -> _Node:
+        """A form the converter rejected: the error, once `first` (the subtrees it converted
+        before deciding) showed theirs."""
+        self.rejected = True
+        line, col = self.linecol(start)
+        n = _Node("!", line, col, first, msg, None, start, end)
+        n.at = self.linecol(at)
         return n
 
-    def conv1(self, t: Tree) -> _Node:
-        data = t.data
-        ch = t.children
-        if data == "expr":
-            return self.node("cond", t, (self.conv(ch[0]), self.conv(ch[1]), self.conv(ch[2])))
-        if data in _CHAINS:
-            return self.chain(t)
-        if data in ("relation", "addition", "multiplication"):
-            op_tree, right_tree = ch
-            left_tree = op_tree.children[0]
-            n = self.node(
-                "bin", t, (self.conv(left_tree), self.conv(right_tree)), a=_BIN_OPS[op_tree.data]
-            )
-            self._at_op(n, left_tree, right_tree)
-            return n
-        if data == "unary":
-            op, operand = ch
-            return self.node("not" if op.data == "unary_not" else "neg", t, (self.conv(operand),))
-        if data == "member_dot":
-            operand, name = ch
-            n = self.node("select", t, (self.conv(operand),), a=str(name))
-            n.at = self.pos(name)[:2]
-            return n
-        if data == "member_dot_arg":
-            operand, name = ch[0], ch[1]
-            args = self.args(ch[2] if len(ch) > 2 else None)
-            assert isinstance(name, lark.Token)
-            return self.method(t, operand, name, args)
-        if data == "member_index":
-            return self.node("index", t, (self.conv(ch[0]), self.conv(ch[1])))
-        if data == "member_object":
-            raise self.err("message construction is not supported", t)
-        if data in ("dot_ident", "dot_ident_arg"):
-            raise self.err("leading-dot names are not supported", t)
-        if data == "ident_arg":
-            name = ch[0]
-            args = ch[1].children if len(ch) > 1 else []
-            assert isinstance(name, lark.Token)
-            return self.call(t, name, args)
-        if data == "ident":
-            return self.node("ident", t, a=str(ch[0]))
-        if data == "list_lit":
-            kids = tuple(self.conv(e) for e in ch[0].children) if ch else ()
-            return self.node("list", t, kids)
-        if data == "map_lit":
-            return self.map_lit(t)
-        if data == "literal":
-            return self.literal(t)
-        raise self.err(f"unsupported syntax {data!r}", t)
+    # -- nesting shapes ------------------------------------------------------------------------
 
-    def chain(self, t: Tree) -> _Node:
-        """`a || b || c ...` as a balanced tree (same value: the operators are associative),
-        so a chain of thousands of terms is shallow for the checker and the closures."""
-        data = t.data
-        items: list[Tree] = []
-        x: Any = t
-        while isinstance(x, lark.Tree) and x.data == data and len(x.children) == 2:
-            items.append(x.children[1])
-            x = x.children[0]
-        items.append(x)
-        items.reverse()
-        nodes = [self.conv(i) for i in items]
-        kind = "or" if data == "conditionalor" else "and"
+    def inc(self, start: int, shapes: list[Any]) -> Any:
+        """A node that opens a nesting level, over children of `shapes`."""
+        if not self.where:
+            return 1 + max(shapes) if shapes else 1
+        merged: list[int] = []
+        for s in shapes:
+            for i, v in enumerate(s):
+                if i == len(merged):
+                    merged.append(v)
+                elif v > merged[i]:
+                    merged[i] = v
+        return [start, *merged[:MAX_NESTING]]
 
-        def join(left: _Node, right: _Node, lo: int, mid: int, hi: int) -> _Node:
-            line, col = self.op_pos(items[mid - 1], items[mid]) or (left.line, left.col)
-            start = self.pos(items[lo])[2]
-            end = self.pos(items[hi - 1])[3]
-            return _Node(kind, line, col, (left, right), start=start, end=end)
+    # -- tokens --------------------------------------------------------------------------------
 
-        def build(lo: int, hi: int) -> _Node:
-            if hi - lo <= _SHORT_CHAIN:  # left to right, as written (the lowering's fast paths)
-                n = nodes[lo]
-                for i in range(lo + 1, hi):
-                    n = join(n, nodes[i], lo, i, i + 1)
-                return n
-            mid = (lo + hi) // 2
-            return join(build(lo, mid), build(mid, hi), lo, mid, hi)
+    def lex(self, scanner: re.Pattern[str]) -> _Tok:
+        src = self.src
+        pos = self.pos
+        n = len(src)
+        while pos < n:
+            m = scanner.match(src, pos)
+            if m is None:
+                self.pos = pos
+                self.fail(pos)
+            kind = m.lastgroup
+            assert kind is not None
+            end = m.end()
+            if kind in _SKIP:
+                pos = end
+                continue
+            self.pos = end
+            text = m.group()
+            if kind == "IDENT":
+                if text == "true" or text == "false":
+                    kind = "BOOL_LIT"
+                elif text == "null" and scanner is _M_OPERAND:
+                    kind = "NULL_LIT"
+            return kind, text, pos, end
+        self.pos = pos
+        return "$END", "", pos, pos
 
-        return build(0, len(nodes))
+    def fail(self, pos: int) -> None:
+        m = _M_ALL.match(self.src, pos)
+        if m is not None:
+            raise self.unexpected((m.lastgroup or "", m.group(), pos, m.end()))
+        line, col = self.linecol(pos)
+        raise CelError(f"syntax error: unexpected character {self.src[pos]!r}", line, col)
 
-    def _at_op(self, n: _Node, left: Tree, right: Tree) -> None:
-        p = self.op_pos(left, right)
-        if p is not None:
-            n.line, n.col = p
+    def unexpected(self, tok: _Tok) -> CelError:
+        if tok[0] == "$END":
+            line, col = _linecol(self.src, len(self.src.rstrip()))
+            return CelError("syntax error: unexpected end of expression", line, col)
+        line, col = self.linecol(tok[2])
+        return CelError(f"syntax error: unexpected token {tok[1]!r}", line, col)
 
-    def args(self, exprlist: Tree | None) -> list[Tree]:
-        return list(exprlist.children) if exprlist is not None else []
+    # -- operands ------------------------------------------------------------------------------
 
-    def method(self, t: Tree, operand: Tree, name: lark.Token, args: list[Tree]) -> _Node:
-        mname = str(name)
-        if mname in _MACROS:
-            if len(args) != 2:
-                raise self.err(
-                    f"{mname}() takes a variable and an expression (got {len(args)} arguments)",
-                    name,
-                )
-            var = self.conv(args[0])
-            if var.kind != "ident":
-                raise self.err(f"the first argument of {mname}() must be a variable name", args[0])
-            n = self.node("macro", t, (self.conv(operand), self.conv(args[1])), a=mname, b=var.a)
-            n.at = self.pos(name)[:2]
-            return n
-        if mname in ("reduce", "min"):
-            raise self.err(_REJECTED_FUNCTIONS[mname], name)
-        n = self.node("method", t, (self.conv(operand), *(self.conv(a) for a in args)), a=mname)
-        n.at = self.pos(name)[:2]
-        return n
-
-    def call(self, t: Tree, name: lark.Token, args: list[Tree]) -> _Node:
-        fname = str(name)
-        if fname == "has":
-            if len(args) != 1:
-                raise self.err("has() takes one field selection, e.g. has(call.args.path)", name)
-            operand = self.conv(args[0])
-            if operand.kind != "select":
-                raise self.err("has() needs a field selection, e.g. has(call.args.path)", args[0])
-            n = self.node("has", name, (operand,))
-        else:
-            n = self.node("call", name, tuple(self.conv(a) for a in args), a=fname)
-        n.start, n.end = self.pos(t)[2:]
-        return n
-
-    def map_lit(self, t: Tree) -> _Node:
-        keys: list[str] = []
-        vals: list[_Node] = []
-        if t.children:
-            items = t.children[0].children
-            for k_tree, v_tree in zip(items[0::2], items[1::2], strict=True):
-                k = self.conv(k_tree)
-                if k.kind != "lit" or not isinstance(k.a, str):
-                    raise self.err("map literal keys must be string literals", k_tree)
-                if k.a in keys:
-                    raise self.err(f"duplicate map key {k.a!r}", k_tree)
-                keys.append(k.a)
-                vals.append(self.conv(v_tree))
-        return self.node("map", t, tuple(vals), a=tuple(keys))
-
-    def literal(self, t: Tree) -> _Node:
-        tok = t.children[0]
-        assert isinstance(tok, lark.Token)
-        kind = tok.type
-        text = str(tok)
+    def literal(self, tok: _Tok) -> _Node:
+        kind, text, start, end = tok
         if kind == "INT_LIT":
             try:
                 value: Any = int(celtypes.IntType(text))
             except ValueError:
-                raise self.err(f"integer literal {text} is out of the int64 range", tok) from None
-            return self.node("lit", t, a=value, b="int")
-        if kind == "FLOAT_LIT":
-            return self.node("lit", t, a=float(text), b="double")
-        if kind in ("STRING_LIT", "MLSTRING_LIT"):
+                msg = f"integer literal {text} is out of the int64 range"
+                return self.reject(msg, start, start, end)
+            return self.node("lit", start, end, a=value, b="int")
+        if kind == "STRING_LIT" or kind == "MLSTRING_LIT":
             try:
-                value = str(celstr(tok))
+                value = str(celstr(cast(Any, _Str(text))))
             except (ValueError, UnicodeError) as e:
-                raise self.err(f"bad string literal: {e}", tok) from None
-            return self.node("lit", t, a=value, b="string")
+                return self.reject(f"bad string literal: {e}", start, start, end)
+            return self.node("lit", start, end, a=value, b="string")
+        if kind == "FLOAT_LIT":
+            return self.node("lit", start, end, a=float(text), b="double")
         if kind == "BOOL_LIT":
-            return self.node("lit", t, a=text == "true", b="bool")
+            return self.node("lit", start, end, a=text == "true", b="bool")
         if kind == "NULL_LIT":
-            return self.node("lit", t, a=None, b="null_type")
+            return self.node("lit", start, end, a=None, b="null_type")
         if kind == "UINT_LIT":
-            raise self.err(_REJECTED_FUNCTIONS["uint"], tok)
-        raise self.err(f"{kind.lower().replace('_lit', '')} literals are not supported", tok)
+            return self.reject(_REJECTED_FUNCTIONS["uint"], start, start, end)
+        return self.reject("bytes literals are not supported", start, start, end)
+
+    def finish_chain(self, c: _Chain) -> tuple[_Node, Any]:
+        """`a || b || c ...` as a balanced tree (same value: the operators are associative),
+        so a chain of thousands of terms is shallow for the checker and the closures."""
+        kind, items, ops = c.kind, c.items, c.ops
+        shape = self.inc(items[0].start, c.shapes)
+
+        def join(left: _Node, right: _Node, lo: int, mid: int, hi: int) -> _Node:
+            line, col = self.linecol(ops[mid - 1])
+            return _Node(kind, line, col, (left, right), start=items[lo].start, end=items[hi - 1].end)
+
+        def build(lo: int, hi: int) -> _Node:
+            if hi - lo <= _SHORT_CHAIN:  # left to right, as written (the lowering's fast paths)
+                n = items[lo]
+                for i in range(lo + 1, hi):
+                    n = join(n, items[i], lo, i, i + 1)
+                return n
+            mid = (lo + hi) // 2
+            return join(build(lo, mid), build(mid, hi), lo, mid, hi)
+
+        n = build(0, len(items))
+        self.chains[id(n)] = (n, items)
+        return n, shape
+
+    def reduce(self, f: _Frame, prec: int) -> None:
+        """Apply the pending operators of `f` that bind at least as tightly as `prec`."""
+        ops, vals = f.ops, f.vals
+        while ops and ops[-1][0] >= prec:
+            p, op, at = ops.pop()
+            if p == _UNARY:
+                v, s = vals.pop()
+                kind = "not" if op == "!" else "neg"
+                vals.append((self.node(kind, at, v.end, (v,)), self.inc(at, [s])))
+                continue
+            r, rs = vals.pop()
+            left, ls = vals.pop()
+            if p <= 2:
+                kind = "or" if p == 1 else "and"
+                if type(r) is _Chain:
+                    r, rs = self.finish_chain(r)
+                if type(left) is _Chain and left.kind == kind:
+                    c = left
+                else:
+                    if type(left) is _Chain:
+                        left, ls = self.finish_chain(left)
+                    c = _Chain(kind)
+                    c.items.append(left)
+                    c.shapes.append(ls)
+                c.items.append(r)
+                c.shapes.append(rs)
+                c.ops.append(at)
+                vals.append((c, None))
+                continue
+            n = _Node("bin", 0, 0, (left, r), op, None, left.start, r.end)
+            n.line, n.col = self.linecol(at)
+            vals.append((n, self.inc(left.start, [ls, rs])))
+
+    def done(self, f: _Frame) -> tuple[_Node, Any]:
+        """The expression of `f`, complete."""
+        self.reduce(f, 0)
+        v, s = f.vals.pop()
+        if type(v) is _Chain:
+            return self.finish_chain(v)
+        return v, s
+
+    # -- calls and other constructs ------------------------------------------------------------
+
+    def call(self, f: _Frame, end: int) -> tuple[_Node, Any]:
+        assert f.name is not None
+        _, fname, at, _ = f.name
+        args = [a for a, _ in f.items]
+        shape = self.inc(f.start, [s for _, s in f.items])
+        if f.kind == "dotcall":
+            return self.reject("leading-dot names are not supported", f.start, f.start, end), shape
+        if f.kind == "call":
+            if fname == "has":
+                if len(args) != 1:
+                    msg = "has() takes one field selection, e.g. has(call.args.path)"
+                    return self.reject(msg, at, at, end), shape
+                if args[0].kind != "select":
+                    msg = "has() needs a field selection, e.g. has(call.args.path)"
+                    return self.reject(msg, args[0].start, at, end, (args[0],)), shape
+                n = self.node("has", at, end, (args[0],))
+            else:
+                n = self.node("call", at, end, tuple(args), a=fname)
+            return n, shape
+        assert f.operand is not None
+        operand, os = f.operand
+        start = operand.start
+        shape = self.inc(start, [os, *(s for _, s in f.items)])
+        if fname in _MACROS:
+            if len(args) != 2:
+                msg = f"{fname}() takes a variable and an expression (got {len(args)} arguments)"
+                return self.reject(msg, at, start, end), shape
+            var = args[0]
+            if var.kind != "ident":
+                msg = f"the first argument of {fname}() must be a variable name"
+                return self.reject(msg, var.start, start, end, (var,)), shape
+            n = self.node("macro", start, end, (operand, args[1]), a=fname, b=var.a)
+        elif fname in ("reduce", "min"):
+            return self.reject(_REJECTED_FUNCTIONS[fname], at, start, end), shape
+        else:
+            n = self.node("method", start, end, (operand, *args), a=fname)
+        n.at = self.linecol(at)
+        return n, shape
+
+    def map_lit(self, f: _Frame, end: int) -> tuple[_Node, Any]:
+        keys: list[str] = []
+        vals: list[_Node] = []
+        seen: list[_Node] = []
+        shape = self.inc(f.start, [s for _, s in f.items])
+        for i in range(0, len(f.items), 2):
+            k, v = f.items[i][0], f.items[i + 1][0]
+            seen.append(k)
+            bad = None
+            if k.kind != "lit" or not isinstance(k.a, str):
+                bad = "map literal keys must be string literals"
+            elif k.a in keys:
+                bad = f"duplicate map key {k.a!r}"
+            if bad is not None:
+                return self.reject(bad, k.start, f.start, end, tuple(seen)), shape
+            seen.append(v)
+            keys.append(k.a)
+            vals.append(v)
+        return self.node("map", f.start, end, tuple(vals), a=tuple(keys)), shape
+
+    def field_name(self) -> None:
+        """`name :` in `T{name: value}`."""
+        tok = self.lex(_M_NAME)
+        if tok[0] != "IDENT":
+            raise self.unexpected(tok)
+        tok = self.lex(_M_COLON)
+        if tok[0] != "COLON":
+            raise self.unexpected(tok)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def parse(self) -> tuple[_Node, Any]:
+        frames = [_Frame("top")]
+        f = frames[0]
+        leaf: Any = [] if self.where else 0
+        pending: _Tok | None = None
+        operand = True  # an operand is expected (else an operator, a postfix or a closer)
+        while True:
+            if operand:
+                tok = pending or self.lex(_M_OPERAND)
+                pending = None
+                kind = tok[0]
+                if kind == "IDENT":
+                    nxt = self.lex(_M_OPERATOR)
+                    if nxt[0] == "LPAR":
+                        f = self.open(frames, "call", tok[2])
+                        f.name = tok
+                        continue
+                    f.vals.append((self.node("ident", tok[2], tok[3], a=tok[1]), leaf))
+                    pending, operand = nxt, False
+                elif kind in _LIT_KINDS:
+                    f.vals.append((self.literal(tok), leaf))
+                    operand = False
+                elif kind == "BANG" or kind == "MINUS":
+                    f.ops.append((_UNARY, tok[1], tok[2]))
+                elif kind == "LPAR":
+                    f = self.open(frames, "paren", tok[2])
+                elif kind == "LSQB":
+                    f = self.open(frames, "list", tok[2])
+                elif kind == "LBRACE":
+                    f = self.open(frames, "map", tok[2])
+                elif kind == "DOT":
+                    name = self.lex(_M_NAME)
+                    if name[0] != "IDENT":
+                        raise self.unexpected(name)
+                    nxt = self.lex(_M_OPERATOR)
+                    if nxt[0] == "LPAR":
+                        f = self.open(frames, "dotcall", tok[2])
+                        f.name = name
+                        continue
+                    msg = "leading-dot names are not supported"
+                    f.vals.append((self.reject(msg, tok[2], tok[2], name[3]), leaf))
+                    pending, operand = nxt, False
+                elif (
+                    kind == _EMPTY.get(f.kind)
+                    and not f.vals
+                    and not f.ops
+                    and not f.items
+                    and f.phase == 0
+                ):  # `f()`, `[]`, `{}`
+                    f, operand = self.end(frames, tok, None)
+                else:
+                    raise self.unexpected(tok)
+                continue
+            # after an operand
+            tok = pending or self.lex(_M_OPERATOR)
+            pending = None
+            kind = tok[0]
+            if kind in _BINARY:
+                prec, op = _BINARY[kind]
+                self.reduce(f, prec)
+                f.ops.append((prec, op, tok[2]))
+                operand = True
+            elif kind == "DOT":
+                name = self.lex(_M_NAME)
+                if name[0] != "IDENT":
+                    raise self.unexpected(name)
+                nxt = self.lex(_M_OPERATOR)
+                v, s = f.vals.pop()
+                if nxt[0] == "LPAR":
+                    f = self.open(frames, "method", v.start)
+                    f.name, f.operand = name, (v, s)
+                    operand = True
+                    continue
+                n = self.node("select", v.start, name[3], (v,), a=name[1])
+                n.at = self.linecol(name[2])
+                f.vals.append((n, self.inc(v.start, [s])))
+                pending = nxt
+            elif kind == "LSQB":
+                v, s = f.vals.pop()
+                f = self.open(frames, "index", v.start)
+                f.operand = (v, s)
+                operand = True
+            elif kind == "LBRACE":
+                v, s = f.vals.pop()
+                f = self.open(frames, "object", v.start)
+                f.operand = (v, s)
+                tok = self.lex(_M_FIELD)
+                if tok[0] == "RBRACE":
+                    f, operand = self.end(frames, tok, None)
+                    continue
+                if tok[0] != "IDENT":
+                    raise self.unexpected(tok)
+                tok = self.lex(_M_COLON)
+                if tok[0] != "COLON":
+                    raise self.unexpected(tok)
+                operand = True
+            elif kind == "QMARK" and f.kind != "then":
+                cond = self.done(f)
+                f = self.open(frames, "then", -1)
+                f.items.append(cond)
+                operand = True
+            elif kind in _CLOSERS:
+                while f.kind == "else":  # `c ? a : b` ends with the expression around it
+                    e, es = self.done(f)
+                    frames.pop()
+                    (c, cs), (t, ts) = f.items
+                    f = frames[-1]
+                    n = self.node("cond", c.start, e.end, (c, t, e))
+                    f.vals.append((n, self.inc(c.start, [cs, ts, es])))
+                if f.kind == "top":
+                    if kind != "$END":
+                        raise self.unexpected(tok)
+                    return self.done(f)
+                f, operand = self.end(frames, tok, self.done(f))
+            else:
+                raise self.unexpected(tok)
+
+    def open(self, frames: list[_Frame], kind: str, start: int) -> _Frame:
+        f = _Frame(kind, start)
+        frames.append(f)
+        return f
+
+    def end(
+        self, frames: list[_Frame], tok: _Tok, value: tuple[_Node, Any] | None
+    ) -> tuple[_Frame, bool]:
+        """`tok`, a closer, after the expression `value` (None: right after the opener) in the
+        innermost construct: the construct ends (an operand follows it) or takes another
+        expression (an operand is expected)."""
+        f = frames[-1]
+        kind, fk, end = tok[0], f.kind, tok[3]
+        if value is not None:
+            f.items.append(value)
+        out: tuple[_Node, Any]
+        if fk == "paren" and kind == "RPAR":
+            assert value is not None
+            v, s = value
+            v.start, v.end = f.start, end
+            out = v, self.inc(f.start, [s])
+        elif fk in ("call", "dotcall", "method") and (kind == "RPAR" or kind == "COMMA"):
+            if kind == "COMMA":
+                f.ops, f.vals = [], []
+                return f, True
+            out = self.call(f, end)
+        elif fk == "list" and (kind == "RSQB" or kind == "COMMA"):
+            if kind == "COMMA":
+                f.ops, f.vals = [], []
+                return f, True
+            kids = tuple(n for n, _ in f.items)
+            out = self.node("list", f.start, end, kids), self.inc(f.start, [s for _, s in f.items])
+        elif fk == "index" and kind == "RSQB":
+            assert f.operand is not None and value is not None
+            (v, s), (i, si) = f.operand, value
+            out = self.node("index", v.start, end, (v, i)), self.inc(v.start, [s, si])
+        elif fk == "map" and f.phase == 0 and kind == "COLON" and value is not None:
+            f.ops, f.vals, f.phase = [], [], 1
+            return f, True
+        elif fk == "map" and (kind == "RBRACE" or kind == "COMMA") and f.phase == 1:
+            f.phase = 0
+            if kind == "COMMA":
+                f.ops, f.vals = [], []
+                return f, True
+            out = self.map_lit(f, end)
+        elif fk == "map" and kind == "RBRACE" and value is None:
+            out = self.map_lit(f, end)
+        elif fk == "object" and (kind == "RBRACE" or kind == "COMMA"):
+            if kind == "COMMA":
+                self.field_name()
+                f.ops, f.vals = [], []
+                return f, True
+            assert f.operand is not None
+            v, s = f.operand
+            msg = "message construction is not supported"
+            out = self.reject(msg, v.start, v.start, end), self.inc(
+                v.start, [s, *(s for _, s in f.items)]
+            )
+        elif fk == "then" and kind == "COLON":
+            frames.pop()
+            f2 = self.open(frames, "else", -1)
+            f2.items = f.items
+            return f2, True
+        else:
+            raise self.unexpected(tok)
+        frames.pop()
+        parent = frames[-1]
+        parent.vals.append(out)
+        return parent, False
 
 
-def _convert(tree: Tree) -> _Node:
-    """The AST of a parse tree, converted once: `check`, `estimate_cost` and `lower` each ask
-    for it (the checker re-annotates it on every call)."""
-    n: _Node | None = getattr(tree, _NODE_ATTR, None)
-    if n is None:
-        n = _Converter(getattr(tree, _SRC_ATTR, None)).conv(tree)
-        setattr(tree, _NODE_ATTR, n)
-    return n
+_EMPTY = {"call": "RPAR", "dotcall": "RPAR", "method": "RPAR", "list": "RSQB", "map": "RBRACE"}
+
+
+def _first_rejected(root: _Node) -> CelError | None:
+    """The error the old converter raised first: it converted depth first, left to right,
+    each rejected form after the subtrees it converted before deciding."""
+    stack: list[tuple[_Node, bool]] = [(root, False)]
+    while stack:
+        n, seen = stack.pop()
+        if seen:
+            assert n.at is not None
+            return CelError(n.a, *n.at)
+        if n.kind == "!":
+            stack.append((n, True))
+        stack.extend((k, False) for k in reversed(n.kids))
+    return None
+
+
+class Parsed:
+    """A parsed `when` (or one of its clauses): the source and the AST."""
+
+    __slots__ = ("source", "root", "_chains")
+
+    def __init__(self, source: str, root: _Node, chains: dict[int, tuple[_Node, list[_Node]]]):
+        self.source = source
+        self.root = root
+        self._chains = chains
+
+    def text(self) -> str:
+        return self.source[self.root.start : self.root.end]
+
+    def chain(self) -> list[_Node] | None:
+        """The operands of a chain of one `&&` or `||` at the top, as written."""
+        entry = self._chains.get(id(self.root))
+        return entry[1] if entry is not None and entry[0] is self.root else None
+
+
+def parse(source: str) -> Parsed:
+    """Parse with cel-python's grammar; a syntax error is a `CelError` at its position, and
+    so is a source longer than `MAX_SOURCE_LENGTH` or nested deeper than `MAX_NESTING`, and
+    a form this module rejects."""
+    if len(source) > MAX_SOURCE_LENGTH:
+        line, col = _linecol(source, MAX_SOURCE_LENGTH)
+        raise CelError(
+            f"expression too long: {len(source):,} characters, the limit is "
+            f"{MAX_SOURCE_LENGTH:,}; split it into rules",
+            line,
+            col,
+        )
+    p = _Parser(source)
+    root, height = p.parse()
+    if height > MAX_NESTING:
+        q = _Parser(source, where=True)
+        _, deepest = q.parse()
+        line, col = q.linecol(deepest[MAX_NESTING])
+        raise CelError(
+            f"expression nested too deeply: more than {MAX_NESTING} levels of "
+            "parentheses, operators, calls or macros; split it into rules or clauses",
+            line,
+            col,
+        )
+    if p.rejected:
+        e = _first_rejected(root)
+        assert e is not None
+        raise e
+    return Parsed(source, root, p.chains)
 
 
 # ---------------------------------------------------------------------------------------------
-# Clauses, for `policy explain`
+# Clauses, for `policy explain` and the tool index
 
 
-def conjuncts(tree: Tree) -> list[tuple[str, Tree]]:
-    """Top-level `&&` conjuncts only: each must hold for the expression to be true (a rule
-    may be indexed or skipped on one). An `||` at the top is one clause: the whole."""
-    t = tree
-    while True:
-        if t.data == "conditionalor" and len(t.children) == 2:
-            return [(_whole(tree), tree)]
-        if t.data == "conditionaland" and len(t.children) == 2:
-            return clauses(tree)
-        if t.data in _WRAPPERS and len(t.children) == 1 and isinstance(t.children[0], lark.Tree):
-            t = t.children[0]
-            continue
-        if t.data == "paren_expr":
-            t = t.children[0]
-            continue
-        return clauses(tree)
-
-
-def _whole(tree: Tree) -> str:
-    src: str | None = getattr(tree, _SRC_ATTR, None)
-    m = tree.meta
-    if src is not None and not getattr(m, "empty", True):
-        return src[m.start_pos : m.end_pos]
-    return str(tree_dump(tree))
-
-
-def clauses(tree: Tree) -> list[tuple[str, Tree]]:
+def clauses(tree: Parsed) -> list[tuple[str, Parsed]]:
     """Top-level `&&` conjuncts (or, failing that, `||` disjuncts) with their source text.
 
-    Outer parentheses are looked through; a single clause is the whole expression. The
-    subtrees can be passed to `check`/`lower` like whole expressions.
+    Outer parentheses are looked through (a parenthesized chain inside is one clause); a
+    single clause is the whole expression. The clauses can be passed to `check`/`lower`
+    like whole expressions (they share the AST).
     """
-    src: str | None = getattr(tree, _SRC_ATTR, None)
+    items = tree.chain()
+    if items is None:
+        return [(tree.text(), tree)]
+    src, chains = tree.source, tree._chains
+    return [(src[i.start : i.end], Parsed(src, i, chains)) for i in items]
 
-    def text(t: Tree) -> str:
-        m = t.meta
-        if src is not None and not getattr(m, "empty", True):
-            return src[m.start_pos : m.end_pos]
-        return str(tree_dump(t))
 
-    def mark(t: Tree) -> Tree:
-        if src is not None:
-            setattr(t, _SRC_ATTR, src)
-        return t
-
-    t = tree
-    while True:
-        if t.data in ("conditionalor", "conditionaland") and len(t.children) == 2:
-            items: list[Tree] = []
-            data = t.data
-            while isinstance(t, lark.Tree) and t.data == data and len(t.children) == 2:
-                items.insert(0, t.children[1])
-                t = t.children[0]
-            items.insert(0, t)
-            return [(text(i), mark(i)) for i in items]
-        if t.data in _WRAPPERS and len(t.children) == 1 and isinstance(t.children[0], lark.Tree):
-            t = t.children[0]
-            continue
-        if t.data == "paren_expr":
-            t = t.children[0]
-            continue
-        break
-    return [(text(tree), tree)]
+def conjuncts(tree: Parsed) -> list[tuple[str, Parsed]]:
+    """Top-level `&&` conjuncts only: each must hold for the expression to be true (a rule
+    may be indexed or skipped on one). An `||` at the top is one clause: the whole."""
+    if tree.root.kind == "or":
+        return [(tree.text(), tree)]
+    return clauses(tree)
