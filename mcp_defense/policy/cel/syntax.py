@@ -21,9 +21,9 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, cast
 
-from celpy import celtypes
 from celpy.evaluation import celstr
 
 from mcp_defense.policy.cel.types import _MACROS, _REJECTED_FUNCTIONS, _T
@@ -128,7 +128,6 @@ grammar, so lark drops it: reserved words are names)."""
 # Token kinds: the text of punctuation, else these
 _LIT_KINDS = frozenset({"INT_LIT", "UINT_LIT", "FLOAT_LIT", "STRING_LIT", "MLSTRING_LIT"})
 _LIT_KINDS |= {"BYTES_LIT", "BOOL_LIT", "NULL_LIT"}
-_SKIP = frozenset({"WHITESPACE", "COMMENT"})
 
 _OPERAND = ("BYTES_LIT", "MLSTRING_LIT", "STRING_LIT", "FLOAT_LIT", "UINT_LIT", "INT_LIT")
 _OPERAND += ("IDENT", "WHITESPACE", "COMMENT", "BANG", "DOT", "LBRACE", "LPAR", "LSQB", "MINUS")
@@ -139,8 +138,19 @@ _OPERATOR += ("LSQB", "MINUS", "MORETHAN", "PERCENT", "PLUS", "QMARK", "RBRACE",
 _OPERATOR += ("SLASH", "STAR")
 
 
-def _scanner(names: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?P<{n}>{TERMINALS[n]})" for n in names), re.M)
+_WS = re.compile("[\t\n\x0c\r ]*")
+
+
+_Scanner = tuple[Callable[[str, int], "re.Match[str] | None"], tuple[str, ...]]
+
+
+def _scanner(names: tuple[str, ...]) -> _Scanner:
+    """The terminals `names` in lark's order, after any whitespace (lark skips it as a token:
+    the same, no other terminal starts with whitespace): a match function and the terminal
+    of each group (the terminals have no groups of their own)."""
+    names = tuple(n for n in names if n != "WHITESPACE")
+    alts = "|".join(f"({TERMINALS[n]})" for n in names)
+    return re.compile(f"{_WS.pattern}(?:{alts})", re.M).match, ("", *names)
 
 
 # One lexer per place in the grammar, with the terminals lark's contextual lexer tries there
@@ -220,10 +230,12 @@ class _Parser:
     of each subtree; in the second (only when too deep) the rightmost node at each depth,
     which is where the old depth-first check stopped."""
 
-    def __init__(self, src: str, where: bool = False) -> None:
+    def __init__(self, src: str, mode: int = 0) -> None:
         self.src = src
         self.pos = 0
-        self.where = where
+        self.ntok = 0
+        self.mode = mode  # nesting shapes: none (0), heights (1), where (2)
+        self.where = mode == 2
         self.rejected = False
         self.chains: dict[int, tuple[_Node, list[_Node]]] = {}
         self._nl: list[int] | None = None
@@ -248,6 +260,8 @@ class _Parser:
         a: Any = None,
         b: Any = None,
     ) -> _Node:
+        if self._one_line:
+            return _Node(kind, 1, start + 1, kids, a, b, start, end)
         line, col = self.linecol(start)
         return _Node(kind, line, col, kids, a, b, start, end)
 
@@ -266,8 +280,8 @@ class _Parser:
 
     def inc(self, start: int, shapes: list[Any]) -> Any:
         """A node that opens a nesting level, over children of `shapes`."""
-        if not self.where:
-            return 1 + max(shapes) if shapes else 1
+        if self.mode < 2:
+            return self.mode and (1 + max(shapes) if shapes else 1)
         merged: list[int] = []
         for s in shapes:
             for i, v in enumerate(s):
@@ -279,36 +293,37 @@ class _Parser:
 
     # -- tokens --------------------------------------------------------------------------------
 
-    def lex(self, scanner: re.Pattern[str]) -> _Tok:
+    def lex(self, scanner: _Scanner) -> _Tok:
         src = self.src
-        pos = self.pos
-        n = len(src)
-        while pos < n:
-            m = scanner.match(src, pos)
+        match, kinds = scanner
+        self.ntok += 1
+        while True:
+            m = match(src, self.pos)
             if m is None:
+                pos = _WS.match(src, self.pos).end()  # type: ignore[union-attr]
                 self.pos = pos
+                if pos == len(src):
+                    return "$END", "", pos, pos
                 self.fail(pos)
-            kind = m.lastgroup
-            assert kind is not None
-            end = m.end()
-            if kind in _SKIP:
-                pos = end
-                continue
+            i = m.lastindex
+            assert i is not None
+            start, end = m.span(i)
             self.pos = end
-            text = m.group()
+            kind = kinds[i]
+            if kind == "COMMENT":
+                continue
+            text = src[start:end]
             if kind == "IDENT":
                 if text == "true" or text == "false":
                     kind = "BOOL_LIT"
                 elif text == "null" and scanner is _M_OPERAND:
                     kind = "NULL_LIT"
-            return kind, text, pos, end
-        self.pos = pos
-        return "$END", "", pos, pos
+            return kind, text, start, end
 
     def fail(self, pos: int) -> None:
-        m = _M_ALL.match(self.src, pos)
+        m = _M_ALL[0](self.src, pos)
         if m is not None:
-            raise self.unexpected((m.lastgroup or "", m.group(), pos, m.end()))
+            raise self.unexpected(("", m.group(), pos, m.end()))
         line, col = self.linecol(pos)
         raise CelError(f"syntax error: unexpected character {self.src[pos]!r}", line, col)
 
@@ -323,19 +338,19 @@ class _Parser:
 
     def literal(self, tok: _Tok) -> _Node:
         kind, text, start, end = tok
-        if kind == "INT_LIT":
-            try:
-                value: Any = int(celtypes.IntType(text))
-            except ValueError:
+        if kind == "INT_LIT":  # as celpy's IntType reads it
+            if text[:2] == "0x":
+                value: Any = int(text[2:], 16)
+            elif text[:3] == "-0x":
+                value = -int(text[3:], 16)
+            else:
+                value = int(text)
+            if not -(2**63) <= value < 2**63:
                 msg = f"integer literal {text} is out of the int64 range"
                 return self.reject(msg, start, start, end)
             return self.node("lit", start, end, a=value, b="int")
         if kind == "STRING_LIT" or kind == "MLSTRING_LIT":
-            try:
-                value = str(celstr(cast(Any, _Str(text))))
-            except (ValueError, UnicodeError) as e:
-                return self.reject(f"bad string literal: {e}", start, start, end)
-            return self.node("lit", start, end, a=value, b="string")
+            return self.string(tok)
         if kind == "FLOAT_LIT":
             return self.node("lit", start, end, a=float(text), b="double")
         if kind == "BOOL_LIT":
@@ -346,28 +361,45 @@ class _Parser:
             return self.reject(_REJECTED_FUNCTIONS["uint"], start, start, end)
         return self.reject("bytes literals are not supported", start, start, end)
 
+    def string(self, tok: _Tok) -> _Node:
+        """A string literal, decoded as celpy's `celstr` does (which drops the line breaks of
+        a cooked triple-quoted string: its escape pattern's `.` does not match them)."""
+        _, text, start, end = tok
+        long = text[1:4] if text[0] in "rR" else text[:3]
+        quote = 3 if long == '"""' or long == "'''" else 1
+        if text[0] in "rR":
+            value = text[1 + quote : -quote]
+        elif "\\" not in text and "\n" not in text:
+            value = text[quote:-quote]
+        else:
+            try:
+                value = str(celstr(cast(Any, _Str(text))))
+            except (ValueError, UnicodeError) as e:
+                return self.reject(f"bad string literal: {e}", start, start, end)
+        return self.node("lit", start, end, a=value, b="string")
+
     def finish_chain(self, c: _Chain) -> tuple[_Node, Any]:
         """`a || b || c ...` as a balanced tree (same value: the operators are associative),
         so a chain of thousands of terms is shallow for the checker and the closures."""
-        kind, items, ops = c.kind, c.items, c.ops
-        shape = self.inc(items[0].start, c.shapes)
+        n = self.build(c.kind, c.items, c.ops, 0, len(c.items))
+        self.chains[id(n)] = (n, c.items)
+        return n, self.inc(c.items[0].start, c.shapes)
 
-        def join(left: _Node, right: _Node, lo: int, mid: int, hi: int) -> _Node:
-            line, col = self.linecol(ops[mid - 1])
-            return _Node(kind, line, col, (left, right), start=items[lo].start, end=items[hi - 1].end)
-
-        def build(lo: int, hi: int) -> _Node:
-            if hi - lo <= _SHORT_CHAIN:  # left to right, as written (the lowering's fast paths)
-                n = items[lo]
-                for i in range(lo + 1, hi):
-                    n = join(n, items[i], lo, i, i + 1)
-                return n
-            mid = (lo + hi) // 2
-            return join(build(lo, mid), build(mid, hi), lo, mid, hi)
-
-        n = build(0, len(items))
-        self.chains[id(n)] = (n, items)
-        return n, shape
+    def build(self, kind: str, items: list[_Node], ops: list[int], lo: int, hi: int) -> _Node:
+        start = items[lo].start
+        if hi - lo <= _SHORT_CHAIN:  # left to right, as written (the lowering's fast paths)
+            n = items[lo]
+            for i in range(lo + 1, hi):
+                r = items[i]
+                at = ops[i - 1]
+                line, col = (1, at + 1) if self._one_line else self.linecol(at)
+                n = _Node(kind, line, col, (n, r), None, None, start, r.end)
+            return n
+        mid = (lo + hi) // 2
+        left = self.build(kind, items, ops, lo, mid)
+        right = self.build(kind, items, ops, mid, hi)
+        line, col = self.linecol(ops[mid - 1])
+        return _Node(kind, line, col, (left, right), None, None, start, items[hi - 1].end)
 
     def reduce(self, f: _Frame, prec: int) -> None:
         """Apply the pending operators of `f` that bind at least as tightly as `prec`."""
@@ -720,9 +752,10 @@ def parse(source: str) -> Parsed:
             col,
         )
     p = _Parser(source)
-    root, height = p.parse()
-    if height > MAX_NESTING:
-        q = _Parser(source, where=True)
+    root, _ = p.parse()
+    # a level has a token of its own: a parse of few tokens cannot be too deep
+    if p.ntok > MAX_NESTING and _Parser(source, 1).parse()[1] > MAX_NESTING:
+        q = _Parser(source, 2)
         _, deepest = q.parse()
         line, col = q.linecol(deepest[MAX_NESTING])
         raise CelError(
