@@ -49,9 +49,10 @@ def test_syntax_errors_have_positions(src: str, line: int, col: int, fragment: s
     assert fragment in e.value.message
 
 
-def test_parse_returns_celpy_shaped_tree() -> None:
+def test_parse_returns_the_ast_with_positions() -> None:
     tree = cel.parse('call.tool == "x"')
-    assert tree.data == "expr"
+    assert (tree.root.kind, tree.root.a, tree.root.line, tree.root.col) == ("bin", "==", 1, 11)
+    assert tree.text() == 'call.tool == "x"'
 
 
 # ---------------------------------------------------------------------------------------------

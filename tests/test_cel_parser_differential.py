@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import cel_lark_oracle as oracle
 
 from mcp_defense.policy import parser as policy_parser
 from mcp_defense.policy.cel import syntax
 from mcp_defense.policy.cel.syntax import CelError, _Node
 from mcp_defense.policy.diagnostics import PolicyError
-from support import cel_lark_oracle as oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 _FIELDS = ("kind", "a", "b", "line", "col", "start", "end", "at")
@@ -198,7 +198,9 @@ def _mutate(r: random.Random, s: str) -> str:
     if k == 3:
         j = r.randrange(len(s) + 1)
         return s[: min(i, j)] + s[max(i, j) :]
-    return s[:i] + r.choice(["in", "&&", "||", " ? ", " : ", "//", "\n", ".", "r", "b", "e"]) + s[i:]
+    return (
+        s[:i] + r.choice(["in", "&&", "||", " ? ", " : ", "//", "\n", ".", "r", "b", "e"]) + s[i:]
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -285,6 +287,6 @@ def test_clauses_are_the_old_ones() -> None:
             (oracle.conjuncts(old_tree), syntax.conjuncts(tree)),
         ):
             assert [t for t, _ in old] == [t for t, _ in new], src
-            assert [_dump(oracle._convert(t)) for _, t in old] == [
-                _dump(t.root) for _, t in new
-            ], src
+            assert [_dump(oracle._convert(t)) for _, t in old] == [_dump(t.root) for _, t in new], (
+                src
+            )

@@ -59,8 +59,6 @@ def _linecol(src: str, offset: int) -> tuple[int, int]:
     return line, offset - (src.rfind("\n", 0, offset) + 1) + 1
 
 
-
-
 def parse(source: str) -> Tree:
     """Parse with cel-python's grammar; a syntax error is a `CelError` at its position, and
     so is a source longer than `MAX_SOURCE_LENGTH` or nested deeper than `MAX_NESTING`."""

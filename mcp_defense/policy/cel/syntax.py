@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from celpy.evaluation import celstr
@@ -125,18 +125,21 @@ TERMINALS: dict[str, str] = {
 """cel.lark's terminals in the order lark's lexer tries them (`RESERVED` is unused by the
 grammar, so lark drops it: reserved words are names)."""
 
-# Token kinds: the text of punctuation, else these
-_LIT_KINDS = frozenset({"INT_LIT", "UINT_LIT", "FLOAT_LIT", "STRING_LIT", "MLSTRING_LIT"})
-_LIT_KINDS |= {"BYTES_LIT", "BOOL_LIT", "NULL_LIT"}
+_LIT_KINDS = frozenset(
+    {"INT_LIT", "UINT_LIT", "FLOAT_LIT", "STRING_LIT", "MLSTRING_LIT", "BYTES_LIT", "BOOL_LIT"}
+) | {"NULL_LIT"}
 
-_OPERAND = ("BYTES_LIT", "MLSTRING_LIT", "STRING_LIT", "FLOAT_LIT", "UINT_LIT", "INT_LIT")
-_OPERAND += ("IDENT", "WHITESPACE", "COMMENT", "BANG", "DOT", "LBRACE", "LPAR", "LSQB", "MINUS")
-_OPERAND += ("RBRACE", "RPAR", "RSQB")  # closers: they end no other token (empty f(), [], {})
-_OPERATOR = ("WHITESPACE", "COMMENT", "IN", "__ANON_0", "__ANON_1", "__ANON_2", "__ANON_3")
-_OPERATOR += ("__ANON_4", "__ANON_5", "COLON", "COMMA", "DOT", "LBRACE", "LESSTHAN", "LPAR")
-_OPERATOR += ("LSQB", "MINUS", "MORETHAN", "PERCENT", "PLUS", "QMARK", "RBRACE", "RPAR", "RSQB")
-_OPERATOR += ("SLASH", "STAR")
-
+# lark's contextual lexer tries, after each token, the terminals the parser can take next:
+_OPERAND: tuple[str, ...] = (  # where an operand is expected
+    *("BYTES_LIT", "MLSTRING_LIT", "STRING_LIT", "FLOAT_LIT", "UINT_LIT", "INT_LIT", "IDENT"),
+    *("WHITESPACE", "COMMENT", "BANG", "DOT", "LBRACE", "LPAR", "LSQB", "MINUS"),
+    *("RBRACE", "RPAR", "RSQB"),  # (after an opener; they end no other token: f(), [], {})
+)
+_OPERATOR: tuple[str, ...] = (  # after an operand
+    *("WHITESPACE", "COMMENT", "IN", "__ANON_0", "__ANON_1", "__ANON_2", "__ANON_3"),
+    *("__ANON_4", "__ANON_5", "COLON", "COMMA", "DOT", "LBRACE", "LESSTHAN", "LPAR", "LSQB"),
+    *("MINUS", "MORETHAN", "PERCENT", "PLUS", "QMARK", "RBRACE", "RPAR", "RSQB", "SLASH", "STAR"),
+)
 
 _WS = re.compile("[\t\n\x0c\r ]*")
 
@@ -304,9 +307,8 @@ class _Parser:
                 self.pos = pos
                 if pos == len(src):
                     return "$END", "", pos, pos
-                self.fail(pos)
-            i = m.lastindex
-            assert i is not None
+                raise self.fail(pos)
+            i = m.lastindex or 0  # (a terminal matched: its group)
             start, end = m.span(i)
             self.pos = end
             kind = kinds[i]
@@ -320,12 +322,14 @@ class _Parser:
                     kind = "NULL_LIT"
             return kind, text, start, end
 
-    def fail(self, pos: int) -> None:
+    def fail(self, pos: int) -> CelError:
+        """No terminal of the place matches at `pos`: the token any terminal reads there is
+        unexpected, or else the character."""
         m = _M_ALL[0](self.src, pos)
         if m is not None:
-            raise self.unexpected(("", m.group(), pos, m.end()))
+            return self.unexpected(("", m.group(), m.start(m.lastindex or 0), m.end()))
         line, col = self.linecol(pos)
-        raise CelError(f"syntax error: unexpected character {self.src[pos]!r}", line, col)
+        return CelError(f"syntax error: unexpected character {self.src[pos]!r}", line, col)
 
     def unexpected(self, tok: _Tok) -> CelError:
         if tok[0] == "$END":
@@ -686,8 +690,9 @@ class _Parser:
             assert f.operand is not None
             v, s = f.operand
             msg = "message construction is not supported"
-            out = self.reject(msg, v.start, v.start, end), self.inc(
-                v.start, [s, *(s for _, s in f.items)]
+            out = (
+                self.reject(msg, v.start, v.start, end),
+                self.inc(v.start, [s, *(s for _, s in f.items)]),
             )
         elif fk == "then" and kind == "COLON":
             frames.pop()
