@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 RUNS = {
     "policy": [sys.executable, "-m", "mcp_defense", "policy", "bench"],
     "cel": [sys.executable, str(HERE / "bench_cel.py")],
+    "cel-parse": [sys.executable, str(HERE / "bench_cel_parse.py")],
     "extract": [sys.executable, str(HERE / "bench_extract.py")],
     "proxy": [sys.executable, str(HERE / "bench_proxy.py")],
     "http": [sys.executable, str(HERE / "bench_http.py")],

@@ -121,6 +121,28 @@ def test_every_string_of_the_tests_and_docs() -> None:
     _same(sources)
 
 
+_EDGES = [
+    "", " ", "// only a comment", "a //", "a.", ".", "a.b(", "a.b(1", "a.b(1,", "f(", "f(,)", "f(a b)",
+    "{'a' 1}", "{'a': }", "{'a': 1,}", "{,}", "T{a 1}", "T{a: 1", "T{1: 2}", "T{a: 1,}", "T{}.x",
+    "T{a: 1, b: 2}", "a{b: c{d: 1}}", "é", "a é", "a\u00a0", "a &&\u00a0", "a\x0bb", "a\x00",
+    "a ? b", "a ? b :", "a ?", "? a", ": a", "a ? b : c ? d", "(a ? b : c) ? d : e", "a ? (b ? c : d) : e",
+    "a ?? b", "a ||| b", "a & b", "a | b", "a = b", "a === b", "a !== b", "a =! b", "a <> b",
+    "!", "-", "!-!-a", "- -1", "--1", "-1.5.x", "1.5.x", "1..2", "1.e", "1e+", "0x", "0xg", "0X1",
+    "1U", "-1u", "0x1u", '"unterminated', "'\\'", "'a\\'", "'''a''", "r'''\\'''", 'R"x"',
+    "B'x'", "bR'x'", "rb'x'", "'\\x4'", "'\\u12'", "'\\777'", "'\\400'", "'''\nline\r\n'''",
+    "a in [1, 2] in [true]", "inx in in", "a.in(in)", "in.in", "null.null", "nullx", "true_",
+    "a[b][c](d)", "a[b].c(d)", "a(b)(c)", "(a)(b)", "a.b.c(d).e[f]", "x.all(v, v) && y.exists(w, w)",
+    "x.map(v, v, v)", "x.filter()", "has()", "has(a, b)", "has(a[0])", "has((a.b))", "x.all((v), v)",
+    "{'a': 1u, 'a': 2}", "{'a': 1, 'a': 2u}", "{b'k': 1}", "{'\\q': 1}", "[1u, b'x']",
+    "1u.all(x)", "1u.all(x, y)", "x.all(1u, y)", "T{a: 1u}", "1u{a: 1}", ".f(1u)", "f(1u).min()",
+    "a\n&&\n  b ||\n c", "a //x\n.b", "a\r\n.b(\n)", "a\n  &&", "\n\n)",
+]  # fmt: skip
+
+
+def test_edge_cases() -> None:
+    _same(_EDGES)
+
+
 # ---------------------------------------------------------------------------------------------
 # Generated
 
