@@ -374,7 +374,7 @@ def test_definition_rules_are_skipped_only_when_they_cannot_fire(tmp_path: Path)
     assert result.table is not None, result.diagnostics
     t = result.table
     rules = t.rules_for("generic")
-    everything = [*rules.generic, *(r for rs in rules.by_tool.values() for r in rs)]
+    everything = rules.every()
     flags = {r.name: r.needs_definition for r in everything}
     assert flags == {"changed": True, "unlisted": False, "either": False}
     assert t.decide(ToolCall("generic", "t", {})).rule == "unlisted"
