@@ -566,3 +566,29 @@ def unguarded(tree: Tree, env: CelEnv) -> list[CelWarning]:
     a = _Absent()
     a.visit(n, frozenset())
     return sorted(a.found.values(), key=lambda w: (w.line, w.column))
+
+
+def archetype_fields(tree: Tree) -> frozenset[str] | None:
+    """The names read on the compile-time constant `archetype` (`archetype.spawn`, the method
+    of `archetype.allows_write(p)`), or None when `archetype` is used any other way (bare, as
+    a value): then folding depends on all of it. A comprehension variable of that name is not
+    the constant."""
+    out: set[str] = set()
+    stack: list[tuple[_Node, bool]] = [(_convert(tree), False)]
+    while stack:
+        n, shadowed = stack.pop()
+        if n.kind == "macro":
+            stack.append((n.kids[0], shadowed))
+            stack.append((n.kids[1], shadowed or n.b == "archetype"))
+            continue
+        is_const = not shadowed and n.kind == "ident" and n.a == "archetype"
+        if n.kind in ("select", "method") and not shadowed:
+            recv = n.kids[0]
+            if recv.kind == "ident" and recv.a == "archetype":
+                out.add(n.a)
+                stack.extend((k, shadowed) for k in n.kids[1:])
+                continue
+        if is_const:
+            return None
+        stack.extend((k, shadowed) for k in n.kids)
+    return frozenset(out)

@@ -344,23 +344,28 @@ class _Converter:
         items.reverse()
         nodes = [self.conv(i) for i in items]
         kind = "or" if data == "conditionalor" else "and"
+        return self._build(kind, items, nodes, 0, len(nodes))
 
-        def join(left: _Node, right: _Node, lo: int, mid: int, hi: int) -> _Node:
-            line, col = self.op_pos(items[mid - 1], items[mid]) or (left.line, left.col)
-            start = self.pos(items[lo])[2]
-            end = self.pos(items[hi - 1])[3]
-            return _Node(kind, line, col, (left, right), start=start, end=end)
+    # Methods, not closures in `chain`: a recursive closure is a reference cycle, garbage
+    # that only the cyclic collector frees (it is paused while a policy compiles).
+    def _join(
+        self, kind: str, items: list[Tree], left: _Node, right: _Node, lo: int, mid: int, hi: int
+    ) -> _Node:
+        line, col = self.op_pos(items[mid - 1], items[mid]) or (left.line, left.col)
+        start = self.pos(items[lo])[2]
+        end = self.pos(items[hi - 1])[3]
+        return _Node(kind, line, col, (left, right), start=start, end=end)
 
-        def build(lo: int, hi: int) -> _Node:
-            if hi - lo <= _SHORT_CHAIN:  # left to right, as written (the lowering's fast paths)
-                n = nodes[lo]
-                for i in range(lo + 1, hi):
-                    n = join(n, nodes[i], lo, i, i + 1)
-                return n
-            mid = (lo + hi) // 2
-            return join(build(lo, mid), build(mid, hi), lo, mid, hi)
-
-        return build(0, len(nodes))
+    def _build(self, kind: str, items: list[Tree], nodes: list[_Node], lo: int, hi: int) -> _Node:
+        if hi - lo <= _SHORT_CHAIN:  # left to right, as written (the lowering's fast paths)
+            n = nodes[lo]
+            for i in range(lo + 1, hi):
+                n = self._join(kind, items, n, nodes[i], lo, i, i + 1)
+            return n
+        mid = (lo + hi) // 2
+        left = self._build(kind, items, nodes, lo, mid)
+        right = self._build(kind, items, nodes, mid, hi)
+        return self._join(kind, items, left, right, lo, mid, hi)
 
     def _at_op(self, n: _Node, left: Tree, right: Tree) -> None:
         p = self.op_pos(left, right)
