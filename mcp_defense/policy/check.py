@@ -584,6 +584,13 @@ def stage_rules(c: Compilation) -> None:
                     f"{', '.join(sorted(RULE_ACTIONS[r.kind]))})",
                 )
                 continue
+            if r.listed and r.kind != "rule":
+                c.error(
+                    r.listed_span or r.span,
+                    "bad-option",
+                    f"`listed` applies to tool-call rules only (this is a {r.kind} rule): it "
+                    "keeps a tool the rule refuses in tools/list",
+                )
             for scoped in r.scope:
                 if scoped not in c.arch_nodes:
                     c.error(

@@ -96,6 +96,7 @@ def _fingerprint(r: ast.Rule) -> str:
             str(r.priority),
             ",".join(r.scope),
             str(r.learn),
+            *(["listed"] if r.listed else []),  # absent by default: fingerprints stay stable
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -230,6 +231,7 @@ def stage_table(c: Compilation) -> None:
         explainer=explainer,
         summary=summary,
         jewels=c.jewel,
+        listed=frozenset(p.node.name for p in c.parsed if p.node.listed),
     )
 
 

@@ -572,6 +572,7 @@ class DecisionTable:
         "_explainer",
         "summary",
         "_jewels",
+        "_listed",
         "timings",
     )
 
@@ -591,6 +592,7 @@ class DecisionTable:
         explainer: Any,
         summary: Mapping[str, Any],
         jewels: Callable[[str], str],
+        listed: frozenset[str] = frozenset(),
     ) -> None:
         self.version = version
         self.files = tuple(files)
@@ -607,6 +609,7 @@ class DecisionTable:
         self._explainer = explainer
         self.summary = MappingProxyType(dict(summary))
         self._jewels = jewels
+        self._listed = listed
         # (stage, ms) of the compile that built this table (`policy compile --timings`)
         self.timings: tuple[tuple[str, float], ...] = ()
 
@@ -624,6 +627,11 @@ class DecisionTable:
 
     def jewel(self, path: str) -> str:
         return self._jewels(path)
+
+    def hides(self, rule: str) -> bool:
+        """Whether a tool that `rule` refuses whatever the arguments is removed from tool
+        lists (every rule but those marked `listed`)."""
+        return rule not in self._listed
 
     def facts(
         self, tool: Any, arguments: Any, annotations: Mapping[str, Any] | None = None

@@ -904,6 +904,7 @@ class ProxySession:
         if self.observe:
             return {}
         table = self.get_table()
+        hides: Callable[[str], bool] = getattr(table, "hides", lambda rule: True)
         hidden: dict[str, str] = {}
         for t in listed:
             name = t["name"]
@@ -927,6 +928,7 @@ class ProxySession:
                 decision.action in (Action.DENY, Action.KILL)
                 and not decision.learning
                 and decision.rule not in _NOT_HIDING
+                and hides(decision.rule)
             ):
                 hidden[name] = decision.rule
         return hidden
