@@ -633,7 +633,7 @@ def stage_rules(c: Compilation) -> None:
 
 def _lower(p: ParsedRule, constants: Mapping[str, Any]) -> cel.Lowered | Exception:
     try:
-        return cel.lower(p.tree, p.env, constants)
+        return cel.lower(p.tree, p.env, constants, checked=True)
     except (cel.CelError, cel.CelEvalError) as e:
         return e
 
