@@ -602,7 +602,7 @@ def stage_rules(c: Compilation) -> None:
             try:
                 tree = cel.parse(r.when)
                 typ = cel.check(tree, env_cel)
-                cost = cel.estimate_cost(tree, env_cel)
+                cost = cel.estimate_cost(tree, env_cel, checked=True)
             except cel.CelError as e:
                 c.error(cel_span(r, e), _cel_code(e), e.message)
                 continue
@@ -617,7 +617,7 @@ def stage_rules(c: Compilation) -> None:
                     f"narrow the comprehensions or split the rule",
                 )
                 continue
-            for w in cel.unguarded(tree, env_cel):
+            for w in cel.unguarded(tree, env_cel, checked=True):
                 c.warn(
                     cel_span(r, w),
                     "unguarded-field",

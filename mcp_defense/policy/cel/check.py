@@ -558,11 +558,13 @@ class _Absent:
         self.visit(chain[-1].kids[0], known)
 
 
-def unguarded(tree: Tree, env: CelEnv) -> list[CelWarning]:
+def unguarded(tree: Tree, env: CelEnv, *, checked: bool = False) -> list[CelWarning]:
     """Warnings for fields of maps and dyn values (`call.args.x`, `call.annotations.y`) read
-    without a `has()` (or `"x" in m`) guard, in source order. Raises `CelError` like `check`."""
+    without a `has()` (or `"x" in m`) guard, in source order. Raises `CelError` like `check`.
+    `checked`: as in `lower`."""
     n = _convert(tree)
-    _Checker(env).check(n, {})
+    if not checked:
+        _Checker(env).check(n, {})
     a = _Absent()
     a.visit(n, frozenset())
     return sorted(a.found.values(), key=lambda w: (w.line, w.column))
