@@ -390,3 +390,26 @@ def test_a_handle_without_an_id_is_an_ordinary_result(builtin_table: Any, handle
     s.server_message(_answer(1, {**handle, "taskId": 5}))
     assert [x for x, _ in flows.log] == ["open", "close"]
     assert not sink.of("task")
+
+
+def test_sessionless_http_requests_share_their_tasks(builtin_table: Any) -> None:
+    """2026-07-28 over HTTP has no session: a task created by one request is fetched by a
+    later one, each given its own ProxySession by the hub. A session the upstream names
+    (`adopt`) keeps its tasks to itself."""
+    from mcp_defense.proxy.web import HubConfig, SessionHub
+
+    hub = SessionHub(HubConfig("generic", lambda: builtin_table, "http://up", "http"))
+    first, second = hub.new(), hub.new()
+    first.session.client_message(_line(_leak(1, task=True)))
+    first.session.server_message(_answer(1, {"task": TASK}))
+    fetch = _line(_req(2, "tasks/result", {"taskId": "t1"}))
+    assert [type(a) for a in second.session.client_message(fetch)] == [ToServer]
+    out = _to_client(
+        second.session.server_message(_answer(2, {"content": [{"type": "text", "text": SECRET}]}))
+    )
+    assert "[REDACTED:aws_access_key_id]" in out["result"]["content"][0]["text"]
+    named = hub.new()
+    hub.adopt(named, "mcp-session-1")
+    denied = _to_client(named.session.client_message(fetch))
+    assert denied["error"]["data"]["rule"] == "unknown_task"
+    assert "of this session" in denied["error"]["message"]

@@ -211,6 +211,19 @@ class _Held:
     from_server: bool = False  # a server→client request: approved, it goes to the client
 
 
+@dataclass(slots=True)
+class Tasks:
+    """The tasks allowed calls created (task id → task), with their ttl deadlines (a heap,
+    so an abandoned task's window closes when it expires). One session's by default; the
+    sessionless requests of one HTTP proxy share one (2026-07-28 has no session to scope a
+    task to, and a task is fetched by a later request)."""
+
+    by_id: dict[str, _Task] = field(default_factory=dict)
+    deadlines: list[tuple[float, str]] = field(default_factory=list)
+    expired: set[str] = field(default_factory=set)  # forgotten task ids (a refusal says why)
+    shared: bool = False
+
+
 class ProxySession:
     """One MCP connection's decisions. `get_table` is called once per decision, so a hot
     reload takes effect at the next call and a call in flight finishes under its table."""
@@ -233,6 +246,7 @@ class ProxySession:
         annotations: dict[str, dict[str, Any]] | None = None,
         definitions: dict[str, ToolDefinition] | None = None,
         pins: PinStore | None = None,
+        tasks: Tasks | None = None,
     ) -> None:
         self.archetype = archetype
         self.get_table = get_table
@@ -261,11 +275,7 @@ class ProxySession:
         self._tickets = 0
         self._holding = 0  # pending requests whose result response rules decide
         self._rewritten: bytes | None = None  # a server message to send instead (tools/list)
-        # Tasks the server created for allowed calls of this session (task id → task), and
-        # their ttl deadlines (a heap) so an abandoned task's window closes when it expires.
-        self._tasks: dict[str, _Task] = {}
-        self._task_deadlines: list[tuple[float, str]] = []
-        self._expired: set[str] = set()  # forgotten task ids (a refusal says why)
+        self.tasks = tasks if tasks is not None else Tasks()
 
     @property
     def pending(self) -> int:
@@ -296,7 +306,7 @@ class ProxySession:
         line: bytes = item  # type: ignore[assignment]
         if line.isspace():
             return []  # blank keep-alive lines are not messages
-        if self._task_deadlines:
+        if self.tasks.deadlines:
             self._expire_tasks()
         msg = parse_message(line, self.max_depth)
         kind = msg.kind
@@ -682,7 +692,7 @@ class ProxySession:
                 MESSAGE_TOO_LARGE,
             )
         line: bytes = item  # type: ignore[assignment]
-        if self._task_deadlines:
+        if self.tasks.deadlines:
             self._expire_tasks()
         # A server→client request, or a result embedding some (2026-07-28), is decided. The
         # byte search is cheap and cannot be fooled by escaped text: inside a JSON string the
@@ -1007,12 +1017,17 @@ class ProxySession:
         method = msg.method or ""
         params = msg.params
         tid = params.get("taskId") if type(params) is dict else None
-        task = self._tasks.get(tid) if type(tid) is str else None
+        task = self.tasks.by_id.get(tid) if type(tid) is str else None
         if task is None:
             shown = printable(tid if type(tid) is str else json.dumps(tid))[:200]
-            why = "it expired" if type(tid) is str and tid in self._expired else "no allowed call"
+            scope = "proxy" if self.tasks.shared else "session"
+            why = (
+                "it expired"
+                if type(tid) is str and tid in self.tasks.expired
+                else "no allowed call"
+            )
             reason = (
-                f"{method} for task {shown!r} refused: {why} of this session created it"
+                f"{method} for task {shown!r} refused: {why} of this {scope} created it"
                 if why == "no allowed call"
                 else f"{method} for task {shown!r} refused: {why}"
             )
@@ -1066,20 +1081,20 @@ class ProxySession:
         if type(tid) is not str or not tid:
             return False
         status = handle.get("status")
-        old = self._tasks.pop(tid, None)
+        old = self.tasks.by_id.pop(tid, None)
         if old is not None:
             self._end_task(old, "expired", p.method, "the server gave its id to another call")
-        if len(self._tasks) >= _MAX_TASKS:
-            oldest = self._tasks.pop(next(iter(self._tasks)))
+        if len(self.tasks.by_id) >= _MAX_TASKS:
+            oldest = self.tasks.by_id.pop(next(iter(self.tasks.by_id)))
             self._end_task(oldest, "expired", p.method, f"more than {_MAX_TASKS} tasks")
         ttl_ms = ttl if type(ttl) is int and ttl >= 0 else None
         now = _perf()
         deadline = now + ttl_ms / 1e3 if ttl_ms is not None else _INF
         task = _Task(tid, p.origin, p.correlation_id, p.t0, deadline)
-        self._tasks[tid] = task
-        self._expired.discard(tid)
+        self.tasks.by_id[tid] = task
+        self.tasks.expired.discard(tid)
         if ttl_ms is not None:
-            heapq.heappush(self._task_deadlines, (deadline, tid))
+            heapq.heappush(self.tasks.deadlines, (deadline, tid))
         if self.recorder.active:
             self.recorder.emit(
                 TaskEvent(
@@ -1102,7 +1117,7 @@ class ProxySession:
 
     def _task_answered(self, p: _Pending, line: bytes, rid: Any, is_error: bool, size: int) -> None:
         """The server's answer to a tasks/* request: a status to follow, or the call's result."""
-        task = self._tasks.get(p.task)
+        task = self.tasks.by_id.get(p.task)
         if task is None:
             return  # expired (or replaced) meanwhile
         if p.method == "tasks/result":
@@ -1162,7 +1177,7 @@ class ProxySession:
     def _end_task(self, task: _Task, change: str, method: str, reason: str = "") -> None:
         """The task is over (or forgotten): the call's flow window starts closing."""
         if change == "expired":
-            self._expired.add(task.task_id)
+            self.tasks.expired.add(task.task_id)
         if task.ended and change == "expired":
             return  # its end was already recorded; only forgotten now
         task.ended = True
@@ -1184,21 +1199,21 @@ class ProxySession:
         )
 
     def _drop_task(self, task: _Task, reason: str) -> None:
-        self._tasks.pop(task.task_id, None)
+        self.tasks.by_id.pop(task.task_id, None)
         self._end_task(task, "expired", "", reason)
 
     def _expire_tasks(self) -> None:
         """Forget the tasks whose ttl has passed (the server may discard them and their
         results): an unfinished one's flow window closes, and its tasks/* are refused."""
         now = _perf()
-        heap = self._task_deadlines
+        heap = self.tasks.deadlines
         while heap and heap[0][0] <= now:
             deadline, tid = heapq.heappop(heap)
-            task = self._tasks.get(tid)
+            task = self.tasks.by_id.get(tid)
             if task is not None and task.deadline == deadline:
                 self._drop_task(task, "its ttl passed")
-        if len(self._expired) > _MAX_TASKS:
-            self._expired.clear()  # only for the wording of a refusal
+        if len(self.tasks.expired) > _MAX_TASKS:
+            self.tasks.expired.clear()  # only for the wording of a refusal
 
     def _listen(self, msg: Message, line: bytes) -> list[ProxyAction]:
         """subscriptions/listen (2026-07-28): each resource it subscribes to is decided as a
@@ -1245,7 +1260,7 @@ class ProxySession:
         params = msg.params if type(msg.params) is dict else {}
         if method == "notifications/tasks/status":
             tid = params.get("taskId")
-            task = self._tasks.get(tid) if type(tid) is str else None
+            task = self.tasks.by_id.get(tid) if type(tid) is str else None
             if task is not None:
                 self._task_status(task, params.get("status"), method)
             return
@@ -1291,8 +1306,9 @@ class ProxySession:
         actions: list[ProxyAction] = []
         for rid, p in pending.items():
             actions.extend(self._fail(rid, p, message))
-        for task in list(self._tasks.values()):
-            self._drop_task(task, f"the server went away: {message}")
+        if not self.tasks.shared:
+            for task in list(self.tasks.by_id.values()):
+                self._drop_task(task, f"the server went away: {message}")
         # Requests still waiting for a human: no answer can help them now. Each is settled
         # as not approved (and recorded), and the client is answered.
         for ticket in list(self._held):
