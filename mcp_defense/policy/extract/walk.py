@@ -749,7 +749,13 @@ class _Acc:
                 and item is not False
                 and (item or (kind is not _STR and kind is not _LIST and kind is not _DICT))
             ):
-                self.flags |= bits  # an empty value ("", [], {}) carries no effect
+                if bits & _N and kind is _STR and _local_file_uri(item):
+                    # A local `file:` URI under a network key (`uri`, `url`) names a file on
+                    # this host (its path is a fact), not a destination; `file://host/…` (a
+                    # share on another host) stays network.
+                    self.flags |= bits & ~_N
+                else:
+                    self.flags |= bits  # an empty value ("", [], {}) carries no effect
             if shape & KEY_PATHISH:
                 self.scan_generic(key, depth + 1)
             if kind is _STR and depth < MAX_DEPTH:
@@ -909,6 +915,19 @@ def _written(
     if ctx.resolve and (base or phys):
         return _with_realpaths(base, phys)
     return base
+
+
+def _local_file_uri(s: str) -> bool:
+    """`file:/p`, `file:///p`, `file://localhost/p` (any case; `\\` read as `/`)."""
+    if s[:5].lower() != "file:":
+        return False
+    rest = s[5:].replace("\\", "/")
+    if not rest.startswith("//"):
+        return True
+    if rest.startswith("////"):  # `file:////host/share`: a UNC path on Windows
+        return False
+    authority = rest[2:].split("/", 1)[0]
+    return authority == "" or authority.lower() == "localhost"
 
 
 def _pair_facts(ctx: _Ctx, classifier: Classifier, key: str, value: Any) -> _Pair:
