@@ -413,3 +413,27 @@ def test_sessionless_http_requests_share_their_tasks(builtin_table: Any) -> None
     denied = _to_client(named.session.client_message(fetch))
     assert denied["error"]["data"]["rule"] == "unknown_task"
     assert "of this session" in denied["error"]["message"]
+
+
+def test_batched_results_pass_response_rules(builtin_table: Any) -> None:
+    """A batch of calls (2025-03-26 era) answered by a batch: each result is decided like a
+    direct one (it passed undecided before), the rest of the batch is kept, in order."""
+    s, sink, flows = _session(builtin_table)
+    batch = [_req(1, "tools/call", {"name": "leak", "arguments": {}}), _req(2, "ping", {})]
+    batch.append(_req(3, "tools/call", {"name": "echo", "arguments": {"text": "hi"}}))
+    actions = s.client_message(_line(batch))
+    assert [type(a) for a in actions] == [ToServer]
+    answer = [
+        {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": SECRET}]}},
+        {"jsonrpc": "2.0", "id": 2, "result": {}},
+        {"jsonrpc": "2.0", "id": 3, "result": {"content": [{"type": "text", "text": "hi"}]}},
+    ]
+    [out] = [a for a in s.server_message(_line(answer)) if type(a) is ToClient]
+    got = json.loads(out.data)
+    assert [e["id"] for e in got] == [1, 2, 3]
+    text = got[0]["result"]["content"][0]["text"]
+    assert "AKIA" not in text and "[REDACTED:aws_access_key_id]" in text, text
+    assert got[1:] == answer[1:]
+    assert [e["decision"] for e in sink.of("tool_response")] == ["redact"]
+    assert len(sink.of("tool_result")) == 2
+    assert not s._pending  # every request of the batch is answered

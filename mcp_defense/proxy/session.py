@@ -702,6 +702,11 @@ class ProxySession:
             if decided is not None:
                 return decided
         if self._holding:
+            if line.lstrip()[:1] == b"[":  # a batch of responses: each result is decided
+                replaced = self._decide_batch_responses(line)
+                if replaced is not None:
+                    self._match_response(line)
+                    return [ToClient(replaced)]
             p = self._pending.get(sniff_id(line))
             if p is not None and p.call is not None:
                 self._holding -= 1
@@ -724,6 +729,27 @@ class ProxySession:
             return _holds_results(self.get_table(), self.archetype)
         except Exception:  # noqa: BLE001 - unknown: hold (the safe side)
             return True
+
+    def _decide_batch_responses(self, line: bytes) -> bytes | None:
+        """Response rules on every result of a batch answer (JSON-RPC 2.0 batches, the
+        2025-03-26 era): None to pass it as it is, else the batch with the results that
+        rules redacted or withheld replaced, in the same order."""
+        msg = parse_message(line, self.max_depth)
+        if msg.kind is not Kind.BATCH:
+            return None
+        out: list[Any] = []
+        changed = False
+        for el in msg.elements:
+            p = self._pending.get(el.id) if el.kind in (Kind.RESPONSE, Kind.ERROR) else None
+            if p is not None and p.call is not None:
+                self._holding -= 1
+                replaced = self._decide_response(p, encode(el.obj))
+                if replaced is not None:
+                    out.append(json.loads(replaced))
+                    changed = True
+                    continue
+            out.append(el.obj)
+        return encode(out) if changed else None
 
     def _decide_response(self, p: _Pending, line: bytes) -> bytes | None:
         """Response rules on one result: None to pass it as it is, else the bytes to send
