@@ -324,10 +324,24 @@ SSRF: list[Row] = [
     )
 ]
 
+# File URIs under network keys: a local file is a path fact (decided as one), a share on
+# another host is network.
+FILE_URIS: list[Row] = [
+    ("filesystem", "resources/read", {"uri": u}, DENY)
+    for u in (
+        "file:///home/u/.ssh/id_ed25519",
+        "FILE:///root/.aws/credentials",
+        "file://localhost/home/u/.ssh/id_rsa",
+        "file://evil.example.com/workspace/x",
+        "file:////evil.example.com/share/x",
+        "file:\\\\evil.example.com\\share",
+    )
+]
+
 ALL = (
     NETWORK_IN_CODE + WRITES_IN_CODE + PERSISTENCE + GLOBS + HOMES + JEWELS + WINDOWS + AGENT_CONFIG
 )
-ALL += WRITE_TOOLS + SSRF
+ALL += WRITE_TOOLS + SSRF + FILE_URIS
 
 
 @pytest.mark.parametrize("arch,tool,args,expected", ALL, ids=_ids(ALL))
@@ -412,6 +426,9 @@ BENIGN: list[Row] = [
     ("shell", "run_command", {"command": "rg TODO src/"}, {"allow"}),
     ("shell", "run_command", {"command": "cp -r src /tmp/src-copy"}, {"allow"}),
     ("web-fetch", "fetch", {"url": "https://nip.io/"}, {"allow"}),
+    ("filesystem", "resources/read", {"uri": "file:///workspace/notes.txt"}, {"allow"}),
+    ("generic", "resources/subscribe", {"uri": "file:///workspace/app.log"}, {"allow"}),
+    ("filesystem", "resources/read", {"uri": "file://localhost/workspace/a.md"}, {"allow"}),
     ("web-fetch", "fetch", {"url": "https://docs.python.org/3/"}, {"allow"}),
 ]
 

@@ -212,3 +212,16 @@ def test_stages_are_the_checks_then_the_build() -> None:
 
     assert compile.STAGES == tuple(n for n, _ in (*check.CHECKS, *compile.BUILD))
     assert set(schema.RULE_KINDS) == set(schema.RULE_SCOPES) == set(check.RULE_ACTIONS)
+
+
+def test_listed_applies_to_tool_call_rules_only(tmp_path: Path) -> None:
+    p = tmp_path / "listed.mcpd"
+    p.write_text(
+        'import "builtin:"\n'
+        'rule keep priority 5 listed {\n  when call.tool == "x"\n  deny "x"\n}\n'
+        'flow rule f listed {\n  when flow.dst_port == 22\n  alert "ssh"\n}\n'
+    )
+    r = lint(str(p), "--format", "json")
+    assert r.exit_code == 1
+    found = {(d["line"], d["code"]) for d in json.loads(r.output)}
+    assert found == {(6, "bad-option")}

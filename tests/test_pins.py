@@ -305,6 +305,16 @@ def test_tools_the_policy_always_refuses_are_hidden(tmp_path: Path) -> None:
     assert set(ev["tools"]) == hidden
     print(f"hidden under filesystem: {sorted(hidden)} by {ev['rules']}")
 
+    # A rule marked `listed` refuses the tool but keeps it offered.
+    pol = tmp_path / "listed.mcpd"
+    pol.write_text(
+        'import "builtin:"\nrule no_exec priority 200 listed {\n'
+        '  when call.tool == "exec_command"\n  deny "no exec here"\n}\n'
+    )
+    params.args.insert(params.args.index("--"), "-p")
+    params.args.insert(params.args.index("--"), str(pol))
+    assert "exec_command" in anyio.run(listing, params)
+
 
 def test_unknown_methods_are_events_and_policy_may_refuse_them(tmp_path: Path) -> None:
     from support.stdio_helpers import RAW_SERVER, Proc, proxy_argv, read_events
@@ -374,7 +384,7 @@ def test_definition_rules_are_skipped_only_when_they_cannot_fire(tmp_path: Path)
     assert result.table is not None, result.diagnostics
     t = result.table
     rules = t.rules_for("generic")
-    everything = [*rules.generic, *(r for rs in rules.by_tool.values() for r in rs)]
+    everything = rules.every()
     flags = {r.name: r.needs_definition for r in everything}
     assert flags == {"changed": True, "unlisted": False, "either": False}
     assert t.decide(ToolCall("generic", "t", {})).rule == "unlisted"

@@ -219,6 +219,13 @@ def compile_cmd(
         sys.stdout.write(json.dumps(summary, indent=2, default=list) + "\n")
         return
     console = out_console()
+
+    def _names(names: list[str], shown: int = 8) -> str:
+        """A terminal line, not thousands of names: `--format json` lists them all."""
+        if len(names) <= shown:
+            return ", ".join(names) or "-"
+        return ", ".join(names[:shown]) + f", … {len(names) - shown:,} more"
+
     t = Table(title=f"decision table {table.version}", title_justify="left")
     for col in (
         "archetype",
@@ -236,7 +243,7 @@ def compile_cmd(
             str(len(a["indexed_tools"])),
             str(a["flow_rules"]),
             str(a["orphan_rules"]),
-            ", ".join(a["dropped"]) or "-",
+            _names(a["dropped"]),
         )
     console.print(t)
     console.print(

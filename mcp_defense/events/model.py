@@ -215,6 +215,46 @@ class ToolChanged(Event):
 
 
 @dataclass(slots=True, kw_only=True)
+class TaskEvent(Event):
+    """A task-based call (`tasks/*`): the decided call a server answered with a task, and
+    what became of the task. The call's result, fetched later (`tasks/result`, or inline in a
+    `tasks/get`), is its `tool_result` and passes the response rules with the call's facts.
+    `change`: "created" (the call's answer was a task: its flow window stays open),
+    "status" (a new status), "ended" (terminal status: the window closes), "expired" (its
+    ttl passed, or the server went away, before it ended), "refused" (a `tasks/*` request for
+    a task no allowed call of this session created)."""
+
+    type: ClassVar[str] = "task"
+    session_id: str
+    task_id: str
+    change: str
+    correlation_id: str = ""  # the tools/call that created the task ("" when refused)
+    tool: str = ""
+    status: str = ""  # working | input_required | completed | failed | cancelled
+    method: str = ""  # the message it was seen in (tools/call, tasks/get, notifications/…)
+    ttl_ms: int | None = None
+    reason: str = ""
+    request_id: Any = None
+    enforced: bool = True  # False under --observe (a refused request was forwarded)
+
+
+@dataclass(slots=True, kw_only=True)
+class SubscriptionEvent(Event):
+    """What a client listens to and what it is told: a `subscriptions/listen` stream opened
+    ("listen", with the notifications asked for; its resource URIs are decided as
+    `resources/subscribe` calls first), acknowledged by the server ("acknowledged", with the
+    ones honoured) and ended ("closed"), and each `notifications/resources/updated`
+    ("resource_updated", with the URI)."""
+
+    type: ClassVar[str] = "subscription"
+    session_id: str
+    change: str
+    request_id: Any = None  # the subscriptions/listen request (its id names the stream)
+    notifications: dict[str, Any] = field(default_factory=dict)
+    uri: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
 class PolicyReloaded(Event):
     type: ClassVar[str] = "policy_reloaded"
     old_version: str
@@ -318,6 +358,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ToolChanged,
         ToolsHidden,
         ResponseDecided,
+        TaskEvent,
+        SubscriptionEvent,
         PolicyReloaded,
         PolicyReloadFailed,
         FlowEvent,

@@ -26,6 +26,9 @@ _ENUMS: dict[tuple[str, str], list[Any]] = {
     ("tool_call", "expect"): [*_ACTIONS, None],
     ("tool_call", "approval"): ["", "approved", "rejected"],
     ("framing_refused", "direction"): ["client->server", "server->client"],
+    ("task", "change"): ["created", "status", "ended", "expired", "refused"],
+    ("task", "status"): ["", "working", "input_required", "completed", "failed", "cancelled"],
+    ("subscription", "change"): ["listen", "acknowledged", "closed", "resource_updated"],
 }
 
 

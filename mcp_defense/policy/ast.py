@@ -135,6 +135,10 @@ class Rule:
     scope_span: Span | None = None
     learn: bool = False
     description: str = ""
+    # A tool this rule refuses whatever the arguments stays in `tools/list` (the default hides
+    # it from the agent).
+    listed: bool = False
+    listed_span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -584,6 +584,13 @@ def stage_rules(c: Compilation) -> None:
                     f"{', '.join(sorted(RULE_ACTIONS[r.kind]))})",
                 )
                 continue
+            if r.listed and r.kind != "rule":
+                c.error(
+                    r.listed_span or r.span,
+                    "bad-option",
+                    f"`listed` applies to tool-call rules only (this is a {r.kind} rule): it "
+                    "keeps a tool the rule refuses in tools/list",
+                )
             for scoped in r.scope:
                 if scoped not in c.arch_nodes:
                     c.error(
@@ -595,7 +602,7 @@ def stage_rules(c: Compilation) -> None:
             try:
                 tree = cel.parse(r.when)
                 typ = cel.check(tree, env_cel)
-                cost = cel.estimate_cost(tree, env_cel)
+                cost = cel.estimate_cost(tree, env_cel, checked=True)
             except cel.CelError as e:
                 c.error(cel_span(r, e), _cel_code(e), e.message)
                 continue
@@ -610,7 +617,7 @@ def stage_rules(c: Compilation) -> None:
                     f"narrow the comprehensions or split the rule",
                 )
                 continue
-            for w in cel.unguarded(tree, env_cel):
+            for w in cel.unguarded(tree, env_cel, checked=True):
                 c.warn(
                     cel_span(r, w),
                     "unguarded-field",
@@ -626,18 +633,43 @@ def stage_rules(c: Compilation) -> None:
 
 def _lower(p: ParsedRule, constants: Mapping[str, Any]) -> cel.Lowered | Exception:
     try:
-        return cel.lower(p.tree, p.env, constants)
+        return cel.lower(p.tree, p.env, constants, checked=True)
     except (cel.CelError, cel.CelEvalError) as e:
         return e
+
+
+_PLAIN = (str, bool, int, float, type(None))
+
+
+def _fold_key(fields: frozenset[str] | None, const: Any) -> tuple[Any, ...]:
+    """What a rule's folding depends on under the archetype `const`: the values of the plain
+    fields it reads (`archetype.spawn`), so archetypes that agree on them share one lowering.
+    A method (`archetype.allows_write(p)`) or a bare `archetype` depends on the whole
+    archetype: its own key."""
+    if fields is None:
+        return ("", id(const))
+    out: list[Any] = []
+    for f in sorted(fields):
+        v = getattr(const, f, None)
+        if not isinstance(v, _PLAIN) or callable(v):
+            return ("", id(const))
+        out.append((f, type(v), v))
+    return tuple(out)
 
 
 def stage_fold(c: Compilation) -> None:
     """Partial evaluation: every rule lowered once per archetype it applies to. A rule that
     folds to false there is dropped; one that folds to an error is reported; one that folds to
-    false everywhere can never fire. A `when` that does not name `archetype` folds the same
-    for every archetype, so it is lowered once."""
+    false everywhere can never fire. Archetypes that agree on every `archetype.*` field a rule
+    reads share its lowering (a `when` that does not name `archetype` is lowered once)."""
     fires_somewhere: dict[str, bool] = {p.node.name: False for p in c.parsed}
-    shared: dict[str, cel.Lowered | Exception] = {}
+    shared: dict[tuple[str, tuple[Any, ...]], cel.Lowered | Exception] = {}
+    fields = {
+        p.node.name: cel.archetype_fields(p.tree)
+        if _ARCHETYPE_WORD.search(p.node.when)
+        else frozenset()
+        for p in c.parsed
+    }
     for name in c.consts:
         kept: list[Folded] = []
         dropped: list[str] = []
@@ -646,11 +678,9 @@ def stage_fold(c: Compilation) -> None:
             r = p.node
             if r.scope and name not in r.scope:
                 continue
-            if _ARCHETYPE_WORD.search(r.when):
-                lowered = _lower(p, constants)
-            else:
-                hit = shared.get(r.name)
-                lowered = shared[r.name] = _lower(p, constants) if hit is None else hit
+            key = (r.name, _fold_key(fields[r.name], c.consts[name]))
+            hit = shared.get(key)
+            lowered = shared[key] = _lower(p, constants) if hit is None else hit
             if isinstance(lowered, cel.CelError):
                 c.error(cel_span(r, lowered), _cel_code(lowered), lowered.message)
                 continue

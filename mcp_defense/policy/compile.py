@@ -11,7 +11,6 @@ index from tool name to the rules that can fire for it, and build the table.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import re
@@ -97,6 +96,7 @@ def _fingerprint(r: ast.Rule) -> str:
             str(r.priority),
             ",".join(r.scope),
             str(r.learn),
+            *(["listed"] if r.listed else []),  # absent by default: fingerprints stay stable
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -125,24 +125,13 @@ class _Build(Compilation):
     table: DecisionTable | None
 
 
-def _merged(
-    generic: list[CompiledRule], keys: list[tuple[int, int, int]], extra: list[CompiledRule]
-) -> tuple[CompiledRule, ...]:
-    """`sorted(generic + extra)` by priority for `generic` already sorted (`keys` are their
-    sort keys): each of the few `extra` rules is inserted at its place (sort keys are unique:
-    they end with the rule's order)."""
-    out = list(generic)
-    for r in sorted(extra, key=lambda x: x.sort_key, reverse=True):
-        out.insert(bisect.bisect_left(keys, r.sort_key), r)
-    return tuple(out)
-
-
 def stage_rule_lists(c: Compilation) -> None:
     """Each archetype's rules that survived folding, as the lists the table decides with:
     tool-call rules by priority (generic, and per tool name for `call.tool == "x"` rules),
     flow rules, orphan rules, response rules."""
     assert isinstance(c, _Build)
     tools = {p.node.name: _tool_index(p.tree) if p.node.kind == "rule" else () for p in c.parsed}
+    needs_def = {p.node.name: p.node.kind == "rule" and _needs_definition(p.tree) for p in c.parsed}
     c.per_arch, c.tool_rules = {}, {}
     templates: dict[str, ReasonTemplate] = {}
     for name, const in c.consts.items():
@@ -172,7 +161,7 @@ def stage_rule_lists(c: Compilation) -> None:
                 r.when.strip(),
                 tools[r.name],
                 _lazy_clauses(p.tree, p.env, constants),
-                _needs_definition(p.tree) if r.kind == "rule" else False,
+                needs_def[r.name],
             )
             if r.kind == "flow":
                 flows.append(cr)
@@ -189,12 +178,10 @@ def stage_rule_lists(c: Compilation) -> None:
         for cr in indexed:
             for t in dict.fromkeys(cr.tools):
                 per_tool.setdefault(t, []).append(cr)
-        keys = [x.sort_key for x in generic]
-        by_tool = {t: _merged(generic, keys, rules) for t, rules in per_tool.items()}
         c.per_arch[name] = ArchetypeRules(
             const,
             tuple(generic),
-            by_tool,
+            {t: tuple(sorted(rs, key=lambda x: x.sort_key)) for t, rs in per_tool.items()},
             tuple(sorted(flows, key=lambda x: x.sort_key)),
             tuple(sorted(orphans, key=lambda x: x.sort_key)),
             tuple(c.dropped[name]),
@@ -211,7 +198,7 @@ def stage_table(c: Compilation) -> None:
         "archetypes": {
             n: {
                 "rules": c.tool_rules[n],
-                "indexed_tools": sorted(a.by_tool),
+                "indexed_tools": sorted(a.indexed),
                 "flow_rules": len(a.flow),
                 "orphan_rules": len(a.orphan),
                 "dropped": list(a.dropped),
@@ -244,6 +231,7 @@ def stage_table(c: Compilation) -> None:
         explainer=explainer,
         summary=summary,
         jewels=c.jewel,
+        listed=frozenset(p.node.name for p in c.parsed if p.node.listed),
     )
 
 

@@ -46,11 +46,9 @@ def explain(table: DecisionTable, call: ToolCall) -> Explanation:
     except ExtractionError as e:
         return Explanation(call, None, decision, (), error=str(e))
     ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, table.variables)
-    considered = arch.by_tool.get(facts.tool, arch.generic) if arch.by_tool else arch.generic
+    considered = arch.for_tool(facts.tool, True)
     considered_names = {r.name for r in considered}
-    every = sorted(
-        {r for rs in (arch.generic, *arch.by_tool.values()) for r in rs}, key=lambda r: r.sort_key
-    )
+    every = arch.every()
     traces: list[RuleTrace] = []
     deciding_clause = ""
     for r in every:

@@ -202,6 +202,9 @@ class _Build(Transformer[Token, Any]):
     def learn_flag(self, c: list[Any]) -> tuple[str, Any]:
         return ("learn", True)
 
+    def listed_flag(self, c: list[Any]) -> tuple[str, Any]:
+        return ("listed", (True, self._span(c[0])))
+
     def rule_opts(self, c: list[Any]) -> list[Any]:
         return c
 
@@ -227,6 +230,8 @@ class _Build(Transformer[Token, Any]):
         for key, value in opts:
             if key == "scope":
                 kw["scope"], kw["scope_span"] = value
+            elif key == "listed":
+                kw["listed"], kw["listed_span"] = value
             else:
                 kw[key] = value
         when, when_span = "", self._span(name_tok)

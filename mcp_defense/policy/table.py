@@ -10,6 +10,7 @@ Nothing here parses policy text or CEL source; closures were built by the compil
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import re
@@ -310,15 +311,79 @@ class CompiledRule:
         return (-self.priority, -self.action.severity, self.order)
 
 
-@dataclass(frozen=True, slots=True)
 class ArchetypeRules:
-    const: ArchetypeConst
-    generic: tuple[CompiledRule, ...]
-    by_tool: Mapping[str, tuple[CompiledRule, ...]]
-    flow: tuple[CompiledRule, ...]
-    orphan: tuple[CompiledRule, ...]
-    dropped: tuple[str, ...]  # rule names folded to `false` for this archetype
-    response: tuple[CompiledRule, ...] = ()  # `response rule`s, decision order
+    """One archetype's folded rules, in decision order.
+
+    A rule indexed on `call.tool == "x"` is kept only under its tools (`indexed`); the list a
+    call of tool x walks is `generic` with x's few rules merged in by priority. That merge is
+    built on the first call of x and kept: merging every indexed tool at compile time costs
+    tools × generic rules (10,000 rules: ~14 M entries per archetype) for tools never called.
+    """
+
+    __slots__ = (
+        "const",
+        "generic",
+        "indexed",
+        "flow",
+        "orphan",
+        "dropped",
+        "response",
+        "_plain",
+        "_merged",
+    )
+
+    def __init__(
+        self,
+        const: ArchetypeConst,
+        generic: tuple[CompiledRule, ...],
+        indexed: Mapping[str, tuple[CompiledRule, ...]],
+        flow: tuple[CompiledRule, ...],
+        orphan: tuple[CompiledRule, ...],
+        dropped: tuple[str, ...],  # rule names folded to `false` for this archetype
+        response: tuple[CompiledRule, ...] = (),  # `response rule`s, decision order
+    ) -> None:
+        self.const = const
+        self.generic = generic
+        self.indexed = dict(indexed)  # read-only by convention: a plain dict is faster
+        self.flow = flow
+        self.orphan = orphan
+        self.dropped = dropped
+        self.response = response
+        # The generic list without rules that need a tool definition, for calls that carry
+        # none: `tool_definition_changed`-style rules then cost such calls nothing.
+        self._plain = tuple(r for r in generic if not r.needs_definition)
+        self._merged: dict[tuple[str, bool], tuple[CompiledRule, ...]] = {}
+
+    def for_tool(self, tool: str, definition: bool) -> tuple[CompiledRule, ...]:
+        """The rules a call of `tool` walks, by priority; without the rules that need a tool
+        definition unless the call carries one."""
+        own = self.indexed.get(tool)
+        if own is None:
+            return self.generic if definition else self._plain
+        key = (tool, definition)
+        rules = self._merged.get(key)
+        if rules is None:  # a benign race builds the same tuple twice
+            base = self.generic if definition else self._plain
+            extra = own if definition else tuple(r for r in own if not r.needs_definition)
+            rules = self._merged[key] = _merged(base, extra)
+        return rules
+
+    def every(self) -> tuple[CompiledRule, ...]:
+        """Every tool-call rule once, by priority."""
+        seen = {r.name: r for rs in (self.generic, *self.indexed.values()) for r in rs}
+        return tuple(sorted(seen.values(), key=lambda r: r.sort_key))
+
+
+def _merged(
+    base: tuple[CompiledRule, ...], extra: tuple[CompiledRule, ...]
+) -> tuple[CompiledRule, ...]:
+    """`base` (sorted) with the few `extra` rules inserted at their place (sort keys are
+    unique: they end with the rule's order)."""
+    keys = [r.sort_key for r in base]
+    out = list(base)
+    for r in sorted(extra, key=lambda x: x.sort_key, reverse=True):
+        out.insert(bisect.bisect_left(keys, r.sort_key), r)
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,15 +405,6 @@ _FACT_LISTS = {
     "endpoint": "endpoints",
     "program": "programs",
 }
-
-
-def _without_definition_rules(
-    a: ArchetypeRules,
-) -> tuple[Mapping[str, tuple[CompiledRule, ...]], tuple[CompiledRule, ...]]:
-    def keep(rules: tuple[CompiledRule, ...]) -> tuple[CompiledRule, ...]:
-        return tuple(r for r in rules if not r.needs_definition)
-
-    return {t: keep(rs) for t, rs in a.by_tool.items()}, keep(a.generic)
 
 
 def _call_value(name: str, ctx: EvalCtx, rule: CompiledRule) -> str:
@@ -509,7 +565,6 @@ class DecisionTable:
         "_env",
         "_default",
         "_arch_hot",
-        "_arch_plain",
         "_vars_hot",
         "join",
         "tests",
@@ -517,6 +572,7 @@ class DecisionTable:
         "_explainer",
         "summary",
         "_jewels",
+        "_listed",
         "timings",
     )
 
@@ -536,15 +592,13 @@ class DecisionTable:
         explainer: Any,
         summary: Mapping[str, Any],
         jewels: Callable[[str], str],
+        listed: frozenset[str] = frozenset(),
     ) -> None:
         self.version = version
         self.files = tuple(files)
         self.variables = MappingProxyType(dict(variables))
         self._archetypes = MappingProxyType(dict(archetypes))
         self._arch_hot = dict(archetypes)  # plain dicts on the hot path (faster than proxies)
-        # The same rule lists without the rules that need a tool definition, for calls that
-        # carry none: `tool_definition_changed`-style rules then cost such calls nothing.
-        self._arch_plain = {name: _without_definition_rules(a) for name, a in archetypes.items()}
         self._vars_hot = dict(variables)
         self._classifier = classifier
         self._env = env
@@ -555,6 +609,7 @@ class DecisionTable:
         self._explainer = explainer
         self.summary = MappingProxyType(dict(summary))
         self._jewels = jewels
+        self._listed = listed
         # (stage, ms) of the compile that built this table (`policy compile --timings`)
         self.timings: tuple[tuple[str, float], ...] = ()
 
@@ -572,6 +627,11 @@ class DecisionTable:
 
     def jewel(self, path: str) -> str:
         return self._jewels(path)
+
+    def hides(self, rule: str) -> bool:
+        """Whether a tool that `rule` refuses whatever the arguments is removed from tool
+        lists (every rule but those marked `listed`)."""
+        return rule not in self._listed
 
     def facts(
         self, tool: Any, arguments: Any, annotations: Mapping[str, Any] | None = None
@@ -623,11 +683,7 @@ class DecisionTable:
             facts.description = call.description
             facts.tool_status = call.tool_status
         ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, self._vars_hot)
-        if call.description or call.tool_status:
-            by_tool, generic = arch.by_tool, arch.generic
-        else:
-            by_tool, generic = self._arch_plain[call.archetype]
-        rules = by_tool.get(facts.tool, generic) if by_tool else generic
+        rules = arch.for_tool(facts.tool, bool(call.description or call.tool_status))
         for rule in rules:
             try:
                 hit = rule.fn(ctx)

@@ -64,9 +64,15 @@ KNOWN_CLIENT_METHODS = frozenset(
         "tasks/result",
         "tasks/list",
         "tasks/cancel",
+        "tasks/update",
         "subscriptions/listen",
     }
 )
+# Requests about one task (2025-11-25 core; 2026-07-28 `io.modelcontextprotocol/tasks`
+# extension): forwarded only for a task an allowed call of the same session created.
+TASK_METHODS = frozenset({"tasks/get", "tasks/result", "tasks/cancel", "tasks/update"})
+TASK_STATUSES = frozenset({"working", "input_required", "completed", "failed", "cancelled"})
+TERMINAL_TASK_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 128

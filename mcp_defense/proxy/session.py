@@ -37,6 +37,7 @@ with an id is answered with an error; the bytes forwarded are the bytes received
 
 from __future__ import annotations
 
+import heapq
 import json
 import sys
 import time
@@ -48,6 +49,8 @@ from typing import Any, Protocol
 from mcp_defense.events.model import (
     FramingEvent,
     ResponseDecided,
+    SubscriptionEvent,
+    TaskEvent,
     ToolCallEvent,
     ToolChanged,
     ToolResultEvent,
@@ -84,6 +87,9 @@ from mcp_defense.protocol.jsonrpc import (
     POLICY_DENIED,
     SERVER_CLOSED,
     SERVER_DECIDED_METHODS,
+    TASK_METHODS,
+    TASK_STATUSES,
+    TERMINAL_TASK_STATUSES,
     Kind,
     Message,
     Oversize,
@@ -158,6 +164,21 @@ class _Pending:
     t0: float
     paged: bool = False  # a tools/list asking for a later page (its answer is not the whole list)
     call: ToolCall | None = None  # set when response rules decide this request's result
+    origin: ToolCall | None = None  # the decided call this request is (it may create a task)
+    task: str = ""  # tasks/*: the task it is about (created by an allowed call of this session)
+
+
+@dataclass(slots=True)
+class _Task:
+    """A task an allowed call created: its result is that call's result."""
+
+    task_id: str
+    call: ToolCall
+    correlation_id: str
+    t0: float
+    deadline: float  # when its ttl passes (perf counter); inf without a ttl
+    status: str = "working"
+    ended: bool = False  # terminal status seen (or expired): the flow window is closing
 
 
 @dataclass(slots=True)
@@ -190,6 +211,19 @@ class _Held:
     from_server: bool = False  # a server→client request: approved, it goes to the client
 
 
+@dataclass(slots=True)
+class Tasks:
+    """The tasks allowed calls created (task id → task), with their ttl deadlines (a heap,
+    so an abandoned task's window closes when it expires). One session's by default; the
+    sessionless requests of one HTTP proxy share one (2026-07-28 has no session to scope a
+    task to, and a task is fetched by a later request)."""
+
+    by_id: dict[str, _Task] = field(default_factory=dict)
+    deadlines: list[tuple[float, str]] = field(default_factory=list)
+    expired: set[str] = field(default_factory=set)  # forgotten task ids (a refusal says why)
+    shared: bool = False
+
+
 class ProxySession:
     """One MCP connection's decisions. `get_table` is called once per decision, so a hot
     reload takes effect at the next call and a call in flight finishes under its table."""
@@ -212,6 +246,7 @@ class ProxySession:
         annotations: dict[str, dict[str, Any]] | None = None,
         definitions: dict[str, ToolDefinition] | None = None,
         pins: PinStore | None = None,
+        tasks: Tasks | None = None,
     ) -> None:
         self.archetype = archetype
         self.get_table = get_table
@@ -240,6 +275,7 @@ class ProxySession:
         self._tickets = 0
         self._holding = 0  # pending requests whose result response rules decide
         self._rewritten: bytes | None = None  # a server message to send instead (tools/list)
+        self.tasks = tasks if tasks is not None else Tasks()
 
     @property
     def pending(self) -> int:
@@ -270,6 +306,8 @@ class ProxySession:
         line: bytes = item  # type: ignore[assignment]
         if line.isspace():
             return []  # blank keep-alive lines are not messages
+        if self.tasks.deadlines:
+            self._expire_tasks()
         msg = parse_message(line, self.max_depth)
         kind = msg.kind
         if kind is Kind.REQUEST:
@@ -293,6 +331,10 @@ class ProxySession:
                 return self._client_call(msg, line)
             if self.closed_reason:
                 return [self._error_to(msg.id, SERVER_CLOSED, self.closed_reason)]
+            if method in TASK_METHODS:
+                return self._task_request(msg, line)
+            if method == "subscriptions/listen":
+                return self._listen(msg, line)
             if method == "initialize" and type(msg.params) is dict:
                 caps = msg.params.get("capabilities")
                 self.client_capabilities = caps if type(caps) is dict else {}
@@ -334,7 +376,11 @@ class ProxySession:
             if self.closed_reason:
                 return self._fail_unsent(msg.id, out.correlation_id)
             self._pending[msg.id] = _Pending(
-                msg.method or "", out.correlation_id, _perf(), call=out.call if out.hold else None
+                msg.method or "",
+                out.correlation_id,
+                _perf(),
+                call=out.call if out.hold else None,
+                origin=out.call,
             )
             if out.hold:
                 self._holding += 1
@@ -373,6 +419,12 @@ class ProxySession:
                 }
             elif el.kind is Kind.REQUEST and is_decided(method, el.params):
                 outcomes[i] = self._decide(el)
+            elif el.kind is Kind.REQUEST and method in (*TASK_METHODS, "subscriptions/listen"):
+                errors[i] = {
+                    "code": INVALID_REQUEST,
+                    "message": f"mcp-defense: batch element {i}: {method} is not accepted in "
+                    "a batch (send it alone)",
+                }
             elif el.kind is Kind.REQUEST and near_decided_method(method) is not None:
                 errors[i] = {
                     "code": METHOD_NOT_FOUND,
@@ -428,6 +480,7 @@ class ProxySession:
                         o.correlation_id if o is not None else "",
                         now,
                         call=o.call if o is not None and hold else None,
+                        origin=o.call if o is not None else None,
                     )
                     self._holding += hold
             if self.flows is not None:
@@ -463,9 +516,10 @@ class ProxySession:
 
     # --- deciding --------------------------------------------------------------------------------
 
-    def _decide(self, msg: Message, ask: bool = True) -> _Outcome:
+    def _decide(self, msg: Message, cannot_wait: str = "") -> _Outcome:
         """Decide one request through the one call builder. A require_approval with someone
-        to ask comes back with a ticket; anything else comes back settled (and recorded)."""
+        to ask comes back with a ticket (unless `cannot_wait` says why this request cannot
+        wait for one); anything else comes back settled (and recorded)."""
         cid = new_correlation_id()
         call = build_call(
             msg.method or "",
@@ -517,20 +571,17 @@ class ProxySession:
         allowed = observe or action is Action.ALLOW or action is Action.ALERT
         hold = _holds_results(table, self.archetype)
         if allowed and not self.recorder.active and not hold:
-            return _Outcome(cid, True)  # the hot path: nothing to record, nothing to build
+            return _Outcome(cid, True, call=call)  # the hot path: nothing to record
         out = _Outcome(cid, False, None, None, call, decision, msg.id, eval_ms=eval_ms, hold=hold)
         if allowed:
             self._settle(out, True, decision.reason, approval="")
         elif action is Action.REQUIRE_APPROVAL:
-            if self.approval and ask:
+            if self.approval and not cannot_wait:
                 self._tickets += 1
                 out.ticket = self._tickets
             else:
-                why = (
-                    "an input request inside a result cannot wait for approval"
-                    if self.approval
-                    else "the proxy runs without --approval"
-                )
+                why = cannot_wait if self.approval else "the proxy runs without --approval"
+
                 self._settle(out, False, f"approval required ({why}): {decision.reason}")
         else:
             self._settle(out, False, decision.reason, approval="")
@@ -641,6 +692,8 @@ class ProxySession:
                 MESSAGE_TOO_LARGE,
             )
         line: bytes = item  # type: ignore[assignment]
+        if self.tasks.deadlines:
+            self._expire_tasks()
         # A server→client request, or a result embedding some (2026-07-28), is decided. The
         # byte search is cheap and cannot be fooled by escaped text: inside a JSON string the
         # quotes are `\"`, so only a real key or value matches.
@@ -649,6 +702,11 @@ class ProxySession:
             if decided is not None:
                 return decided
         if self._holding:
+            if line.lstrip()[:1] == b"[":  # a batch of responses: each result is decided
+                replaced = self._decide_batch_responses(line)
+                if replaced is not None:
+                    self._match_response(line)
+                    return [ToClient(replaced)]
             p = self._pending.get(sniff_id(line))
             if p is not None and p.call is not None:
                 self._holding -= 1
@@ -671,6 +729,27 @@ class ProxySession:
             return _holds_results(self.get_table(), self.archetype)
         except Exception:  # noqa: BLE001 - unknown: hold (the safe side)
             return True
+
+    def _decide_batch_responses(self, line: bytes) -> bytes | None:
+        """Response rules on every result of a batch answer (JSON-RPC 2.0 batches, the
+        2025-03-26 era): None to pass it as it is, else the batch with the results that
+        rules redacted or withheld replaced, in the same order."""
+        msg = parse_message(line, self.max_depth)
+        if msg.kind is not Kind.BATCH:
+            return None
+        out: list[Any] = []
+        changed = False
+        for el in msg.elements:
+            p = self._pending.get(el.id) if el.kind in (Kind.RESPONSE, Kind.ERROR) else None
+            if p is not None and p.call is not None:
+                self._holding -= 1
+                replaced = self._decide_response(p, encode(el.obj))
+                if replaced is not None:
+                    out.append(json.loads(replaced))
+                    changed = True
+                    continue
+            out.append(el.obj)
+        return encode(out) if changed else None
 
     def _decide_response(self, p: _Pending, line: bytes) -> bytes | None:
         """Response rules on one result: None to pass it as it is, else the bytes to send
@@ -756,6 +835,13 @@ class ProxySession:
                 self._held[out.ticket] = (held, 0)
                 return [self._ask(out)]
             return self._finish_server_request(msg, line, out)
+        if msg.kind is Kind.NOTIFICATION:
+            self._server_notification(msg)
+            return [ToClient(line)]
+        if msg.kind is Kind.REQUEST:
+            # Undecided (ping, roots/list, …): to the client, never taken for the answer to
+            # a client request that happens to have the same id.
+            return [ToClient(line)]
         if msg.kind is not Kind.RESPONSE or msg.id not in self._pending:
             return None
         result = msg.obj.get("result")
@@ -768,7 +854,9 @@ class ProxySession:
             if type(req) is not dict or req.get("method") not in SERVER_DECIDED_METHODS:
                 continue
             embedded = Message(Kind.REQUEST, req, key, req["method"], req.get("params"))
-            out = self._decide(embedded, ask=False)
+            out = self._decide(
+                embedded, "an input request inside a result cannot wait for approval"
+            )
             if not out.forward:
                 # The client cannot be asked for part of a result: the call fails, the
                 # server's request never reaches the client.
@@ -801,8 +889,23 @@ class ProxySession:
         p = self._pending.pop(rid, None)
         if p is None:
             return None
+        if p.task:
+            self._task_answered(p, line, rid, is_error, size)
+            return rid
+        if (
+            p.origin is not None
+            and size < 0
+            and len(line) <= _TASK_LINE_MAX
+            and line.find(b'"taskId"') >= 0
+            and self._task_created(p, line)
+        ):
+            return rid  # not the call's result: that comes with the task's
         if p.correlation_id and self.flows is not None:
             self.flows.call_closed(p.correlation_id)
+        if p.method == "subscriptions/listen" and recording:
+            self.recorder.emit(
+                SubscriptionEvent(session_id=self.session_id, change="closed", request_id=rid)
+            )
         if p.method == "tools/list" and size < 0:
             self._rewritten = self._learn_tools(line, p)
         if p.correlation_id and recording:
@@ -904,6 +1007,7 @@ class ProxySession:
         if self.observe:
             return {}
         table = self.get_table()
+        hides: Callable[[str], bool] = getattr(table, "hides", lambda rule: True)
         hidden: dict[str, str] = {}
         for t in listed:
             name = t["name"]
@@ -927,9 +1031,291 @@ class ProxySession:
                 decision.action in (Action.DENY, Action.KILL)
                 and not decision.learning
                 and decision.rule not in _NOT_HIDING
+                and hides(decision.rule)
             ):
                 hidden[name] = decision.rule
         return hidden
+
+    # --- tasks and subscriptions -----------------------------------------------------------
+
+    def _task_request(self, msg: Message, line: bytes) -> list[ProxyAction]:
+        """tasks/get, tasks/result, tasks/cancel, tasks/update: only for a task an allowed
+        call of this session created (an agent must not reach the results of tasks it did
+        not start through policy). Answers are decided as the creating call's result."""
+        method = msg.method or ""
+        params = msg.params
+        tid = params.get("taskId") if type(params) is dict else None
+        task = self.tasks.by_id.get(tid) if type(tid) is str else None
+        if task is None:
+            shown = printable(tid if type(tid) is str else json.dumps(tid))[:200]
+            scope = "proxy" if self.tasks.shared else "session"
+            why = (
+                "it expired"
+                if type(tid) is str and tid in self.tasks.expired
+                else "no allowed call"
+            )
+            reason = (
+                f"{method} for task {shown!r} refused: {why} of this {scope} created it"
+                if why == "no allowed call"
+                else f"{method} for task {shown!r} refused: {why}"
+            )
+            if self.recorder.active:
+                self.recorder.emit(
+                    TaskEvent(
+                        session_id=self.session_id,
+                        task_id=shown,
+                        change="refused",
+                        method=method,
+                        reason=reason,
+                        request_id=msg.id,
+                        enforced=not self.observe,
+                    )
+                )
+            if not self.observe:
+                data = {"decision": "deny", "rule": UNKNOWN_TASK_RULE, "reason": reason}
+                answer = error_response(msg.id, POLICY_DENIED, f"mcp-defense: {reason}", data)
+                return [ToClient(answer, msg.id)]
+            self._pending[msg.id] = _Pending(method, "", _perf())
+            return [ToServer(line, msg.id)]
+        if self.closed_reason:
+            return [self._error_to(msg.id, SERVER_CLOSED, self.closed_reason)]
+        hold = _holds_results(self.get_table(), self.archetype)
+        self._pending[msg.id] = _Pending(
+            method,
+            task.correlation_id,
+            _perf(),
+            call=task.call if hold else None,
+            task=task.task_id,
+        )
+        self._holding += hold
+        return [ToServer(line, msg.id)]
+
+    def _task_created(self, p: _Pending, line: bytes) -> bool:
+        """Whether this answer to a decided call is a task (2025-11-25 `{"task": {...}}`, or
+        the tasks extension's `{"resultType": "task", "taskId": ...}`); if so, remember it.
+        Not found (an unusual shape, a huge line): its tasks/* requests are refused."""
+        assert p.origin is not None
+        msg = parse_message(line, self.max_depth)
+        result = msg.obj.get("result") if msg.kind is Kind.RESPONSE else None
+        if type(result) is not dict:
+            return False
+        handle = result.get("task")
+        ttl = handle.get("ttl") if type(handle) is dict else None
+        if type(handle) is not dict:
+            if result.get("resultType") != "task":
+                return False
+            handle, ttl = result, result.get("ttlMs")
+        tid = handle.get("taskId")
+        if type(tid) is not str or not tid:
+            return False
+        status = handle.get("status")
+        old = self.tasks.by_id.pop(tid, None)
+        if old is not None:
+            self._end_task(old, "expired", p.method, "the server gave its id to another call")
+        if len(self.tasks.by_id) >= _MAX_TASKS:
+            oldest = self.tasks.by_id.pop(next(iter(self.tasks.by_id)))
+            self._end_task(oldest, "expired", p.method, f"more than {_MAX_TASKS} tasks")
+        ttl_ms = ttl if type(ttl) is int and ttl >= 0 else None
+        now = _perf()
+        deadline = now + ttl_ms / 1e3 if ttl_ms is not None else _INF
+        task = _Task(tid, p.origin, p.correlation_id, p.t0, deadline)
+        self.tasks.by_id[tid] = task
+        self.tasks.expired.discard(tid)
+        if ttl_ms is not None:
+            heapq.heappush(self.tasks.deadlines, (deadline, tid))
+        if self.recorder.active:
+            self.recorder.emit(
+                TaskEvent(
+                    session_id=self.session_id,
+                    task_id=printable(tid)[:200],
+                    change="created",
+                    correlation_id=p.correlation_id,
+                    tool=_tool_name(p.origin),
+                    status=status if status in TASK_STATUSES else "",
+                    method=p.method,
+                    ttl_ms=ttl_ms,
+                    request_id=sniff_id(line),
+                )
+            )
+        if status in TERMINAL_TASK_STATUSES:
+            self._task_status(task, status, p.method)
+        elif status in TASK_STATUSES:
+            task.status = status
+        return True
+
+    def _task_answered(self, p: _Pending, line: bytes, rid: Any, is_error: bool, size: int) -> None:
+        """The server's answer to a tasks/* request: a status to follow, or the call's result."""
+        task = self.tasks.by_id.get(p.task)
+        if task is None:
+            return  # expired (or replaced) meanwhile
+        if p.method == "tasks/result":
+            # The call's result (tasks/result answers once the task is over).
+            if self.recorder.active:
+                self.recorder.emit(
+                    ToolResultEvent(
+                        ts=now_iso_fast(),
+                        correlation_id=task.correlation_id,
+                        request_id=rid,
+                        is_error=is_error,
+                        duration_ms=(_perf() - task.t0) * 1e3,
+                        size=len(line) if size < 0 else size,
+                    )
+                )
+            if not task.ended:
+                failed = is_error and _is_jsonrpc_error(line)
+                self._task_status(task, "failed" if failed else "completed", p.method)
+            return
+        if size >= 0:
+            return  # streamed past the session (HTTP): too large to be a task's status
+        msg = parse_message(line, self.max_depth)
+        result = msg.obj.get("result") if msg.kind is Kind.RESPONSE else None
+        if type(result) is not dict:
+            return
+        if type(result.get("task")) is dict:  # some servers wrap the task
+            result = result["task"]
+        status = result.get("status")
+        if (
+            status in TERMINAL_TASK_STATUSES
+            and not task.ended
+            and ("result" in result or "error" in result)
+            and self.recorder.active
+        ):
+            # The tasks extension carries the call's result inline in tasks/get.
+            self.recorder.emit(
+                ToolResultEvent(
+                    ts=now_iso_fast(),
+                    correlation_id=task.correlation_id,
+                    request_id=rid,
+                    is_error="error" in result or _is_tool_error(result.get("result")),
+                    duration_ms=(_perf() - task.t0) * 1e3,
+                    size=len(line),
+                )
+            )
+        self._task_status(task, status, p.method)
+
+    def _task_status(self, task: _Task, status: Any, method: str) -> None:
+        if task.ended or status not in TASK_STATUSES or status == task.status:
+            return  # nothing new (terminal statuses are final)
+        task.status = status
+        if status in TERMINAL_TASK_STATUSES:
+            self._end_task(task, "ended", method)
+        elif self.recorder.active:
+            self.recorder.emit(self._task_event(task, "status", method))
+
+    def _end_task(self, task: _Task, change: str, method: str, reason: str = "") -> None:
+        """The task is over (or forgotten): the call's flow window starts closing."""
+        if change == "expired":
+            self.tasks.expired.add(task.task_id)
+        if task.ended and change == "expired":
+            return  # its end was already recorded; only forgotten now
+        task.ended = True
+        if self.flows is not None:
+            self.flows.call_closed(task.correlation_id)
+        if self.recorder.active:
+            self.recorder.emit(self._task_event(task, change, method, reason))
+
+    def _task_event(self, task: _Task, change: str, method: str, reason: str = "") -> TaskEvent:
+        return TaskEvent(
+            session_id=self.session_id,
+            task_id=printable(task.task_id)[:200],
+            change=change,
+            correlation_id=task.correlation_id,
+            tool=_tool_name(task.call),
+            status=task.status if task.status in TASK_STATUSES else "",
+            method=method,
+            reason=reason,
+        )
+
+    def _drop_task(self, task: _Task, reason: str) -> None:
+        self.tasks.by_id.pop(task.task_id, None)
+        self._end_task(task, "expired", "", reason)
+
+    def _expire_tasks(self) -> None:
+        """Forget the tasks whose ttl has passed (the server may discard them and their
+        results): an unfinished one's flow window closes, and its tasks/* are refused."""
+        now = _perf()
+        heap = self.tasks.deadlines
+        while heap and heap[0][0] <= now:
+            deadline, tid = heapq.heappop(heap)
+            task = self.tasks.by_id.get(tid)
+            if task is not None and task.deadline == deadline:
+                self._drop_task(task, "its ttl passed")
+        if len(self.tasks.expired) > _MAX_TASKS:
+            self.tasks.expired.clear()  # only for the wording of a refusal
+
+    def _listen(self, msg: Message, line: bytes) -> list[ProxyAction]:
+        """subscriptions/listen (2026-07-28): each resource it subscribes to is decided as a
+        `resources/subscribe` of that URI (the same rules, the same events); the stream is
+        recorded as it opens, is acknowledged and ends."""
+        params = msg.params if type(msg.params) is dict else {}
+        wanted = params.get("notifications")
+        uris = wanted.get("resourceSubscriptions") if type(wanted) is dict else None
+        if uris is not None and type(uris) is not list:
+            return [
+                self._error_to(
+                    msg.id, INVALID_PARAMS, "mcp-defense: resourceSubscriptions must be a list"
+                )
+            ]
+        for uri in uris or ():
+            el = Message(Kind.REQUEST, msg.obj, msg.id, "resources/subscribe", {"uri": uri})
+            out = self._decide(el, "a subscriptions/listen stream cannot wait for approval")
+            if not out.forward:
+                error = dict(out.error or {})
+                error["message"] = f"{error.get('message', '')} (in subscriptions/listen)"
+                actions: list[ProxyAction] = [
+                    ToClient(encode({"jsonrpc": "2.0", "id": msg.id, "error": error}), msg.id)
+                ]
+                if out.kill is not None:
+                    actions.append(Kill(out.kill.rule, out.kill.reason, (out.correlation_id,)))
+                return actions
+        if self.closed_reason:
+            return [self._error_to(msg.id, SERVER_CLOSED, self.closed_reason)]
+        if self.recorder.active:
+            self.recorder.emit(
+                SubscriptionEvent(
+                    session_id=self.session_id,
+                    change="listen",
+                    request_id=msg.id,
+                    notifications=wanted if type(wanted) is dict else {},
+                )
+            )
+        self._pending[msg.id] = _Pending("subscriptions/listen", "", _perf())
+        return [ToServer(line, msg.id)]
+
+    def _server_notification(self, msg: Message) -> None:
+        """Task statuses are followed; resource updates and listen acknowledgements recorded."""
+        method = msg.method
+        params = msg.params if type(msg.params) is dict else {}
+        if method == "notifications/tasks/status":
+            tid = params.get("taskId")
+            task = self.tasks.by_id.get(tid) if type(tid) is str else None
+            if task is not None:
+                self._task_status(task, params.get("status"), method)
+            return
+        if not self.recorder.active:
+            return
+        meta = params.get("_meta")
+        stream = meta.get(_SUBSCRIPTION_ID) if type(meta) is dict else None
+        if method == "notifications/resources/updated":
+            uri = params.get("uri")
+            self.recorder.emit(
+                SubscriptionEvent(
+                    session_id=self.session_id,
+                    change="resource_updated",
+                    request_id=stream,
+                    uri=printable(uri)[:2000] if type(uri) is str else "",
+                )
+            )
+        elif method == "notifications/subscriptions/acknowledged":
+            honoured = params.get("notifications")
+            self.recorder.emit(
+                SubscriptionEvent(
+                    session_id=self.session_id,
+                    change="acknowledged",
+                    request_id=stream,
+                    notifications=honoured if type(honoured) is dict else {},
+                )
+            )
 
     # --- the server going away -----------------------------------------------------------------
 
@@ -948,6 +1334,9 @@ class ProxySession:
         actions: list[ProxyAction] = []
         for rid, p in pending.items():
             actions.extend(self._fail(rid, p, message))
+        if not self.tasks.shared:
+            for task in list(self.tasks.by_id.values()):
+                self._drop_task(task, f"the server went away: {message}")
         # Requests still waiting for a human: no answer can help them now. Each is settled
         # as not approved (and recorded), and the client is answered.
         for ticket in list(self._held):
@@ -956,7 +1345,7 @@ class ProxySession:
 
     def _fail(self, rid: Any, p: _Pending, message: str) -> list[ProxyAction]:
         self._close_flow_window(p)
-        if p.correlation_id and self.recorder.active:
+        if p.correlation_id and not p.task and self.recorder.active:
             self.recorder.emit(
                 ToolResultEvent(
                     correlation_id=p.correlation_id,
@@ -972,8 +1361,9 @@ class ProxySession:
         return self._fail(rid, _Pending("", correlation_id, _perf()), self.closed_reason)
 
     def _close_flow_window(self, p: _Pending) -> None:
-        """A forwarded request is over (answered or failed): its flow window starts closing."""
-        if p.correlation_id and self.flows is not None:
+        """A forwarded request is over (answered or failed): its flow window starts closing.
+        (A tasks/* request is not the call: the task's end closes the call's window.)"""
+        if p.correlation_id and not p.task and self.flows is not None:
             self.flows.call_closed(p.correlation_id)
 
     # --- refusing --------------------------------------------------------------------------------
@@ -998,6 +1388,13 @@ class ProxySession:
 
 
 _perf = time.perf_counter
+_INF = float("inf")
+# A task handle is small: an answer larger than this is not looked at for one (and a task
+# it hides cannot be reached: its tasks/* requests are refused).
+_TASK_LINE_MAX = 64 * 1024
+_MAX_TASKS = 4096  # per session; beyond, the oldest is forgotten (its window closes)
+UNKNOWN_TASK_RULE = "unknown_task"
+_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 # Denials that say nothing about the tool itself (the probe call has no arguments).
 _NOT_HIDING = frozenset(
     {"rule_error", "malformed_arguments", "internal_error", "budget_exceeded", "unknown_archetype"}
@@ -1007,6 +1404,21 @@ _NOT_HIDING = frozenset(
 def _holds_results(table: Any, archetype: str) -> bool:
     has = getattr(table, "has_response_rules", None)
     return bool(has(archetype)) if has is not None else False
+
+
+def _tool_name(call: ToolCall) -> str:
+    return call.tool if type(call.tool) is str else json.dumps(call.tool)
+
+
+def _is_tool_error(result: Any) -> bool:
+    return type(result) is dict and result.get("isError") is True
+
+
+def _is_jsonrpc_error(line: bytes) -> bool:
+    """An error answer rather than a result (error answers are small: a large line is not)."""
+    if len(line) > _TASK_LINE_MAX:
+        return False
+    return parse_message(line).kind is Kind.ERROR
 
 
 def _stderr(message: str) -> None:

@@ -42,6 +42,7 @@ from mcp_defense.proxy.session import (
     ProxyAction,
     ProxySession,
     TableLike,
+    Tasks,
     ToClient,
     ToServer,
 )
@@ -435,6 +436,9 @@ class SessionHub:
         # this upstream learns from every tools/list.
         self.annotations: dict[str, dict[str, Any]] = {}
         self.definitions: dict[str, ToolDefinition] = {}
+        # Tasks created by requests that carry no session (2026-07-28): a later request
+        # fetches them. A session the upstream names gets tasks of its own (`adopt`).
+        self.sessionless_tasks = Tasks(shared=True)
 
     def new(self, key: str | None = None) -> HubSession:
         c = self.config
@@ -452,6 +456,7 @@ class SessionHub:
             annotations=self.annotations,
             definitions=self.definitions,
             pins=c.pins,
+            tasks=self.sessionless_tasks if key is None else Tasks(),
         )
         hs = HubSession(key or sid, session)
         if c.recorder.active:
@@ -485,6 +490,8 @@ class SessionHub:
             del self.sessions[hs.key]
         hs.key = key
         self.sessions[key] = hs
+        if hs.session.tasks is self.sessionless_tasks:
+            hs.session.tasks = Tasks()
 
     def end(self, key: str) -> None:
         self.sessions.pop(key, None)

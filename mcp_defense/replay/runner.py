@@ -675,7 +675,7 @@ def rule_sources(table: DecisionTable) -> dict[str, tuple[str, str]]:
         ar = table.rules_for(arch)
         if ar is None:
             continue
-        groups: list[Iterable[Any]] = [ar.generic, ar.flow, ar.orphan, *ar.by_tool.values()]
+        groups: list[Iterable[Any]] = [ar.every(), ar.flow, ar.orphan]
         for g in groups:
             for r in g:
                 out.setdefault(r.name, (r.kind, r.source))

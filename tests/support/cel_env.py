@@ -102,7 +102,20 @@ FUNCTIONS: dict[str, Any] = {
     "allows_flow": lambda a, f: a.network == "any" or f.host in a.hosts,
 }
 
-VARS = {"workspace": "/w", "home": "/home/u"}
+
+def _pack_lets() -> dict[str, str]:
+    """The `let` variables of the shipped pack, which its rules read as `vars.NAME`."""
+    from mcp_defense.policy.parser import parse as parse_policy
+    from mcp_defense.resources import builtin_policy_dir
+
+    out: dict[str, str] = {}
+    for f in sorted(builtin_policy_dir().glob("*.mcpd")):
+        for let in parse_policy(f.read_text(), str(f)).lets:
+            out[let.name] = let.value.value
+    return out
+
+
+VARS = {"workspace": "/w", "home": "/home/u", **_pack_lets()}
 
 
 def make_env(scope: frozenset[str] | None = None) -> cel.CelEnv:

@@ -8,7 +8,13 @@ specification's; the tests compare the closures with Google's cel-cpp. The forms
 implementation rejects, and where cel-python differs, are listed in docs/language.md.
 """
 
-from mcp_defense.policy.cel.check import CelUnavailable, CelWarning, check, unguarded
+from mcp_defense.policy.cel.check import (
+    CelUnavailable,
+    CelWarning,
+    archetype_fields,
+    check,
+    unguarded,
+)
 from mcp_defense.policy.cel.cost import COST_LIMIT, MAX_LIST_SIZE, estimate_cost
 from mcp_defense.policy.cel.lower import Lowered, lower
 from mcp_defense.policy.cel.runtime import EVAL_BUDGET_S, CelBudgetExceeded, CelEvalError
@@ -35,6 +41,7 @@ __all__ = [
     "CelUnavailable",
     "CelWarning",
     "Lowered",
+    "archetype_fields",
     "check",
     "clauses",
     "conjuncts",

@@ -558,11 +558,39 @@ class _Absent:
         self.visit(chain[-1].kids[0], known)
 
 
-def unguarded(tree: Parsed, env: CelEnv) -> list[CelWarning]:
+def unguarded(tree: Parsed, env: CelEnv, *, checked: bool = False) -> list[CelWarning]:
     """Warnings for fields of maps and dyn values (`call.args.x`, `call.annotations.y`) read
-    without a `has()` (or `"x" in m`) guard, in source order. Raises `CelError` like `check`."""
+    without a `has()` (or `"x" in m`) guard, in source order. Raises `CelError` like `check`.
+    `checked`: as in `lower`."""
     n = tree.root
-    _Checker(env).check(n, {})
+    if not checked:
+        _Checker(env).check(n, {})
     a = _Absent()
     a.visit(n, frozenset())
     return sorted(a.found.values(), key=lambda w: (w.line, w.column))
+
+
+def archetype_fields(tree: Parsed) -> frozenset[str] | None:
+    """The names read on the compile-time constant `archetype` (`archetype.spawn`, the method
+    of `archetype.allows_write(p)`), or None when `archetype` is used any other way (bare, as
+    a value): then folding depends on all of it. A comprehension variable of that name is not
+    the constant."""
+    out: set[str] = set()
+    stack: list[tuple[_Node, bool]] = [(tree.root, False)]
+    while stack:
+        n, shadowed = stack.pop()
+        if n.kind == "macro":
+            stack.append((n.kids[0], shadowed))
+            stack.append((n.kids[1], shadowed or n.b == "archetype"))
+            continue
+        is_const = not shadowed and n.kind == "ident" and n.a == "archetype"
+        if n.kind in ("select", "method") and not shadowed:
+            recv = n.kids[0]
+            if recv.kind == "ident" and recv.a == "archetype":
+                out.add(n.a)
+                stack.extend((k, shadowed) for k in n.kids[1:])
+                continue
+        if is_const:
+            return None
+        stack.extend((k, shadowed) for k in n.kids)
+    return frozenset(out)

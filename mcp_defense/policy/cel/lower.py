@@ -1149,15 +1149,19 @@ def _string_typed(lo: _Lo, fname: str) -> _Lo:
     return _Lo(f, ctxfree=lo.ctxfree, free=lo.free, raises=_FAILS)
 
 
-def lower(tree: Parsed, env: CelEnv, constants: Mapping[str, Any]) -> Lowered:
+def lower(
+    tree: Parsed, env: CelEnv, constants: Mapping[str, Any], *, checked: bool = False
+) -> Lowered:
     """Check `tree` and lower it to `fn(ctx)`, folding everything `constants` decides.
 
     `constants` maps top-level variables known at compile time (`archetype`, `vars`) to their
     values. Raises `CelError` for static problems and `CelEvalError` when the whole expression
-    folds to an error (it would fail on every call).
+    folds to an error (it would fail on every call). `checked`: the last `check` of `tree` was
+    against this same `env` (the compiler's, once per rule), so its annotations stand — a
+    rule is lowered once per archetype and would otherwise be re-checked each time.
     """
     n = tree.root
-    t = _Checker(env).check(n, {})
+    t = n.t if checked else _Checker(env).check(n, {})
     lo = _Lowerer(env, constants).lo(n)
     if lo.err is not None:
         raise lo.err.__class__(str(lo.err))

@@ -494,4 +494,7 @@ def _realpath(path: str) -> str | None:
     """os.path.realpath with a one-second memo: agents hit the same paths over and over, and
     a symlink swapped in under a path is re-read within a second. (The server opens the file
     after the decision anyway, so a check-then-use window exists with or without the memo.)"""
+    hit = _real_cache.get(path)
+    if hit is not None and hit[0] > _monotonic():  # without building a Resolver
+        return hit[1]
     return Resolver().realpath(path)

@@ -56,7 +56,9 @@ from mcp_defense.policy.extract.paths import (
     _IFS_RE,
     _VAR_START,
     Resolver,
+    _monotonic,
     _PathOut,
+    _real_cache,
     _realpath,
     _resolve_path,
     _too_long,
@@ -721,6 +723,8 @@ class _Acc:
     def walk_dict(self, value: dict[Any, Any], role: int, depth: int) -> None:
         key_info = self.cls.key_info
         key_memo = self.cls._key_memo
+        path_cache = self.ctx.cache
+        workspace = self.ctx.workspace
         command_value: str | None = None
         argv_value: list[str] | None = None
         for key, item in value.items():
@@ -745,7 +749,13 @@ class _Acc:
                 and item is not False
                 and (item or (kind is not _STR and kind is not _LIST and kind is not _DICT))
             ):
-                self.flags |= bits  # an empty value ("", [], {}) carries no effect
+                if bits & _N and kind is _STR and _local_file_uri(item):
+                    # A local `file:` URI under a network key (`uri`, `url`) names a file on
+                    # this host (its path is a fact), not a destination; `file://host/…` (a
+                    # share on another host) stays network.
+                    self.flags |= bits & ~_N
+                else:
+                    self.flags |= bits  # an empty value ("", [], {}) carries no effect
             if shape & KEY_PATHISH:
                 self.scan_generic(key, depth + 1)
             if kind is _STR and depth < MAX_DEPTH:
@@ -755,6 +765,26 @@ class _Acc:
                     raise ExtractionError(f"more than {MAX_ITEMS} strings and keys in arguments")
                 if "\x00" in item or not item.isascii():
                     self.check_str(item)
+                if key_role == _PATH and not dirish:
+                    # visit_str → path_value inlined for a plain path already resolved once
+                    # (one canonical path, no `..`, not relative): the everyday argument.
+                    out = path_cache.get((item, _M_STRICT, workspace))
+                    if (
+                        out is not None
+                        and len(out.paths) == 1
+                        and not out.phys
+                        and not out.relative
+                        and item[:1] not in ("{", "[")
+                        and " " not in item
+                        and "://" not in item
+                        and item.isprintable()
+                    ):
+                        path = out.paths[0]
+                        if path not in self.paths:
+                            self.add_path(path)
+                        elif self.sources and self.role == _ANY:
+                            self.sources.pop(path, None)
+                        continue
                 if key_role != _TEXT or ":" in item:  # text without a colon has no facts
                     self.visit_str(item, key_role, depth + 1)
                 if dirish:
@@ -887,6 +917,19 @@ def _written(
     return base
 
 
+def _local_file_uri(s: str) -> bool:
+    """`file:/p`, `file:///p`, `file://localhost/p` (any case; `\\` read as `/`)."""
+    if s[:5].lower() != "file:":
+        return False
+    rest = s[5:].replace("\\", "/")
+    if not rest.startswith("//"):
+        return True
+    if rest.startswith("////"):  # `file:////host/share`: a UNC path on Windows
+        return False
+    authority = rest[2:].split("/", 1)[0]
+    return authority == "" or authority.lower() == "localhost"
+
+
 def _pair_facts(ctx: _Ctx, classifier: Classifier, key: str, value: Any) -> _Pair:
     acc = _Acc(ctx, classifier)
     acc.walk_dict({key: value}, _GENERIC, 0)
@@ -986,11 +1029,18 @@ def _with_realpaths(paths: tuple[str, ...], phys: Sequence[str]) -> tuple[str, .
         real = _realpath(path)
         return paths if real is None or real == path else (path, real)
     out: dict[str, None] = dict.fromkeys(paths)
-    resolver = Resolver()  # one per call: shared lstats, one bound on the work
+    resolver: Resolver | None = None  # one per call: shared lstats, one bound on the work
+    now = _monotonic()
     for path in (*paths, *phys):
         if path.startswith("/proc/"):
             continue
-        real = resolver.realpath(path)
+        hit = _real_cache.get(path)
+        if hit is not None and hit[0] > now:
+            real = hit[1]
+        else:
+            if resolver is None:
+                resolver = Resolver()
+            real = resolver.realpath(path)
         if real is not None:
             out.setdefault(real, None)
     return tuple(out)

@@ -1,0 +1,105 @@
+"""What keeps compiling large policies fast and hot reloads free of pauses: shared folding
+across archetypes, lazily merged tool indexes, and no reference cycles (the compile runs
+with the cyclic garbage collector paused)."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+
+from mcp_defense.policy import cel
+from mcp_defense.policy.facts import ToolCall
+from mcp_defense.policy.loader import gc_paused, load
+
+
+@pytest.mark.parametrize(
+    ("when", "fields"),
+    [
+        ("call.spawns && !archetype.spawn", {"spawn"}),
+        ('archetype.network == "none" && call.network', {"network"}),
+        ("call.paths.exists(p, !archetype.allows_write(p))", {"allows_write"}),
+        ("call.paths.exists(archetype, archetype == 'x')", set()),  # a local, not the constant
+        ("call.writes", set()),
+    ],
+)
+def test_archetype_fields(when: str, fields: set[str]) -> None:
+    assert cel.archetype_fields(cel.parse(when)) == frozenset(fields)
+
+
+def _policy(tmp_path: Path) -> list[str]:
+    pol = tmp_path / "p.mcpd"
+    pol.write_text(
+        'import "builtin:rules.mcpd"\n'
+        'rule no_spawn priority 100 {\n  when call.spawns && !archetype.spawn\n  deny "no spawn"\n}\n'
+        'rule quiet priority 100 {\n  when call.network && archetype.network == "none"\n'
+        '  deny "no network"\n}\n'
+        'rule t1 priority 105 {\n  when call.tool == "t1" && call.writes\n  deny "t1"\n}\n'
+        'rule t2 priority 101 {\n  when call.tool == "t1" || call.tool == "t2"\n'
+        '  require_approval "t2"\n}\n'
+    )
+    return [str(pol)]
+
+
+def test_shared_folding_decides_per_archetype(tmp_path: Path) -> None:
+    r = load(_policy(tmp_path), {"workspace": str(tmp_path)})
+    assert r.table is not None, r.diagnostics
+    t = r.table
+    run = {"command": "ls"}
+    # filesystem and github agree on spawn=false and share a lowering; shell differs.
+    assert t.decide(ToolCall("filesystem", "exec_command", run)).rule == "no_spawn"
+    assert t.decide(ToolCall("github", "exec_command", run)).rule == "no_spawn"
+    assert t.decide(ToolCall("shell", "run_command", run)).rule != "no_spawn"
+    fetch = {"url": "https://example.com/"}
+    assert t.decide(ToolCall("filesystem", "fetch", fetch)).rule == "quiet"
+    assert t.decide(ToolCall("web-fetch", "fetch", fetch)).rule != "quiet"
+
+
+def test_tool_index_merges_by_priority(tmp_path: Path) -> None:
+    r = load(_policy(tmp_path), {"workspace": str(tmp_path)})
+    assert r.table is not None
+    t = r.table
+    write = {"path": str(tmp_path / "x"), "content": "y"}
+    assert t.decide(ToolCall("filesystem", "t1", write)).rule == "t1"  # priority 105 first
+    assert t.decide(ToolCall("filesystem", "t1", {})).rule == "t2"
+    assert t.decide(ToolCall("filesystem", "t2", {})).rule == "t2"
+    assert t.decide(ToolCall("filesystem", "t3", {})).rule != "t2"
+    rules = t.rules_for("filesystem")
+    assert rules is not None
+    assert [x.name for x in rules.every()] == sorted(
+        {x.name for x in rules.every()}, key=[x.name for x in rules.every()].index
+    )
+
+
+def test_compiling_creates_no_reference_cycles(tmp_path: Path) -> None:
+    """The collector is paused while compiling, and a hot-reloaded table replaces the old
+    one by reference counting alone: a cycle would be garbage nobody collects until the next
+    full collection, which then holds the GIL for seconds on a large policy."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for paths in (None, _policy(tmp_path)):
+            r = load(paths, {"workspace": str(tmp_path)})
+            assert r.table is not None
+            r.table.decide(ToolCall("filesystem", "read_file", {"path": "/etc/hosts"}))
+            del r
+        gc.collect()
+        kinds = sorted({type(o).__qualname__ for o in gc.garbage})
+        assert not gc.garbage, f"{len(gc.garbage)} objects in cycles: {kinds[:20]}"
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if was:
+            gc.enable()
+
+
+def test_gc_pause_nests_and_restores() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
