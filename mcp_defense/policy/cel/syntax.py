@@ -13,7 +13,8 @@ that pipeline by tests/test_cel_parser_differential.py):
   unexpected character.
 - The parser is a shift-reduce loop over an explicit stack (no recursion per nesting level):
   a syntax error is found anywhere in the source first, then `MAX_NESTING`, then the forms this
-  module rejects (in the order the old tree converter met them: `_Rejected` nodes).
+  module rejects (kept as `!` nodes while parsing, reported in the order the old tree
+  converter met them, `_first_rejected`).
 """
 
 from __future__ import annotations
