@@ -5,7 +5,12 @@ The hanging sink is a socket on 127.0.0.1 that accepts connections and never ans
 every delivery attempt waits for its timeout; the proxy must not notice (delivery runs in a
 background thread, events go to the spool). Same client, same server, rounds interleaved.
 
-    python benchmarks/bench_sinks.py [--calls 2000]
+Two proxies without a sink ("no sink" and "no sink, again") run the same configuration:
+the difference between them is the run-to-run noise of this machine, the yardstick for the
+sink rows. The "recording" rows add `--record` (written on the proxy's thread before it
+moves on, by design) for comparison.
+
+    python benchmarks/bench_sinks.py [--calls 4000] [--rounds 20] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_proxy import SERVERS, LineClient, proxy_argv, round_trips  # noqa: E402
+
+NO_SINK = "no sink"
+NO_SINK_AGAIN = "no sink, again"
 
 
 def hanging_listener() -> tuple[socket.socket, str]:
@@ -50,26 +59,25 @@ def answering_receiver() -> tuple[ThreadingHTTPServer, str]:
     return srv, f"http://127.0.0.1:{srv.server_address[1]}/hook"
 
 
-def summary(name: str, times: list[float], base: float) -> dict:
+def summary(name: str, times: list[float], base: list[float], run: int) -> dict:
     med = statistics.median(times)
-    q = statistics.quantiles(times, n=10)
+    q = statistics.quantiles(times, n=100)
+    base_med = statistics.median(base)
+    base_p95 = statistics.quantiles(base, n=100)[94]
     return {
+        "run": run,
         "config": name,
         "calls": len(times),
         "median_us": round(med, 1),
-        "p10_us": round(q[0], 1),
-        "p90_us": round(q[-1], 1),
-        "vs_no_sink": round(med / base, 3),
+        "p95_us": round(q[94], 1),
+        "p99_us": round(q[98], 1),
+        "mean_us": round(statistics.fmean(times), 1),
+        "median_vs_no_sink_us": round(med - base_med, 1),
+        "p95_vs_no_sink_us": round(q[94] - base_p95, 1),
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--calls", type=int, default=2000)
-    ap.add_argument("--warmup", type=int, default=50)
-    ns = ap.parse_args()
-    hang_sock, hang_url = hanging_listener()
-    ok_srv, ok_url = answering_receiver()
+def one_run(ns: argparse.Namespace, run: int, hang_url: str, ok_url: str) -> list[dict]:
     with tempfile.TemporaryDirectory() as ws:
         Path(ws, "main.py").write_text("print('hello')\n")
         env_spool = ["--spool-dir", os.path.join(ws, "spool"), "--sink-timeout", "2"]
@@ -81,14 +89,13 @@ def main() -> None:
         def with_flags(*flags: str) -> list[str]:
             return base_argv[:cut] + list(flags) + base_argv[cut:]
 
-        # "recording only" builds the same events as any sink does: the difference between it
-        # and the sink rows is the cost of delivery itself.
         configs = {
-            "no sink": base_argv,
+            NO_SINK: base_argv,
             "hanging webhook": with_flags("--siem-webhook", hang_url, *env_spool),
+            "answering webhook": with_flags("--siem-webhook", ok_url, *env_spool),
+            NO_SINK_AGAIN: base_argv,
             "recording only": with_flags(*rec),
             "recording + hanging webhook": with_flags(*rec, "--siem-webhook", hang_url, *env_spool),
-            "recording + answering webhook": with_flags(*rec, "--siem-webhook", ok_url, *env_spool),
         }
         clients = {}
         for name, argv in configs.items():
@@ -97,15 +104,48 @@ def main() -> None:
             clients[name] = c
         times: dict[str, list[float]] = {n: [] for n in configs}
         target = os.path.join(ws, "main.py")
-        rounds = 5
-        for _ in range(rounds):  # interleaved, so drift hits every configuration alike
+        per_round = max(1, ns.calls // ns.rounds)
+        for _ in range(ns.rounds):  # interleaved, so drift hits every configuration alike
             for name, c in clients.items():
-                times[name] += round_trips(c, ns.calls // rounds, ns.warmup, target)
+                times[name] += round_trips(c, per_round, ns.warmup, target)
+                # Let the sinks' background work of this round (a batch every 0.2 s) finish
+                # before another proxy is timed: one machine runs all six proxies.
+                time.sleep(ns.settle)
         for c in clients.values():
             c.close()
-        base = statistics.median(times["no sink"])
-        for name in configs:
-            print(json.dumps(summary(name, times[name], base)))
+    base = times[NO_SINK]
+    return [summary(name, times[name], base, run) for name in configs]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--calls", type=int, default=4000, help="timed calls per configuration")
+    ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
+    ap.add_argument("--warmup", type=int, default=20, help="untimed calls per round")
+    ap.add_argument("--settle", type=float, default=0.3, help="pause after each round (s)")
+    ap.add_argument("--repeat", type=int, default=1, help="whole runs (fresh proxies each)")
+    ns = ap.parse_args()
+    hang_sock, hang_url = hanging_listener()
+    ok_srv, ok_url = answering_receiver()
+    rows: list[dict] = []
+    for run in range(1, ns.repeat + 1):
+        for row in one_run(ns, run, hang_url, ok_url):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if ns.repeat > 1:  # the spread of each configuration's difference over the runs
+        for name in dict.fromkeys(r["config"] for r in rows):
+            d_med = [r["median_vs_no_sink_us"] for r in rows if r["config"] == name]
+            d_p95 = [r["p95_vs_no_sink_us"] for r in rows if r["config"] == name]
+            print(
+                json.dumps(
+                    {
+                        "config": name,
+                        "median_vs_no_sink_us": [min(d_med), statistics.median(d_med), max(d_med)],
+                        "p95_vs_no_sink_us": [min(d_p95), statistics.median(d_p95), max(d_p95)],
+                        "as": "[min, median, max] over runs",
+                    }
+                )
+            )
     hang_sock.close()
     ok_srv.shutdown()
 
