@@ -148,7 +148,7 @@ def test_spool_overflow_drops_oldest_and_reports_it(tmp_path):
         def settled() -> bool:
             stable.append(len(reported))
             time.sleep(0.05)
-            return not fwd._mem and len(stable) > 5 and len(set(stable[-5:])) == 1
+            return not fwd.queued and len(stable) > 5 and len(set(stable[-5:])) == 1
 
         wait_for(settled, "the forwarder to settle")
         for e in reported:  # the report itself goes through the sink like any event
