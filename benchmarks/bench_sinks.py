@@ -59,6 +59,18 @@ def answering_receiver() -> tuple[ThreadingHTTPServer, str]:
     return srv, f"http://127.0.0.1:{srv.server_address[1]}/hook"
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of process `pid` so far (ns, from the scheduler): the proxy's
+    own work, background threads included, the server and the client excluded."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return total
+
+
 def summary(name: str, times: list[float], base: list[float], run: int) -> dict:
     med = statistics.median(times)
     q = statistics.quantiles(times, n=100)
@@ -75,6 +87,12 @@ def summary(name: str, times: list[float], base: list[float], run: int) -> dict:
         "median_vs_no_sink_us": round(med - base_med, 1),
         "p95_vs_no_sink_us": round(q[94] - base_p95, 1),
     }
+
+
+def with_cpu(row: dict, cpu_us: float, base_cpu_us: float) -> dict:
+    row["proxy_cpu_us_per_call"] = round(cpu_us, 1)
+    row["cpu_vs_no_sink_us"] = round(cpu_us - base_cpu_us, 1)
+    return row
 
 
 def one_run(ns: argparse.Namespace, run: int, hang_url: str, ok_url: str) -> list[dict]:
@@ -98,10 +116,12 @@ def one_run(ns: argparse.Namespace, run: int, hang_url: str, ok_url: str) -> lis
             "recording + hanging webhook": with_flags(*rec, "--siem-webhook", hang_url, *env_spool),
         }
         clients = {}
+        cpu0: dict[str, int] = {}
         for name, argv in configs.items():
             c = LineClient(argv, ws)
             c.initialize()
             clients[name] = c
+            cpu0[name] = cpu_ns(c.proc.pid)
         times: dict[str, list[float]] = {n: [] for n in configs}
         target = os.path.join(ws, "main.py")
         per_round = max(1, ns.calls // ns.rounds)
@@ -111,10 +131,16 @@ def one_run(ns: argparse.Namespace, run: int, hang_url: str, ok_url: str) -> lis
                 # Let the sinks' background work of this round (a batch every 0.2 s) finish
                 # before another proxy is timed: one machine runs all six proxies.
                 time.sleep(ns.settle)
+        # Each proxy's CPU over the whole run (warm-up calls and the pauses included, so the
+        # sinks' background work is counted wherever it ran), per call.
+        n_calls = ns.rounds * (per_round + ns.warmup)
+        cpu = {n: (cpu_ns(c.proc.pid) - cpu0[n]) / 1000 / n_calls for n, c in clients.items()}
         for c in clients.values():
             c.close()
     base = times[NO_SINK]
-    return [summary(name, times[name], base, run) for name in configs]
+    return [
+        with_cpu(summary(name, times[name], base, run), cpu[name], cpu[NO_SINK]) for name in configs
+    ]
 
 
 def main() -> None:
@@ -136,12 +162,14 @@ def main() -> None:
         for name in dict.fromkeys(r["config"] for r in rows):
             d_med = [r["median_vs_no_sink_us"] for r in rows if r["config"] == name]
             d_p95 = [r["p95_vs_no_sink_us"] for r in rows if r["config"] == name]
+            d_cpu = [r["cpu_vs_no_sink_us"] for r in rows if r["config"] == name]
             print(
                 json.dumps(
                     {
                         "config": name,
                         "median_vs_no_sink_us": [min(d_med), statistics.median(d_med), max(d_med)],
                         "p95_vs_no_sink_us": [min(d_p95), statistics.median(d_p95), max(d_p95)],
+                        "cpu_vs_no_sink_us": [min(d_cpu), statistics.median(d_cpu), max(d_cpu)],
                         "as": "[min, median, max] over runs",
                     }
                 )
