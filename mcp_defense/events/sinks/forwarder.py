@@ -61,7 +61,7 @@ class DeliveryConfig:
     adopt_every_s: float = 10.0  # how often an idle forwarder looks for spools left behind
     # The spooler encodes this many events, then lets the proxy's threads have the
     # interpreter (a sleep releases the GIL): its work never holds up a call for long.
-    slice_events: int = 16
+    slice_events: int = 64
     slice_pause_s: float = 50e-6
 
 
