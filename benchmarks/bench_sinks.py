@@ -10,7 +10,11 @@ the difference between them is the run-to-run noise of this machine, the yardsti
 sink rows. The "recording" rows add `--record` (written on the proxy's thread before it
 moves on, by design) for comparison.
 
-    python benchmarks/bench_sinks.py [--calls 4000] [--rounds 20] [--repeat 1]
+    python benchmarks/bench_sinks.py [--calls 4000] [--rounds 20] [--repeat 1] [--against DIR]
+
+`--against DIR` adds the sink rows (and a no-sink row) run by the `mcp_defense` package in
+DIR, interleaved with the others: a before/after comparison on the same machine in one run
+(`git archive OLD mcp_defense | tar -x -C DIR`).
 """
 
 from __future__ import annotations
@@ -95,10 +99,25 @@ def with_cpu(row: dict, cpu_us: float, base_cpu_us: float) -> dict:
     return row
 
 
+def start_proxy(argv: list[str], cwd: str, pythonpath: str | None) -> LineClient:
+    """A proxy, with `pythonpath` first on its import path when given (another version)."""
+    saved = os.environ.get("PYTHONPATH")
+    if pythonpath is not None:
+        os.environ["PYTHONPATH"] = pythonpath
+    try:
+        c = LineClient(argv, cwd)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    c.initialize()
+    return c
+
+
 def one_run(ns: argparse.Namespace, run: int, hang_url: str, ok_url: str) -> list[dict]:
     with tempfile.TemporaryDirectory() as ws:
         Path(ws, "main.py").write_text("print('hello')\n")
-        env_spool = ["--spool-dir", os.path.join(ws, "spool"), "--sink-timeout", "2"]
         server = SERVERS["raw"]
         base_argv = proxy_argv("builtin", server, ws, None)
         cut = base_argv.index("--")
@@ -107,19 +126,35 @@ def one_run(ns: argparse.Namespace, run: int, hang_url: str, ok_url: str) -> lis
         def with_flags(*flags: str) -> list[str]:
             return base_argv[:cut] + list(flags) + base_argv[cut:]
 
-        configs = {
-            NO_SINK: base_argv,
-            "hanging webhook": with_flags("--siem-webhook", hang_url, *env_spool),
-            "answering webhook": with_flags("--siem-webhook", ok_url, *env_spool),
-            NO_SINK_AGAIN: base_argv,
-            "recording only": with_flags(*rec),
-            "recording + hanging webhook": with_flags(*rec, "--siem-webhook", hang_url, *env_spool),
+        def spool(name: str) -> list[str]:
+            return ["--spool-dir", os.path.join(ws, "spool", name), "--sink-timeout", "2"]
+
+        configs: dict[str, tuple[list[str], str | None]] = {
+            NO_SINK: (base_argv, None),
+            "hanging webhook": (with_flags("--siem-webhook", hang_url, *spool("h")), None),
+            "answering webhook": (with_flags("--siem-webhook", ok_url, *spool("a")), None),
+            NO_SINK_AGAIN: (base_argv, None),
+            "recording only": (with_flags(*rec), None),
+            "recording + hanging webhook": (
+                with_flags(*rec, "--siem-webhook", hang_url, *spool("rh")),
+                None,
+            ),
         }
+        if ns.against:
+            tag = f" ({ns.against})"
+            configs["no sink" + tag] = (base_argv, ns.against)
+            configs["hanging webhook" + tag] = (
+                with_flags("--siem-webhook", hang_url, *spool("hb")),
+                ns.against,
+            )
+            configs["answering webhook" + tag] = (
+                with_flags("--siem-webhook", ok_url, *spool("ab")),
+                ns.against,
+            )
         clients = {}
         cpu0: dict[str, int] = {}
-        for name, argv in configs.items():
-            c = LineClient(argv, ws)
-            c.initialize()
+        for name, (argv, pythonpath) in configs.items():
+            c = start_proxy(argv, ws, pythonpath)
             clients[name] = c
             cpu0[name] = cpu_ns(c.proc.pid)
         times: dict[str, list[float]] = {n: [] for n in configs}
@@ -150,6 +185,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20, help="untimed calls per round")
     ap.add_argument("--settle", type=float, default=0.3, help="pause after each round (s)")
     ap.add_argument("--repeat", type=int, default=1, help="whole runs (fresh proxies each)")
+    ap.add_argument(
+        "--against", metavar="DIR", help="also run the package in DIR (before/after in one run)"
+    )
     ns = ap.parse_args()
     hang_sock, hang_url = hanging_listener()
     ok_srv, ok_url = answering_receiver()
