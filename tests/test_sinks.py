@@ -394,3 +394,24 @@ def test_a_sink_line_is_the_masked_event_and_the_recorded_event_is_untouched():
     plain = event(2)
     plain.arguments = {"path": "/w/readme.md"}
     assert masked(plain) is plain
+
+
+def test_a_forwarder_makes_young_collections_rarer_than_a_ticks_worth_of_events(tmp_path):
+    """Queued events live until the spooler's next tick; the youngest generation's threshold
+    is raised above that, so they do not set off collections (a proxy without a sink has
+    none). A threshold already higher, or collection disabled (0), is left alone."""
+    import gc
+
+    from mcp_defense.events.sinks.forwarder import GC_YOUNG_THRESHOLD
+
+    rx = Receiver("webhook")
+    saved = gc.get_threshold()
+    try:
+        for start, expected in ((700, GC_YOUNG_THRESHOLD), (10**6, 10**6), (0, 0)):
+            gc.set_threshold(start, saved[1], saved[2])
+            fwd = Forwarder(transport_for(rx, tmp_path), fast_config(tmp_path / "sp"))
+            fwd.close()
+            assert gc.get_threshold() == (expected, saved[1], saved[2])
+    finally:
+        gc.set_threshold(*saved)
+        rx.close()
