@@ -5,7 +5,16 @@ The hanging sink is a socket on 127.0.0.1 that accepts connections and never ans
 every delivery attempt waits for its timeout; the proxy must not notice (delivery runs in a
 background thread, events go to the spool). Same client, same server, rounds interleaved.
 
-    python benchmarks/bench_sinks.py [--calls 2000]
+Two proxies without a sink ("no sink" and "no sink, again") run the same configuration:
+the difference between them is the run-to-run noise of this machine, the yardstick for the
+sink rows. The "recording" rows add `--record` (written on the proxy's thread before it
+moves on, by design) for comparison.
+
+    python benchmarks/bench_sinks.py [--calls 4000] [--rounds 20] [--repeat 1] [--against DIR]
+
+`--against DIR` adds the sink rows (and a no-sink row) run by the `mcp_defense` package in
+DIR, interleaved with the others: a before/after comparison on the same machine in one run
+(`git archive OLD mcp_defense | tar -x -C DIR`).
 """
 
 from __future__ import annotations
@@ -18,11 +27,15 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_proxy import SERVERS, LineClient, proxy_argv, round_trips  # noqa: E402
+
+NO_SINK = "no sink"
+NO_SINK_AGAIN = "no sink, again"
 
 
 def hanging_listener() -> tuple[socket.socket, str]:
@@ -50,29 +63,61 @@ def answering_receiver() -> tuple[ThreadingHTTPServer, str]:
     return srv, f"http://127.0.0.1:{srv.server_address[1]}/hook"
 
 
-def summary(name: str, times: list[float], base: float) -> dict:
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of process `pid` so far (ns, from the scheduler): the proxy's
+    own work, background threads included, the server and the client excluded."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return total
+
+
+def summary(name: str, times: list[float], base: list[float], run: int) -> dict:
     med = statistics.median(times)
-    q = statistics.quantiles(times, n=10)
+    q = statistics.quantiles(times, n=100)
+    base_med = statistics.median(base)
+    base_p95 = statistics.quantiles(base, n=100)[94]
     return {
+        "run": run,
         "config": name,
         "calls": len(times),
         "median_us": round(med, 1),
-        "p10_us": round(q[0], 1),
-        "p90_us": round(q[-1], 1),
-        "vs_no_sink": round(med / base, 3),
+        "p95_us": round(q[94], 1),
+        "p99_us": round(q[98], 1),
+        "mean_us": round(statistics.fmean(times), 1),
+        "median_vs_no_sink_us": round(med - base_med, 1),
+        "p95_vs_no_sink_us": round(q[94] - base_p95, 1),
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--calls", type=int, default=2000)
-    ap.add_argument("--warmup", type=int, default=50)
-    ns = ap.parse_args()
-    hang_sock, hang_url = hanging_listener()
-    ok_srv, ok_url = answering_receiver()
+def with_cpu(row: dict, cpu_us: float, base_cpu_us: float) -> dict:
+    row["proxy_cpu_us_per_call"] = round(cpu_us, 1)
+    row["cpu_vs_no_sink_us"] = round(cpu_us - base_cpu_us, 1)
+    return row
+
+
+def start_proxy(argv: list[str], cwd: str, pythonpath: str | None) -> LineClient:
+    """A proxy, with `pythonpath` first on its import path when given (another version)."""
+    saved = os.environ.get("PYTHONPATH")
+    if pythonpath is not None:
+        os.environ["PYTHONPATH"] = pythonpath
+    try:
+        c = LineClient(argv, cwd)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    c.initialize()
+    return c
+
+
+def one_run(ns: argparse.Namespace, run: int, hang_url: str, ok_url: str) -> list[dict]:
     with tempfile.TemporaryDirectory() as ws:
         Path(ws, "main.py").write_text("print('hello')\n")
-        env_spool = ["--spool-dir", os.path.join(ws, "spool"), "--sink-timeout", "2"]
         server = SERVERS["raw"]
         base_argv = proxy_argv("builtin", server, ws, None)
         cut = base_argv.index("--")
@@ -81,31 +126,92 @@ def main() -> None:
         def with_flags(*flags: str) -> list[str]:
             return base_argv[:cut] + list(flags) + base_argv[cut:]
 
-        # "recording only" builds the same events as any sink does: the difference between it
-        # and the sink rows is the cost of delivery itself.
-        configs = {
-            "no sink": base_argv,
-            "hanging webhook": with_flags("--siem-webhook", hang_url, *env_spool),
-            "recording only": with_flags(*rec),
-            "recording + hanging webhook": with_flags(*rec, "--siem-webhook", hang_url, *env_spool),
-            "recording + answering webhook": with_flags(*rec, "--siem-webhook", ok_url, *env_spool),
+        def spool(name: str) -> list[str]:
+            return ["--spool-dir", os.path.join(ws, "spool", name), "--sink-timeout", "2"]
+
+        configs: dict[str, tuple[list[str], str | None]] = {
+            NO_SINK: (base_argv, None),
+            "hanging webhook": (with_flags("--siem-webhook", hang_url, *spool("h")), None),
+            "answering webhook": (with_flags("--siem-webhook", ok_url, *spool("a")), None),
+            NO_SINK_AGAIN: (base_argv, None),
+            "recording only": (with_flags(*rec), None),
+            "recording + hanging webhook": (
+                with_flags(*rec, "--siem-webhook", hang_url, *spool("rh")),
+                None,
+            ),
         }
+        if ns.against:
+            tag = f" ({ns.against})"
+            configs["no sink" + tag] = (base_argv, ns.against)
+            configs["hanging webhook" + tag] = (
+                with_flags("--siem-webhook", hang_url, *spool("hb")),
+                ns.against,
+            )
+            configs["answering webhook" + tag] = (
+                with_flags("--siem-webhook", ok_url, *spool("ab")),
+                ns.against,
+            )
         clients = {}
-        for name, argv in configs.items():
-            c = LineClient(argv, ws)
-            c.initialize()
+        cpu0: dict[str, int] = {}
+        for name, (argv, pythonpath) in configs.items():
+            c = start_proxy(argv, ws, pythonpath)
             clients[name] = c
+            cpu0[name] = cpu_ns(c.proc.pid)
         times: dict[str, list[float]] = {n: [] for n in configs}
         target = os.path.join(ws, "main.py")
-        rounds = 5
-        for _ in range(rounds):  # interleaved, so drift hits every configuration alike
+        per_round = max(1, ns.calls // ns.rounds)
+        for _ in range(ns.rounds):  # interleaved, so drift hits every configuration alike
             for name, c in clients.items():
-                times[name] += round_trips(c, ns.calls // rounds, ns.warmup, target)
+                times[name] += round_trips(c, per_round, ns.warmup, target)
+                # Let the sinks' background work of this round (a batch every 0.2 s) finish
+                # before another proxy is timed: one machine runs all six proxies.
+                time.sleep(ns.settle)
+        # Each proxy's CPU over the whole run (warm-up calls and the pauses included, so the
+        # sinks' background work is counted wherever it ran), per call.
+        n_calls = ns.rounds * (per_round + ns.warmup)
+        cpu = {n: (cpu_ns(c.proc.pid) - cpu0[n]) / 1000 / n_calls for n, c in clients.items()}
         for c in clients.values():
             c.close()
-        base = statistics.median(times["no sink"])
-        for name in configs:
-            print(json.dumps(summary(name, times[name], base)))
+    base = times[NO_SINK]
+    return [
+        with_cpu(summary(name, times[name], base, run), cpu[name], cpu[NO_SINK]) for name in configs
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--calls", type=int, default=4000, help="timed calls per configuration")
+    ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
+    ap.add_argument("--warmup", type=int, default=20, help="untimed calls per round")
+    ap.add_argument("--settle", type=float, default=0.3, help="pause after each round (s)")
+    ap.add_argument("--repeat", type=int, default=1, help="whole runs (fresh proxies each)")
+    ap.add_argument(
+        "--against", metavar="DIR", help="also run the package in DIR (before/after in one run)"
+    )
+    ns = ap.parse_args()
+    hang_sock, hang_url = hanging_listener()
+    ok_srv, ok_url = answering_receiver()
+    rows: list[dict] = []
+    for run in range(1, ns.repeat + 1):
+        for row in one_run(ns, run, hang_url, ok_url):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if ns.repeat > 1:  # the spread of each configuration's difference over the runs
+        for name in dict.fromkeys(r["config"] for r in rows):
+            d_med = [r["median_vs_no_sink_us"] for r in rows if r["config"] == name]
+            d_p95 = [r["p95_vs_no_sink_us"] for r in rows if r["config"] == name]
+            d_cpu = [r["cpu_vs_no_sink_us"] for r in rows if r["config"] == name]
+            print(
+                json.dumps(
+                    {
+                        "config": name,
+                        "median_vs_no_sink_us": [min(d_med), statistics.median(d_med), max(d_med)],
+                        "p95_vs_no_sink_us": [min(d_p95), statistics.median(d_p95), max(d_p95)],
+                        "cpu_vs_no_sink_us": [min(d_cpu), statistics.median(d_cpu), max(d_cpu)],
+                        "as": "[min, median, max] over runs",
+                    }
+                )
+            )
     hang_sock.close()
     ok_srv.shutdown()
 

@@ -148,7 +148,7 @@ def test_spool_overflow_drops_oldest_and_reports_it(tmp_path):
         def settled() -> bool:
             stable.append(len(reported))
             time.sleep(0.05)
-            return not fwd._mem and len(stable) > 5 and len(set(stable[-5:])) == 1
+            return not fwd.queued and len(stable) > 5 and len(set(stable[-5:])) == 1
 
         wait_for(settled, "the forwarder to settle")
         for e in reported:  # the report itself goes through the sink like any event
@@ -289,4 +289,129 @@ def test_tls_is_verified_unless_the_ca_is_given(tmp_path):
         trusted.send([b'{"event_id":"y"}'])
         assert rx.ids() == ["y"]
     finally:
+        rx.close()
+
+
+def spooled_ids(fwd: Forwarder) -> list[str]:
+    """The event ids in a forwarder's spool, oldest first (what a restart would deliver)."""
+    lines = b"".join(p.read_bytes() for p in sorted(fwd.spool.dir.glob("seg-*.jsonl")))
+    return [json.loads(x)["event_id"] for x in lines.splitlines()]
+
+
+def test_events_reach_the_disk_spool_while_a_request_hangs(tmp_path):
+    """The sender stuck in a request that never ends holds up neither `emit` nor the spool:
+    what is emitted meanwhile is on disk (a crash would not lose it)."""
+    import socket
+
+    from mcp_defense.events.sinks.http import Webhook
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)  # the kernel accepts; nobody ever answers
+    url = f"http://127.0.0.1:{hang.getsockname()[1]}/hook"
+    try:
+        fwd = Forwarder(Webhook(url, timeout=WAIT), fast_config(tmp_path / "sp"), warn=lambda m: 0)
+        first = event(0)
+        fwd.emit(first)
+        wait_for(lambda: spooled_ids(fwd) == [first.event_id], "the first event spooled")
+        sent = [first.event_id]
+        for i in range(1, 50):  # the sender is now inside its (hanging) request
+            ev = event(i)
+            sent.append(ev.event_id)
+            fwd.emit(ev)
+        wait_for(lambda: spooled_ids(fwd) == sent, "every event spooled during the hang")
+        assert fwd.delivered == 0
+        fwd.close()  # warns that delivery is in progress; the spool keeps everything
+        assert spooled_ids(fwd) == sent
+    finally:
+        hang.close()
+
+
+def test_a_full_memory_queue_drops_the_oldest_and_reports_it(tmp_path):
+    """Between `emit` and the spool at most `memory_max_events` wait; past that the oldest
+    are dropped, counted, and reported as events_dropped once the spooler runs."""
+    rx = Receiver("webhook")
+    rx.refuse()
+    try:
+        reported: list[EventsDropped] = []
+        fwd = Forwarder(
+            transport_for(rx, tmp_path),
+            fast_config(tmp_path / "sp", flush_s=3600.0, memory_max_events=5),
+            report=lambda e: reported.append(e),  # type: ignore[arg-type]
+            warn=lambda m: None,
+        )
+        sent = []
+        for i in range(8):  # the spooler sleeps until close(): nothing leaves memory
+            ev = event(i)
+            sent.append(ev.event_id)
+            fwd.emit(ev)
+        assert fwd.queued == 5
+        fwd.close()
+        assert spooled_ids(fwd) == sent[3:]  # the newest, in order
+        assert [(e.dropped, "in-memory" in e.reason) for e in reported] == [(3, True)]
+    finally:
+        rx.close()
+
+
+def test_close_delivers_what_was_just_emitted(tmp_path):
+    """Events wait in memory for at most one spooler period; close() does not wait for it."""
+    rx = Receiver("webhook")
+    try:
+        fwd = Forwarder(
+            transport_for(rx, tmp_path),
+            fast_config(tmp_path / "sp", flush_s=3600.0, close_timeout_s=WAIT),
+            warn=lambda m: None,
+        )
+        sent = []
+        for i in range(3):
+            ev = event(i)
+            sent.append(ev.event_id)
+            fwd.emit(ev)
+        fwd.close()
+        assert rx.ids() == sent
+        assert spooled_ids(fwd) == []
+    finally:
+        rx.close()
+
+
+def test_a_sink_line_is_the_masked_event_and_the_recorded_event_is_untouched():
+    from mcp_defense.events.mask import masked
+    from mcp_defense.events.record import event_line
+    from mcp_defense.events.sinks.forwarder import encode
+
+    ev = event(1)
+    args_before = dict(ev.arguments)
+    line = encode(ev)
+    expected = mask_event(event_dict(ev))
+    assert json.loads(line) == expected
+    assert line == (json.dumps(expected, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    assert expected["masked"] == ["arguments.api_key"]
+    assert ev.arguments == args_before and ev.masked == []  # what the recording writes
+    m = masked(ev)
+    assert m is not ev and m.event_id == ev.event_id and m.decision_id == ev.decision_id
+    clean = ServerExit(server_pid=1, returncode=0)
+    assert masked(clean) is clean and encode(clean) == event_line(clean)
+    plain = event(2)
+    plain.arguments = {"path": "/w/readme.md"}
+    assert masked(plain) is plain
+
+
+def test_a_forwarder_makes_young_collections_rarer_than_a_ticks_worth_of_events(tmp_path):
+    """Queued events live until the spooler's next tick; the youngest generation's threshold
+    is raised above that, so they do not set off collections (a proxy without a sink has
+    none). A threshold already higher, or collection disabled (0), is left alone."""
+    import gc
+
+    from mcp_defense.events.sinks.forwarder import GC_YOUNG_THRESHOLD
+
+    rx = Receiver("webhook")
+    saved = gc.get_threshold()
+    try:
+        for start, expected in ((700, GC_YOUNG_THRESHOLD), (10**6, 10**6), (0, 0)):
+            gc.set_threshold(start, saved[1], saved[2])
+            fwd = Forwarder(transport_for(rx, tmp_path), fast_config(tmp_path / "sp"))
+            fwd.close()
+            assert gc.get_threshold() == (expected, saved[1], saved[2])
+    finally:
+        gc.set_threshold(*saved)
         rx.close()

@@ -11,12 +11,15 @@ event's `masked` field, as OPA lists `erased`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from mcp_defense.policy.extract.secrets import find_secrets
 
 MASK = "<masked>"
+
+E = TypeVar("E")
 
 _SECRET_KEY = re.compile(
     r"(?i)(pass(word|wd|phrase)?|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|"
@@ -63,3 +66,16 @@ def mask_event(d: dict[str, Any]) -> dict[str, Any]:
     if not masked:
         return d
     return {**d, "arguments": args, "masked": masked}
+
+
+def masked(event: E) -> E:
+    """`event` with its call arguments masked (a copy carrying `masked`), or `event` itself
+    if it has nothing to mask. The one masking of event objects: sinks and the audit log."""
+    arguments = getattr(event, "arguments", None)
+    if arguments is None:
+        return event
+    paths: list[str] = []
+    args = mask_value(arguments, "arguments", paths)
+    if not paths:
+        return event
+    return dataclasses.replace(event, arguments=args, masked=paths)  # type: ignore[type-var]

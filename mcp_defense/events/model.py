@@ -121,30 +121,46 @@ class ToolCallEvent(Event):
     masked: list[str] = field(default_factory=list)  # argument paths masked as secrets (sinks)
 
     @classmethod
-    def decided(cls, call: ToolCall, decision: Decision, **overrides: Any) -> ToolCallEvent:
+    def decided(
+        cls,
+        call: ToolCall,
+        decision: Decision,
+        *,
+        ts: str | None = None,
+        tool: str | None = None,
+        reason: str | None = None,
+        request_id: Any = None,
+        enforced: bool | None = None,
+        approval: str = "",
+        eval_ms: float = 0.0,
+    ) -> ToolCallEvent:
         """The event for `call` as `decision` decided it: the one mapping from the table's
-        input and output to the recorded line (runtimes override e.g. the approval outcome)."""
+        input and output to the recorded line (runtimes override e.g. the approval outcome).
+        Built with one constructor call: the proxy builds one per decided call."""
         facts = decision.facts
-        fields_: dict[str, Any] = {
-            "correlation_id": call.correlation_id,
-            "agent_id": call.agent_id,
-            "archetype": call.archetype,
-            "tool": call.tool,
-            "arguments": call.arguments,
-            "decision": decision.action.value,
-            "rule": decision.rule,
-            "reason": decision.reason,
-            "policy_version": decision.policy_version,
-            "session_id": call.session_id,
-            "enforced": not decision.learning,
-            "annotations": dict(call.annotations) if call.annotations is not None else None,
-            "description": call.description,
-            "tool_status": call.tool_status,
-            "paths": list(facts.paths) if facts is not None else [],
-            "hosts": list(facts.hosts) if facts is not None else [],
-        }
-        fields_.update(overrides)
-        return cls(**fields_)
+        annotations = call.annotations
+        return cls(
+            ts=now_iso() if ts is None else ts,
+            correlation_id=call.correlation_id,
+            agent_id=call.agent_id,
+            archetype=call.archetype,
+            tool=call.tool if tool is None else tool,
+            arguments=call.arguments,
+            decision=decision.action.value,
+            rule=decision.rule,
+            reason=decision.reason if reason is None else reason,
+            policy_version=decision.policy_version,
+            session_id=call.session_id,
+            request_id=request_id,
+            enforced=not decision.learning if enforced is None else enforced,
+            approval=approval,
+            annotations=dict(annotations) if annotations is not None else None,
+            description=call.description,
+            tool_status=call.tool_status,
+            paths=list(facts.paths) if facts is not None else [],
+            hosts=list(facts.hosts) if facts is not None else [],
+            eval_ms=eval_ms,
+        )
 
 
 @dataclass(slots=True, kw_only=True)

@@ -153,10 +153,12 @@ class Spool:
                 fh.seek(self.read_off)
                 data = fh.readline()
             end = len(data)
-        lines = data[:end].split(b"\n")[:-1]
+        lines = data[:end].split(b"\n", max_events)  # splits no further than it must
         if len(lines) > max_events:
             lines = lines[:max_events]
             end = sum(len(x) + 1 for x in lines)
+        else:
+            lines.pop()  # the empty rest after the last newline
         return lines, (self.read_seg, self.read_off + end)
 
     def commit(self, cursor: tuple[int, int]) -> None:
