@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,6 +185,7 @@ def _read(paths: Sequence[str | Path] | None, cache: ParseCache) -> _Read:
     read: list[Path] = []
     texts: dict[str, str] = {}
     seen: set[Path] = set()
+    again: dict[str, Callable[[Path, ast.Import | None], None]] = {}
 
     def visit(p: Path, via: ast.Import | None) -> None:
         rp = p.resolve()
@@ -244,20 +245,27 @@ def _read(paths: Sequence[str | Path] | None, cache: ParseCache) -> _Read:
                             f"{_display(sub)} links to {sub.resolve()}",
                         )
                     else:
-                        visit(sub, imp)
+                        again["visit"](sub, imp)
             elif tp.is_file():
                 # By name only: the content of a file that is not a policy is never read (a
                 # syntax error would quote its first line, e.g. of /etc/passwd, in CI logs).
                 if tp.suffix != ".mcpd" or tp.resolve().suffix != ".mcpd":
                     refuse(imp, "not-policy", f"import {target!r}: imports only .mcpd files")
                     continue
-                visit(tp, imp)
+                again["visit"](tp, imp)
             else:
                 refuse(imp, "import-not-found", f"import {target!r}: no such file or directory")
         files.append(pf)  # imports first, so their definitions come earlier in order
 
-    for p in named:
-        visit(p, None)
+    # `visit` recurses through `again`, emptied at the end: a closure naming itself would be
+    # a reference cycle holding every parsed file after each load, which only a full garbage
+    # collection frees (and which hot reload would freeze: policy/background.py).
+    again["visit"] = visit
+    try:
+        for p in named:
+            visit(p, None)
+    finally:
+        again.clear()
     return _Read(files, diags, read, texts)
 
 
