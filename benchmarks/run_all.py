@@ -2,7 +2,7 @@
 
 Benchmarks print numbers; they never assert. Each runs in its own process so one's warm
 caches do not flatter another's. Names: policy (the `policy bench` command), cel, extract,
-proxy, http, response, replay, reload, correlate, sandbox, hook, sinks, globs, lint.
+proxy, http, response, replay, reload, reload-load, correlate, sandbox, hook, sinks, globs, lint.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ RUNS = {
     "response": [sys.executable, str(HERE / "bench_response.py")],
     "replay": [sys.executable, str(HERE / "bench_replay.py")],
     "reload": [sys.executable, str(HERE / "bench_reload.py")],
+    "reload-load": [sys.executable, str(HERE / "bench_reload_load.py")],
     "correlate": [sys.executable, str(HERE / "bench_correlate.py")],
     "sandbox": [sys.executable, str(HERE / "bench_sandbox.py")],
     "hook": [sys.executable, str(HERE / "bench_hook.py")],

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from mcp_defense.policy import cel
+from mcp_defense.policy.background import paused as gc_paused
 from mcp_defense.policy.facts import ToolCall
-from mcp_defense.policy.loader import gc_paused, load
+from mcp_defense.policy.loader import load
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,9 @@ def _command(transport: str) -> Any:
         spool_dir: sinks.SpoolDirOpt = None,
         spool_max_size: sinks.SpoolMaxOpt = "64M",
     ) -> None:
+        # The parameters, for the recorder. Taken first: a locals() snapshot taken once the
+        # table exists would keep the first table alive after every reload.
+        params = dict(locals())
         if not upstream:
             raise usage_error(f"--upstream is required (the MCP server's URL){_example(transport)}")
         try:
@@ -153,7 +156,7 @@ def _command(transport: str) -> Any:
                 verify = ssl.create_default_context(cafile=str(upstream_ca))
             except (OSError, ssl.SSLError) as e:
                 raise usage_error(f"--upstream-ca {upstream_ca}: {e}") from e
-        recorder = sinks.recorder_from_options(locals())
+        recorder = sinks.recorder_from_options(params)
         from mcp_defense.policy.table import LearningState
         from mcp_defense.proxy.serve import HttpProxyOptions, serve
         from mcp_defense.resources import state_dir
@@ -179,6 +182,7 @@ def _command(transport: str) -> Any:
             verify=verify,
             pins=open_pins(pins, upstream),
         )
+        del table  # the ref holds the table in force: this name would keep the first one alive
         restore_hup = reloader.install_sighup()
         reloader.start()
         try:

@@ -122,6 +122,9 @@ def stdio(
 
     Exit code: the server's; 1 if policy killed it; 2 on a usage or policy error; 127 if the server cannot be started.
     """
+    # The parameters, for the recorder. Taken first: a locals() snapshot taken once the table
+    # exists would keep the first table alive after every reload.
+    options = dict(locals())
     if not command:
         raise usage_error(
             "no server command: put it after `--`, e.g. "
@@ -139,12 +142,11 @@ def stdio(
         launch = _sandbox(table, archetype, command, sandbox, server_env)
     if window is not None and not flow_source:
         raise usage_error("--window needs --flow-source (it is the flow correlation window)")
-    recorder = sinks.recorder_from_options(locals())
+    recorder = sinks.recorder_from_options(options)
     ref, reloader = hot_reload(table, paths, set_list, archetype, recorder, no_reload)
     flows = None
     if flow_source:
-        rules = table.rules_for(archetype)
-        if rules is None or not (rules.flow or rules.orphan):
+        if not _has_flow_rules(table, archetype):
             print(
                 f"mcp-defense: warning: --flow-source given, but the policy has no flow or "
                 f"orphan rule for archetype {archetype!r}: flows are recorded, never blocked",
@@ -183,6 +185,7 @@ def stdio(
         env_withheld=withheld,
         env_credentials=credentials_passed(server_env),
     )
+    del table  # the ref holds the table in force: this name would keep the first one alive
     restore_hup = reloader.install_sighup()
     reloader.start()
     try:
@@ -193,6 +196,11 @@ def stdio(
         recorder.close()
     sys.stderr.flush()
     raise typer.Exit(code)
+
+
+def _has_flow_rules(table: Any, archetype: str) -> bool:
+    rules = table.rules_for(archetype)
+    return rules is not None and bool(rules.flow or rules.orphan)
 
 
 def _withheld_line(withheld: list[str], archetype: str) -> str:

@@ -22,10 +22,16 @@ Why it is built this way:
   each load compiled, so the snapshot compares files with what is really in force.
 * Requests go through a `queue.SimpleQueue`, whose `put` is reentrant, so `request_reload` is
   safe to call from a signal handler (SIGHUP).
+* Calls keep flowing while a reload compiles: the whole reload runs under
+  `background.compiling()` (no full garbage collection walks the heap, a short GIL switch
+  interval), and the table that leaves force (or a duplicate of the one in force) is let go a
+  piece at a time by `background.release()`, never in one long deallocation. Outcomes keep only
+  the table in force: a rejected or duplicate table is not kept alive by `last`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import signal
@@ -40,6 +46,7 @@ from typing import IO, Any
 import watchfiles
 
 from mcp_defense.events.model import Event, PolicyReloaded, PolicyReloadFailed
+from mcp_defense.policy import background
 from mcp_defense.policy.ast import Span
 from mcp_defense.policy.diagnostics import ERROR, Diagnostic, format_text
 from mcp_defense.policy.loader import (
@@ -350,6 +357,7 @@ class PolicyReloader:
         self._on_reload = on_reload
         self._roots = _roots(self.paths)
         self._current: DecisionTable | None = ref.table if ref is not None else None
+        self._leaving: list[DecisionTable] = []  # tables out of force, released after a reload
         self._q: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -503,15 +511,18 @@ class PolicyReloader:
         return True
 
     def _safe_reload(self, reason: str) -> None:
-        try:
-            self._reload(reason)
-        except Exception as e:  # noqa: BLE001 - the worker must survive anything
-            self._report_failure(
-                reason,
-                LoadResult(None, [], list(self._files)),
-                [_diag(f"internal error while reloading policy: {type(e).__name__}: {e}")],
-                0.0,
-            )
+        with background.compiling():
+            try:
+                self._reload(reason)
+            except Exception as e:  # noqa: BLE001 - the worker must survive anything
+                self._report_failure(
+                    reason,
+                    LoadResult(None, [], list(self._files)),
+                    [_diag(f"internal error while reloading policy: {type(e).__name__}: {e}")],
+                    0.0,
+                )
+            finally:
+                background.release(self._leaving)
 
     def _reload(self, reason: str) -> ReloadOutcome:
         # Layout (roots, listings) is probed before and after the load; a value that moved
@@ -534,9 +545,10 @@ class PolicyReloader:
             return self._report_failure(reason, result, errors, _ms(t0))
         missing = [a for a in self.archetypes if a not in table.archetypes]
         if missing:
+            self._leaving.append(table)
             return self._report_failure(
                 reason,
-                result,
+                dataclasses.replace(result, table=None),
                 [
                     _diag(
                         f"the new policy does not define archetype {a!r}, which this runtime "
@@ -561,6 +573,9 @@ class PolicyReloader:
         old = self._current
         old_version = old.version if old is not None else ""
         if old is not None and old.version == table.version:
+            # Same policy: the outcome names the table in force, the duplicate goes.
+            self._leaving.append(table)
+            result = dataclasses.replace(result, table=old)
             out = ReloadOutcome(
                 reason, True, False, result, old_version, old_version, duration_ms=_ms(t0)
             )
@@ -571,6 +586,8 @@ class PolicyReloader:
         self._current = table
         if self.ref is not None:
             self.ref.table = table  # the swap: one attribute store
+        if old is not None:
+            self._leaving.append(old)
         self.swaps += 1
         added, removed, changed = rule_diff(
             old.rule_fingerprints if old is not None else {}, table.rule_fingerprints
