@@ -287,7 +287,8 @@ def bench(
     ] = 100_000,
     fmt: Annotated[OutFmt, typer.Option("--format", "-f", help="text or json.")] = OutFmt.text,
 ) -> None:
-    """Measure decision latency (median µs per decide) and `policy eval` throughput.
+    """Measure decision latency (median µs per decide, best of 5 interleaved rounds) and
+    `policy eval` throughput.
 
     Exit codes: 0 measured, 2 usage error.
     """
@@ -308,7 +309,7 @@ def bench(
     slow = DECIDE_TARGET_US
     t.add_column("case")
     t.add_column("decision")
-    t.add_column("median µs", justify="right")
+    t.add_column("median µs (best round)", justify="right")
     t.add_column("p95 µs", justify="right")
     for case in results["cases"]:
         median = f"{case['median_us']:.2f}"
