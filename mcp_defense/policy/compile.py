@@ -28,7 +28,13 @@ from mcp_defense.policy.check import (
 )
 from mcp_defense.policy.diagnostics import Diagnostic, PolicyError
 from mcp_defense.policy.facts import Action
-from mcp_defense.policy.table import ArchetypeRules, CompiledRule, DecisionTable, ReasonTemplate
+from mcp_defense.policy.table import (
+    FACT_BITS,
+    ArchetypeRules,
+    CompiledRule,
+    DecisionTable,
+    ReasonTemplate,
+)
 
 __all__ = ["PIPELINE", "STAGES", "builtin_variables", "compile_files", "version_of"]
 
@@ -61,6 +67,14 @@ def _needs_definition(tree: Any) -> bool:
     """Whether a clause of the rule's top-level conjunction is false for a call that carries
     no tool definition (`call.tool_status` is "" and `call.description` is "" then)."""
     return any(_DEFINITION_CLAUSE.match(" ".join(text.split())) for text, _ in cel.conjuncts(tree))
+
+
+def _needed_effects(tree: Any) -> int:
+    """FACT_BITS of the top-level conjuncts that are a bare effect fact (`call.writes`)."""
+    bits = 0
+    for text, _ in cel.conjuncts(tree):
+        bits |= FACT_BITS.get("".join(text.split()).strip("()"), 0)
+    return bits
 
 
 def _lazy_clauses(
@@ -132,6 +146,7 @@ def stage_rule_lists(c: Compilation) -> None:
     assert isinstance(c, _Build)
     tools = {p.node.name: _tool_index(p.tree) if p.node.kind == "rule" else () for p in c.parsed}
     needs_def = {p.node.name: p.node.kind == "rule" and _needs_definition(p.tree) for p in c.parsed}
+    needs = {p.node.name: _needed_effects(p.tree) if p.node.kind == "rule" else 0 for p in c.parsed}
     c.per_arch, c.tool_rules = {}, {}
     templates: dict[str, ReasonTemplate] = {}
     for name, const in c.consts.items():
@@ -162,6 +177,7 @@ def stage_rule_lists(c: Compilation) -> None:
                 tools[r.name],
                 _lazy_clauses(p.tree, p.env, constants),
                 needs_def[r.name],
+                needs[r.name],
             )
             if r.kind == "flow":
                 flows.append(cr)

@@ -305,10 +305,26 @@ class CompiledRule:
     # A top-level clause is false unless the call carries a tool definition (its description or
     # pin status): the rule is skipped for calls that carry none (most calls, and every bench).
     needs_definition: bool = False
+    # Effects (FACT_BITS) a top-level conjunct requires (`call.writes && ...`): the rule is
+    # skipped for calls without them — it is false there, and `false && x` is false even
+    # when x would be an error.
+    needs: int = 0
 
     @property
     def sort_key(self) -> tuple[int, int, int]:
         return (-self.priority, -self.action.severity, self.order)
+
+
+READS, WRITES, SPAWNS, NETWORK = 1, 2, 4, 8
+# The boolean facts a rule may require as a top-level conjunct, as bits (`for_tool`).
+FACT_BITS = {
+    "call.reads": READS,
+    "call.writes": WRITES,
+    "call.spawns": SPAWNS,
+    "call.network": NETWORK,
+}
+ALL_EFFECTS = READS | WRITES | SPAWNS | NETWORK
+_MERGED_MAX = 4096
 
 
 class ArchetypeRules:
@@ -328,7 +344,6 @@ class ArchetypeRules:
         "orphan",
         "dropped",
         "response",
-        "_plain",
         "_merged",
     )
 
@@ -349,23 +364,24 @@ class ArchetypeRules:
         self.orphan = orphan
         self.dropped = dropped
         self.response = response
-        # The generic list without rules that need a tool definition, for calls that carry
-        # none: `tool_definition_changed`-style rules then cost such calls nothing.
-        self._plain = tuple(r for r in generic if not r.needs_definition)
-        self._merged: dict[tuple[str, bool], tuple[CompiledRule, ...]] = {}
+        self._merged: dict[tuple[str | None, bool, int], tuple[CompiledRule, ...]] = {}
 
-    def for_tool(self, tool: str, definition: bool) -> tuple[CompiledRule, ...]:
-        """The rules a call of `tool` walks, by priority; without the rules that need a tool
-        definition unless the call carries one."""
+    def for_tool(
+        self, tool: str, definition: bool, effects: int = ALL_EFFECTS
+    ) -> tuple[CompiledRule, ...]:
+        """The rules a call of `tool` walks, by priority: without the rules that need a tool
+        definition unless the call carries one, nor those that need an effect (FACT_BITS)
+        the call does not have. Built on first use and kept (a few lists per tool called)."""
         own = self.indexed.get(tool)
-        if own is None:
-            return self.generic if definition else self._plain
-        key = (tool, definition)
+        key = (tool if own is not None else None, definition, effects)
         rules = self._merged.get(key)
         if rules is None:  # a benign race builds the same tuple twice
-            base = self.generic if definition else self._plain
-            extra = own if definition else tuple(r for r in own if not r.needs_definition)
-            rules = self._merged[key] = _merged(base, extra)
+            if len(self._merged) >= _MERGED_MAX:  # tool names come from the agent: bounded
+                self._merged.clear()
+            base = _merged(self.generic, own) if own is not None else self.generic
+            rules = self._merged[key] = tuple(
+                r for r in base if (definition or not r.needs_definition) and not r.needs & ~effects
+            )
         return rules
 
     def every(self) -> tuple[CompiledRule, ...]:
@@ -683,7 +699,13 @@ class DecisionTable:
             facts.description = call.description
             facts.tool_status = call.tool_status
         ctx = EvalCtx(facts, None, call.agent_id, call.session_id, arch.const, self._vars_hot)
-        rules = arch.for_tool(facts.tool, bool(call.description or call.tool_status))
+        effects = (
+            (READS if facts.reads else 0)
+            | (WRITES if facts.writes else 0)
+            | (SPAWNS if facts.spawns else 0)
+            | (NETWORK if facts.network else 0)
+        )
+        rules = arch.for_tool(facts.tool, bool(call.description or call.tool_status), effects)
         for rule in rules:
             try:
                 hit = rule.fn(ctx)
