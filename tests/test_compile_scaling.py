@@ -57,6 +57,41 @@ def test_shared_folding_decides_per_archetype(tmp_path: Path) -> None:
     assert t.decide(ToolCall("web-fetch", "fetch", fetch)).rule != "quiet"
 
 
+def test_methods_share_folding_only_where_their_fields_agree(tmp_path: Path) -> None:
+    """`archetype.allows_write(p)` reads `writes` only: filesystem and generic (both the
+    workspace) share one compiled rule, shell (workspace and /tmp) and code-execution (/tmp)
+    get their own, and each decides by its own globs."""
+    pol = tmp_path / "p.mcpd"
+    pol.write_text(
+        'default allow "ok"\nimport "builtin:archetypes.mcpd"\n'
+        "rule outside priority 100 {\n  when call.paths.exists(p, "
+        '!archetype.allows_write(p))\n  deny "write outside {path}"\n}\n'
+    )
+    r = load([str(pol)], {"workspace": "/srv/ws"})  # (not under /tmp)
+    assert r.table is not None, r.diagnostics
+    t = r.table
+
+    def compiled(arch: str) -> object:
+        rules = t.rules_for(arch)
+        assert rules is not None
+        return next(x for x in rules.every() if x.name == "outside")
+
+    assert compiled("filesystem") is compiled("generic")
+    assert compiled("filesystem") is not compiled("shell")
+    assert compiled("shell") is not compiled("code-execution")
+    inside = {"path": "/srv/ws/a.txt", "content": "x"}
+    scratch = {"path": "/tmp/a.txt", "content": "x"}
+    for arch, args, rule in [
+        ("filesystem", inside, ""),
+        ("filesystem", scratch, "outside"),
+        ("generic", scratch, "outside"),
+        ("shell", scratch, ""),
+        ("code-execution", scratch, ""),
+        ("code-execution", inside, "outside"),
+    ]:
+        assert t.decide(ToolCall(arch, "write_file", args)).rule == rule, (arch, args)
+
+
 def test_tool_index_merges_by_priority(tmp_path: Path) -> None:
     r = load(_policy(tmp_path), {"workspace": str(tmp_path)})
     assert r.table is not None

@@ -642,19 +642,41 @@ _PLAIN = (str, bool, int, float, type(None))
 
 
 def _fold_key(fields: frozenset[str] | None, const: Any) -> tuple[Any, ...]:
-    """What a rule's folding depends on under the archetype `const`: the values of the plain
-    fields it reads (`archetype.spawn`), so archetypes that agree on them share one lowering.
-    A method (`archetype.allows_write(p)`) or a bare `archetype` depends on the whole
+    """What a rule's folding depends on under the archetype `const`: the values of the fields
+    it reads (`archetype.spawn`), and of those its methods read (`archetype.allows_write(p)`
+    reads `writes`: ArchetypeConst.METHOD_FIELDS), so archetypes that agree on them share one
+    lowering. Anything else (a bare `archetype`, a method not listed) depends on the whole
     archetype: its own key."""
     if fields is None:
         return ("", id(const))
     out: list[Any] = []
     for f in sorted(fields):
         v = getattr(const, f, None)
-        if not isinstance(v, _PLAIN) or callable(v):
+        if callable(v):
+            deps = ArchetypeConst.METHOD_FIELDS.get(f)
+            if deps is None:
+                return ("", id(const))
+            for d in deps:
+                dv = _fold_value(getattr(const, d))
+                if dv is None:
+                    return ("", id(const))
+                out.append((d, dv))
+            continue
+        if not isinstance(v, _PLAIN):
             return ("", id(const))
         out.append((f, type(v), v))
     return tuple(out)
+
+
+def _fold_value(v: Any) -> tuple[Any, ...] | None:
+    """A field's value as a hashable key, or None when it has no faithful one."""
+    if isinstance(v, _PLAIN):
+        return (type(v), v)
+    if isinstance(v, GlobSet):
+        return ("globs", v.globs, v.ignore_case)
+    if isinstance(v, tuple) and all(isinstance(e, NetEntry) for e in v):
+        return ("net", tuple((e.text, e.port) for e in v))
+    return None
 
 
 def stage_fold(c: Compilation) -> None:
@@ -674,11 +696,16 @@ def stage_fold(c: Compilation) -> None:
         kept: list[Folded] = []
         dropped: list[str] = []
         constants = c.constants(name)
+        keys: dict[frozenset[str] | None, tuple[Any, ...]] = {}  # rules read few field sets
         for p in c.parsed:
             r = p.node
             if r.scope and name not in r.scope:
                 continue
-            key = (r.name, _fold_key(fields[r.name], c.consts[name]))
+            f = fields[r.name]
+            fold_key = keys.get(f)
+            if fold_key is None:
+                fold_key = keys[f] = _fold_key(f, c.consts[name])
+            key = (r.name, fold_key)
             hit = shared.get(key)
             lowered = shared[key] = _lower(p, constants) if hit is None else hit
             if isinstance(lowered, cel.CelError):

@@ -42,9 +42,9 @@ _TOOL_EQ = re.compile(r'^\s*\(?\s*call\.tool\s*==\s*"((?:[^"\\]|\\.)*)"\s*\)?\s*
 _TOOL_IN = re.compile(r"^\s*\(?\s*call\.tool\s+in\s+\[([^\]]*)\]\s*\)?\s*$")
 
 
-def _tool_index(tree: Any) -> tuple[str, ...]:
+def _tool_index(conjuncts: list[str]) -> tuple[str, ...]:
     # Conjuncts only: `call.tool == "a" || call.tool == "b"` must not be indexed under "a".
-    for text, _sub in cel.conjuncts(tree):
+    for text in conjuncts:
         m = _TOOL_EQ.match(text)
         if m:
             return (json.loads(f'"{m.group(1)}"'),)
@@ -63,16 +63,16 @@ _DEFINITION_CLAUSE = re.compile(
 )
 
 
-def _needs_definition(tree: Any) -> bool:
+def _needs_definition(conjuncts: list[str]) -> bool:
     """Whether a clause of the rule's top-level conjunction is false for a call that carries
     no tool definition (`call.tool_status` is "" and `call.description` is "" then)."""
-    return any(_DEFINITION_CLAUSE.match(" ".join(text.split())) for text, _ in cel.conjuncts(tree))
+    return any(_DEFINITION_CLAUSE.match(" ".join(text.split())) for text in conjuncts)
 
 
-def _needed_effects(tree: Any) -> int:
+def _needed_effects(conjuncts: list[str]) -> int:
     """FACT_BITS of the top-level conjuncts that are a bare effect fact (`call.writes`)."""
     bits = 0
-    for text, _ in cel.conjuncts(tree):
+    for text in conjuncts:
         bits |= FACT_BITS.get("".join(text.split()).strip("()"), 0)
     return bits
 
@@ -144,11 +144,19 @@ def stage_rule_lists(c: Compilation) -> None:
     tool-call rules by priority (generic, and per tool name for `call.tool == "x"` rules),
     flow rules, orphan rules, response rules."""
     assert isinstance(c, _Build)
-    tools = {p.node.name: _tool_index(p.tree) if p.node.kind == "rule" else () for p in c.parsed}
-    needs_def = {p.node.name: p.node.kind == "rule" and _needs_definition(p.tree) for p in c.parsed}
-    needs = {p.node.name: _needed_effects(p.tree) if p.node.kind == "rule" else 0 for p in c.parsed}
+    tools: dict[str, tuple[str, ...]] = {}
+    needs_def: dict[str, bool] = {}
+    needs: dict[str, int] = {}
+    for p in c.parsed:
+        conj = [text for text, _ in cel.conjuncts(p.tree)] if p.node.kind == "rule" else []
+        tools[p.node.name] = _tool_index(conj)
+        needs_def[p.node.name] = _needs_definition(conj)
+        needs[p.node.name] = _needed_effects(conj)
     c.per_arch, c.tool_rules = {}, {}
-    templates: dict[str, ReasonTemplate] = {}
+    # Archetypes that share a rule's lowering (check.stage_fold) share its CompiledRule too:
+    # the rule's clauses for `policy explain` fold the same there (they read a subset of the
+    # same archetype fields). Most rules never name `archetype`: one object for all archetypes.
+    made: dict[tuple[str, int], tuple[cel.Lowered, CompiledRule]] = {}
     for name, const in c.consts.items():
         generic: list[CompiledRule] = []
         indexed: list[CompiledRule] = []
@@ -158,27 +166,28 @@ def stage_rule_lists(c: Compilation) -> None:
         constants = c.constants(name)
         for k in c.kept[name]:
             r, p = k.rule.node, k.rule
-            template = templates.get(r.name)
-            if template is None:
-                template = templates[r.name] = ReasonTemplate.parse(
-                    r.reason.value if r.reason else _default_reason(r)
+            key = (r.name, id(k.lowered))  # (a constant `true` may be one shared object)
+            hit = made.get(key)
+            if hit is not None:
+                cr = hit[1]
+            else:
+                cr = CompiledRule(
+                    r.name,
+                    r.kind,
+                    Action(r.action),
+                    r.priority,
+                    p.order,
+                    k.lowered.fn,
+                    ReasonTemplate.parse(r.reason.value if r.reason else _default_reason(r)),
+                    str(r.span),
+                    r.learn,
+                    r.when.strip(),
+                    tools[r.name],
+                    _lazy_clauses(p.tree, p.env, constants),
+                    needs_def[r.name],
+                    needs[r.name],
                 )
-            cr = CompiledRule(
-                r.name,
-                r.kind,
-                Action(r.action),
-                r.priority,
-                p.order,
-                k.lowered.fn,
-                template,
-                str(r.span),
-                r.learn,
-                r.when.strip(),
-                tools[r.name],
-                _lazy_clauses(p.tree, p.env, constants),
-                needs_def[r.name],
-                needs[r.name],
-            )
+                made[key] = (k.lowered, cr)
             if r.kind == "flow":
                 flows.append(cr)
             elif r.kind == "orphan":

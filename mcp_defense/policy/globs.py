@@ -242,12 +242,13 @@ class GlobSet:
     """A set of globs answering `matches(path)` with one RE2 call, memoised per path
     (agents ask about the same few paths over and over; the memo is bounded)."""
 
-    __slots__ = ("globs", "match_uncached", "_memo")
+    __slots__ = ("globs", "ignore_case", "match_uncached", "_memo")
 
     _MEMO_MAX = 4096
 
     def __init__(self, globs: Iterable[str], *, ignore_case: bool = False) -> None:
         self.globs = tuple(globs)
+        self.ignore_case = ignore_case
         m = compile_globs(self.globs, ignore_case=ignore_case)
         self.match_uncached: Callable[[str], bool] = m if m is not None else _never
         self._memo: dict[str, bool] = {}

@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from string import Formatter
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from mcp_defense.policy.extract import Classifier, Environment, extract
 from mcp_defense.policy.facts import (
@@ -158,6 +158,18 @@ class ArchetypeConst:
     env: EnvSpec = field(default_factory=EnvSpec)  # what a stdio server inherits
     _resolved: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
     _memo: dict[str, bool] = field(default_factory=dict, compare=False)  # endpoint → allowed
+
+    # The fields each method reads: the fold lowers a rule that calls only these methods once
+    # for all archetypes that agree on their fields (check._fold_key). A method missing here
+    # makes its rules fold per archetype (always correct, only slower).
+    METHOD_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "allows_path": ("paths",),
+        "allows_write": ("writes",),
+        "allows_host": ("network", "net_entries"),
+        "allows_endpoint": ("network", "net_entries"),
+        "allows_program": ("spawn", "spawn_programs"),
+        "allows_flow": ("network", "net_entries"),
+    }
 
     def allows_path(self, path: str) -> bool:
         return self.paths is None or self.paths.matches(path)
