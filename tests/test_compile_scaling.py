@@ -141,6 +141,25 @@ def test_gc_pause_nests_and_restores() -> None:
     assert gc.isenabled()
 
 
+def test_a_large_compile_is_frozen_not_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compile that leaves many young objects (a large policy) freezes them when the pause
+    ends: the first young collection would otherwise scan the whole table in one call."""
+    from mcp_defense.policy import background
+
+    monkeypatch.setattr(background, "FREEZE_AFTER_PAUSE", 1_000)  # the pack is small
+    gc.collect()
+    gc.unfreeze()
+    try:
+        r = load(None)
+        assert r.table is not None
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 1_000
+        assert gc.get_count()[0] < 1_000
+        assert r.table.decide(ToolCall("filesystem", "read_file", {"path": "/etc/hosts"}))
+    finally:
+        gc.unfreeze()
+
+
 def test_rules_that_need_an_effect_are_skipped_without_it(tmp_path: Path) -> None:
     """`call.writes && ...` is false for a call that does not write: such rules are left out
     of the list a read walks (a 10,000-rule policy: 3 ms → 2 µs a call), and still fire, or

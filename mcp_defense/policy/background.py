@@ -49,6 +49,10 @@ SWITCH_INTERVAL_S = 0.0002
 # times (and the old generation grew by a quarter): while compiling, never.
 _NO_FULL_COLLECTIONS = 1 << 30
 RECLAIM_GROWTH = 0.5  # full collection once the heap grew by half since the last one
+# A pause that leaves more young objects than this (a large policy's table) freezes them: the
+# first young collection after it would otherwise scan them all in one call (0.5 s at 10,000
+# rules, on a proxy's start or a `policy lint`), and every full collection after that again.
+FREEZE_AFTER_PAUSE = 200_000
 RELEASE_MAX_OBJECTS = 100_000  # objects listed by release(); beyond, subtrees go whole
 RELEASE_WAIT_S = 0.02  # how long release() waits for a call in flight to let go of a table
 
@@ -88,7 +92,7 @@ def _enter() -> None:
 
 
 def _exit() -> None:
-    global _depth, _saved, _blocks_after_reclaim, reclaims
+    global _depth, _saved
     with _lock:
         _depth -= 1
         if _depth > 0 or _saved is None:
@@ -99,19 +103,26 @@ def _exit() -> None:
             gc.collect(1)
             gc.freeze()
             gc.set_threshold(*threshold)
-            # (gc.get_freeze_count() walks every frozen object: 50 ms at 1,000 rules. The
-            # allocator's block count is the heap's size for the price of a walk over pools.)
-            blocks = sys.getallocatedblocks()
-            base = _blocks_after_reclaim
-            if base is None or blocks < base:
-                _blocks_after_reclaim = blocks
-            elif blocks > base * (1 + RECLAIM_GROWTH):
-                gc.unfreeze()
-                gc.collect()
-                gc.freeze()
-                reclaims += 1
-                _blocks_after_reclaim = sys.getallocatedblocks()
+            _bound_frozen()
         sys.setswitchinterval(interval)
+
+
+def _bound_frozen() -> None:
+    """After a freeze: one full collection (unfreeze, collect, freeze) once the heap has grown
+    by half since the last one, so frozen cyclic garbage stays bounded. Holds `_lock`."""
+    global _blocks_after_reclaim, reclaims
+    # (gc.get_freeze_count() walks every frozen object: 50 ms at 1,000 rules. The allocator's
+    # block count is the heap's size for the price of a walk over pools.)
+    blocks = sys.getallocatedblocks()
+    base = _blocks_after_reclaim
+    if base is None or blocks < base:
+        _blocks_after_reclaim = blocks
+    elif blocks > base * (1 + RECLAIM_GROWTH):
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        reclaims += 1
+        _blocks_after_reclaim = sys.getallocatedblocks()
 
 
 def release(objs: list[Any]) -> None:
@@ -164,6 +175,9 @@ def paused() -> Iterator[None]:
     it (the young collection `compiling` ends with) would scan them all in one call holding
     the GIL — a second's stall at 10,000 rules. There, young collections promote them a
     little at a time and `freeze()` takes them out of reach.
+
+    Outside a reload, a pause that leaves more than FREEZE_AFTER_PAUSE young objects freezes
+    them as it ends, for the same reason (bounded like a reload's: `_bound_frozen`).
     """
     global _pausers, _pause_was_enabled
     with _lock:
@@ -182,6 +196,10 @@ def paused() -> Iterator[None]:
         with _pause_lock:
             _pausers -= 1
             if _pausers == 0 and _pause_was_enabled:
+                if gc.get_count()[0] > FREEZE_AFTER_PAUSE:
+                    with _lock:
+                        gc.freeze()
+                        _bound_frozen()
                 gc.enable()
 
 
