@@ -10,7 +10,7 @@ the difference between them is the run-to-run noise of this machine, the yardsti
 sink rows. The "recording" rows add `--record` (written on the proxy's thread before it
 moves on, by design) for comparison.
 
-    python benchmarks/bench_sinks.py [--calls 4000] [--rounds 20] [--repeat 1] [--against DIR]
+    python benchmarks/bench_sinks.py [--calls 4000] [--rounds 100] [--repeat 1] [--against DIR]
 
 `--against DIR` adds the sink rows (and a no-sink row) run by the `mcp_defense` package in
 DIR, interleaved with the others: a before/after comparison on the same machine in one run
@@ -181,9 +181,12 @@ def one_run(ns: argparse.Namespace, run: int, hang_url: str, ok_url: str) -> lis
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=4000, help="timed calls per configuration")
-    ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
-    ap.add_argument("--warmup", type=int, default=20, help="untimed calls per round")
-    ap.add_argument("--settle", type=float, default=0.3, help="pause after each round (s)")
+    # Many short rounds: this machine's slow phases last seconds, and 40 calls a round put
+    # every configuration in each of them (20 rounds of 200 left ±20 µs between two identical
+    # proxies, 100 of 40 leave a few µs).
+    ap.add_argument("--rounds", type=int, default=100, help="interleaved rounds")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed calls per round")
+    ap.add_argument("--settle", type=float, default=0.25, help="pause after each round (s)")
     ap.add_argument("--repeat", type=int, default=1, help="whole runs (fresh proxies each)")
     ap.add_argument(
         "--against", metavar="DIR", help="also run the package in DIR (before/after in one run)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -415,3 +416,85 @@ def test_a_forwarder_makes_young_collections_rarer_than_a_ticks_worth_of_events(
     finally:
         gc.set_threshold(*saved)
         rx.close()
+
+
+def _one_call(recorder, workspace: Path) -> tuple[float, float]:
+    """A real session decides one tools/call and sees its result; returns the wall-clock
+    window around the decision."""
+    from mcp_defense.policy.loader import load
+    from mcp_defense.proxy.session import ProxySession
+
+    table = load(None, {"workspace": str(workspace)}).table
+    assert table is not None
+    s = ProxySession(archetype="filesystem", get_table=lambda: table, recorder=recorder)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "read_file", "arguments": {"path": str(workspace / "a.txt")}},
+    }
+    t0 = time.time()
+    s.client_message(json.dumps(call).encode())
+    t1 = time.time()
+    result = {"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "x"}]}}
+    s.server_message(json.dumps(result).encode())
+    return t0, t1
+
+
+def _epoch(ts: str) -> float:
+    from datetime import datetime
+
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+def test_sinks_alone_build_the_call_events_off_the_call_path_once_for_all(tmp_path):
+    """With only SIEM forwarders, a call's events are built by the sinks' threads (not on
+    the call's path), once: both sinks get the same event ids, stamped at decision time."""
+    from mcp_defense.events.record import Recorder
+
+    a, b = Receiver("webhook"), Receiver("splunk")
+    try:
+        fa = Forwarder(transport_for(a, tmp_path), fast_config(tmp_path / "sa"), warn=print)
+        fb = Forwarder(transport_for(b, tmp_path), fast_config(tmp_path / "sb"), warn=print)
+        rec = Recorder([fa, fb])
+        t0, t1 = _one_call(rec, tmp_path)
+        rec.close()
+        assert [e["type"] for e in a.events] == ["tool_call", "tool_result"]
+        assert a.ids() == b.ids()
+        call = a.events[0]
+        assert call["tool"] == "read_file" and call["decision"] == "allow"
+        assert call["request_id"] == 7 and a.events[1]["request_id"] == 7
+        assert call["correlation_id"] == a.events[1]["correlation_id"]
+        assert t0 - 1.0 <= _epoch(call["ts"]) <= t1 + 1.0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_recording_beside_a_sink_gets_the_call_event_before_the_call_goes_on(tmp_path):
+    from mcp_defense.events.record import JsonlWriter, Recorder
+
+    a = Receiver("webhook")
+    try:
+        path = tmp_path / "rec.jsonl"
+        fwd = Forwarder(transport_for(a, tmp_path), fast_config(tmp_path / "sa"), warn=print)
+        writer = JsonlWriter(str(path))
+        rec = Recorder([writer, fwd])
+        from mcp_defense.policy.loader import load
+        from mcp_defense.proxy.session import ProxySession
+
+        table = load(None, {"workspace": str(tmp_path)}).table
+        s = ProxySession(archetype="filesystem", get_table=lambda: table, recorder=rec)
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "read_file", "arguments": {"path": str(tmp_path / "a")}},
+        }
+        s.client_message(json.dumps(call).encode())
+        recorded = [json.loads(x) for x in path.read_text().splitlines()]
+        assert [e["type"] for e in recorded] == ["tool_call"]  # written before forwarding
+        rec.close()
+        assert a.ids() == [recorded[0]["event_id"]]
+    finally:
+        a.close()

@@ -61,6 +61,7 @@ from mcp_defense.events.record import (
     RECORD_REQUIRED_REASON,
     RECORD_REQUIRED_RULE,
     Recorder,
+    iso_fast,
     now_iso_fast,
     printable,
 )
@@ -605,17 +606,18 @@ class ProxySession:
         tool = call.tool
         tool_name = tool if type(tool) is str else json.dumps(tool)
         if self.recorder.active:
-            self.recorder.emit(
-                ToolCallEvent.decided(
+            t, rid, enforced, eval_ms = _time(), out.request_id, not self.observe, out.eval_ms
+            self.recorder.emit_later(
+                lambda: ToolCallEvent.decided(
                     call,
                     decision,
-                    ts=now_iso_fast(),
+                    ts=iso_fast(t),
                     tool=tool_name,
                     reason=reason,
-                    request_id=out.request_id,
-                    enforced=not self.observe and not decision.learning,
+                    request_id=rid,
+                    enforced=enforced and not decision.learning,
                     approval=approval,
-                    eval_ms=out.eval_ms,
+                    eval_ms=eval_ms,
                 )
             )
         out.forward = forward
@@ -909,14 +911,15 @@ class ProxySession:
         if p.method == "tools/list" and size < 0:
             self._rewritten = self._learn_tools(line, p)
         if p.correlation_id and recording:
-            self.recorder.emit(
-                ToolResultEvent(
-                    ts=now_iso_fast(),
-                    correlation_id=p.correlation_id,
+            t, cid, ms, n = _time(), p.correlation_id, (_perf() - p.t0) * 1e3, len(line)
+            self.recorder.emit_later(
+                lambda: ToolResultEvent(
+                    ts=iso_fast(t),
+                    correlation_id=cid,
                     request_id=rid,
                     is_error=is_error,
-                    duration_ms=(_perf() - p.t0) * 1e3,
-                    size=len(line) if size < 0 else size,
+                    duration_ms=ms,
+                    size=n if size < 0 else size,
                 )
             )
         return rid
@@ -1388,6 +1391,7 @@ class ProxySession:
 
 
 _perf = time.perf_counter
+_time = time.time
 _INF = float("inf")
 # A task handle is small: an answer larger than this is not looked at for one (and a task
 # it hides cannot be reached: its tasks/* requests are refused).

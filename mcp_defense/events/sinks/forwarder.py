@@ -4,8 +4,9 @@
 no wake-up (a deque's append is atomic). Two background threads do the rest:
 
 * the spooler wakes every `flush_s` (batching by time, not per event), takes what was
-  emitted, masks and encodes it, and appends the lines to the sink's on-disk spool, so an
-  event is on disk within `flush_s` even while the sink hangs;
+  emitted, builds it (a call's events come as `LazyEvent`s when every sink is a forwarder:
+  `Recorder.emit_later`), masks and encodes it, and appends the lines to the sink's on-disk
+  spool, so an event is on disk within `flush_s` even while the sink hangs;
 * the sender sends the oldest spooled batch and advances the spool only once the sink
   accepted it. A failure (refused, an error status, a timeout) is retried with exponential
   backoff and jitter while new events keep going to the spool, which is bounded: past its
@@ -34,7 +35,7 @@ from typing import Protocol
 
 from mcp_defense.events.mask import masked
 from mcp_defense.events.model import Event, EventsDropped
-from mcp_defense.events.record import event_line
+from mcp_defense.events.record import LazyEvent, event_line
 
 MAX_SLOTS = 64
 
@@ -128,8 +129,9 @@ class Forwarder:
         self._adopt()
         self._last_adopt = time.monotonic()
         # emit -> spooler: appends and pops of a deque are atomic, so neither side locks.
-        self._queue: deque[Event] = deque()
+        self._queue: deque[Event | LazyEvent] = deque()
         self._shed: deque[None] = deque()  # one entry per event dropped from a full queue
+        self._unencodable = 0  # events the spooler could not build or encode (never expected)
         self._max_queued = config.memory_max_events
         self._unspooled: list[bytes] = []  # lines a failing spool disk did not take yet
         self._spool_lock = threading.Lock()  # the spooler's appends vs the sender's reads
@@ -152,9 +154,10 @@ class Forwarder:
 
     # --- the proxy's side: one append -----------------------------------------------------------
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event | LazyEvent) -> None:
         # Masking and encoding happen on the spooler (events are not changed after they are
-        # emitted); the spooler wakes by itself every flush_s.
+        # emitted), and building too for a LazyEvent (`Recorder.emit_later`); the spooler
+        # wakes by itself every flush_s.
         q = self._queue
         q.append(event)
         if len(q) > self._max_queued:
@@ -163,6 +166,8 @@ class Forwarder:
             except IndexError:  # the spooler emptied it meanwhile
                 return
             self._shed.append(None)
+
+    emit_lazy = emit
 
     @property
     def queued(self) -> int:
@@ -180,8 +185,8 @@ class Forwarder:
             if stopping:
                 return
 
-    def _take(self) -> list[Event]:
-        taken: list[Event] = []
+    def _take(self) -> list[Event | LazyEvent]:
+        taken: list[Event | LazyEvent] = []
         pop = self._queue.popleft
         try:
             for _ in range(len(self._queue)):
@@ -190,13 +195,21 @@ class Forwarder:
             pass
         return taken
 
-    def _encode(self, events: list[Event]) -> list[bytes]:
+    def _encode(self, events: list[Event | LazyEvent]) -> list[bytes]:
         lines: list[bytes] = []
         step, pause = self.config.slice_events, self.config.slice_pause_s
         for i in range(0, len(events), step):
             if i:
                 time.sleep(pause)
-            lines.extend(encode(e) for e in events[i : i + step])
+            for e in events[i : i + step]:
+                try:
+                    lines.append(encode(e() if isinstance(e, LazyEvent) else e))
+                except Exception as x:  # noqa: BLE001 - one bad event must not stop the others
+                    self._warn(
+                        f"mcp-defense: sink {self.transport.name}: an event could not be "
+                        f"encoded ({_brief(x)}); it is reported as dropped"
+                    )
+                    self._unencodable += 1
         return lines
 
     def _spool_queued(self) -> None:
@@ -217,6 +230,9 @@ class Forwarder:
                     self._dropped(n, "spool over its size limit (oldest dropped first)")
             if shed:
                 self._dropped(shed, "in-memory queue full while the spool lagged")
+            if self._unencodable:
+                n, self._unencodable = self._unencodable, 0
+                self._dropped(n, "could not be encoded (an internal error)")
         except OSError as e:  # the spool's disk: keep the lines, retry at the next tick
             self._unspooled = lines
             excess = len(self._unspooled) - self.config.memory_max_events
