@@ -418,9 +418,8 @@ def test_a_forwarder_makes_young_collections_rarer_than_a_ticks_worth_of_events(
         rx.close()
 
 
-def _one_call(recorder, workspace: Path) -> tuple[float, float]:
-    """A real session decides one tools/call and sees its result; returns the wall-clock
-    window around the decision."""
+def _decide_one(recorder, workspace: Path):
+    """A real session over the built-in pack, after it decided one tools/call (id 7)."""
     from mcp_defense.policy.loader import load
     from mcp_defense.proxy.session import ProxySession
 
@@ -433,8 +432,14 @@ def _one_call(recorder, workspace: Path) -> tuple[float, float]:
         "method": "tools/call",
         "params": {"name": "read_file", "arguments": {"path": str(workspace / "a.txt")}},
     }
-    t0 = time.time()
     s.client_message(json.dumps(call).encode())
+    return s
+
+
+def _one_call(recorder, workspace: Path) -> tuple[float, float]:
+    """One tools/call decided and answered; returns the wall-clock window around it."""
+    t0 = time.time()
+    s = _decide_one(recorder, workspace)
     t1 = time.time()
     result = {"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": "x"}]}}
     s.server_message(json.dumps(result).encode())
@@ -480,18 +485,7 @@ def test_a_recording_beside_a_sink_gets_the_call_event_before_the_call_goes_on(t
         fwd = Forwarder(transport_for(a, tmp_path), fast_config(tmp_path / "sa"), warn=print)
         writer = JsonlWriter(str(path))
         rec = Recorder([writer, fwd])
-        from mcp_defense.policy.loader import load
-        from mcp_defense.proxy.session import ProxySession
-
-        table = load(None, {"workspace": str(tmp_path)}).table
-        s = ProxySession(archetype="filesystem", get_table=lambda: table, recorder=rec)
-        call = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": "read_file", "arguments": {"path": str(tmp_path / "a")}},
-        }
-        s.client_message(json.dumps(call).encode())
+        _decide_one(rec, tmp_path)
         recorded = [json.loads(x) for x in path.read_text().splitlines()]
         assert [e["type"] for e in recorded] == ["tool_call"]  # written before forwarding
         rec.close()
