@@ -324,7 +324,7 @@ class Recorder:
     most of what a sink cost a call."""
 
     def __init__(self, sinks: Iterable[EventSink] = (), *, required: Iterable[Any] = ()) -> None:
-        self.sinks: list[EventSink] = list(sinks)
+        self.sinks: tuple[EventSink, ...] = tuple(sinks)  # fixed: `_deferred` is derived once
         self.required: list[Any] = list(required)
         self._deferred = bool(self.sinks) and all(
             callable(getattr(s, "emit_lazy", None)) for s in self.sinks

@@ -156,7 +156,8 @@ def stage_rule_lists(c: Compilation) -> None:
     # Archetypes that share a rule's lowering (check.stage_fold) share its CompiledRule too:
     # the rule's clauses for `policy explain` fold the same there (they read a subset of the
     # same archetype fields). Most rules never name `archetype`: one object for all archetypes.
-    made: dict[tuple[str, int], tuple[cel.Lowered, CompiledRule]] = {}
+    # (Keyed by the lowering's id: c.kept holds every lowering for the length of this stage.)
+    made: dict[tuple[str, int], CompiledRule] = {}
     for name, const in c.consts.items():
         generic: list[CompiledRule] = []
         indexed: list[CompiledRule] = []
@@ -167,11 +168,9 @@ def stage_rule_lists(c: Compilation) -> None:
         for k in c.kept[name]:
             r, p = k.rule.node, k.rule
             key = (r.name, id(k.lowered))  # (a constant `true` may be one shared object)
-            hit = made.get(key)
-            if hit is not None:
-                cr = hit[1]
-            else:
-                cr = CompiledRule(
+            cr = made.get(key)
+            if cr is None:
+                cr = made[key] = CompiledRule(
                     r.name,
                     r.kind,
                     Action(r.action),
@@ -187,7 +186,6 @@ def stage_rule_lists(c: Compilation) -> None:
                     needs_def[r.name],
                     needs[r.name],
                 )
-                made[key] = (k.lowered, cr)
             if r.kind == "flow":
                 flows.append(cr)
             elif r.kind == "orphan":
